@@ -1,0 +1,44 @@
+"""What every command shares: the settings and the database, loaded on first use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+class AppContext:
+    """Lazily loaded settings and database for one CLI invocation."""
+
+    def __init__(self, config_path: Path | None = None) -> None:
+        self.config_path = config_path
+        self._settings = None
+        self._database = None
+
+    @property
+    def settings(self):
+        """The validated settings."""
+        if self._settings is None:
+            from lorawatch.settings import load_settings
+
+            self._settings = load_settings(self.config_path)
+        return self._settings
+
+    @property
+    def database(self):
+        """The database, its schema checked (an empty SQLite file is created)."""
+        if self._database is None:
+            from lorawatch.db import open_database
+
+            database = open_database(self.settings)
+            database.ensure_schema()
+            self._database = database
+        return self._database
+
+    @property
+    def actor(self) -> str:
+        """Who is acting, for the audit log."""
+        return self.settings.current_actor
+
+
+pass_app = click.make_pass_decorator(AppContext)

@@ -1,0 +1,121 @@
+"""Core commands: ``init``, ``config``, ``audit``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from lorawatch.cli.context import AppContext, pass_app
+from lorawatch.cli.output import emit, json_option, table
+
+
+@click.command()
+@json_option
+@pass_app
+def init(app: AppContext, as_json: bool) -> None:
+    """Create or upgrade the database and write a default lorawatch.toml if there is none.
+
+    Safe to run any number of times: an up-to-date database and an existing settings file are
+    left as they are.
+    """
+    from lorawatch.db import open_database
+    from lorawatch.settings import CONFIG_FILE_NAME, render_default_toml
+
+    settings = app.settings
+    wrote_config = None
+    if settings.source is None:
+        target = Path.cwd() / CONFIG_FILE_NAME
+        target.write_text(render_default_toml(), encoding="utf-8")
+        wrote_config = str(target)
+    settings.home_dir.mkdir(parents=True, exist_ok=True)
+    database = open_database(settings)
+    before = database.current_revision()
+    database.upgrade()
+    after = database.current_revision()
+    database.dispose()
+    result = {
+        "database": database.safe_url,
+        "revision_before": before,
+        "revision": after,
+        "upgraded": before != after,
+        "home": str(settings.home_dir),
+        "config": str(settings.source) if settings.source else wrote_config,
+        "wrote_config": wrote_config is not None,
+    }
+    lines = [
+        f"database  {result['database']}",
+        f"schema    {after}" + (f" (upgraded from {before or 'empty'})" if before != after else " (up to date)"),
+        f"home      {result['home']}",
+    ]
+    if wrote_config:
+        lines.append(f"config    {wrote_config} (written with the defaults)")
+    elif settings.source:
+        lines.append(f"config    {settings.source}")
+    emit(result, as_json, "\n".join(lines))
+
+
+@click.group()
+def config() -> None:
+    """Show the settings in force."""
+
+
+@config.command("show")
+@json_option
+@pass_app
+def config_show(app: AppContext, as_json: bool) -> None:
+    """Print the settings in force (secrets appear as references, never as values)."""
+    settings = app.settings
+    data = settings.model_dump(mode="json")
+    data["source"] = str(settings.source) if settings.source else None
+    data["database_url_in_force"] = _redacted(settings.database_url)
+    emit(data, as_json)
+
+
+@config.command("default")
+def config_default() -> None:
+    """Print a commented lorawatch.toml with every setting at its default."""
+    from lorawatch.settings import render_default_toml
+
+    click.echo(render_default_toml(), nl=False)
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@click.group()
+def audit() -> None:
+    """Read the audit log."""
+
+
+@audit.command("list")
+@click.option("--object", "object_ref", default=None, help="Only entries for TYPE or TYPE:ID.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@json_option
+@pass_app
+def audit_list(app: AppContext, object_ref: str | None, limit: int, as_json: bool) -> None:
+    """The newest audit entries: who did what to which object, when and why."""
+    from lorawatch import audit as audit_log
+
+    object_type, _, object_id = (object_ref or "").partition(":")
+    with app.database.session() as session:
+        rows = [
+            {
+                "ts": e.ts,
+                "actor": e.actor,
+                "action": e.action,
+                "object": f"{e.object_type}:{e.object_id}",
+                "reason": e.reason,
+                "details": e.details,
+            }
+            for e in audit_log.entries(
+                session, object_type=object_type or None, object_id=object_id or None, limit=limit
+            )
+        ]
+    emit(rows, as_json, lambda: table(rows, ["ts", "actor", "action", "object", "reason"]))
+
+
+core_commands = [init, config, audit]

@@ -1,0 +1,163 @@
+"""The database layer: the only place that talks SQL.
+
+``open_database(settings)`` gives a ``Database`` with a session factory. SQLite (the embedded
+default) runs in WAL mode with a busy timeout and foreign keys on; PostgreSQL is selected by
+URL. The schema is owned by Alembic migrations (``lorawatch/migrations``); ``upgrade()``
+creates or upgrades it and is idempotent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import create_engine, event, inspect
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from lorawatch.errors import ConfigError, ConflictError
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+class Database:
+    """An engine, a session factory and the migration commands for one database URL."""
+
+    def __init__(self, url: str, *, busy_timeout_ms: int = 10_000) -> None:
+        try:
+            parsed = make_url(url)
+        except Exception:
+            raise ConfigError(
+                f"not a database URL: {_redact(url)}",
+                where="database.url",
+                fix="use sqlite:///PATH or postgresql+psycopg://USER@HOST/DB",
+            ) from None
+        self.url = url
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        kwargs: dict = {"future": True}
+        if self.is_sqlite:
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": busy_timeout_ms / 1000}
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.engine: Engine = create_engine(parsed, **kwargs)
+        if self.is_sqlite:
+            _configure_sqlite(self.engine, busy_timeout_ms)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with any password hidden, for logs and output."""
+        return _redact(self.url)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction: committed when the block ends, rolled back when it raises."""
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Create or upgrade the schema to ``revision`` (idempotent)."""
+        from alembic import command
+
+        with self.engine.begin() as connection:
+            config = alembic_config(connection)
+            command.upgrade(config, revision)
+
+    def downgrade(self, revision: str) -> None:
+        """Undo migrations down to ``revision`` (``base`` empties the schema)."""
+        from alembic import command
+
+        with self.engine.begin() as connection:
+            command.downgrade(alembic_config(connection), revision)
+
+    def current_revision(self) -> str | None:
+        """The schema revision the database is at, or None for an empty database."""
+        from alembic.runtime.migration import MigrationContext
+
+        with self.engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+
+    def head_revision(self) -> str:
+        """The newest revision the code knows."""
+        from alembic.script import ScriptDirectory
+
+        return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+    def ensure_schema(self) -> None:
+        """Make sure the schema is current before use.
+
+        An empty SQLite file (the embedded default) is created on first use; an older schema
+        or an empty server database needs an explicit ``lorawatch init``, so that upgrades of a
+        shared database are deliberate.
+        """
+        current = self.current_revision()
+        head = self.head_revision()
+        if current == head:
+            return
+        if current is None and self.is_sqlite and not inspect(self.engine).get_table_names():
+            self.upgrade()
+            return
+        raise ConflictError(
+            f"database schema is at revision {current or 'none'}, this LoraWatch needs {head}",
+            where=self.safe_url,
+            fix="run `lorawatch init` to create or upgrade it",
+        )
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection, _record) -> None:
+        # pysqlite's own transaction handling defers BEGIN; emit it ourselves so that
+        # a transaction that writes takes the lock at its start (no upgrade deadlocks).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _redact(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable URL>"
+
+
+def alembic_config(connection=None):
+    """An Alembic Config for our migrations, bound to ``connection`` when given."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def open_database(settings=None) -> Database:
+    """The database named by the settings (loaded when not given)."""
+    if settings is None:
+        from lorawatch.settings import load_settings
+
+        settings = load_settings()
+    return Database(settings.database_url, busy_timeout_ms=settings.database.busy_timeout_ms)

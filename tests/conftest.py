@@ -1,0 +1,114 @@
+"""Shared fixtures: a real database per test (SQLite always, PostgreSQL when
+``LORAWATCH_TEST_POSTGRES_URL`` is set), an isolated LoraWatch home, and an in-process CLI."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+PG_URL = os.environ.get("LORAWATCH_TEST_POSTGRES_URL")
+BACKENDS = ["db:sqlite"] + (["db:postgresql"] if PG_URL else [])
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path, monkeypatch):
+    """No test reads the user's settings or writes to ~/.lorawatch."""
+    monkeypatch.setenv("LORAWATCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LORAWATCH_ACTOR", "tester")
+    monkeypatch.delenv("LORAWATCH_CONFIG", raising=False)
+    monkeypatch.delenv("LORAWATCH_DATABASE_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request, tmp_path):
+    """The URL of a fresh, empty database on each backend."""
+    if request.param == "db:sqlite":
+        yield f"sqlite:///{tmp_path / 'lorawatch-test.db'}"
+        return
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    name = f"lw_test_{uuid.uuid4().hex[:16]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def db(database_url):
+    """A migrated database on each backend."""
+    from lorawatch.db import Database
+
+    database = Database(database_url)
+    database.upgrade()
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def lw_env(database_url, monkeypatch):
+    """Point LoraWatch (settings, CLI) at the test database."""
+    monkeypatch.setenv("LORAWATCH_DATABASE_URL", database_url)
+    return database_url
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    def json(self):
+        import json
+
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``lorawatch ARGS...`` in this process; returns exit code, stdout and stderr."""
+    from lorawatch.cli import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+_counts = {"db:sqlite": 0, "db:postgresql": 0}
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and report.passed:
+        for backend in _counts:
+            if f"[{backend}" in report.nodeid or f"-{backend}" in report.nodeid:
+                _counts[backend] += 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_sep("-", "database backends")
+    terminalreporter.write_line(f"passed against SQLite:     {_counts['db:sqlite']}")
+    pg = _counts["db:postgresql"]
+    note = "" if PG_URL else " (LORAWATCH_TEST_POSTGRES_URL not set)"
+    terminalreporter.write_line(f"passed against PostgreSQL: {pg}{note}")

@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lorawatch import __version__
+
+LORAWATCH = Path(sys.executable).parent / "lorawatch"
+
+
+def test_version(cli):
+    result = cli("--version")
+    assert result.code == 0
+    assert __version__ in result.out
+
+
+def test_every_command_has_help(cli):
+    import click
+
+    from lorawatch.cli import cli as root
+
+    def walk(group: click.Group, prefix: list[str]):
+        for name, command in group.commands.items():
+            yield prefix + [name], command
+            if isinstance(command, click.Group):
+                yield from walk(command, prefix + [name])
+
+    seen = 0
+    for path, command in walk(root, []):
+        result = cli(*path, "--help")
+        assert result.code == 0, path
+        assert "Usage:" in result.out
+        assert command.help, f"{' '.join(path)} has no help text"
+        seen += 1
+    assert seen >= 5
+
+
+def test_help_starts_fast_and_imports_nothing_heavy():
+    code = (
+        "import sys, time; t=time.perf_counter();"
+        "from lorawatch.cli import cli;"
+        "heavy=[m for m in ('torch','transformers','peft','sqlalchemy','pandas','numpy','pydantic','streamlit') if m in sys.modules];"
+        "print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    start = time.perf_counter()
+    subprocess.run([str(LORAWATCH), "--help"], capture_output=True, check=True)
+    # Generous bound for a loaded CI machine; typically about 0.1 s.
+    assert time.perf_counter() - start < 1.0
+
+
+def test_init_creates_the_database_and_a_default_config(cli, lw_env, tmp_path):
+    result = cli("init", "--json")
+    assert result.code == 0, result.err
+    data = result.json()
+    assert data["upgraded"] is True and data["revision_before"] is None
+    assert data["wrote_config"] is True
+    assert (tmp_path / "lorawatch.toml").is_file()
+
+
+def test_init_twice_keeps_schema_and_data(cli, lw_env, tmp_path):
+    from sqlalchemy import inspect
+
+    from lorawatch import audit
+    from lorawatch.db import Database
+
+    assert cli("init").code == 0
+    database = Database(lw_env)
+    with database.session() as session:
+        audit.record(session, actor="a", action="test", object_type="x", object_id="1", reason="r")
+
+    def snapshot():
+        insp = inspect(database.engine)
+        schema = {
+            t: sorted((c["name"], str(c["type"])) for c in insp.get_columns(t))
+            for t in sorted(insp.get_table_names())
+        }
+        with database.session() as session:
+            rows = [(e.actor, e.action, e.reason) for e in audit.entries(session)]
+        return schema, rows
+
+    before = snapshot()
+    config_before = (tmp_path / "lorawatch.toml").read_text()
+    second = cli("init", "--json")
+    assert second.code == 0
+    assert second.json()["upgraded"] is False
+    assert second.json()["wrote_config"] is False
+    assert snapshot() == before
+    assert (tmp_path / "lorawatch.toml").read_text() == config_before
+    database.dispose()
+
+
+@pytest.mark.parametrize(
+    "content,words",
+    [
+        ("[canary\n", ["invalid TOML"]),
+        ("[canary]\nbatchsize = 3\n", ['unknown key "canary.batchsize"']),
+        ("[canary]\nbatch_size = 'x'\n", ['"canary.batch_size"', "integer"]),
+    ],
+)
+def test_a_malformed_config_exits_2_with_one_line_and_no_traceback(tmp_path, content, words):
+    (tmp_path / "lorawatch.toml").write_text(content)
+    env = dict(os.environ)
+    out = subprocess.run([str(LORAWATCH), "init"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    assert "lorawatch.toml:" in lines[0] and "fix:" in lines[0]
+    for word in words:
+        assert word in lines[0]
+    assert not (tmp_path / "home" / "lorawatch.db").exists()
+
+
+def test_a_usage_error_exits_2(cli):
+    result = cli("init", "--no-such-option")
+    assert result.code == 2
+    assert "no such option" in result.err.lower()
+
+
+def test_an_outdated_server_schema_asks_for_init(cli, lw_env, db):
+    from lorawatch.db import Database
+
+    database = Database(lw_env)
+    database.downgrade("base")
+    with database.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE unrelated (x INTEGER)")
+    result = cli("audit", "list")
+    assert result.code == 2
+    assert "lorawatch init" in result.err
+    database.dispose()
+
+
+def test_audit_list_reads_the_log(cli, lw_env, db):
+    from lorawatch import audit
+
+    with db.session() as session:
+        audit.record(session, actor="ana", action="promote", object_type="adapter", object_id="a1", reason="ok")
+        audit.record(session, actor="bo", action="rollback", object_type="adapter", object_id="a2", reason="bad")
+    result = cli("audit", "list", "--object", "adapter:a2", "--json")
+    assert result.code == 0, result.err
+    rows = result.json()
+    assert [(r["actor"], r["action"], r["reason"]) for r in rows] == [("bo", "rollback", "bad")]
+    text = cli("audit", "list")
+    assert "promote" in text.out and "rollback" in text.out
