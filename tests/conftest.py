@@ -112,3 +112,35 @@ def pytest_terminal_summary(terminalreporter):
     pg = _counts["db:postgresql"]
     note = "" if PG_URL else " (LORAWATCH_TEST_POSTGRES_URL not set)"
     terminalreporter.write_line(f"passed against PostgreSQL: {pg}{note}")
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory):
+    """A tiny random Llama with its tokenizer (built once per session)."""
+    from tests.tiny_models import build_base
+
+    return build_base(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def trained_adapter(tiny_base, tmp_path_factory):
+    """A real LoRA adapter trained on the tiny base."""
+    from tests.tiny_models import train_adapter
+
+    return train_adapter(tiny_base, tmp_path_factory.mktemp("adapters") / "support-v1")
+
+
+@pytest.fixture(scope="session")
+def second_adapter(tiny_base, tmp_path_factory):
+    """Another trained LoRA adapter on the tiny base (different seed and data)."""
+    from tests.tiny_models import CORPUS, train_adapter
+
+    return train_adapter(tiny_base, tmp_path_factory.mktemp("adapters") / "support-v2", seed=1, texts=CORPUS[5:15])
+
+
+@pytest.fixture(scope="session")
+def zero_adapter(tiny_base, tmp_path_factory):
+    """A LoRA adapter whose B matrices are zero: it changes nothing."""
+    from tests.tiny_models import train_adapter
+
+    return train_adapter(tiny_base, tmp_path_factory.mktemp("adapters") / "zero", zero=True)

@@ -16,6 +16,7 @@ import click
 from lorawatch import __version__
 from lorawatch.cli.context import AppContext
 from lorawatch.cli.core import core_commands
+from lorawatch.cli.registry import registry
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -37,7 +38,7 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
     ctx.obj = AppContext(config_path)
 
 
-for command in core_commands:
+for command in [*core_commands, registry]:
     cli.add_command(command)
 
 

@@ -1,5 +1,4 @@
-"""The tables. Every schema change here comes with an Alembic migration in
-``lorawatch/migrations/versions``; ``tests/test_migrations.py`` checks that they agree."""
+"""The declarative base and the audit log."""
 
 from __future__ import annotations
 

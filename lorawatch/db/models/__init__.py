@@ -1,0 +1,23 @@
+"""The tables, one module per concept. Every schema change here comes with an Alembic
+migration in ``lorawatch/migrations/versions``; ``tests/test_db.py`` checks that they agree."""
+
+from __future__ import annotations
+
+from lorawatch.db.models.base import AuditLog, Base
+from lorawatch.db.models.registry import (
+    AdapterAlias,
+    AdapterRecord,
+    AdapterVersion,
+    AliasEvent,
+    BaseModelRecord,
+)
+
+__all__ = [
+    "AdapterAlias",
+    "AdapterRecord",
+    "AdapterVersion",
+    "AliasEvent",
+    "AuditLog",
+    "Base",
+    "BaseModelRecord",
+]

@@ -1,0 +1,177 @@
+"""Adapter and base-model files: safe names, hashing, safetensors checks, the store.
+
+Registering reads files the user points at; nothing here trusts them. Names that could escape
+the store are refused, pickled weights are refused unless explicitly allowed (unpickling runs
+code), and safetensors files are checked for a valid header and a size that matches it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import struct
+from pathlib import Path
+
+from lorawatch.errors import InputError, IntegrityError
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt", ".pth")
+_CHUNK = 4 * 1024 * 1024
+
+
+def check_name(value: str, what: str) -> str:
+    """Refuse names that could escape the store or break paths (``../``, ``/``, spaces)."""
+    if not NAME_PATTERN.match(value or "") or ".." in value:
+        raise InputError(
+            f"{what} {value!r} is not a valid name",
+            fix="use 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit, no '..'",
+        )
+    return value
+
+
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def content_digest(files: dict[str, dict]) -> str:
+    """One sha256 over a file manifest (relative path and sha256 of every file)."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(f"{name}\0{files[name]['sha256']}\n".encode())
+    return digest.hexdigest()
+
+
+def list_files(root: Path) -> list[str]:
+    """Relative paths of the regular files under ``root``, refusing links that leave it."""
+    root_resolved = root.resolve()
+    names: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in {".git", "__pycache__"})
+        for filename in sorted(filenames):
+            full = Path(dirpath) / filename
+            resolved = full.resolve()
+            if root_resolved not in resolved.parents:
+                raise InputError(
+                    f"{full} points outside the adapter directory",
+                    where=str(root),
+                    fix="copy the real file into the directory instead of linking to it",
+                )
+            if not resolved.is_file():
+                continue
+            names.append(full.relative_to(root).as_posix())
+    return names
+
+
+def manifest(root: Path, names: list[str] | None = None, progress: bool = False) -> dict[str, dict]:
+    """``{relative path: {sha256, size}}`` for the files under ``root``."""
+    names = names if names is not None else list_files(root)
+    result: dict[str, dict] = {}
+    iterator = names
+    if progress and names:
+        from tqdm import tqdm
+
+        iterator = tqdm(names, desc="hashing", unit="file", leave=False)
+    for name in iterator:
+        path = root / name
+        result[name] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+    return result
+
+
+def check_safetensors(path: Path) -> dict:
+    """Validate a safetensors file's header and size; return its tensor index.
+
+    A truncated or corrupt file fails here, before anything loads it.
+    """
+    size = path.stat().st_size
+    fix = "re-export the adapter (model.save_pretrained) and register it again"
+    if size < 8:
+        raise InputError("truncated safetensors file (shorter than its header)", where=str(path), fix=fix)
+    with open(path, "rb") as handle:
+        (header_len,) = struct.unpack("<Q", handle.read(8))
+        if header_len <= 0 or 8 + header_len > size:
+            raise InputError(
+                f"truncated or corrupt safetensors file (header of {header_len} bytes, file of {size})",
+                where=str(path),
+                fix=fix,
+            )
+        try:
+            header = json.loads(handle.read(header_len))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise InputError("corrupt safetensors header (not JSON)", where=str(path), fix=fix) from None
+    if not isinstance(header, dict):
+        raise InputError("corrupt safetensors header (not a JSON object)", where=str(path), fix=fix)
+    end = 0
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    for name, info in tensors.items():
+        try:
+            start, stop = info["data_offsets"]
+        except (TypeError, KeyError, ValueError):
+            raise InputError(f"corrupt safetensors entry {name!r}", where=str(path), fix=fix) from None
+        end = max(end, stop)
+    data_size = size - 8 - header_len
+    if end != data_size:
+        raise InputError(
+            f"truncated or corrupt safetensors file (tensors need {end} bytes of data, "
+            f"the file has {data_size})",
+            where=str(path),
+            fix=fix,
+        )
+    return tensors
+
+
+def verify_files(root: Path, expected: dict[str, dict], what: str) -> None:
+    """Re-hash every recorded file under ``root``; refuse a missing or changed one."""
+    for name, info in sorted(expected.items()):
+        path = root / name
+        if not path.is_file():
+            raise IntegrityError(
+                f"{what}: file {name} is missing",
+                where=str(root),
+                fix="restore the file from its source or register a new version",
+            )
+        actual = sha256_file(path)
+        if actual != info["sha256"]:
+            raise IntegrityError(
+                f"{what}: file {name} was changed after registration "
+                f"(sha256 {actual[:12]}..., recorded {info['sha256'][:12]}...)",
+                where=str(path),
+                fix="restore the original file, or register the new content as a new version",
+            )
+
+
+def copy_into_store(source: Path, names: list[str], target: Path) -> None:
+    """Copy files into a new store directory atomically (temp dir, then rename), read-only."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.parent / f".staging-{target.name}-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    try:
+        for name in names:
+            destination = staging / name
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source / name, destination)
+            os.chmod(destination, 0o444)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a store directory whose files were made read-only."""
+    if not path.exists():
+        return
+    for dirpath, _dirs, filenames in os.walk(path):
+        os.chmod(dirpath, 0o755)
+        for filename in filenames:
+            os.chmod(Path(dirpath) / filename, 0o644)
+    shutil.rmtree(path)
