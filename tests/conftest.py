@@ -144,3 +144,12 @@ def zero_adapter(tiny_base, tmp_path_factory):
     from tests.tiny_models import train_adapter
 
     return train_adapter(tiny_base, tmp_path_factory.mktemp("adapters") / "zero", zero=True)
+
+
+@pytest.fixture(scope="session")
+def parrot_adapter(tiny_base, tmp_path_factory):
+    """A LoRA adapter trained hard on one sentence: its outputs differ a lot from the others'."""
+    from tests.tiny_models import train_adapter
+
+    texts = ["Drink plenty of water and rest if you have a mild fever."] * 10
+    return train_adapter(tiny_base, tmp_path_factory.mktemp("adapters") / "parrot", seed=3, steps=60, texts=texts)

@@ -101,6 +101,9 @@ def test_the_default_file_documents_every_setting_and_loads_back(tmp_path):
         if name == "source":
             continue
         sub = field.annotation
+        if name == "monitors":
+            assert field.description in text
+            continue
         if not (isinstance(sub, type) and hasattr(sub, "model_fields")):
             assert field.description, f"setting {name} has no description"
         else:

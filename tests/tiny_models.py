@@ -43,8 +43,9 @@ def build_tokenizer(directory: Path):
     return fast
 
 
-def build_base(directory: Path, seed: int = 42) -> Path:
-    """A random 2-layer Llama (hidden 64) with its tokenizer, saved as safetensors."""
+def build_base(directory: Path, seed: int = 42, pretrain_steps: int = 120) -> Path:
+    """A 2-layer Llama (hidden 64) with its tokenizer, briefly trained on CORPUS so that its
+    greedy outputs are words rather than noise, saved as safetensors."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -58,6 +59,21 @@ def build_base(directory: Path, seed: int = 42) -> Path:
         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(config)
+    if pretrain_steps:
+        generator = torch.Generator().manual_seed(seed)
+        texts = sorted(set(CORPUS))
+        batch = tokenizer([f"<|bos|>user\n{t}<|eos|>\n<|bos|>assistant\n{t}<|eos|>" for t in texts],
+                          return_tensors="pt", padding=True)
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        optim = torch.optim.AdamW(model.parameters(), lr=1e-2)
+        for _ in range(pretrain_steps):
+            pick = torch.randperm(len(texts), generator=generator)[:6]
+            loss = model(input_ids=batch["input_ids"][pick], attention_mask=batch["attention_mask"][pick],
+                         labels=labels[pick]).loss
+            loss.backward()
+            optim.step()
+            optim.zero_grad()
+    model.eval()
     model.save_pretrained(directory, safe_serialization=True)
     return directory
 
@@ -87,3 +103,23 @@ def train_adapter(base_dir: Path, out_dir: Path, *, seed: int = 0, steps: int = 
             optim.zero_grad()
     model.save_pretrained(out_dir, safe_serialization=True)
     return out_dir
+
+
+def write_canary_dataset(path: Path, n: int = 24) -> Path:
+    """A small canary dataset over three segments; every fourth prompt has no reference."""
+    import json
+
+    segments = ["support", "finance", "media"]
+    texts = sorted(set(CORPUS))
+    lines = []
+    for i in range(n):
+        item = {"id": f"p{i:03d}", "segment": segments[i % 3], "prompt": texts[i % len(texts)] + f" ({i})"}
+        if i % 4:
+            item["reference"] = texts[(i + 3) % len(texts)]
+        if i % 7 == 3:
+            item = {"id": item["id"], "segment": item["segment"],
+                    "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": item["prompt"]}],
+                    **({"reference": item["reference"]} if "reference" in item else {})}
+        lines.append(json.dumps(item))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

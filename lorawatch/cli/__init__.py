@@ -15,6 +15,7 @@ import click
 
 from lorawatch import __version__
 from lorawatch.cli.context import AppContext
+from lorawatch.cli.canary import canary
 from lorawatch.cli.core import core_commands
 from lorawatch.cli.registry import registry
 
@@ -38,7 +39,7 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
     ctx.obj = AppContext(config_path)
 
 
-for command in [*core_commands, registry]:
+for command in [*core_commands, registry, canary]:
     cli.add_command(command)
 
 

@@ -119,3 +119,35 @@ def audit_list(app: AppContext, object_ref: str | None, limit: int, as_json: boo
 
 
 core_commands = [init, config, audit]
+
+
+@click.command()
+@click.option("--no-dashboard", is_flag=True, help="Do not serve the dashboard at the end.")
+@click.option("--dataset", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Canary dataset (default: canary_data/core-v1.jsonl).")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=None, help="Generated tokens per prompt.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Prompts per batch.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@json_option
+@pass_app
+def demo(app: AppContext, no_dashboard, dataset, max_new_tokens, batch_size, device, as_json) -> None:
+    """The embedded default end to end on SmolLM2-135M-Instruct.
+
+    Prepares the model and three demo adapters (healthy, drifted, risky) once, registers and
+    promotes them, and runs a canary round. Run it again for another round, compared with
+    the first.
+    """
+    from lorawatch.cli.canary import _summary_text
+    from lorawatch.db import open_database
+    from lorawatch.demo.run import run_demo
+
+    settings = app.settings
+    database = open_database(settings)
+    say = (lambda _msg: None) if as_json else (lambda msg: click.echo(msg, err=True))
+    summary = run_demo(database, settings, actor=app.actor, dataset=dataset, max_new_tokens=max_new_tokens,
+                       batch_size=batch_size, device=device, progress=not as_json, say=say)
+    emit(summary, as_json, lambda: _summary_text(summary) + (
+        "" if no_dashboard else "\n\n(the dashboard is not part of this version yet; see the README)"))
+
+
+core_commands.append(demo)

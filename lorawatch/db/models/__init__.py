@@ -4,6 +4,14 @@ migration in ``lorawatch/migrations/versions``; ``tests/test_db.py`` checks that
 from __future__ import annotations
 
 from lorawatch.db.models.base import AuditLog, Base
+from lorawatch.db.models.canary import (
+    CanaryBaseline,
+    CanaryBaseOutput,
+    CanaryDatasetRecord,
+    CanaryResult,
+    CanaryRun,
+    MonitorResult,
+)
 from lorawatch.db.models.registry import (
     AdapterAlias,
     AdapterRecord,
@@ -20,4 +28,10 @@ __all__ = [
     "AuditLog",
     "Base",
     "BaseModelRecord",
+    "CanaryBaseOutput",
+    "CanaryBaseline",
+    "CanaryDatasetRecord",
+    "CanaryResult",
+    "CanaryRun",
+    "MonitorResult",
 ]

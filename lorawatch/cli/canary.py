@@ -1,0 +1,146 @@
+"""``lorawatch canary``: run canary datasets through the base and its adapters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from lorawatch.cli.context import AppContext, pass_app
+from lorawatch.cli.output import emit, json_option, table
+
+
+@click.group()
+def canary() -> None:
+    """Canary runs: logit and embedding drift of adapters against their base."""
+
+
+@canary.command("run")
+@click.option("--dataset", "dataset", type=click.Path(path_type=Path, dir_okay=False),
+              help="Canary dataset (JSONL). Required unless --resume.")
+@click.option("--adapter", "adapters", multiple=True,
+              help="NAME (its production version, else its newest) or NAME@VERSION; repeatable. Default: every production version.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
+              help="auto: CUDA in bf16 when available, else CPU in fp32 (default: canary.device).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Prompts per batch (default: canary.batch_size).")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=None, help="Generated tokens per prompt (default: canary.max_new_tokens).")
+@click.option("--resume", "resume", type=int, default=None, help="Finish an interrupted run instead of starting one.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@json_option
+@pass_app
+def run(app: AppContext, dataset, adapters, device, batch_size, max_new_tokens, resume, no_progress, as_json) -> None:
+    """Run a canary dataset through the base and each adapter; prints the run id.
+
+    Per (prompt, adapter): teacher-forced KL, JS, top-1 agreement and reference log-prob
+    change; greedy outputs of adapter and base; cosine distance of their embeddings. Per
+    adapter: monitor results, and KS and MMD tests against the version's baseline run.
+    """
+    from lorawatch.errors import InputError
+    from monitors import canary as service
+
+    db = app.database
+    if resume is not None:
+        run_id = resume
+    else:
+        if dataset is None:
+            raise InputError("--dataset is required", fix="pass --dataset FILE.jsonl (or --resume RUN)")
+        options = service.RunOptions.from_settings(app.settings, device=device, batch_size=batch_size,
+                                                   max_new_tokens=max_new_tokens)
+        run_id = service.create_run(db, app.settings, dataset_path=dataset, adapters=list(adapters) or None,
+                                    options=options, actor=app.actor)
+        if not as_json:
+            click.echo(f"canary run {run_id} started", err=True)
+    summary = service.execute_run(db, app.settings, run_id, progress=not (no_progress or as_json))
+    emit(summary, as_json, lambda: _summary_text(summary))
+
+
+def _summary_text(s: dict) -> str:
+    lines = [f"run {s['run']}  {s['status']}  dataset {s['dataset']} ({s['prompts']} prompts)  base {s['base']}  device {s['device']}"]
+    rows = []
+    for a in s["adapters"]:
+        m = a["monitors"]
+
+        def value(key):
+            item = m.get(key)
+            return None if item is None or item["value"] is None else item["value"]
+
+        breached = [k for k, v in m.items() if v["breached"]]
+        rows.append({"adapter": f"{a['adapter']}@{a['version']}", "kl": value("logit_kl"), "kl_p95": value("logit_kl_p95"),
+                     "top1": value("top1_agreement"), "cos_dist": value("embedding_cosine"),
+                     "ks_p": value("logit_kl_ks"), "mmd_p": value("embedding_mmd"),
+                     "breached": ",".join(breached) or "-"})
+    lines.append(table(rows))
+    return "\n".join(lines)
+
+
+@canary.command("show")
+@click.argument("run_id", type=int)
+@json_option
+@pass_app
+def show(app: AppContext, run_id, as_json) -> None:
+    """A run: status, device, and each adapter's monitor results."""
+    from monitors import canary as service
+
+    summary = service.run_summary(app.database, run_id)
+    emit(summary, as_json, lambda: _summary_text(summary))
+
+
+@canary.command("list")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+@json_option
+@pass_app
+def list_runs(app: AppContext, limit, as_json) -> None:
+    """The newest canary runs."""
+    from monitors import canary as service
+
+    rows = service.list_runs(app.database, limit)
+    emit(rows, as_json, lambda: table(rows))
+
+
+@canary.command("export")
+@click.argument("run_id", type=int)
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]), default="jsonl", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Output file (default: stdout for jsonl and csv; required for parquet).")
+@pass_app
+def export(app: AppContext, run_id, fmt, out) -> None:
+    """One row per (prompt, adapter): drift scores, outputs side by side, latency."""
+    import sys
+
+    import pandas as pd
+
+    from lorawatch.errors import InputError
+    from monitors import canary as service
+
+    rows = service.export_rows(app.database, run_id)
+    frame = pd.DataFrame(rows, columns=service.EXPORT_COLUMNS)
+    if fmt == "parquet":
+        if out is None:
+            raise InputError("parquet needs --out FILE", fix="pass --out run.parquet")
+        frame.to_parquet(out, index=False)
+    elif fmt == "csv":
+        frame.to_csv(out if out else sys.stdout, index=False)
+    else:
+        text = frame.to_json(orient="records", lines=True, force_ascii=False)
+        if out:
+            Path(out).write_text(text, encoding="utf-8")
+        else:
+            sys.stdout.write(text)
+    if out:
+        click.echo(f"wrote {len(frame)} rows to {out}", err=True)
+
+
+@canary.command("baseline")
+@click.argument("adapter")
+@click.option("--version", "version", required=True)
+@click.option("--run", "run_id", type=int, required=True, help="The complete run to compare later runs with.")
+@json_option
+@pass_app
+def baseline(app: AppContext, adapter, version, run_id, as_json) -> None:
+    """Pin the baseline run a version's later runs on that dataset are compared with."""
+    from monitors import canary as service
+
+    with app.database.session() as session:
+        row = service.pin_baseline(session, adapter=adapter, version=version, run_id=run_id, actor=app.actor)
+        data = {"adapter": adapter, "version": version, "run": row.run_id, "pinned": row.pinned}
+    emit(data, as_json, f"baseline of {adapter}@{version} on that dataset: run {run_id} (pinned)")

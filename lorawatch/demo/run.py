@@ -1,0 +1,69 @@
+"""``lorawatch demo``: the embedded default, end to end, on the real SmolLM2 model.
+
+Each step is idempotent, so a second ``lorawatch demo`` reuses the prepared models and
+registrations and simply runs another canary round (which is then compared with the first).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from lorawatch.db import Database
+from lorawatch.db.models import AdapterAlias, AdapterRecord, BaseModelRecord
+from lorawatch.errors import InputError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DATASET = REPO_ROOT / "canary_data" / "core-v1.jsonl"
+
+
+def run_demo(db: Database, settings, *, actor: str, dataset: Path | None = None, max_new_tokens: int | None = None,
+             batch_size: int | None = None, device: str | None = None, progress: bool = True, say=print) -> dict[str, Any]:
+    """Prepare and register the demo models, then run a canary round; returns the run summary."""
+    from lorawatch.demo import models as demo_models
+    from monitors import canary
+    from registry import service
+    from registry.metadata import VersionMetadata
+
+    dataset = Path(dataset or DEFAULT_DATASET)
+    if not dataset.is_file():
+        raise InputError("canary dataset not found", where=str(dataset), fix="pass --dataset FILE.jsonl")
+    db.upgrade()
+    cache = settings.home_dir / "demo"
+    say("1/3 preparing the demo model and adapters (cached after the first run)")
+    base_dir = demo_models.prepare_base(cache / "models", progress=progress)
+    store = service.Store.from_settings(settings)
+    with db.session() as session:
+        if session.scalar(select(BaseModelRecord).where(BaseModelRecord.name == demo_models.BASE_NAME)) is None:
+            service.add_base(session, name=demo_models.BASE_NAME, path=base_dir, hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+                             revision="gguf-q4_1-dequantized", actor=actor, progress=progress)
+    for spec in demo_models.DEMO_ADAPTERS:
+        out = demo_models.train_adapter(base_dir, spec, cache / "adapters" / spec.name, progress=progress)
+        with db.session() as session:
+            record = session.scalar(select(AdapterRecord).where(AdapterRecord.name == spec.name))
+            if record is None or not record.versions:
+                data_hash = hashlib.sha256((demo_models.DATA_DIR / spec.data).read_bytes()).hexdigest()
+                meta = VersionMetadata.model_validate({
+                    "lineage": {"base_model_version": "gguf-q4_1-dequantized", "dataset_hash": f"sha256:{data_hash}",
+                                "training_run": f"lorawatch demo: {spec.steps} steps, lr {spec.lr}, rank {spec.rank}"},
+                    "performance": {"human_eval": spec.description},
+                    "ownership": {"team": spec.team, "contacts": [f"{spec.team}@example.com", "oncall-ml@example.com"],
+                                  "review_cadence_days": 30},
+                })
+                service.register_version(session, store, adapter=spec.name, path=out, base=demo_models.BASE_NAME,
+                                         version="v1", metadata=meta, actor=actor, reason="lorawatch demo")
+            has_production = session.scalar(select(AdapterAlias).join(AdapterRecord, AdapterAlias.adapter_id == AdapterRecord.id)
+                                             .where(AdapterRecord.name == spec.name, AdapterAlias.alias == "production"))
+            if has_production is None:
+                service.promote(session, adapter=spec.name, version="v1", alias="production", actor=actor,
+                                reason="lorawatch demo: initial release")
+    say(f"2/3 canary run over {dataset.name}")
+    options = canary.RunOptions.from_settings(settings, device=device, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    run_id = canary.create_run(db, settings, dataset_path=dataset,
+                               adapters=[s.name for s in demo_models.DEMO_ADAPTERS], options=options, actor=actor)
+    summary = canary.execute_run(db, settings, run_id, progress=progress)
+    say("3/3 done")
+    return summary

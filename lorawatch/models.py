@@ -1,0 +1,116 @@
+"""Model loading: a base LLM from a local directory, a GGUF file or the local hub cache, and
+its LoRA adapters from the registry (hashes re-checked), on CUDA in bf16 or the CPU in fp32.
+
+Nothing is downloaded: ``local_files_only`` everywhere. torch, transformers and peft are
+imported here, not at start-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lorawatch.errors import DependencyError, InputError
+
+
+@dataclass
+class DeviceChoice:
+    """Where and in which precision the models run."""
+
+    device: Any  # torch.device
+    dtype: Any  # torch.dtype
+
+    @property
+    def label(self) -> str:
+        """For example ``cuda:0/bfloat16``."""
+        return f"{self.device}/{str(self.dtype).removeprefix('torch.')}"
+
+
+def pick_device(preference: str = "auto") -> DeviceChoice:
+    """``auto``: CUDA in bf16 when available, else the CPU in fp32."""
+    import torch
+
+    if preference not in {"auto", "cpu", "cuda"}:
+        raise InputError(f"device {preference!r} is not one of auto, cpu, cuda", fix="pass --device auto|cpu|cuda")
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise DependencyError("--device cuda was asked for, but torch sees no CUDA device",
+                              fix="run on a GPU machine with a CUDA build of torch, or use --device cpu")
+    if preference in {"auto", "cuda"} and torch.cuda.is_available():
+        return DeviceChoice(torch.device("cuda", torch.cuda.current_device()), torch.bfloat16)
+    return DeviceChoice(torch.device("cpu"), torch.float32)
+
+
+def resolve_base_source(path: str | None, hub_id: str | None) -> tuple[str, dict[str, Any]]:
+    """What to pass to ``from_pretrained`` for a base: a directory, a GGUF file, or a cached hub id."""
+    if path:
+        p = Path(path)
+        if p.is_file() and p.suffix == ".gguf":
+            return str(p.parent), {"gguf_file": p.name}
+        if p.is_dir():
+            return str(p), {}
+        raise InputError("base model path does not exist", where=str(p), fix="re-register the base with a valid --path")
+    if hub_id:
+        return hub_id, {}
+    raise InputError("base model has neither a path nor a hub id", fix="re-register the base with --path")
+
+
+def quiet_transformers() -> None:
+    """Keep transformers' own progress bars and advisory warnings off our output."""
+    import warnings
+
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+    logging.set_verbosity_error()
+    # peft asks transformers a deprecated question on every adapter it wraps; not ours to fix
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
+def load_tokenizer(source: str, extra: dict[str, Any]):
+    """The tokenizer of a base, with a pad token (left padding, for batched generation)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True, **extra)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load_base(path: str | None, hub_id: str | None, choice: DeviceChoice):
+    """Load a base causal LM and its tokenizer onto the chosen device, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    quiet_transformers()
+    source, extra = resolve_base_source(path, hub_id)
+    try:
+        tokenizer = load_tokenizer(source, extra)
+        model = AutoModelForCausalLM.from_pretrained(source, dtype=choice.dtype, local_files_only=True, **extra)
+    except OSError as exc:
+        raise InputError(f"cannot load the base model: {str(exc).splitlines()[0]}", where=source,
+                         fix="check the registered path; nothing is downloaded") from None
+    model.to(choice.device).eval()
+    return model, tokenizer
+
+
+def attach_adapters(model, adapters: dict[str, Path]):
+    """Wrap ``model`` in a PeftModel holding every adapter under its given name."""
+    from peft import PeftModel
+
+    names = list(adapters)
+    if not names:
+        raise InputError("no adapters to attach", fix="register adapters first")
+    peft_model = PeftModel.from_pretrained(model, str(adapters[names[0]]), adapter_name=names[0], is_trainable=False)
+    for name in names[1:]:
+        peft_model.load_adapter(str(adapters[name]), adapter_name=name, is_trainable=False)
+    peft_model.eval()
+    return peft_model
+
+
+def chat_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
+    """The prompt text: the tokenizer's chat template when it has one, else the plain turns."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    lines = [f"{m['role']}: {m['content']}" for m in messages]
+    return "\n".join(lines) + "\nassistant:"

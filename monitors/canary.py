@@ -1,0 +1,436 @@
+"""Canary runs: the platform's main job.
+
+``create_run`` validates the dataset and the adapters (hashes re-checked) and records a run;
+``execute_run`` scores every (prompt, adapter) pair batch by batch, committing each batch's
+rows in one transaction, then ``finalize_run`` stores the per-adapter monitor results and the
+drift tests against each version's baseline and marks the run complete. A run killed at any
+point never looks complete; ``execute_run`` on it again (``--resume``) skips the batches
+already stored and gives the same results as an uninterrupted run, because batches are a
+fixed, deterministic partition of the dataset.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from lorawatch import audit
+from lorawatch.db import Database
+from lorawatch.db.models import (
+    AdapterAlias,
+    AdapterRecord,
+    AdapterVersion,
+    BaseModelRecord,
+    CanaryBaseline,
+    CanaryBaseOutput,
+    CanaryDatasetRecord,
+    CanaryResult,
+    CanaryRun,
+    MonitorResult,
+)
+from lorawatch.db.types import utcnow
+from lorawatch.errors import ConflictError, InputError, NotFoundError
+from monitors.dataset import CanaryDataset, CanaryPrompt, load_dataset
+from monitors.embeddings import cosine_distance, from_bytes, to_bytes
+from registry import files as registry_files
+from registry.service import Store, get_adapter, get_version, open_version
+
+METRICS = ["kl_mean", "kl_max", "js_mean", "top1_agreement", "ref_logprob_base", "ref_logprob_adapted"]
+
+
+@dataclass
+class RunOptions:
+    """How a run executes."""
+
+    device: str = "auto"
+    batch_size: int = 8
+    max_new_tokens: int = 48
+
+    @classmethod
+    def from_settings(cls, settings, **overrides) -> RunOptions:
+        """Options from ``[canary]`` settings, with non-None overrides."""
+        values = {"device": settings.canary.device, "batch_size": settings.canary.batch_size,
+                  "max_new_tokens": settings.canary.max_new_tokens}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+# ---------------------------------------------------------------- choosing what to run
+
+
+def select_versions(session: Session, specs: list[str] | None) -> list[AdapterVersion]:
+    """The versions a run covers: ``name`` (its production version, else its newest) or ``name@version``.
+
+    Without specs: every adapter's production version (adapters without one are skipped).
+    """
+    if specs:
+        chosen = []
+        for spec in specs:
+            name, _, version = spec.partition("@")
+            if version:
+                chosen.append(get_version(session, name, version))
+            else:
+                chosen.append(_default_version(session, get_adapter(session, name)))
+    else:
+        rows = session.scalars(
+            select(AdapterVersion).join(AdapterAlias, AdapterAlias.version_id == AdapterVersion.id)
+            .where(AdapterAlias.alias == "production", AdapterAlias.tenant == "").order_by(AdapterVersion.adapter_id)
+        )
+        chosen = list(rows)
+        if not chosen:
+            raise InputError("no adapter has a production version", fix="pass --adapter NAME, or promote one first")
+    unique: dict[int, AdapterVersion] = {v.id: v for v in chosen}
+    bases = {v.adapter.base_model_id for v in unique.values()}
+    if len(bases) > 1:
+        names = sorted({v.adapter.base_model.name for v in unique.values()})
+        raise InputError(f"the adapters are on different base models ({', '.join(names)})",
+                         fix="run once per base model, choosing its adapters with --adapter")
+    archived = [f"{v.adapter.name}@{v.version}" for v in unique.values() if v.state == "archived"]
+    if archived:
+        raise ConflictError(f"archived version(s): {', '.join(archived)}", fix="restore them first (lorawatch registry restore)")
+    return list(unique.values())
+
+
+def _default_version(session: Session, adapter: AdapterRecord) -> AdapterVersion:
+    alias = session.scalar(select(AdapterAlias).where(AdapterAlias.adapter_id == adapter.id,
+                                                      AdapterAlias.alias == "production", AdapterAlias.tenant == ""))
+    if alias is not None:
+        return session.get(AdapterVersion, alias.version_id)
+    if not adapter.versions:
+        raise NotFoundError(f'adapter "{adapter.name}" has no versions', fix="register one")
+    return adapter.versions[-1]
+
+
+def verify_base(base: BaseModelRecord) -> Path:
+    """Re-check a base model's weight files against their recorded hashes."""
+    path = Path(base.path)
+    root = path.parent if path.is_file() else path
+    registry_files.verify_files(root, base.files, f"base model {base.name}")
+    return path
+
+
+# ---------------------------------------------------------------- runs
+
+
+def create_run(
+    db: Database, settings, *, dataset_path: Path, adapters: list[str] | None, options: RunOptions, actor: str,
+    verify_hashes: bool = True,
+) -> int:
+    """Validate everything and record a new run; nothing is stored when anything is wrong."""
+    dataset = load_dataset(dataset_path)
+    store = Store.from_settings(settings)
+    with db.session() as session:
+        versions = select_versions(session, adapters)
+        base = versions[0].adapter.base_model
+        if verify_hashes:
+            verify_base(base)
+            for v in versions:
+                open_version(session, store, v.adapter.name, v.version)
+        record = _dataset_record(session, dataset)
+        run = CanaryRun(
+            dataset_id=record.id, base_model_id=base.id, status="running", started_by=actor,
+            adapters=[{"key": f"a{i}", "adapter": v.adapter.name, "version": v.version, "version_id": v.id}
+                      for i, v in enumerate(sorted(versions, key=lambda v: (v.adapter.name, v.version)))],
+            config={"device": options.device, "batch_size": options.batch_size,
+                    "max_new_tokens": options.max_new_tokens, "verify_hashes": verify_hashes},
+            host=socket.gethostname(), pid=os.getpid(),
+        )
+        session.add(run)
+        session.flush()
+        audit.record(session, actor=actor, action="canary.start", object_type="canary_run", object_id=str(run.id),
+                     details={"dataset": dataset.name, "sha256": dataset.sha256, "adapters": run.adapters})
+        return run.id
+
+
+def _dataset_record(session: Session, dataset: CanaryDataset) -> CanaryDatasetRecord:
+    record = session.scalar(select(CanaryDatasetRecord).where(CanaryDatasetRecord.sha256 == dataset.sha256))
+    if record is None:
+        record = CanaryDatasetRecord(sha256=dataset.sha256, name=dataset.name, path=str(dataset.path.resolve()),
+                                     n_prompts=len(dataset.prompts), segments=dataset.segments)
+        session.add(record)
+        session.flush()
+    else:
+        record.path = str(dataset.path.resolve())
+    return record
+
+
+def plan_batches(prompts: list[CanaryPrompt], lengths: list[int], batch_size: int) -> list[list[CanaryPrompt]]:
+    """A fixed partition of the dataset: longest first (less padding), ties in file order."""
+    order = sorted(range(len(prompts)), key=lambda i: (-lengths[i], i))
+    return [[prompts[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
+
+
+def execute_run(db: Database, settings, run_id: int, *, progress: bool = True, embedder=None, models=None) -> dict[str, Any]:
+    """Score every pair not yet stored, then finalise; returns the run's summary."""
+    from lorawatch.models import attach_adapters, load_base, pick_device
+    from monitors.canary_batch import CanaryModels, run_batch
+
+    store = Store.from_settings(settings)
+    with db.session() as session:
+        run = session.get(CanaryRun, run_id)
+        if run is None:
+            raise NotFoundError(f"no canary run {run_id}", fix="list runs with `lorawatch canary list`")
+        if run.status == "complete":
+            raise ConflictError(f"canary run {run_id} is complete already", fix="start a new run instead")
+        record = session.get(CanaryDatasetRecord, run.dataset_id)
+        dataset = load_dataset(record.path)
+        if dataset.sha256 != record.sha256:
+            raise ConflictError(f"the dataset file changed since run {run_id} started", where=record.path,
+                                fix="restore the file, or start a new run on the new dataset")
+        base = session.get(BaseModelRecord, run.base_model_id)
+        verify = run.config.get("verify_hashes", True)
+        if verify:
+            verify_base(base)
+        adapter_dirs = {}
+        for a in run.adapters:
+            version = session.get(AdapterVersion, a["version_id"])
+            adapter_dirs[a["key"]] = (open_version(session, store, a["adapter"], a["version"]) if verify
+                                      else Path(version.path))
+        done = set(session.scalars(select(CanaryBaseOutput.prompt_id).where(CanaryBaseOutput.run_id == run_id)))
+        run.status, run.error, run.pid, run.host, run.heartbeat_at = "running", None, os.getpid(), socket.gethostname(), utcnow()
+        base_path, base_hub, config = base.path, base.hub_id, dict(run.config)
+        keys = {a["key"]: a for a in run.adapters}
+    try:
+        if models is None:
+            choice = pick_device(config["device"])
+            model, tokenizer = load_base(base_path, base_hub, choice)
+            models = CanaryModels(attach_adapters(model, adapter_dirs), tokenizer, choice.device, config["max_new_tokens"])
+            device_label = choice.label
+        else:
+            device_label = str(models.device)
+        if embedder is None:
+            from monitors.embeddings import Embedder
+
+            embedder = Embedder(settings.canary.embedding_model, device=str(models.device))
+        lengths = [len(models.prompt_ids(p)) + len(models.reference_ids(p) or []) for p in dataset.prompts]
+        batches = plan_batches(dataset.prompts, lengths, config["batch_size"])
+        bar = _progress(progress, total=len(dataset.prompts), initial=len(done), desc=f"canary run {run_id}")
+        started = time.perf_counter()
+        for batch in batches:
+            if all(p.id in done for p in batch):
+                continue
+            result = run_batch(models, batch, list(keys))
+            _store_batch(db, run_id, result, keys, embedder, device_label)
+            bar.update(len(batch))
+        bar.close()
+        return finalize_run(db, settings, run_id, seconds=time.perf_counter() - started)
+    except BaseException as exc:
+        with db.session() as session:
+            run = session.get(CanaryRun, run_id)
+            run.status = "failed"
+            run.error = f"{type(exc).__name__}: {exc}"[:2000]
+        raise
+
+
+def _progress(enabled: bool, total: int, initial: int, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="prompt", disable=not enabled, dynamic_ncols=True)
+
+
+def _store_batch(db: Database, run_id: int, result, keys: dict[str, dict], embedder, device_label: str) -> None:
+    prompts = result.prompts
+    texts = list(result.base.texts)
+    for key in keys:
+        texts += result.adapters[key]["generation"].texts
+    vectors = embedder.encode(texts)
+    n = len(prompts)
+    base_vectors = vectors[:n]
+    with db.session() as session:
+        ids = [p.id for p in prompts]
+        # a batch is all or nothing; clear anything a crashed attempt left (none, normally)
+        session.execute(delete(CanaryResult).where(CanaryResult.run_id == run_id, CanaryResult.prompt_id.in_(ids)))
+        session.execute(delete(CanaryBaseOutput).where(CanaryBaseOutput.run_id == run_id, CanaryBaseOutput.prompt_id.in_(ids)))
+        base_ms = result.base.seconds * 1000.0
+        for i, p in enumerate(prompts):
+            session.add(CanaryBaseOutput(run_id=run_id, prompt_id=p.id, segment=p.segment, output=result.base.texts[i],
+                                         new_tokens=len(result.base.token_ids[i]), latency_ms=base_ms,
+                                         embedding=to_bytes(base_vectors[i])))
+        for k, key in enumerate(keys):
+            meta = keys[key]
+            gen = result.adapters[key]["generation"]
+            scores = result.adapters[key]["scores"]
+            adapted = vectors[n * (k + 1): n * (k + 2)]
+            same = [a == b for a, b in zip(gen.texts, result.base.texts)]
+            distance = cosine_distance(base_vectors, adapted, same)
+            latency_ms = gen.seconds * 1000.0
+            for i, p in enumerate(prompts):
+                new_tokens = len(gen.token_ids[i])
+                session.add(CanaryResult(
+                    run_id=run_id, prompt_id=p.id, segment=p.segment, adapter_version_id=meta["version_id"],
+                    adapter=meta["adapter"], version=meta["version"], scored_tokens=int(scores["scored_tokens"][i]),
+                    scored_on=result.scored_on[i], kl_mean=scores["kl_mean"][i], kl_max=scores["kl_max"][i],
+                    js_mean=scores["js_mean"][i], top1_agreement=scores["top1_agreement"][i],
+                    ref_logprob_base=scores["ref_logprob_base"][i], ref_logprob_adapted=scores["ref_logprob_adapted"][i],
+                    ref_logprob_delta=scores["ref_logprob_adapted"][i] - scores["ref_logprob_base"][i],
+                    output=gen.texts[i], new_tokens=new_tokens, latency_ms=latency_ms,
+                    tokens_per_s=new_tokens / gen.seconds if gen.seconds > 0 else 0.0,
+                    embedding_cosine_distance=float(distance[i]), embedding=to_bytes(adapted[i]),
+                ))
+        run = session.get(CanaryRun, run_id)
+        run.prompts_done = (run.prompts_done or 0) + len(prompts)
+        run.heartbeat_at = utcnow()
+        run.device = device_label
+
+
+# ---------------------------------------------------------------- finishing
+
+
+def rows_of(session: Session, run_id: int, version_id: int, segment: str | None = None) -> dict[str, np.ndarray]:
+    """Per-prompt arrays (ordered by prompt id) of one version in one run."""
+    query = select(CanaryResult).where(CanaryResult.run_id == run_id, CanaryResult.adapter_version_id == version_id)
+    if segment is not None:
+        query = query.where(CanaryResult.segment == segment)
+    rows = list(session.scalars(query.order_by(CanaryResult.prompt_id)))
+    data = {m: np.array([getattr(r, m) for r in rows], dtype=np.float64) for m in METRICS}
+    data["ref_logprob_delta"] = np.array([r.ref_logprob_delta for r in rows], dtype=np.float64)
+    data["embedding_cosine_distance"] = np.array([r.embedding_cosine_distance for r in rows], dtype=np.float64)
+    data["embedding"] = np.stack([from_bytes(r.embedding) for r in rows]) if rows else np.zeros((0, 1), np.float32)
+    data["segments"] = np.array([r.segment for r in rows])
+    return data
+
+
+def finalize_run(db: Database, settings, run_id: int, seconds: float | None = None) -> dict[str, Any]:
+    """Store monitor results per adapter (overall and per segment) and drift tests; mark complete."""
+    from monitors.registry import all_monitors, check_configured_ids, threshold_for
+
+    check_configured_ids(settings)
+    enabled = lambda spec: settings.monitors.get(spec.id) is None or settings.monitors[spec.id].enabled  # noqa: E731
+    with db.session() as session:
+        run = session.get(CanaryRun, run_id)
+        base = session.get(BaseModelRecord, run.base_model_id)
+        session.execute(delete(MonitorResult).where(MonitorResult.run_id == run_id))
+        now = utcnow()
+        for a in run.adapters:
+            current = rows_of(session, run_id, a["version_id"])
+            common = dict(run_id=run_id, adapter_version_id=a["version_id"], adapter=a["adapter"], version=a["version"],
+                          base_model=base.name, ts=now)
+            for spec in all_monitors("canary"):
+                if not enabled(spec):
+                    continue
+                threshold = threshold_for(spec.id, settings)
+                for segment in [None, *sorted(set(current["segments"].tolist()))]:
+                    data = current if segment is None else rows_of(session, run_id, a["version_id"], segment)
+                    m = spec.compute(data)
+                    session.add(MonitorResult(monitor=spec.id, segment=segment, value=m.value, threshold=threshold,
+                                              breached=spec.is_breached(m.value, threshold), details=m.details, **common))
+            baseline = session.scalar(select(CanaryBaseline).where(
+                CanaryBaseline.adapter_version_id == a["version_id"], CanaryBaseline.dataset_id == run.dataset_id))
+            if baseline is None:
+                session.add(CanaryBaseline(adapter_version_id=a["version_id"], dataset_id=run.dataset_id, run_id=run_id,
+                                           set_by=run.started_by))
+                continue
+            reference = rows_of(session, baseline.run_id, a["version_id"])
+            for spec in all_monitors("drift"):
+                if not enabled(spec):
+                    continue
+                override = settings.monitors.get(spec.id)
+                threshold = override.threshold if override and override.threshold is not None else settings.canary.drift_p_value
+                m = spec.compute(reference, current, permutations=settings.canary.mmd_permutations)
+                session.add(MonitorResult(monitor=spec.id, value=m.value, threshold=threshold,
+                                          breached=spec.is_breached(m.value, threshold),
+                                          details={**m.details, "baseline_run": baseline.run_id}, **common))
+        run.status = "complete"
+        run.finished_at = now
+        n_pairs = len(run.adapters) * session.get(CanaryDatasetRecord, run.dataset_id).n_prompts
+        run.stats = {"pairs": n_pairs, "seconds_last_attempt": round(seconds, 3) if seconds is not None else None}
+        audit.record(session, actor=run.started_by, action="canary.complete", object_type="canary_run",
+                     object_id=str(run_id))
+    return run_summary(db, run_id)
+
+
+def pin_baseline(session: Session, *, adapter: str, version: str, run_id: int, actor: str) -> CanaryBaseline:
+    """Make ``run_id`` the baseline of a version on that run's dataset."""
+    row = get_version(session, adapter, version)
+    run = session.get(CanaryRun, run_id)
+    if run is None or run.status != "complete":
+        raise ConflictError(f"run {run_id} is not a complete run", fix="pick a complete run (lorawatch canary list)")
+    if row.id not in {a["version_id"] for a in run.adapters}:
+        raise InputError(f"run {run_id} did not cover {adapter}@{version}", fix="pick a run that covered it")
+    baseline = session.scalar(select(CanaryBaseline).where(CanaryBaseline.adapter_version_id == row.id,
+                                                           CanaryBaseline.dataset_id == run.dataset_id))
+    if baseline is None:
+        baseline = CanaryBaseline(adapter_version_id=row.id, dataset_id=run.dataset_id, run_id=run_id, set_by=actor)
+        session.add(baseline)
+    baseline.run_id, baseline.pinned, baseline.set_by, baseline.set_at = run_id, True, actor, utcnow()
+    audit.record(session, actor=actor, action="canary.baseline", object_type="adapter_version",
+                 object_id=f"{adapter}@{version}", details={"run": run_id})
+    return baseline
+
+
+# ---------------------------------------------------------------- reading
+
+
+def run_summary(db: Database, run_id: int) -> dict[str, Any]:
+    """A run with its per-adapter monitor results."""
+    with db.session() as session:
+        run = session.get(CanaryRun, run_id)
+        if run is None:
+            raise NotFoundError(f"no canary run {run_id}", fix="list runs with `lorawatch canary list`")
+        dataset = session.get(CanaryDatasetRecord, run.dataset_id)
+        base = session.get(BaseModelRecord, run.base_model_id)
+        results = list(session.scalars(select(MonitorResult).where(MonitorResult.run_id == run_id, MonitorResult.segment.is_(None))
+                                       .order_by(MonitorResult.adapter, MonitorResult.monitor)))
+        adapters = []
+        for a in run.adapters:
+            monitors = {r.monitor: {"value": r.value, "threshold": r.threshold, "breached": r.breached, "details": r.details}
+                        for r in results if r.adapter_version_id == a["version_id"]}
+            adapters.append({"adapter": a["adapter"], "version": a["version"], "monitors": monitors})
+        return {
+            "run": run.id, "status": run.status, "dataset": dataset.name, "dataset_sha256": dataset.sha256,
+            "base": base.name, "device": run.device, "prompts": dataset.n_prompts, "prompts_done": run.prompts_done,
+            "started_at": run.started_at, "finished_at": run.finished_at, "heartbeat_at": run.heartbeat_at,
+            "started_by": run.started_by, "config": run.config, "error": run.error, "stats": run.stats,
+            "adapters": adapters,
+        }
+
+
+def list_runs(db: Database, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest runs."""
+    with db.session() as session:
+        rows = session.execute(
+            select(CanaryRun, CanaryDatasetRecord.name, BaseModelRecord.name)
+            .join(CanaryDatasetRecord, CanaryRun.dataset_id == CanaryDatasetRecord.id)
+            .join(BaseModelRecord, CanaryRun.base_model_id == BaseModelRecord.id)
+            .order_by(CanaryRun.id.desc()).limit(limit)
+        ).all()
+        return [{"run": r.id, "status": r.status, "dataset": ds, "base": base, "adapters": len(r.adapters),
+                 "prompts_done": r.prompts_done, "started_at": r.started_at, "finished_at": r.finished_at,
+                 "device": r.device} for r, ds, base in rows]
+
+
+EXPORT_COLUMNS = [
+    "run_id", "prompt_id", "segment", "adapter_id", "adapter_version", "scored_on", "scored_tokens", "kl_mean", "kl_max",
+    "js_mean", "top1_agreement", "ref_logprob_base", "ref_logprob_adapted", "ref_logprob_delta",
+    "embedding_cosine_distance", "output", "base_output", "new_tokens", "latency_ms", "tokens_per_s", "base_latency_ms",
+]
+
+
+def export_rows(db: Database, run_id: int) -> list[dict[str, Any]]:
+    """One row per (prompt, adapter) of a run, with the base output beside the adapted one."""
+    with db.session() as session:
+        if session.get(CanaryRun, run_id) is None:
+            raise NotFoundError(f"no canary run {run_id}", fix="list runs with `lorawatch canary list`")
+        base = {b.prompt_id: b for b in session.scalars(select(CanaryBaseOutput).where(CanaryBaseOutput.run_id == run_id))}
+        rows = []
+        for r in session.scalars(select(CanaryResult).where(CanaryResult.run_id == run_id)
+                                 .order_by(CanaryResult.adapter, CanaryResult.prompt_id)):
+            b = base.get(r.prompt_id)
+            rows.append({
+                "run_id": run_id, "prompt_id": r.prompt_id, "segment": r.segment, "adapter_id": r.adapter,
+                "adapter_version": r.version, "scored_on": r.scored_on, "scored_tokens": r.scored_tokens,
+                "kl_mean": r.kl_mean, "kl_max": r.kl_max, "js_mean": r.js_mean, "top1_agreement": r.top1_agreement,
+                "ref_logprob_base": r.ref_logprob_base, "ref_logprob_adapted": r.ref_logprob_adapted,
+                "ref_logprob_delta": r.ref_logprob_delta, "embedding_cosine_distance": r.embedding_cosine_distance,
+                "output": r.output, "base_output": b.output if b else None, "new_tokens": r.new_tokens,
+                "latency_ms": r.latency_ms, "tokens_per_s": r.tokens_per_s, "base_latency_ms": b.latency_ms if b else None,
+            })
+        return rows

@@ -1,0 +1,162 @@
+"""One batch of canary prompts through the base and every adapter, on the model's device.
+
+For each prompt: the base's greedy output (once), then per adapter the teacher-forced drift
+scores over the reference (or, without one, over the base's own greedy continuation) and the
+adapter's greedy output. The base's hidden states are computed once per batch and shared by
+every adapter; logits are made a chunk of positions at a time (``monitors.logit_drift``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from lorawatch.models import chat_prompt
+from monitors.dataset import CanaryPrompt
+from monitors.logit_drift import score
+
+
+@dataclass
+class Generation:
+    """Greedy outputs of one model for a batch."""
+
+    token_ids: list[list[int]]
+    texts: list[str]
+    seconds: float
+
+
+@dataclass
+class BatchResult:
+    """Everything one batch produced, as plain Python values."""
+
+    prompts: list[CanaryPrompt]
+    base: Generation
+    scored_on: list[str]
+    adapters: dict[str, dict] = field(default_factory=dict)  # key -> {"scores": ..., "generation": Generation}
+
+
+class CanaryModels:
+    """A PeftModel holding every adapter of a run, with what the batch code needs of it."""
+
+    def __init__(self, peft_model, tokenizer, device, max_new_tokens: int) -> None:
+        from transformers import GenerationConfig
+
+        self.peft = peft_model
+        self.tokenizer = tokenizer
+        self.device = device
+        core = peft_model.get_base_model()
+        self.decoder = core.get_decoder()
+        self.lm_head = core.get_output_embeddings()
+        self.softcap = getattr(core.config, "final_logit_softcapping", None)
+        self.max_positions = int(getattr(core.config, "max_position_embeddings", 2048) or 2048)
+        self.has_template = bool(getattr(tokenizer, "chat_template", None))
+        eos = tokenizer.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos_ids), 0)
+        self.max_new_tokens = max_new_tokens
+        self.generation_config = GenerationConfig(
+            max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.pad_id,
+            eos_token_id=sorted(self.eos_ids) or None,
+        )
+
+    # ------------------------------------------------------------ tokens
+
+    def prompt_ids(self, prompt: CanaryPrompt) -> list[int]:
+        """Token ids of the prompt in the model's chat format, left-truncated to fit."""
+        text = chat_prompt(self.tokenizer, prompt.chat())
+        ids = self.tokenizer(text, add_special_tokens=not self.has_template)["input_ids"]
+        budget = self.max_positions - self.max_new_tokens - 1
+        return ids[-budget:] if len(ids) > budget else ids
+
+    def reference_ids(self, prompt: CanaryPrompt) -> list[int] | None:
+        """Token ids of the reference answer, or None without one."""
+        if prompt.reference is None:
+            return None
+        return self.tokenizer(prompt.reference, add_special_tokens=False)["input_ids"]
+
+    # ------------------------------------------------------------ generation
+
+    @torch.no_grad()
+    def generate(self, prompt_ids: list[list[int]]) -> Generation:
+        """Greedy decoding with the active adapter (or none), left-padded batch."""
+        width = max(len(ids) for ids in prompt_ids)
+        input_ids = torch.full((len(prompt_ids), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
+        for i, ids in enumerate(prompt_ids):
+            input_ids[i, width - len(ids):] = torch.tensor(ids)
+            mask[i, width - len(ids):] = 1
+        input_ids, mask = input_ids.to(self.device), mask.to(self.device)
+        _sync(self.device)
+        start = time.perf_counter()
+        out = self.peft.generate(input_ids=input_ids, attention_mask=mask, generation_config=self.generation_config)
+        _sync(self.device)
+        seconds = time.perf_counter() - start
+        new = out[:, width:].tolist()
+        token_ids = []
+        for row in new:
+            cut = next((i for i, t in enumerate(row) if t in self.eos_ids), len(row))
+            token_ids.append(row[:cut])
+        texts = self.tokenizer.batch_decode(token_ids, skip_special_tokens=True)
+        return Generation(token_ids, [t.strip() for t in texts], seconds)
+
+    # ------------------------------------------------------------ teacher forcing
+
+    def layout(self, prompt_ids: list[list[int]], targets: list[list[int]]):
+        """Right-padded sequences and the gathered positions that predict each target token."""
+        seqs = [p + t for p, t in zip(prompt_ids, targets)]
+        width = max(len(s) for s in seqs)
+        input_ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        rows, positions, labels = [], [], []
+        for i, (p, t) in enumerate(zip(prompt_ids, targets)):
+            input_ids[i, : len(p) + len(t)] = torch.tensor(p + t)
+            mask[i, : len(p) + len(t)] = 1
+            for j, token in enumerate(t):
+                rows.append(i)
+                positions.append(len(p) - 1 + j)
+                labels.append(token)
+        to = self.device
+        return (input_ids.to(to), mask.to(to), torch.tensor(rows, device=to), torch.tensor(positions, device=to),
+                torch.tensor(labels, device=to))
+
+    @torch.no_grad()
+    def hidden(self, input_ids, mask, rows, positions) -> torch.Tensor:
+        """Final hidden states at the gathered positions, with the active adapter (or none)."""
+        states = self.decoder(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state
+        return states[rows, positions]
+
+
+def _sync(device) -> None:
+    if getattr(device, "type", str(device)) == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_batch(models: CanaryModels, prompts: list[CanaryPrompt], adapter_keys: list[str]) -> BatchResult:
+    """Base generation, base hidden states, then per adapter: drift scores and generation."""
+    peft = models.peft
+    prompt_ids = [models.prompt_ids(p) for p in prompts]
+    with peft.disable_adapter():
+        base = models.generate(prompt_ids)
+    targets, scored_on = [], []
+    for prompt, generated in zip(prompts, base.token_ids):
+        reference = models.reference_ids(prompt)
+        if reference:
+            targets.append(reference)
+            scored_on.append("reference")
+        else:
+            targets.append(generated or sorted(models.eos_ids)[:1] or [models.pad_id])
+            scored_on.append("base_output")
+    input_ids, mask, rows, positions, labels = models.layout(prompt_ids, targets)
+    with peft.disable_adapter():
+        base_hidden = models.hidden(input_ids, mask, rows, positions)
+    result = BatchResult(prompts=prompts, base=base, scored_on=scored_on)
+    for key in adapter_keys:
+        peft.set_adapter(key)
+        adapted_hidden = models.hidden(input_ids, mask, rows, positions)
+        scores = score(models.lm_head, base_hidden, adapted_hidden, labels, rows, len(prompts), softcap=models.softcap)
+        del adapted_hidden
+        generation = models.generate(prompt_ids)
+        result.adapters[key] = {"scores": scores.means(), "generation": generation}
+    return result

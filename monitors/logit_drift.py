@@ -1,0 +1,110 @@
+"""Teacher-forced logit drift between a base model and an adapted one, on the model's device.
+
+Given the final hidden states of both models at the positions that predict the scored tokens,
+this computes per row: mean and max per-token KL(adapted || base), Jensen-Shannon divergence,
+top-1 agreement, and the scored tokens' mean log-probability under each model. Logits are
+made from the hidden states a chunk of positions at a time, so full fp32 logits of a batch
+are never held; results stay on the device until the caller moves them once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+LOG2 = math.log(2.0)
+
+
+@dataclass
+class DriftScores:
+    """Per-row sums and maxima over scored positions (tensors on the model's device)."""
+
+    kl_sum: torch.Tensor
+    kl_max: torch.Tensor
+    js_sum: torch.Tensor
+    top1_sum: torch.Tensor
+    logprob_base_sum: torch.Tensor
+    logprob_adapted_sum: torch.Tensor
+    count: torch.Tensor
+
+    def means(self) -> dict[str, list[float]]:
+        """Per-row means (and KL max) moved to the host in one transfer."""
+        n = self.count.clamp(min=1).to(torch.float64)
+        stacked = torch.stack([
+            self.kl_sum / n, self.kl_max, self.js_sum / n, self.top1_sum / n,
+            self.logprob_base_sum / n, self.logprob_adapted_sum / n, self.count.to(torch.float64),
+        ]).cpu()
+        keys = ["kl_mean", "kl_max", "js_mean", "top1_agreement", "ref_logprob_base", "ref_logprob_adapted", "scored_tokens"]
+        return {k: stacked[i].tolist() for i, k in enumerate(keys)}
+
+
+def chunk_positions(vocab_size: int, budget_elements: int = 1 << 25) -> int:
+    """How many positions fit a logits chunk of about ``budget_elements`` values."""
+    return max(1, budget_elements // max(1, vocab_size))
+
+
+def head_logits(lm_head, hidden: torch.Tensor, softcap: float | None) -> torch.Tensor:
+    """Logits from final hidden states in fp32 (with the model's soft-capping, if any)."""
+    logits = lm_head(hidden).float()
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    return logits
+
+
+@torch.no_grad()
+def score(
+    lm_head,
+    base_hidden: torch.Tensor,
+    adapted_hidden: torch.Tensor,
+    labels: torch.Tensor,
+    rows: torch.Tensor,
+    n_rows: int,
+    *,
+    softcap: float | None = None,
+    base_logprobs: torch.Tensor | None = None,
+    chunk: int | None = None,
+) -> DriftScores:
+    """Drift scores for gathered positions.
+
+    ``base_hidden`` and ``adapted_hidden`` are (M, H) hidden states of the M scored positions,
+    ``labels`` the (M,) token each position predicts and ``rows`` the (M,) row it belongs to.
+    ``base_logprobs`` may hold precomputed (M, V) base log-probs to skip the base head.
+    """
+    device = adapted_hidden.device
+    vocab = lm_head.weight.shape[0]
+    chunk = chunk or chunk_positions(vocab)
+    f64 = torch.float64
+    kl_sum = torch.zeros(n_rows, dtype=f64, device=device)
+    kl_max = torch.zeros(n_rows, dtype=f64, device=device)
+    js_sum = torch.zeros(n_rows, dtype=f64, device=device)
+    top1_sum = torch.zeros(n_rows, dtype=f64, device=device)
+    lpb_sum = torch.zeros(n_rows, dtype=f64, device=device)
+    lpa_sum = torch.zeros(n_rows, dtype=f64, device=device)
+    count = torch.zeros(n_rows, dtype=torch.long, device=device)
+    for start in range(0, labels.shape[0], chunk):
+        sl = slice(start, start + chunk)
+        if base_logprobs is not None:
+            lb = base_logprobs[sl].float()
+        else:
+            lb = head_logits(lm_head, base_hidden[sl], softcap).log_softmax(-1)
+        la = head_logits(lm_head, adapted_hidden[sl], softcap).log_softmax(-1)
+        pa = la.exp()
+        pb = lb.exp()
+        kl = (pa * (la - lb)).sum(-1)
+        lm = torch.logaddexp(la, lb) - LOG2
+        # where both log-probs are equal the terms are exactly zero; rounding in lm would not be
+        js_terms = (pa * (la - lm) + pb * (lb - lm)).masked_fill(la == lb, 0.0)
+        js = 0.5 * js_terms.sum(-1)
+        agree = (la.argmax(-1) == lb.argmax(-1)).to(f64)
+        lab = labels[sl].unsqueeze(-1)
+        r = rows[sl]
+        kl_sum.index_add_(0, r, kl.to(f64))
+        kl_max.scatter_reduce_(0, r, kl.to(f64), reduce="amax")
+        js_sum.index_add_(0, r, js.to(f64))
+        top1_sum.index_add_(0, r, agree)
+        lpb_sum.index_add_(0, r, lb.gather(-1, lab).squeeze(-1).to(f64))
+        lpa_sum.index_add_(0, r, la.gather(-1, lab).squeeze(-1).to(f64))
+        count.index_add_(0, r, torch.ones_like(r))
+    return DriftScores(kl_sum, kl_max, js_sum, top1_sum, lpb_sum, lpa_sum, count)

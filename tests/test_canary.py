@@ -1,0 +1,355 @@
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import func, select
+
+from lorawatch.db.models import Base, CanaryRun, MonitorResult
+from lorawatch.errors import IntegrityError
+from tests.tiny_models import write_canary_dataset
+
+LORAWATCH = Path(sys.executable).parent / "lorawatch"
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from monitors.embeddings import Embedder
+
+    # On a GPU machine without the model package, a copy of the same model can be named here.
+    return Embedder(os.environ.get("LORAWATCH_TEST_EMBEDDING_MODEL"))
+
+
+@pytest.fixture
+def canary_file(tmp_path):
+    return write_canary_dataset(tmp_path / "canary.jsonl", n=24)
+
+
+@pytest.fixture
+def settings(lw_env):
+    from lorawatch.settings import load_settings
+
+    return load_settings()
+
+
+@pytest.fixture
+def registered(db, settings, tiny_base, trained_adapter, zero_adapter, second_adapter):
+    """The tiny base with three adapters: trained (v1 in production), zero, and other."""
+    from registry import service
+
+    store = service.Store.from_settings(settings)
+    with db.session() as s:
+        service.add_base(s, name="tiny", path=tiny_base, actor="t")
+        service.register_version(s, store, adapter="trained", path=trained_adapter, base="tiny", actor="t")
+        service.register_version(s, store, adapter="zero", path=zero_adapter, base="tiny", actor="t")
+        service.register_version(s, store, adapter="other", path=second_adapter, base="tiny", actor="t")
+        service.promote(s, adapter="trained", version="v1", actor="t", reason="r")
+    return store
+
+
+def run(db, settings, canary_file, adapters, embedder, verify=True, **options):
+    from monitors import canary
+
+    opts = canary.RunOptions(device="cpu", batch_size=options.get("batch_size", 4), max_new_tokens=options.get("max_new_tokens", 12))
+    run_id = canary.create_run(db, settings, dataset_path=canary_file, adapters=adapters, options=opts, actor="t",
+                               verify_hashes=verify)
+    return canary.execute_run(db, settings, run_id, progress=False, embedder=embedder)
+
+
+def monitors_of(summary, adapter):
+    (entry,) = [a for a in summary["adapters"] if a["adapter"] == adapter]
+    return entry["monitors"]
+
+
+def test_an_adapter_with_zero_b_does_not_move_the_model(db, settings, registered, canary_file, embedder):
+    from monitors import canary
+
+    first = run(db, settings, canary_file, ["zero"], embedder)
+    second = run(db, settings, canary_file, ["zero"], embedder)
+    rows = canary.export_rows(db, second["run"])
+    assert len(rows) == 24
+    for row in rows:
+        assert row["kl_mean"] == 0.0 and row["kl_max"] == 0.0 and row["js_mean"] == 0.0
+        assert row["top1_agreement"] == 1.0
+        assert row["embedding_cosine_distance"] == 0.0
+        assert row["output"] == row["base_output"]
+        assert row["ref_logprob_delta"] == 0.0
+    m = monitors_of(second, "zero")
+    assert not any(v["breached"] for v in m.values()), m
+    assert m["logit_kl_ks"]["value"] == 1.0 and m["embedding_mmd"]["value"] == 1.0
+    assert "logit_kl_ks" not in monitors_of(first, "zero")  # the first run is the baseline
+
+
+def independent_kl(base_dir: Path, adapter_dir: Path, prompt: str, reference: str) -> float:
+    """Mean KL(adapted || base) over the reference tokens: plain torch, transformers and peft."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+    p_ids = tok(text, add_special_tokens=False)["input_ids"]
+    r_ids = tok(reference, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([p_ids + r_ids])
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        lb = base(ids).logits[0].log_softmax(-1)
+        adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32), str(adapter_dir)).eval()
+        la = adapted(ids).logits[0].log_softmax(-1)
+    span = slice(len(p_ids) - 1, len(p_ids) + len(r_ids) - 1)
+    kl = (la[span].exp() * (la[span] - lb[span])).sum(-1)
+    return float(kl.mean())
+
+
+def test_a_trained_adapter_kl_matches_an_independent_computation(db, settings, registered, canary_file, embedder,
+                                                                 tiny_base, trained_adapter):
+    from monitors import canary
+    from monitors.dataset import load_dataset
+
+    summary = run(db, settings, canary_file, ["trained"], embedder)
+    rows = {r["prompt_id"]: r for r in canary.export_rows(db, summary["run"])}
+    checked = 0
+    for prompt in load_dataset(canary_file).prompts:
+        if prompt.reference is None or prompt.messages is not None:
+            continue
+        expected = independent_kl(tiny_base, trained_adapter, prompt.prompt, prompt.reference)
+        assert expected > 0
+        assert rows[prompt.id]["kl_mean"] == pytest.approx(expected, rel=1e-4)
+        checked += 1
+        if checked == 4:
+            break
+    assert checked == 4
+    m = monitors_of(summary, "trained")
+    assert m["logit_kl"]["value"] > 0 and m["top1_agreement"]["value"] < 1
+
+
+def test_prompts_without_a_reference_are_scored_on_the_base_output(db, settings, registered, canary_file, embedder):
+    from monitors import canary
+
+    summary = run(db, settings, canary_file, ["trained"], embedder)
+    rows = canary.export_rows(db, summary["run"])
+    on = {r["prompt_id"]: r["scored_on"] for r in rows}
+    assert on["p000"] == "base_output" and on["p001"] == "reference"
+    assert all(r["scored_tokens"] > 0 for r in rows)
+
+
+def test_two_runs_of_the_same_version_do_not_breach_ks_or_mmd(db, settings, registered, canary_file, embedder):
+    run(db, settings, canary_file, ["trained", "other"], embedder)
+    second = run(db, settings, canary_file, ["trained", "other"], embedder)
+    for name in ("trained", "other"):
+        m = monitors_of(second, name)
+        assert m["logit_kl_ks"]["breached"] is False and m["logit_kl_ks"]["value"] > 0.05
+        assert m["embedding_mmd"]["breached"] is False and m["embedding_mmd"]["value"] > 0.05
+
+
+def _make_writable_copy(src: Path, dst: Path) -> None:
+    dst.chmod(0o644)
+    shutil.copyfile(src, dst)
+
+
+def test_changed_adapter_weights_are_refused_and_with_hashes_bypassed_breach_drift(
+        db, settings, registered, canary_file, embedder, parrot_adapter):
+    run(db, settings, canary_file, ["zero"], embedder)
+    stored = registered.version_dir("zero", "v1") / "adapter_model.safetensors"
+    _make_writable_copy(parrot_adapter / "adapter_model.safetensors", stored)
+    with pytest.raises(IntegrityError, match="changed after registration"):
+        run(db, settings, canary_file, ["zero"], embedder)
+    swapped = run(db, settings, canary_file, ["zero"], embedder, verify=False)
+    m = monitors_of(swapped, "zero")
+    seen = {k: (m[k]["value"], m[k]["details"]) for k in ("logit_kl_ks", "embedding_mmd", "logit_kl")}
+    assert m["logit_kl_ks"]["breached"] and m["embedding_mmd"]["breached"], seen
+
+
+def test_a_changed_base_is_refused_and_with_hashes_bypassed_breaches_drift(
+        db, settings, canary_file, embedder, tmp_path, trained_adapter):
+    from registry import service
+    from tests.tiny_models import build_base
+
+    base_dir = tmp_path / "base-copy"
+    shutil.copytree(_session_base(trained_adapter), base_dir)
+    store = service.Store.from_settings(settings)
+    adapter_dir = tmp_path / "adapter"
+    shutil.copytree(trained_adapter, adapter_dir)
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = str(base_dir)
+    (adapter_dir / "adapter_config.json").write_text(json.dumps(config))
+    with db.session() as s:
+        service.add_base(s, name="tiny", path=base_dir, actor="t")
+        service.register_version(s, store, adapter="trained", path=adapter_dir, base="tiny", actor="t")
+    run(db, settings, canary_file, ["trained"], embedder)
+    other = build_base(tmp_path / "other-base", seed=99)
+    shutil.copyfile(other / "model.safetensors", base_dir / "model.safetensors")
+    with pytest.raises(IntegrityError, match="base model tiny"):
+        run(db, settings, canary_file, ["trained"], embedder)
+    changed = run(db, settings, canary_file, ["trained"], embedder, verify=False)
+    m = monitors_of(changed, "trained")
+    assert m["embedding_mmd"]["breached"], m
+
+
+def _session_base(trained_adapter: Path) -> Path:
+    return Path(json.loads((trained_adapter / "adapter_config.json").read_text())["base_model_name_or_path"])
+
+
+def test_monitor_results_are_stored_per_adapter_and_segment(db, settings, registered, canary_file, embedder):
+    summary = run(db, settings, canary_file, ["trained", "zero"], embedder)
+    with db.session() as s:
+        rows = list(s.scalars(select(MonitorResult).where(MonitorResult.run_id == summary["run"])))
+    ids = {r.monitor for r in rows}
+    assert {"logit_kl", "logit_kl_p95", "logit_js", "top1_agreement", "ref_logprob_delta", "embedding_cosine"} <= ids
+    segments = {r.segment for r in rows if r.adapter == "trained" and r.monitor == "logit_kl"}
+    assert segments == {None, "support", "finance", "media"}
+
+
+def test_the_cli_runs_shows_and_exports(cli, lw_env, db, registered, canary_file, tmp_path):
+    result = cli("canary", "run", "--dataset", canary_file, "--device", "cpu", "--batch-size", "8",
+                 "--max-new-tokens", "6", "--json")
+    assert result.code == 0, result.err
+    summary = result.json()
+    assert summary["status"] == "complete" and summary["prompts_done"] == 24
+    assert [a["adapter"] for a in summary["adapters"]] == ["trained"]  # the production version by default
+    run_id = str(summary["run"])
+    assert "trained@v1" in cli("canary", "show", run_id).out
+    required = ["prompt_id", "adapter_id", "adapter_version", "kl_mean", "kl_max", "js_mean", "top1_agreement",
+                "ref_logprob_delta", "embedding_cosine_distance", "output", "base_output", "latency_ms"]
+    jsonl = cli("canary", "export", run_id, "--format", "jsonl")
+    lines = [json.loads(line) for line in jsonl.out.splitlines()]
+    assert len(lines) == 24 and all(k in lines[0] for k in required)
+    csv = cli("canary", "export", run_id, "--format", "csv", "--out", tmp_path / "r.csv")
+    assert csv.code == 0
+    import pandas as pd
+
+    assert list(pd.read_csv(tmp_path / "r.csv").columns[:3]) == ["run_id", "prompt_id", "segment"]
+    assert cli("canary", "export", run_id, "--format", "parquet", "--out", tmp_path / "r.parquet").code == 0
+    frame = pd.read_parquet(tmp_path / "r.parquet")
+    assert len(frame) == 24 and set(required) <= set(frame.columns)
+    assert cli("canary", "export", run_id, "--format", "parquet").code == 2
+    listed = cli("canary", "list", "--json").json()
+    assert listed[0]["run"] == summary["run"]
+
+
+def _bad_files(tmp_path: Path, good: Path) -> list[tuple[Path, str]]:
+    lines = good.read_text().splitlines()
+    cases = []
+    bad_json = tmp_path / "bad-json.jsonl"
+    bad_json.write_text("\n".join(lines[:16] + ['{"id": "x", "prompt": "unterminated'] + lines[17:]) + "\n")
+    cases.append((bad_json, f"{bad_json}:17: invalid JSON"))
+    missing = tmp_path / "missing-prompt.jsonl"
+    missing.write_text("\n".join(lines[:4] + ['{"id": "np", "reference": "r"}'] + lines[5:]) + "\n")
+    cases.append((missing, f'{missing}:5: prompt "np": missing "prompt"'))
+    dup = tmp_path / "dup.jsonl"
+    dup.write_text("\n".join(lines[:10] + [lines[2]] + lines[11:]) + "\n")
+    cases.append((dup, f'{dup}:11: duplicate id "p002" (first on line 3)'))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    cases.append((empty, f"{empty}: the dataset is empty"))
+    utf8 = tmp_path / "utf8.jsonl"
+    utf8.write_bytes(("\n".join(lines[:8]) + "\n").encode() + b'{"id": "u", "prompt": "caf\xe9"}\n')
+    cases.append((utf8, f"{utf8}:9: invalid UTF-8"))
+    return cases
+
+
+def test_a_malformed_canary_file_exits_2_naming_file_and_line_and_stores_nothing(cli, lw_env, db, registered,
+                                                                                  canary_file, tmp_path):
+    from lorawatch.db import Database
+
+    def counts():
+        database = Database(lw_env)
+        with database.session() as s:
+            result = {t.name: s.scalar(select(func.count()).select_from(t)) for t in Base.metadata.sorted_tables}
+        database.dispose()
+        return result
+
+    before = counts()
+    for path, expected in _bad_files(tmp_path, canary_file):
+        result = cli("canary", "run", "--dataset", path, "--device", "cpu")
+        assert result.code == 2, (path, result.err)
+        assert expected in result.err, result.err
+        assert len(result.err.strip().splitlines()) == 1
+        assert counts() == before
+
+
+def test_sigkill_mid_run_then_resume_gives_the_same_results(lw_env, db, registered, canary_file, embedder, settings):
+    from monitors import canary
+
+    reference = run(db, settings, canary_file, ["trained", "other"], embedder, batch_size=1)
+    env = dict(os.environ)
+    proc = subprocess.Popen([str(LORAWATCH), "canary", "run", "--dataset", str(canary_file), "--adapter", "trained",
+                             "--adapter", "other", "--device", "cpu", "--batch-size", "1", "--max-new-tokens", "12",
+                             "--no-progress", "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    run_id = None
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        with db.session() as s:
+            latest = s.scalar(select(CanaryRun).order_by(CanaryRun.id.desc()).limit(1))
+            if latest is not None and latest.id != reference["run"] and latest.prompts_done >= 3:
+                run_id = latest.id
+                break
+        time.sleep(0.02)
+    assert run_id is not None, "the run finished or never started before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with db.session() as s:
+        killed = s.get(CanaryRun, run_id)
+        assert killed.status == "running" and killed.finished_at is None
+        assert 3 <= killed.prompts_done < 24
+        assert s.scalar(select(func.count()).select_from(MonitorResult).where(MonitorResult.run_id == run_id)) == 0
+    resumed = subprocess.run([str(LORAWATCH), "canary", "run", "--resume", str(run_id), "--json"], env=env,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["status"] == "complete"
+    volatile = {"run_id", "latency_ms", "tokens_per_s", "base_latency_ms"}
+
+    def stable(run_number):
+        return sorted(({k: v for k, v in r.items() if k not in volatile} for r in canary.export_rows(db, run_number)),
+                      key=lambda r: (r["adapter_id"], r["prompt_id"]))
+
+    assert stable(run_id) == stable(reference["run"])
+    again = subprocess.run([str(LORAWATCH), "canary", "run", "--resume", str(run_id)], env=env, capture_output=True, text=True)
+    assert again.returncode == 2 and "complete already" in again.stderr
+
+
+def test_selecting_adapters_on_different_bases_is_refused(db, settings, registered, canary_file, tmp_path):
+    from monitors import canary
+    from registry import service
+    from lorawatch.errors import InputError
+    from tests.tiny_models import build_base, train_adapter
+
+    other_base = build_base(tmp_path / "b2", seed=5, pretrain_steps=0)
+    adapter = train_adapter(other_base, tmp_path / "a2", steps=1)
+    with db.session() as s:
+        service.add_base(s, name="tiny2", path=other_base, actor="t")
+        service.register_version(s, registered, adapter="elsewhere", path=adapter, base="tiny2", actor="t")
+    with pytest.raises(InputError, match="different base models"):
+        canary.create_run(db, settings, dataset_path=canary_file, adapters=["trained", "elsewhere"],
+                          options=canary.RunOptions(device="cpu"), actor="t")
+
+
+@pytest.mark.gpu
+def test_cuda_results_match_cpu_within_bf16_tolerance(db, settings, registered, canary_file, embedder):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from monitors import canary
+
+    cpu = run(db, settings, canary_file, ["trained"], embedder)
+    opts = canary.RunOptions(device="cuda", batch_size=4, max_new_tokens=12)
+    run_id = canary.create_run(db, settings, dataset_path=canary_file, adapters=["trained"], options=opts, actor="t")
+    gpu = canary.execute_run(db, settings, run_id, progress=False, embedder=embedder)
+    assert gpu["device"].startswith("cuda")
+    a = {r["prompt_id"]: r for r in canary.export_rows(db, cpu["run"])}
+    b = {r["prompt_id"]: r for r in canary.export_rows(db, gpu["run"])}
+    kl_cpu = np.array([a[k]["kl_mean"] for k in sorted(a)])
+    kl_gpu = np.array([b[k]["kl_mean"] for k in sorted(a)])
+    assert np.allclose(kl_gpu, kl_cpu, rtol=0.1, atol=2e-3), np.abs(kl_gpu - kl_cpu).max()
+    top1_cpu = np.array([a[k]["top1_agreement"] for k in sorted(a)])
+    top1_gpu = np.array([b[k]["top1_agreement"] for k in sorted(a)])
+    assert np.abs(top1_gpu - top1_cpu).mean() < 0.05
