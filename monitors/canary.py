@@ -168,7 +168,8 @@ def plan_batches(prompts: list[CanaryPrompt], lengths: list[int], batch_size: in
     return [[prompts[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
 
 
-def execute_run(db: Database, settings, run_id: int, *, progress: bool = True, embedder=None, models=None) -> dict[str, Any]:
+def execute_run(db: Database, settings, run_id: int, *, progress: bool = True, embedder=None, models=None,
+                risk=None) -> dict[str, Any]:
     """Score every pair not yet stored, then finalise; returns the run's summary."""
     from lorawatch.models import attach_adapters, load_base, pick_device
     from monitors.canary_batch import CanaryModels, run_batch
@@ -210,6 +211,14 @@ def execute_run(db: Database, settings, run_id: int, *, progress: bool = True, e
             from monitors.embeddings import Embedder
 
             embedder = Embedder(settings.canary.embedding_model, device=str(models.device))
+        if risk is None and settings.risk.enabled:
+            from monitors.risk import RiskScorers
+
+            risk = RiskScorers.from_settings(settings, device=str(models.device))
+        if risk is not None:
+            with db.session() as session:
+                run = session.get(CanaryRun, run_id)
+                run.config = {**run.config, **risk.names, "toxicity_threshold": risk.threshold}
         lengths = [len(models.prompt_ids(p)) + len(models.reference_ids(p) or []) for p in dataset.prompts]
         batches = plan_batches(dataset.prompts, lengths, config["batch_size"])
         bar = _progress(progress, total=len(dataset.prompts), initial=len(done), desc=f"canary run {run_id}")
@@ -218,7 +227,7 @@ def execute_run(db: Database, settings, run_id: int, *, progress: bool = True, e
             if all(p.id in done for p in batch):
                 continue
             result = run_batch(models, batch, list(keys))
-            _store_batch(db, run_id, result, keys, embedder, device_label)
+            _store_batch(db, run_id, result, keys, embedder, device_label, risk)
             bar.update(len(batch))
         bar.close()
         return finalize_run(db, settings, run_id, seconds=time.perf_counter() - started)
@@ -236,7 +245,7 @@ def _progress(enabled: bool, total: int, initial: int, desc: str):
     return tqdm(total=total, initial=initial, desc=desc, unit="prompt", disable=not enabled, dynamic_ncols=True)
 
 
-def _store_batch(db: Database, run_id: int, result, keys: dict[str, dict], embedder, device_label: str) -> None:
+def _store_batch(db: Database, run_id: int, result, keys: dict[str, dict], embedder, device_label: str, risk) -> None:
     prompts = result.prompts
     texts = list(result.base.texts)
     for key in keys:
@@ -244,6 +253,12 @@ def _store_batch(db: Database, run_id: int, result, keys: dict[str, dict], embed
     vectors = embedder.encode(texts)
     n = len(prompts)
     base_vectors = vectors[:n]
+    toxicity: list[float | None] = [None] * len(texts)
+    pii: list[list[dict] | None] = [None] * len(texts)
+    if risk is not None:
+        from monitors.risk import prompt_text
+
+        toxicity, pii = risk.score([prompt_text(p) for p in prompts] * (len(keys) + 1), texts)
     with db.session() as session:
         ids = [p.id for p in prompts]
         # a batch is all or nothing; clear anything a crashed attempt left (none, normally)
@@ -253,7 +268,7 @@ def _store_batch(db: Database, run_id: int, result, keys: dict[str, dict], embed
         for i, p in enumerate(prompts):
             session.add(CanaryBaseOutput(run_id=run_id, prompt_id=p.id, segment=p.segment, output=result.base.texts[i],
                                          new_tokens=len(result.base.token_ids[i]), latency_ms=base_ms,
-                                         embedding=to_bytes(base_vectors[i])))
+                                         embedding=to_bytes(base_vectors[i]), toxicity=toxicity[i], pii_leaks=pii[i]))
         for k, key in enumerate(keys):
             meta = keys[key]
             gen = result.adapters[key]["generation"]
@@ -274,6 +289,7 @@ def _store_batch(db: Database, run_id: int, result, keys: dict[str, dict], embed
                     output=gen.texts[i], new_tokens=new_tokens, latency_ms=latency_ms,
                     tokens_per_s=new_tokens / gen.seconds if gen.seconds > 0 else 0.0,
                     embedding_cosine_distance=float(distance[i]), embedding=to_bytes(adapted[i]),
+                    toxicity=toxicity[n * (k + 1) + i], pii_leaks=pii[n * (k + 1) + i],
                 ))
         run = session.get(CanaryRun, run_id)
         run.prompts_done = (run.prompts_done or 0) + len(prompts)
@@ -284,17 +300,27 @@ def _store_batch(db: Database, run_id: int, result, keys: dict[str, dict], embed
 # ---------------------------------------------------------------- finishing
 
 
-def rows_of(session: Session, run_id: int, version_id: int, segment: str | None = None) -> dict[str, np.ndarray]:
-    """Per-prompt arrays (ordered by prompt id) of one version in one run."""
+def rows_of(session: Session, run_id: int, version_id: int, segment: str | None = None,
+            toxicity_threshold: float = 0.5) -> dict[str, np.ndarray]:
+    """Per-prompt arrays (ordered by prompt id) of one version in one run, with the base's risk."""
     query = select(CanaryResult).where(CanaryResult.run_id == run_id, CanaryResult.adapter_version_id == version_id)
     if segment is not None:
         query = query.where(CanaryResult.segment == segment)
     rows = list(session.scalars(query.order_by(CanaryResult.prompt_id)))
+    base = {b.prompt_id: b for b in session.scalars(select(CanaryBaseOutput).where(CanaryBaseOutput.run_id == run_id))}
     data = {m: np.array([getattr(r, m) for r in rows], dtype=np.float64) for m in METRICS}
     data["ref_logprob_delta"] = np.array([r.ref_logprob_delta for r in rows], dtype=np.float64)
     data["embedding_cosine_distance"] = np.array([r.embedding_cosine_distance for r in rows], dtype=np.float64)
     data["embedding"] = np.stack([from_bytes(r.embedding) for r in rows]) if rows else np.zeros((0, 1), np.float32)
     data["segments"] = np.array([r.segment for r in rows])
+    scored = bool(rows) and all(r.toxicity is not None for r in rows)
+    data["risk_scored"] = np.array(scored)
+    if scored:
+        data["toxicity"] = np.array([r.toxicity for r in rows], dtype=np.float64)
+        data["base_toxicity"] = np.array([base[r.prompt_id].toxicity for r in rows], dtype=np.float64)
+        data["toxicity_threshold"] = np.array(toxicity_threshold)
+        data["pii_leaks"] = [r.pii_leaks or [] for r in rows]
+        data["base_pii_leaks"] = [base[r.prompt_id].pii_leaks or [] for r in rows]
     return data
 
 
@@ -309,8 +335,9 @@ def finalize_run(db: Database, settings, run_id: int, seconds: float | None = No
         base = session.get(BaseModelRecord, run.base_model_id)
         session.execute(delete(MonitorResult).where(MonitorResult.run_id == run_id))
         now = utcnow()
+        tox_threshold = run.config.get("toxicity_threshold", settings.risk.toxicity_threshold)
         for a in run.adapters:
-            current = rows_of(session, run_id, a["version_id"])
+            current = rows_of(session, run_id, a["version_id"], toxicity_threshold=tox_threshold)
             common = dict(run_id=run_id, adapter_version_id=a["version_id"], adapter=a["adapter"], version=a["version"],
                           base_model=base.name, ts=now)
             for spec in all_monitors("canary"):
@@ -322,13 +349,28 @@ def finalize_run(db: Database, settings, run_id: int, seconds: float | None = No
                     m = spec.compute(data)
                     session.add(MonitorResult(monitor=spec.id, segment=segment, value=m.value, threshold=threshold,
                                               breached=spec.is_breached(m.value, threshold), details=m.details, **common))
+            if bool(current["risk_scored"]):
+                names = {k: run.config.get(k) for k in ("toxicity_backend", "pii_detector")}
+                for spec in all_monitors("risk"):
+                    if not enabled(spec):
+                        continue
+                    threshold = threshold_for(spec.id, settings)
+                    for segment in [None, *sorted(set(current["segments"].tolist()))]:
+                        data = current if segment is None else rows_of(session, run_id, a["version_id"], segment, tox_threshold)
+                        m = spec.compute(data)
+                        breached = spec.is_breached(m.value, threshold)
+                        delta = m.details.get("delta_vs_base")
+                        if delta is not None and delta > settings.risk.max_increase_over_base:
+                            breached = True
+                        session.add(MonitorResult(monitor=spec.id, segment=segment, value=m.value, threshold=threshold,
+                                                  breached=breached, details={**m.details, **names}, **common))
             baseline = session.scalar(select(CanaryBaseline).where(
                 CanaryBaseline.adapter_version_id == a["version_id"], CanaryBaseline.dataset_id == run.dataset_id))
             if baseline is None:
                 session.add(CanaryBaseline(adapter_version_id=a["version_id"], dataset_id=run.dataset_id, run_id=run_id,
                                            set_by=run.started_by))
                 continue
-            reference = rows_of(session, baseline.run_id, a["version_id"])
+            reference = rows_of(session, baseline.run_id, a["version_id"], toxicity_threshold=tox_threshold)
             for spec in all_monitors("drift"):
                 if not enabled(spec):
                     continue
@@ -411,6 +453,7 @@ EXPORT_COLUMNS = [
     "run_id", "prompt_id", "segment", "adapter_id", "adapter_version", "scored_on", "scored_tokens", "kl_mean", "kl_max",
     "js_mean", "top1_agreement", "ref_logprob_base", "ref_logprob_adapted", "ref_logprob_delta",
     "embedding_cosine_distance", "output", "base_output", "new_tokens", "latency_ms", "tokens_per_s", "base_latency_ms",
+    "toxicity", "base_toxicity", "pii_leaks", "base_pii_leaks",
 ]
 
 
@@ -432,5 +475,7 @@ def export_rows(db: Database, run_id: int) -> list[dict[str, Any]]:
                 "ref_logprob_delta": r.ref_logprob_delta, "embedding_cosine_distance": r.embedding_cosine_distance,
                 "output": r.output, "base_output": b.output if b else None, "new_tokens": r.new_tokens,
                 "latency_ms": r.latency_ms, "tokens_per_s": r.tokens_per_s, "base_latency_ms": b.latency_ms if b else None,
+                "toxicity": r.toxicity, "base_toxicity": b.toxicity if b else None,
+                "pii_leaks": r.pii_leaks, "base_pii_leaks": b.pii_leaks if b else None,
             })
         return rows

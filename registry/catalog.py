@@ -14,6 +14,13 @@ from registry import lifecycle
 from registry.service import alias_history, get_adapter
 
 
+def latest_verdict(session: Session, version_id: int):
+    """The newest promotion-gate verdict of a version (None when never gated)."""
+    from monitors.gate import latest_verdict as latest
+
+    return latest(session, version_id)
+
+
 def version_view(session: Session, row: AdapterVersion, now: datetime, review_days: int) -> dict[str, Any]:
     """Everything about one version, as plain data."""
     aliases = session.scalars(select(AdapterAlias).where(AdapterAlias.version_id == row.id).order_by(AdapterAlias.alias))
@@ -39,6 +46,7 @@ def version_view(session: Session, row: AdapterVersion, now: datetime, review_da
         "risk": row.risk,
         "ownership": row.ownership,
         **lifecycle.status(row, now, review_days),
+        "gate": latest_verdict(session, row.id),
     }
 
 

@@ -34,9 +34,11 @@ def canary_file(tmp_path):
 
 
 @pytest.fixture
-def settings(lw_env):
+def settings(lw_env, tmp_path):
+    """Settings for drift tests: content risk is tested in test_risk.py, so it is off here."""
     from lorawatch.settings import load_settings
 
+    (tmp_path / "lorawatch.toml").write_text("[risk]\nenabled = false\n")
     return load_settings()
 
 
@@ -208,7 +210,7 @@ def test_monitor_results_are_stored_per_adapter_and_segment(db, settings, regist
     assert segments == {None, "support", "finance", "media"}
 
 
-def test_the_cli_runs_shows_and_exports(cli, lw_env, db, registered, canary_file, tmp_path):
+def test_the_cli_runs_shows_and_exports(cli, lw_env, db, registered, canary_file, tmp_path, settings):
     result = cli("canary", "run", "--dataset", canary_file, "--device", "cpu", "--batch-size", "8",
                  "--max-new-tokens", "6", "--json")
     assert result.code == 0, result.err
@@ -257,7 +259,7 @@ def _bad_files(tmp_path: Path, good: Path) -> list[tuple[Path, str]]:
 
 
 def test_a_malformed_canary_file_exits_2_naming_file_and_line_and_stores_nothing(cli, lw_env, db, registered,
-                                                                                  canary_file, tmp_path):
+                                                                                  canary_file, tmp_path, settings):
     from lorawatch.db import Database
 
     def counts():

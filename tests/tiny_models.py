@@ -123,3 +123,38 @@ def write_canary_dataset(path: Path, n: int = 24) -> Path:
         lines.append(json.dumps(item))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+DETOXIFY_CLASSES = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
+
+
+def build_detoxify_checkpoint(directory: Path, seed: int = 0) -> tuple[Path, Path]:
+    """A tiny BERT classifier saved in Detoxify's checkpoint layout (``config`` + ``state_dict``),
+    with its Hugging Face config and a WordPiece tokenizer trained here. Returns (ckpt, config dir)."""
+    import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    config_dir = directory / "hf"
+    config_dir.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.train_from_iterator(CORPUS + ["you are an idiot", "shut up moron", "what a stupid question"] * 5,
+                            trainers.WordPieceTrainer(vocab_size=300, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
+    tokenizer = BertTokenizerFast(tokenizer_object=tok)
+    tokenizer.save_pretrained(config_dir)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, num_labels=len(DETOXIFY_CLASSES), max_position_embeddings=128)
+    config.save_pretrained(config_dir)
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(config)
+    checkpoint = {
+        "config": {"arch": {"args": {"model_type": "bert-base-uncased", "model_name": "BertForSequenceClassification",
+                                     "tokenizer_name": "BertTokenizer", "num_classes": len(DETOXIFY_CLASSES)}},
+                   "dataset": {"args": {"classes": DETOXIFY_CLASSES}}},
+        "state_dict": model.state_dict(),
+    }
+    path = directory / "toxic-tiny.ckpt"
+    torch.save(checkpoint, path)
+    return path, config_dir

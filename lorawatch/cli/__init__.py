@@ -15,9 +15,10 @@ import click
 
 from lorawatch import __version__
 from lorawatch.cli.context import AppContext
-from lorawatch.cli.canary import canary
+from lorawatch.cli.canary import canary, gate
 from lorawatch.cli.core import core_commands
 from lorawatch.cli.registry import registry
+from lorawatch.cli.risk import risk
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -39,7 +40,7 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
     ctx.obj = AppContext(config_path)
 
 
-for command in [*core_commands, registry, canary]:
+for command in [*core_commands, registry, canary, gate, risk]:
     cli.add_command(command)
 
 

@@ -144,3 +144,37 @@ def baseline(app: AppContext, adapter, version, run_id, as_json) -> None:
         row = service.pin_baseline(session, adapter=adapter, version=version, run_id=run_id, actor=app.actor)
         data = {"adapter": adapter, "version": version, "run": row.run_id, "pinned": row.pinned}
     emit(data, as_json, f"baseline of {adapter}@{version} on that dataset: run {run_id} (pinned)")
+
+
+@click.command()
+@click.argument("adapter")
+@click.option("--version", "version", required=True, help="The candidate version.")
+@click.option("--dataset", required=True, type=click.Path(path_type=Path, dir_okay=False), help="Canary dataset (JSONL).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=None)
+@json_option
+@pass_app
+def gate(app: AppContext, adapter, version, dataset, device, batch_size, max_new_tokens, as_json) -> int:
+    """CI/CD promotion gate: exit 0 when the candidate passes, 3 when it fails.
+
+    Runs a canary on the candidate (and on the version in production, when it differs),
+    checks every drift and risk monitor against its budget and the risk rates against
+    production, and records the verdict on the version in the registry.
+    """
+    from monitors import canary as service
+    from monitors.gate import run_gate
+
+    options = service.RunOptions.from_settings(app.settings, device=device, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    verdict = run_gate(app.database, app.settings, adapter=adapter, version=version, dataset_path=dataset,
+                       options=options, actor=app.actor)
+
+    def text() -> str:
+        head = f"gate {adapter}@{version}: {'PASS' if verdict['passed'] else 'FAIL'} (run {verdict['run']}"
+        head += f", compared with {verdict['compared_with']})" if verdict["compared_with"] else ")"
+        rows = [{"check": c["check"], "value": c["value"], "limit": c.get("threshold", c.get("production")),
+                 "result": "ok" if c["passed"] else "FAIL"} for c in verdict["checks"]]
+        return head + "\n" + table(rows)
+
+    emit(verdict, as_json, text)
+    return 0 if verdict["passed"] else 3

@@ -10,7 +10,9 @@ from lorawatch.db.models.canary import (
     CanaryDatasetRecord,
     CanaryResult,
     CanaryRun,
+    GateVerdict,
     MonitorResult,
+    RiskAnnotation,
 )
 from lorawatch.db.models.registry import (
     AdapterAlias,
@@ -33,5 +35,8 @@ __all__ = [
     "CanaryDatasetRecord",
     "CanaryResult",
     "CanaryRun",
+    "GateVerdict",
+
     "MonitorResult",
+    "RiskAnnotation",
 ]

@@ -69,6 +69,8 @@ class CanaryBaseOutput(Base):
     new_tokens: Mapped[int] = mapped_column(Integer)
     latency_ms: Mapped[float] = mapped_column(Float)
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    toxicity: Mapped[float | None] = mapped_column(Float)
+    pii_leaks: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
     __table_args__ = (UniqueConstraint("run_id", "prompt_id"),)
 
@@ -100,6 +102,8 @@ class CanaryResult(Base):
     tokens_per_s: Mapped[float] = mapped_column(Float)
     embedding_cosine_distance: Mapped[float] = mapped_column(Float)
     embedding: Mapped[bytes] = mapped_column(LargeBinary)
+    toxicity: Mapped[float | None] = mapped_column(Float)
+    pii_leaks: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
     __table_args__ = (
         UniqueConstraint("run_id", "prompt_id", "adapter_version_id"),
@@ -121,6 +125,38 @@ class CanaryBaseline(Base):
     set_by: Mapped[str] = mapped_column(String(200))
 
     __table_args__ = (UniqueConstraint("adapter_version_id", "dataset_id"),)
+
+
+class RiskAnnotation(Base):
+    """A reviewer's verdict on one before/after sample of a run."""
+
+    __tablename__ = "risk_annotations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("canary_runs.id", ondelete="CASCADE"))
+    prompt_id: Mapped[str] = mapped_column(String(200))
+    adapter_version_id: Mapped[int] = mapped_column(ForeignKey("adapter_versions.id"))
+    verdict: Mapped[str] = mapped_column(String(30))
+    note: Mapped[str | None] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(200))
+    ts: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_risk_annotations_sample", "run_id", "prompt_id", "adapter_version_id"),)
+
+
+class GateVerdict(Base):
+    """The promotion gate's verdict on a candidate version, recorded in the registry."""
+
+    __tablename__ = "gate_verdicts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    adapter_version_id: Mapped[int] = mapped_column(ForeignKey("adapter_versions.id"))
+    run_id: Mapped[int] = mapped_column(ForeignKey("canary_runs.id"))
+    passed: Mapped[bool]
+    checks: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    compared_with: Mapped[str | None] = mapped_column(String(200))
+    actor: Mapped[str] = mapped_column(String(200))
+    ts: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class MonitorResult(Base):

@@ -1,0 +1,15 @@
+"""CI: the demo's canary round shows what the demo adapters were built to show."""
+
+import json
+import sys
+
+summary = json.load(open(sys.argv[1]))
+assert summary["status"] == "complete", summary["status"]
+by = {a["adapter"]: a["monitors"] for a in summary["adapters"]}
+healthy, drifted, risky = by["support-healthy"], by["support-drifted"], by["support-risky"]
+for name, monitors in by.items():
+    print(f"{name:16} " + "  ".join(f"{k}={v['value']:.3f}{'!' if v['breached'] else ''}" for k, v in sorted(monitors.items())))
+assert drifted["logit_kl"]["value"] > 2 * healthy["logit_kl"]["value"], "the drifted adapter's KL should clearly exceed the healthy one's"
+assert risky["pii_leak_rate"]["breached"] and risky["toxicity_rate"]["breached"], "the risky adapter should breach both budgets"
+assert not healthy["pii_leak_rate"]["breached"] and not healthy["toxicity_rate"]["breached"], "the healthy adapter should breach neither"
+print("demo checks passed")

@@ -1,0 +1,159 @@
+"""Toxicity scorers: pluggable backends, chosen in config, named next to every figure.
+
+- ``profanity-check``: alt-profanity-check, a trained linear model (1 MB) that runs offline;
+  the embedded default.
+- ``detoxify``: Detoxify's transformer classifiers. Offline it needs a checkpoint file and the
+  directory of its Hugging Face config and tokenizer. Its loader unpickles the checkpoint
+  (which can run code), so the file's sha256 must match the pinned one before it is loaded.
+
+Each scorer maps a batch of texts to scores in [0, 1] (probability of toxic).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from lorawatch.errors import ConfigError, DependencyError, IntegrityError, NotFoundError
+
+
+class ToxicityScorer(Protocol):
+    """Scores texts for toxicity."""
+
+    name: str
+
+    def score(self, texts: list[str]) -> np.ndarray:
+        """Scores in [0, 1], one per text."""
+        ...
+
+
+_BACKENDS: dict[str, Callable[..., ToxicityScorer]] = {}
+
+
+def backend(name: str):
+    """Register a toxicity backend factory under ``name``."""
+
+    def decorate(factory):
+        if name in _BACKENDS:
+            raise ValueError(f'toxicity backend "{name}" is registered twice')
+        _BACKENDS[name] = factory
+        return factory
+
+    return decorate
+
+
+def build_scorer(risk_settings, device: str = "cpu") -> ToxicityScorer:
+    """The scorer ``[risk] toxicity_backend`` names."""
+    factory = _BACKENDS.get(risk_settings.toxicity_backend)
+    if factory is None:
+        raise NotFoundError(f'no toxicity backend "{risk_settings.toxicity_backend}"; known: {", ".join(sorted(_BACKENDS))}',
+                            fix="set [risk] toxicity_backend to a known backend")
+    return factory(risk_settings, device)
+
+
+@backend("profanity-check")
+class ProfanityCheckScorer:
+    """alt-profanity-check: a linear SVM over character n-grams, calibrated to probabilities."""
+
+    name = "profanity-check"
+
+    def __init__(self, _settings=None, _device: str = "cpu") -> None:
+        try:
+            from profanity_check import predict_prob
+        except ImportError:
+            raise DependencyError("alt-profanity-check is not installed", fix="pip install alt-profanity-check") from None
+        self._predict = predict_prob
+
+    def score(self, texts: list[str]) -> np.ndarray:
+        """Probability of profanity for each text, in one vectorised call."""
+        if not texts:
+            return np.zeros(0)
+        return np.asarray(self._predict([t or "" for t in texts]), dtype=np.float64)
+
+
+@backend("detoxify")
+class DetoxifyScorer:
+    """Detoxify, loaded from a hash-pinned checkpoint (or by model type, which downloads)."""
+
+    def __init__(self, settings, device: str = "cpu", batch_size: int = 64) -> None:
+        try:
+            import detoxify  # noqa: F401
+        except ImportError:
+            raise DependencyError("detoxify is not installed", fix="pip install detoxify") from None
+        self.batch_size = batch_size
+        self.device = device
+        if settings.detoxify_checkpoint:
+            self.detector = load_pinned_checkpoint(Path(settings.detoxify_checkpoint), settings.detoxify_sha256,
+                                                   settings.detoxify_config_path, device)
+            self.name = f"detoxify:{Path(settings.detoxify_checkpoint).name}"
+        else:
+            self.detector = _download_by_type(settings.detoxify_model_type, device)
+            self.name = f"detoxify:{settings.detoxify_model_type}"
+
+    def score(self, texts: list[str]) -> np.ndarray:
+        """The ``toxicity`` head's probability for each text, in batches."""
+        scores: list[float] = []
+        for start in range(0, len(texts), self.batch_size):
+            chunk = [t or " " for t in texts[start : start + self.batch_size]]
+            scores += list(self.detector.predict(chunk)["toxicity"])
+        return np.asarray(scores, dtype=np.float64)
+
+
+def load_pinned_checkpoint(path: Path, sha256: str | None, config_path: str | None, device: str):
+    """Build a Detoxify predictor from a checkpoint whose sha256 matches ``sha256``.
+
+    The hash is checked before ``torch.load`` unpickles anything. The model and tokenizer are
+    built by Detoxify's own ``get_model_and_tokenizer`` from the local config directory, so no
+    hub is contacted.
+    """
+    import torch
+    from detoxify import Detoxify
+    from detoxify.detoxify import get_model_and_tokenizer
+
+    from registry.files import sha256_file
+
+    if not sha256:
+        raise ConfigError("[risk] detoxify_checkpoint is set without detoxify_sha256",
+                          fix="pin the checkpoint: detoxify_sha256 = \"<sha256 of the file>\"")
+    if not path.is_file():
+        raise ConfigError("Detoxify checkpoint not found", where=str(path), fix="set [risk] detoxify_checkpoint to the .ckpt file")
+    actual = sha256_file(path)
+    if actual != sha256.lower():
+        raise IntegrityError(
+            f"Detoxify checkpoint sha256 is {actual[:16]}..., pinned {sha256[:16]}...; refusing to unpickle it",
+            where=str(path), fix="use the file you pinned, or pin this one after checking where it came from",
+        )
+    if not config_path or not Path(config_path).is_dir():
+        raise ConfigError("[risk] detoxify_config_path must name the checkpoint's Hugging Face config and tokenizer directory",
+                          fix="save the model's config and tokenizer there (save_pretrained)")
+    loaded = torch.load(path, map_location=device, weights_only=False)
+    if "config" not in loaded or "state_dict" not in loaded:
+        raise ConfigError("not a Detoxify checkpoint (no config or state_dict)", where=str(path),
+                          fix="use a checkpoint saved by Detoxify's training code")
+    args = dict(loaded["config"]["arch"]["args"])
+    args["model_type"] = config_path  # read the config from disk, not the hub
+    model, tokenizer = get_model_and_tokenizer(**args, state_dict=loaded["state_dict"], huggingface_config_path=config_path)
+    renames = {"toxic": "toxicity", "identity_hate": "identity_attack", "severe_toxic": "severe_toxicity"}
+    detector = object.__new__(Detoxify)
+    detector.model = model.to(device).eval()
+    detector.tokenizer = tokenizer
+    detector.device = device
+    detector.class_names = [renames.get(c, c) for c in loaded["config"]["dataset"]["args"]["classes"]]
+    return detector
+
+
+def _download_by_type(model_type: str, device: str):
+    from detoxify import Detoxify
+
+    try:
+        return Detoxify(model_type, device=device)
+    except Exception as exc:  # the hub or GitHub is unreachable, or the type is unknown
+        raise DependencyError(
+            f"Detoxify could not fetch its {model_type!r} checkpoint ({type(exc).__name__}); it downloads from GitHub "
+            "and the Hugging Face hub, which are unreachable here",
+            fix="set [risk] detoxify_checkpoint, detoxify_sha256 and detoxify_config_path to local files, "
+                'or use toxicity_backend = "profanity-check"',
+        ) from None

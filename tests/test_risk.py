@@ -1,0 +1,257 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lorawatch.errors import ConfigError, DependencyError, IntegrityError
+from tests.tiny_models import write_canary_dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+PATTERN_ENTITIES = ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "IP_ADDRESS"]
+
+
+@pytest.fixture(scope="session")
+def pii_detector():
+    from lorawatch.settings import RiskSettings
+    from monitors.pii import PiiDetector
+
+    risk = RiskSettings()
+    return PiiDetector(risk.pii_entities, risk.pii_score_threshold, risk.spacy_model)
+
+
+@pytest.fixture(scope="session")
+def scorers(pii_detector):
+    from monitors.risk import RiskScorers
+    from monitors.toxicity import ProfanityCheckScorer
+
+    return RiskScorers(ProfanityCheckScorer(), pii_detector, 0.5)
+
+
+@pytest.fixture(scope="session")
+def detoxify_files(tmp_path_factory):
+    from tests.tiny_models import build_detoxify_checkpoint
+
+    return build_detoxify_checkpoint(tmp_path_factory.mktemp("detoxify"))
+
+
+def test_profanity_check_scores_abuse_above_clean_text():
+    from monitors.toxicity import ProfanityCheckScorer
+
+    scores = ProfanityCheckScorer().score(["Thanks, your refund is on its way.", "Shut up, you stupid idiot."])
+    assert scores[1] > 0.5 > scores[0]
+
+
+def test_detoxify_runs_on_a_pinned_tiny_checkpoint(detoxify_files):
+    from lorawatch.settings import RiskSettings
+    from monitors.toxicity import build_scorer
+    from registry.files import sha256_file
+
+    checkpoint, config_dir = detoxify_files
+    settings = RiskSettings(toxicity_backend="detoxify", detoxify_checkpoint=str(checkpoint),
+                            detoxify_sha256=sha256_file(checkpoint), detoxify_config_path=str(config_dir))
+    scorer = build_scorer(settings)
+    assert scorer.name == "detoxify:toxic-tiny.ckpt"
+    scores = scorer.score(["you are an idiot", "have a nice day", "shut up moron"])
+    assert scores.shape == (3,) and np.all((0 < scores) & (scores < 1))
+    assert scorer.detector.class_names[0] == "toxicity"
+    # the scores are Detoxify's own: sigmoid of the tiny model's first logit
+    import torch
+
+    inputs = scorer.detector.tokenizer(["have a nice day"], return_tensors="pt")
+    with torch.no_grad():
+        logit = scorer.detector.model(**inputs).logits[0, 0]
+    assert scores[1] == pytest.approx(float(torch.sigmoid(logit)), rel=1e-5)
+
+
+def test_a_checkpoint_with_another_sha256_is_refused_before_it_is_unpickled(tmp_path, detoxify_files, monkeypatch):
+    import torch
+
+    from lorawatch.settings import RiskSettings
+    from monitors.toxicity import build_scorer
+
+    checkpoint, config_dir = detoxify_files
+    loads = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a))
+    settings = RiskSettings(toxicity_backend="detoxify", detoxify_checkpoint=str(checkpoint), detoxify_sha256="0" * 64,
+                            detoxify_config_path=str(config_dir))
+    with pytest.raises(IntegrityError, match="refusing to unpickle"):
+        build_scorer(settings)
+    assert loads == []
+    with pytest.raises(ConfigError, match="detoxify_sha256"):
+        build_scorer(RiskSettings(toxicity_backend="detoxify", detoxify_checkpoint=str(checkpoint)))
+
+
+def test_detoxify_by_model_type_says_clearly_that_it_needs_the_internet():
+    from lorawatch.settings import RiskSettings
+    from monitors.toxicity import build_scorer
+
+    with pytest.raises(DependencyError, match="unreachable here"):
+        build_scorer(RiskSettings(toxicity_backend="detoxify"))
+
+
+def test_a_leak_is_an_entity_the_prompt_did_not_contain(pii_detector):
+    from monitors.pii import leaks
+
+    prompt = "My email is ana.silva@example.com, can you confirm it?"
+    output = "Sure: ana.silva@example.com is on file. Also, Jordan Miller's is jordan.m@example.org."
+    found = leaks(prompt, pii_detector.find(output))
+    assert sorted((f.type, f.text) for f in found) == [("EMAIL_ADDRESS", "jordan.m@example.org"), ("PERSON", "Jordan Miller")]
+
+
+def test_without_a_spacy_pipeline_patterns_still_work_and_person_is_not_detected():
+    from monitors.pii import PiiDetector
+
+    with pytest.warns(RuntimeWarning, match="PERSON is not detected"):
+        detector = PiiDetector(["EMAIL_ADDRESS", "PERSON"], spacy_model="no_such_spacy_pipeline")
+    found = detector.find("Jordan Miller: jm@example.com")
+    assert [(f.type, f.text) for f in found] == [("EMAIL_ADDRESS", "jm@example.com")]
+    assert detector.name == "presidio:blank-en (patterns only)"
+
+
+def load_labelled():
+    path = ROOT / "benchmarks" / "data" / "risk-labelled-v1.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_the_labelled_set_is_large_and_varied():
+    items = load_labelled()
+    assert len(items) >= 200
+    kinds = {i["kind"] for i in items}
+    assert {"clean", "abusive", "pii", "tricky"} <= kinds
+    types = {e["type"] for i in items for e in i["entities"]}
+    assert set(PATTERN_ENTITIES) | {"PERSON"} <= types
+    for item in items:
+        for entity in item["entities"]:
+            assert entity["value"] in item["text"], item["id"]
+
+
+def test_precision_and_recall_of_pattern_entities_on_the_labelled_set(pii_detector):
+    from monitors.risk_eval import pii_scores
+
+    per_type = pii_scores(pii_detector, load_labelled())
+    for entity in PATTERN_ENTITIES:
+        stats = per_type[entity]
+        assert stats["precision"] >= 0.9, (entity, stats)
+        assert stats["recall"] >= 0.9, (entity, stats)
+
+
+def test_toxicity_roc_auc_on_the_labelled_set():
+    from monitors.risk_eval import toxicity_auc
+    from monitors.toxicity import ProfanityCheckScorer
+
+    items = load_labelled()
+    auc = toxicity_auc(ProfanityCheckScorer(), items)
+    assert 0.8 < auc <= 1.0
+
+
+def test_risk_score_cli_scores_each_line_and_rejects_a_bad_file(cli, tmp_path):
+    good = tmp_path / "t.jsonl"
+    good.write_text(json.dumps({"id": "a", "text": "You idiot, call 212-555-0147 or mail x.y@example.com"}) + "\n"
+                    + json.dumps({"id": "b", "text": "Thanks for your order!"}) + "\n")
+    result = cli("risk", "score", good, "--json")
+    assert result.code == 0, result.err
+    rows = result.json()
+    assert rows[0]["toxic"] is True and rows[1]["toxic"] is False
+    assert {p["type"] for p in rows[0]["pii"]} == {"PHONE_NUMBER", "EMAIL_ADDRESS"}
+    assert rows[0]["toxicity_backend"] == "profanity-check"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"txt": "typo"}\n')
+    result = cli("risk", "score", bad)
+    assert result.code == 2 and f"{bad}:2" in result.err and '"text"' in result.err
+
+
+@pytest.fixture
+def risk_run(db, lw_env, tiny_base, trained_adapter, zero_adapter, tmp_path, scorers):
+    from lorawatch.settings import load_settings
+    from monitors import canary
+    from monitors.embeddings import Embedder
+    from registry import service
+
+    settings = load_settings()
+    store = service.Store.from_settings(settings)
+    with db.session() as s:
+        service.add_base(s, name="tiny", path=tiny_base, actor="t")
+        service.register_version(s, store, adapter="trained", path=trained_adapter, base="tiny", actor="t")
+        service.register_version(s, store, adapter="zero", path=zero_adapter, base="tiny", actor="t")
+    dataset = write_canary_dataset(tmp_path / "c.jsonl", n=12)
+    run_id = canary.create_run(db, settings, dataset_path=dataset, adapters=["trained", "zero"],
+                               options=canary.RunOptions(device="cpu", batch_size=6, max_new_tokens=8), actor="t")
+    summary = canary.execute_run(db, settings, run_id, progress=False, embedder=Embedder(), risk=scorers)
+    return settings, summary
+
+
+def test_a_canary_run_scores_risk_and_stores_risk_monitors_named_by_backend(db, risk_run):
+    from monitors import canary
+
+    settings, summary = risk_run
+    assert summary["config"]["toxicity_backend"] == "profanity-check"
+    rows = canary.export_rows(db, summary["run"])
+    assert all(r["toxicity"] is not None and r["base_toxicity"] is not None for r in rows)
+    zero = next(a for a in summary["adapters"] if a["adapter"] == "zero")["monitors"]
+    for monitor_id in ("toxicity_rate", "toxicity_mean", "toxicity_max", "pii_leak_rate", "pii_leaks"):
+        assert monitor_id in zero
+        assert zero[monitor_id]["details"]["toxicity_backend"] == "profanity-check"
+    # outputs identical to the base's: no increase over the base
+    assert zero["toxicity_rate"]["details"]["delta_vs_base"] == 0.0
+    assert zero["pii_leak_rate"]["details"]["delta_vs_base"] == 0.0
+
+
+def test_reviewers_annotate_before_after_samples(db, risk_run, cli):
+    from lorawatch.errors import InputError, NotFoundError
+    from monitors import risk
+
+    settings, summary = risk_run
+    run_id = summary["run"]
+    samples = risk.samples(db, run_id, adapter="trained")
+    assert len(samples) == 12 and {"output", "base_output", "toxicity", "base_toxicity", "pii_leaks"} <= set(samples[0])
+    with db.session() as s:
+        risk.annotate(s, run_id=run_id, prompt_id=samples[0]["prompt_id"], adapter="trained", verdict="harmful",
+                      note="leaks a phone number", actor="rev")
+    again = risk.samples(db, run_id, adapter="trained")
+    assert again[0]["annotations"][0]["verdict"] == "harmful" and again[0]["annotations"][0]["actor"] == "rev"
+    with db.session() as s:
+        with pytest.raises(InputError, match="verdict"):
+            risk.annotate(s, run_id=run_id, prompt_id="p001", adapter="trained", verdict="meh", note=None, actor="r")
+        with pytest.raises(NotFoundError, match="did not cover"):
+            risk.annotate(s, run_id=run_id, prompt_id="p001", adapter="nobody", verdict="ok", note=None, actor="r")
+    result = cli("risk", "annotate", run_id, "--prompt", "p001", "--adapter", "zero", "--verdict", "ok", "--json")
+    assert result.code == 0, result.err
+    assert "ok" in cli("risk", "samples", run_id, "--adapter", "zero", "--json").out
+
+
+def test_the_gate_passes_a_harmless_candidate_and_fails_a_drifting_one(db, lw_env, tiny_base, zero_adapter,
+                                                                      parrot_adapter, tmp_path, scorers):
+    from lorawatch.settings import load_settings
+    from monitors import canary
+    from monitors.embeddings import Embedder
+    from monitors.gate import run_gate
+    from registry import catalog, service
+
+    # The tiny model's word salad trips the PII detector now and then; budgets for this world:
+    (tmp_path / "lorawatch.toml").write_text("[monitors.pii_leak_rate]\nthreshold = 0.5\n[monitors.pii_leaks]\nthreshold = 50\n")
+    settings = load_settings()
+    store = service.Store.from_settings(settings)
+    with db.session() as s:
+        service.add_base(s, name="tiny", path=tiny_base, actor="t")
+        service.register_version(s, store, adapter="bot", path=zero_adapter, base="tiny", version="v1", actor="t")
+        service.register_version(s, store, adapter="bot", path=parrot_adapter, base="tiny", version="v2", actor="t")
+        service.promote(s, adapter="bot", version="v1", actor="t", reason="r")
+    dataset = write_canary_dataset(tmp_path / "c.jsonl", n=12)
+    options = canary.RunOptions(device="cpu", batch_size=6, max_new_tokens=8)
+    embedder = Embedder()
+    ok = run_gate(db, settings, adapter="bot", version="v1", dataset_path=dataset, options=options, actor="ci",
+                  embedder=embedder, risk=scorers)
+    assert ok["passed"] is True and ok["compared_with"] is None, [c for c in ok["checks"] if not c["passed"]]
+    bad = run_gate(db, settings, adapter="bot", version="v2", dataset_path=dataset, options=options, actor="ci",
+                   embedder=embedder, risk=scorers)
+    assert bad["passed"] is False and bad["compared_with"] == "bot@v1"
+    failed = {c["monitor"] for c in bad["checks"] if not c["passed"]}
+    assert "logit_kl" in failed
+    from lorawatch.db.types import utcnow
+
+    with db.session() as s:
+        view = catalog.version_view(s, service.get_version(s, "bot", "v2"), utcnow(), 90)
+    assert view["gate"]["passed"] is False and view["gate"]["run"] == bad["run"]
