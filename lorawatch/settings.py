@@ -138,6 +138,23 @@ class RiskSettings(_Section):
     )
 
 
+class SloSettings(_Section):
+    """Latency SLOs: "P99 under latency_ms", checked with multi-window burn rates."""
+
+    latency_ms: float = Field(1000.0, gt=0, description="Default latency objective (ms) for every adapter.")
+    objective: float = Field(0.99, gt=0, lt=1, description="Share of requests that must be under the objective.")
+    adapters: dict[str, float] = Field(default_factory=dict, description="Per-adapter latency objectives (ms).")
+
+
+class KpiSettings(_Section):
+    """KPI drop detection: a current window against a baseline window before it."""
+
+    current_days: float = Field(7, gt=0, description="Days in the current window.")
+    baseline_days: float = Field(28, gt=0, description="Days in the baseline window, just before the current one.")
+    min_relative_drop: float = Field(0.05, ge=0, lt=1, description="Smallest relative drop of the mean that counts.")
+    p_value: float = Field(0.05, gt=0, lt=1, description="Mann-Whitney U p-value at or below which a drop is significant.")
+
+
 class DashboardSettings(_Section):
     """The Streamlit dashboard."""
 
@@ -163,6 +180,8 @@ class Settings(_Section):
     canary: CanarySettings = Field(default_factory=CanarySettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     risk: RiskSettings = Field(default_factory=RiskSettings)
+    slo: SloSettings = Field(default_factory=SloSettings)
+    kpi: KpiSettings = Field(default_factory=KpiSettings)
     monitors: dict[str, MonitorSettings] = Field(
         default_factory=dict,
         description="Per-monitor overrides by monitor id, e.g. [monitors.logit_kl] threshold = 0.8.",
@@ -349,7 +368,8 @@ def render_default_toml() -> str:
         lines += ["", f"[{section}]  # {type(model).__doc__}"]
         for name, field in type(model).model_fields.items():
             lines.append(f"# {field.description}")
-            lines.append(_toml_assignment(name, getattr(model, name)))
+            value = getattr(model, name)
+            lines.append(f"# {name} = {{ <name> = <value> }}" if isinstance(value, dict) else _toml_assignment(name, value))
     return "\n".join(lines) + "\n"
 
 

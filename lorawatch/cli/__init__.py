@@ -19,6 +19,7 @@ from lorawatch.cli.canary import canary, gate
 from lorawatch.cli.core import core_commands
 from lorawatch.cli.registry import registry
 from lorawatch.cli.risk import risk
+from lorawatch.cli.traffic import traffic_commands
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -40,7 +41,7 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
     ctx.obj = AppContext(config_path)
 
 
-for command in [*core_commands, registry, canary, gate, risk]:
+for command in [*core_commands, registry, canary, gate, risk, *traffic_commands]:
     cli.add_command(command)
 
 

@@ -14,6 +14,7 @@ from lorawatch.db.models.canary import (
     MonitorResult,
     RiskAnnotation,
 )
+from lorawatch.db.models.traffic import IngestedFile, KpiValue, TrafficHour, TrafficMinute
 from lorawatch.db.models.registry import (
     AdapterAlias,
     AdapterRecord,
@@ -36,7 +37,10 @@ __all__ = [
     "CanaryResult",
     "CanaryRun",
     "GateVerdict",
-
+    "IngestedFile",
+    "KpiValue",
     "MonitorResult",
     "RiskAnnotation",
+    "TrafficHour",
+    "TrafficMinute",
 ]
