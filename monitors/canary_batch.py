@@ -135,28 +135,47 @@ def _sync(device) -> None:
 
 def run_batch(models: CanaryModels, prompts: list[CanaryPrompt], adapter_keys: list[str]) -> BatchResult:
     """Base generation, base hidden states, then per adapter: drift scores and generation."""
-    peft = models.peft
     prompt_ids = [models.prompt_ids(p) for p in prompts]
+    references = [models.reference_ids(p) for p in prompts]
+    base, scored_on, adapters = score_and_generate(models, prompt_ids, references, adapter_keys)
+    return BatchResult(prompts=prompts, base=base, scored_on=scored_on, adapters=adapters)
+
+
+def score_and_generate(models: CanaryModels, prompt_ids: list[list[int]], references: list[list[int] | None],
+                       adapter_keys: list[str]) -> tuple[Generation, list[str], dict[str, dict]]:
+    """The work of one batch on token ids (what ``run_batch`` and the GPU benchmark call)."""
+    peft = models.peft
     with peft.disable_adapter():
         base = models.generate(prompt_ids)
     targets, scored_on = [], []
-    for prompt, generated in zip(prompts, base.token_ids):
-        reference = models.reference_ids(prompt)
+    for reference, generated in zip(references, base.token_ids):
         if reference:
             targets.append(reference)
             scored_on.append("reference")
         else:
             targets.append(generated or sorted(models.eos_ids)[:1] or [models.pad_id])
             scored_on.append("base_output")
+    scores = score_adapters(models, prompt_ids, targets, adapter_keys)
+    adapters: dict[str, dict] = {}
+    for key in adapter_keys:
+        peft.set_adapter(key)
+        adapters[key] = {"scores": scores[key], "generation": models.generate(prompt_ids)}
+    return base, scored_on, adapters
+
+
+def score_adapters(models: CanaryModels, prompt_ids: list[list[int]], targets: list[list[int]],
+                   adapter_keys: list[str]) -> dict[str, dict[str, list[float]]]:
+    """Teacher-forced drift scores of every adapter: the base's hidden states are computed
+    once for the batch and shared by all adapters."""
+    peft = models.peft
     input_ids, mask, rows, positions, labels = models.layout(prompt_ids, targets)
     with peft.disable_adapter():
         base_hidden = models.hidden(input_ids, mask, rows, positions)
-    result = BatchResult(prompts=prompts, base=base, scored_on=scored_on)
+    result = {}
     for key in adapter_keys:
         peft.set_adapter(key)
         adapted_hidden = models.hidden(input_ids, mask, rows, positions)
-        scores = score(models.lm_head, base_hidden, adapted_hidden, labels, rows, len(prompts), softcap=models.softcap)
+        result[key] = score(models.lm_head, base_hidden, adapted_hidden, labels, rows, len(prompt_ids),
+                            softcap=models.softcap).means()
         del adapted_hidden
-        generation = models.generate(prompt_ids)
-        result.adapters[key] = {"scores": scores.means(), "generation": generation}
     return result

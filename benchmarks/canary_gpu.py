@@ -1,0 +1,184 @@
+"""GPU canary benchmark: the project's runner against the naive PEFT loop, in one process.
+
+    python benchmarks/canary_gpu.py [--adapters 8] [--prompts 256] [--length 256] [--batch 32]
+                                    [--new-tokens 64] [--naive-prompts 16] [--small]
+
+A Llama-3.2-1B-shaped model with random bf16 weights (nothing can be fetched on the GPU
+machine) and N rank-16 LoRA adapters on every linear layer (random B, scaled so KL is
+non-zero). Each prompt is one token followed by L-1 tokens scored teacher-forced, and each
+(prompt, adapter) also generates ``--new-tokens`` greedy tokens.
+
+- runner: ``monitors.canary_batch.score_adapters`` (scoring) and ``score_and_generate``
+  (scoring and generation) on batches of prompts, the code
+  ``lorawatch canary run`` uses (base hidden states once per batch and shared by every
+  adapter, KL/JS/top-1 from logits made a chunk of positions at a time on the device);
+- naive: per adapter, per prompt, batch 1, full fp32 log-softmax KL (on ``--naive-prompts``
+  prompts, extrapolated), as in ../shared/anchors.
+
+Prints one JSON line per measurement: scored tokens/s, generated tokens/s, TFLOP/s (2 x
+parameters per token), peak GPU memory, the speedup, and the largest KL difference between
+the two ways (bf16 tolerance). ``--small`` shrinks everything for a CPU smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+class _Tokens:
+    """The few tokenizer attributes the runner reads; prompts here are token ids already."""
+
+    def __init__(self, vocab: int) -> None:
+        self.eos_token_id = vocab - 1
+        self.pad_token_id = 0
+        self.chat_template = None
+
+    def batch_decode(self, rows, skip_special_tokens=True):
+        return [" ".join(map(str, row)) for row in rows]
+
+
+def build(args, device, dtype):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    if args.small:
+        cfg = LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                          num_key_value_heads=2, vocab_size=1024, max_position_embeddings=1024, tie_word_embeddings=True)
+    else:
+        cfg = LlamaConfig(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+                          num_key_value_heads=8, vocab_size=128256, max_position_embeddings=4096, tie_word_embeddings=True)
+    with torch.device(device):
+        base = LlamaForCausalLM(cfg).to(dtype)
+    base.eval()
+    n_params = sum(p.numel() for p in base.parameters())
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    lora = LoraConfig(r=16, lora_alpha=32, target_modules=targets, init_lora_weights=False)
+    model = get_peft_model(base, lora, adapter_name="a0")
+    for i in range(1, args.adapters):
+        model.add_adapter(f"a{i}", lora)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.mul_(0.05)
+    model.to(dtype).eval()
+    return model, cfg, n_params
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--adapters", type=int, default=8)
+    parser.add_argument("--prompts", type=int, default=256)
+    parser.add_argument("--length", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--naive-prompts", type=int, default=16)
+    parser.add_argument("--small", action="store_true", help="Tiny shapes, for a CPU smoke run.")
+    args = parser.parse_args()
+
+    import torch
+
+    from monitors.canary_batch import CanaryModels, score_adapters, score_and_generate
+
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    dtype = torch.bfloat16 if cuda else torch.float32
+    if args.small:
+        args.prompts, args.length, args.batch, args.new_tokens, args.naive_prompts = 16, 32, 8, 8, 4
+    model, cfg, n_params = build(args, device, dtype)
+    names = [f"a{i}" for i in range(args.adapters)]
+    generator = torch.Generator().manual_seed(1)
+    ids = torch.randint(1, cfg.vocab_size - 1, (args.prompts, args.length), generator=generator).tolist()
+    models = CanaryModels(model, _Tokens(cfg.vocab_size), device, args.new_tokens)
+    models.max_positions = cfg.max_position_embeddings
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    def emit(**kw):
+        kw.update(torch=torch.__version__, device=torch.cuda.get_device_name() if cuda else "cpu", N=args.adapters,
+                  P=args.prompts, L=args.length, BS=args.batch, new_tokens=args.new_tokens)
+        print(json.dumps(kw), flush=True)
+
+    def runner(generate: bool):
+        results = {n: [] for n in names}
+        scored = generated = 0
+        for start in range(0, args.prompts, args.batch):
+            chunk = ids[start : start + args.batch]
+            prompt_ids = [row[:1] for row in chunk]
+            references = [row[1:] for row in chunk]
+            if generate:
+                _, _, adapters = score_and_generate(models, prompt_ids, references, names)
+            else:
+                adapters = {n: {"scores": s} for n, s in score_adapters(models, prompt_ids, references, names).items()}
+            for n in names:
+                results[n] += adapters[n]["scores"]["kl_mean"]
+                scored += int(sum(adapters[n]["scores"]["scored_tokens"]))
+                if generate:
+                    generated += sum(len(t) for t in adapters[n]["generation"].token_ids)
+        return results, scored, generated
+
+    # warm-up on one batch
+    saved = args.prompts
+    args.prompts = min(args.batch, args.prompts)
+    runner(False)
+    args.prompts = saved
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    sync()
+    t0 = time.perf_counter()
+    kl_runner, scored, _ = runner(False)
+    sync()
+    score_s = time.perf_counter() - t0
+    flops = 2 * n_params
+    emit(name="runner_scoring", seconds=round(score_s, 3), scored_tokens=scored, tok_per_s=round(scored / score_s),
+         tflops=round(scored * flops / score_s / 1e12, 1),
+         peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None)
+
+    # the naive loop: per adapter, per prompt, batch 1, full fp32 log-softmax
+    t0 = time.perf_counter()
+    naive_kl = {n: [] for n in names}
+    with torch.no_grad():
+        for n in names:
+            model.set_adapter(n)
+            for i in range(args.naive_prompts):
+                x = torch.tensor([ids[i]], device=device)
+                with model.disable_adapter():
+                    lb = model(x).logits.float().log_softmax(-1)
+                la = model(x).logits.float().log_softmax(-1)
+                naive_kl[n].append(float((la.exp() * (la - lb)).sum(-1)[0, :-1].mean()))
+    sync()
+    naive_s = (time.perf_counter() - t0) * args.prompts / args.naive_prompts
+    naive_tokens = args.adapters * args.prompts * (args.length - 1)
+    emit(name="naive_extrapolated", seconds=round(naive_s, 3), scored_tokens=naive_tokens,
+         tok_per_s=round(naive_tokens / naive_s), tflops=round(naive_tokens * flops / naive_s / 1e12, 2))
+    diffs = [abs(a - b) / max(abs(b), 1e-6) for n in names for a, b in zip(kl_runner[n], naive_kl[n])]
+    emit(name="kl_agreement", max_relative_difference=round(max(diffs), 4), compared=len(diffs),
+         speedup=round((naive_tokens / naive_s) and (scored / score_s) / (naive_tokens / naive_s), 1))
+
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    sync()
+    t0 = time.perf_counter()
+    _, scored_g, generated = runner(True)
+    sync()
+    total_s = time.perf_counter() - t0
+    emit(name="runner_scoring_and_generation", seconds=round(total_s, 3), scored_tokens=scored_g,
+         generated_tokens=generated, generated_tok_per_s=round(generated / max(total_s - score_s, 1e-9)),
+         peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None)
+
+
+if __name__ == "__main__":
+    main()
