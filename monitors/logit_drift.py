@@ -53,6 +53,49 @@ def head_logits(lm_head, hidden: torch.Tensor, softcap: float | None) -> torch.T
     return logits
 
 
+def _chunk_metrics(adapted_logits: torch.Tensor, lb: torch.Tensor, lab: torch.Tensor):
+    """Per-position KL, JS, top-1 agreement and label log-probs for one chunk (fp32)."""
+    la = adapted_logits.float().log_softmax(-1)
+    lb = lb.float()
+    pa = la.exp()
+    pb = lb.exp()
+    kl = (pa * (la - lb)).sum(-1)
+    lm = torch.logaddexp(la, lb) - LOG2
+    # where both log-probs are equal the terms are exactly zero; rounding in lm would not be
+    js = 0.5 * (pa * (la - lm) + pb * (lb - lm)).masked_fill(la == lb, 0.0).sum(-1)
+    agree = la.argmax(-1) == lb.argmax(-1)
+    return kl, js, agree, lb.gather(-1, lab).squeeze(-1), la.gather(-1, lab).squeeze(-1)
+
+
+_compiled = None
+
+
+def _metrics_fn(device: torch.device):
+    """On CUDA the chunk metrics are fused by torch.compile (one pass over the vocabulary
+    instead of a dozen); on the CPU they run eagerly."""
+    global _compiled
+    if device.type != "cuda":
+        return _chunk_metrics
+    if _compiled is None:
+        _compiled = torch.compile(_chunk_metrics, dynamic=True)
+    return _compiled
+
+
+def base_logprobs(lm_head, base_hidden: torch.Tensor, softcap: float | None, dtype: torch.dtype,
+                  budget_bytes: int) -> torch.Tensor | None:
+    """The base's log-probs at every gathered position, computed once per batch and shared by
+    every adapter; None when they would not fit ``budget_bytes`` (then each adapter recomputes
+    them a chunk at a time)."""
+    vocab = lm_head.weight.shape[0]
+    if base_hidden.shape[0] * vocab * torch.finfo(dtype).bits // 8 > budget_bytes:
+        return None
+    out = torch.empty((base_hidden.shape[0], vocab), dtype=dtype, device=base_hidden.device)
+    chunk = chunk_positions(vocab)
+    for start in range(0, base_hidden.shape[0], chunk):
+        out[start : start + chunk] = head_logits(lm_head, base_hidden[start : start + chunk], softcap).log_softmax(-1).to(dtype)
+    return out
+
+
 @torch.no_grad()
 def score(
     lm_head,
@@ -75,6 +118,7 @@ def score(
     device = adapted_hidden.device
     vocab = lm_head.weight.shape[0]
     chunk = chunk or chunk_positions(vocab)
+    metrics = _metrics_fn(device)
     f64 = torch.float64
     kl_sum = torch.zeros(n_rows, dtype=f64, device=device)
     kl_max = torch.zeros(n_rows, dtype=f64, device=device)
@@ -86,25 +130,19 @@ def score(
     for start in range(0, labels.shape[0], chunk):
         sl = slice(start, start + chunk)
         if base_logprobs is not None:
-            lb = base_logprobs[sl].float()
+            lb = base_logprobs[sl]
         else:
             lb = head_logits(lm_head, base_hidden[sl], softcap).log_softmax(-1)
-        la = head_logits(lm_head, adapted_hidden[sl], softcap).log_softmax(-1)
-        pa = la.exp()
-        pb = lb.exp()
-        kl = (pa * (la - lb)).sum(-1)
-        lm = torch.logaddexp(la, lb) - LOG2
-        # where both log-probs are equal the terms are exactly zero; rounding in lm would not be
-        js_terms = (pa * (la - lm) + pb * (lb - lm)).masked_fill(la == lb, 0.0)
-        js = 0.5 * js_terms.sum(-1)
-        agree = (la.argmax(-1) == lb.argmax(-1)).to(f64)
-        lab = labels[sl].unsqueeze(-1)
+        logits = lm_head(adapted_hidden[sl])
+        if softcap:
+            logits = torch.tanh(logits.float() / softcap) * softcap
+        kl, js, agree, lpb, lpa = metrics(logits, lb, labels[sl].unsqueeze(-1))
         r = rows[sl]
         kl_sum.index_add_(0, r, kl.to(f64))
         kl_max.scatter_reduce_(0, r, kl.to(f64), reduce="amax")
         js_sum.index_add_(0, r, js.to(f64))
-        top1_sum.index_add_(0, r, agree)
-        lpb_sum.index_add_(0, r, lb.gather(-1, lab).squeeze(-1).to(f64))
-        lpa_sum.index_add_(0, r, la.gather(-1, lab).squeeze(-1).to(f64))
+        top1_sum.index_add_(0, r, agree.to(f64))
+        lpb_sum.index_add_(0, r, lpb.to(f64))
+        lpa_sum.index_add_(0, r, lpa.to(f64))
         count.index_add_(0, r, torch.ones_like(r))
     return DriftScores(kl_sum, kl_max, js_sum, top1_sum, lpb_sum, lpa_sum, count)
