@@ -117,7 +117,8 @@ def _times(frame: pd.DataFrame, path: Path, unit: str) -> pd.Series:
     return ts
 
 
-def _numbers(frame: pd.DataFrame, name: str, path: Path, unit: str, default: float | None = None) -> np.ndarray:
+def _numbers(frame: pd.DataFrame, name: str, path: Path, unit: str, default: float | None = None,
+             allow_negative: bool = False) -> np.ndarray:
     if name not in frame.columns:
         return np.full(len(frame), default if default is not None else np.nan)
     raw = frame[name]
@@ -130,6 +131,8 @@ def _numbers(frame: pd.DataFrame, name: str, path: Path, unit: str, default: flo
     values = values.to_numpy(dtype=np.float64)
     if default is not None:
         values = np.where(missing, default, values)
+    if allow_negative:
+        return values
     negative = np.nan_to_num(values, nan=0.0) < 0
     if negative.any():
         i = int(np.argmax(negative))
@@ -329,7 +332,10 @@ def ingest_kpis(db: Database, path: Path, *, actor: str) -> dict[str, Any]:
             return {"file": str(path), "sha256": digest, "rows": 0, "skipped": True, "reason": "already ingested"}
     _check_columns(frame, Path(path), KPI_COLUMNS, REQUIRED_KPI)
     ts = _times(frame, Path(path), unit)
-    value = _numbers_signed(frame, "value", Path(path), unit)
+    value = _numbers(frame, "value", Path(path), unit, allow_negative=True)
+    if np.isnan(value).any():
+        i = int(np.argmax(np.isnan(value)))
+        _fail(Path(path), unit, int(frame["_line"].iloc[i]), "missing value", "give every KPI observation a value")
     adapter = _strings(frame, "adapter_id", Path(path), unit, required=True)
     kpi = _strings(frame, "kpi", Path(path), unit, required=True)
     tenant = _strings(frame, "tenant", Path(path), unit)
@@ -343,16 +349,6 @@ def ingest_kpis(db: Database, path: Path, *, actor: str) -> dict[str, Any]:
         audit.record(session, actor=actor, action="ingest.kpis", object_type="file", object_id=digest[:16],
                      details={"path": str(path), "rows": len(frame)})
     return {"file": str(path), "sha256": digest, "rows": len(frame), "skipped": False}
-
-
-def _numbers_signed(frame: pd.DataFrame, name: str, path: Path, unit: str) -> np.ndarray:
-    raw = frame[name]
-    values = pd.to_numeric(raw, errors="coerce")
-    bad = values.isna().to_numpy()
-    if bad.any():
-        i = int(np.argmax(bad))
-        _fail(path, unit, int(frame["_line"].iloc[i]), f"{name} {raw.iloc[i]!r} is not a number", f"write {name} as a number")
-    return values.to_numpy(dtype=np.float64)
 
 
 # ---------------------------------------------------------------- reading back

@@ -363,3 +363,18 @@ def test_a_hundred_concurrent_requests_load_a_cold_adapter_once_within_budget(ti
     assert max(observed) <= pool.budget and pool.peak <= pool.budget
     assert pool.m_evictions.labels("a")._value.get() == 2 and pool.m_evictions.labels("c")._value.get() == 2
     assert set(pool.model.peft_config) == {"a", "b"}
+
+
+def test_a_bad_kpi_value_exits_2_with_its_line_and_negative_values_are_kept(cli, lw_env, db, tmp_path):
+    bad = tmp_path / "k.jsonl"
+    bad.write_text('{"ts": "2026-11-01T00:00:00Z", "adapter_id": "a", "kpi": "profit", "value": -2.5}\n'
+                   '{"ts": "2026-11-01T00:01:00Z", "adapter_id": "a", "kpi": "profit", "value": "lots"}\n')
+    result = cli("ingest", "kpis", bad)
+    assert result.code == 2 and f"{bad}:2: value 'lots' is not a number" in result.err
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(KpiValue)) == 0
+    good = tmp_path / "g.jsonl"
+    good.write_text('{"ts": "2026-11-01T00:00:00Z", "adapter_id": "a", "kpi": "profit", "value": -2.5}\n')
+    assert cli("ingest", "kpis", good).code == 0
+    with db.session() as s:
+        assert s.scalar(select(KpiValue.value)) == -2.5
