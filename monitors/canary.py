@@ -300,12 +300,9 @@ def _store_batch(db: Database, run_id: int, result, keys: dict[str, dict], embed
 # ---------------------------------------------------------------- finishing
 
 
-def rows_of(session: Session, run_id: int, version_id: int, segment: str | None = None,
-            toxicity_threshold: float = 0.5) -> dict[str, np.ndarray]:
+def rows_of(session: Session, run_id: int, version_id: int, toxicity_threshold: float = 0.5) -> dict[str, np.ndarray]:
     """Per-prompt arrays (ordered by prompt id) of one version in one run, with the base's risk."""
     query = select(CanaryResult).where(CanaryResult.run_id == run_id, CanaryResult.adapter_version_id == version_id)
-    if segment is not None:
-        query = query.where(CanaryResult.segment == segment)
     rows = list(session.scalars(query.order_by(CanaryResult.prompt_id)))
     base = {b.prompt_id: b for b in session.scalars(select(CanaryBaseOutput).where(CanaryBaseOutput.run_id == run_id))}
     data = {m: np.array([getattr(r, m) for r in rows], dtype=np.float64) for m in METRICS}
@@ -324,6 +321,19 @@ def rows_of(session: Session, run_id: int, version_id: int, segment: str | None 
     return data
 
 
+def _subset(data: dict[str, Any], mask: np.ndarray) -> dict[str, Any]:
+    """The rows of ``data`` where ``mask`` holds (arrays and lists alike; scalars kept)."""
+    result: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, list):
+            result[key] = [v for v, keep in zip(value, mask) if keep]
+        elif isinstance(value, np.ndarray) and value.ndim >= 1 and len(value) == len(mask):
+            result[key] = value[mask]
+        else:
+            result[key] = value
+    return result
+
+
 def finalize_run(db: Database, settings, run_id: int, seconds: float | None = None) -> dict[str, Any]:
     """Store monitor results per adapter (overall and per segment) and drift tests; mark complete."""
     from monitors.registry import all_monitors, check_configured_ids, threshold_for
@@ -340,30 +350,26 @@ def finalize_run(db: Database, settings, run_id: int, seconds: float | None = No
             current = rows_of(session, run_id, a["version_id"], toxicity_threshold=tox_threshold)
             common = dict(run_id=run_id, adapter_version_id=a["version_id"], adapter=a["adapter"], version=a["version"],
                           base_model=base.name, ts=now)
-            for spec in all_monitors("canary"):
+            # every segment's rows are a slice of the adapter's rows: read once, split in memory
+            by_segment = {None: current}
+            for segment in sorted(set(current["segments"].tolist())):
+                by_segment[segment] = _subset(current, current["segments"] == segment)
+            names = {k: run.config.get(k) for k in ("toxicity_backend", "pii_detector")}
+            kinds = ["canary", "risk"] if bool(current["risk_scored"]) else ["canary"]
+            for spec in (spec for kind in kinds for spec in all_monitors(kind)):
                 if not enabled(spec):
                     continue
                 threshold = threshold_for(spec.id, settings)
-                for segment in [None, *sorted(set(current["segments"].tolist()))]:
-                    data = current if segment is None else rows_of(session, run_id, a["version_id"], segment)
+                for segment, data in by_segment.items():
                     m = spec.compute(data)
+                    breached = spec.is_breached(m.value, threshold)
+                    details = m.details
+                    if spec.kind == "risk":
+                        delta = details.get("delta_vs_base")
+                        breached = breached or (delta is not None and delta > settings.risk.max_increase_over_base)
+                        details = {**details, **names}
                     session.add(MonitorResult(monitor=spec.id, segment=segment, value=m.value, threshold=threshold,
-                                              breached=spec.is_breached(m.value, threshold), details=m.details, **common))
-            if bool(current["risk_scored"]):
-                names = {k: run.config.get(k) for k in ("toxicity_backend", "pii_detector")}
-                for spec in all_monitors("risk"):
-                    if not enabled(spec):
-                        continue
-                    threshold = threshold_for(spec.id, settings)
-                    for segment in [None, *sorted(set(current["segments"].tolist()))]:
-                        data = current if segment is None else rows_of(session, run_id, a["version_id"], segment, tox_threshold)
-                        m = spec.compute(data)
-                        breached = spec.is_breached(m.value, threshold)
-                        delta = m.details.get("delta_vs_base")
-                        if delta is not None and delta > settings.risk.max_increase_over_base:
-                            breached = True
-                        session.add(MonitorResult(monitor=spec.id, segment=segment, value=m.value, threshold=threshold,
-                                                  breached=breached, details={**m.details, **names}, **common))
+                                              breached=breached, details=details, **common))
             baseline = session.scalar(select(CanaryBaseline).where(
                 CanaryBaseline.adapter_version_id == a["version_id"], CanaryBaseline.dataset_id == run.dataset_id))
             if baseline is None:
