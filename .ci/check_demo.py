@@ -12,4 +12,11 @@ for name, monitors in by.items():
 assert drifted["logit_kl"]["value"] > 2 * healthy["logit_kl"]["value"], "the drifted adapter's KL should clearly exceed the healthy one's"
 assert risky["pii_leak_rate"]["breached"] and risky["toxicity_rate"]["breached"], "the risky adapter should breach both budgets"
 assert not healthy["pii_leak_rate"]["breached"] and not healthy["toxicity_rate"]["breached"], "the healthy adapter should breach neither"
+alerts = summary["alerts"]
+fired = {(a["adapter"], a["rule"]) for a in alerts["firing"]}
+for adapter, rule in sorted(fired):
+    print(f"alert firing: {rule} on {adapter}")
+assert {("support-risky", "pii_leak"), ("support-risky", "toxicity_budget"), ("support-drifted", "logit_drift")} <= fired, fired
+assert not any(adapter == "support-healthy" for adapter, _ in fired), "the healthy adapter should raise no alert"
+assert alerts["notifications"]["delivered"] >= 1 and alerts["notifications"]["pending"] == 0, alerts["notifications"]
 print("demo checks passed")

@@ -16,9 +16,9 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lorawatch.errors import ConfigError
 
@@ -162,6 +162,222 @@ class DashboardSettings(_Section):
     address: str = Field("127.0.0.1", description="Address the dashboard binds to.")
 
 
+def _check_duration(value: str | None) -> str | None:
+    from lorawatch.durations import parse_duration
+
+    if value is not None:
+        parse_duration(value)
+    return value
+
+
+class _Receiver(_Section):
+    send_resolved: bool = Field(True, description="Also notify when the alerts of a group resolve.")
+    timeout_s: float = Field(10.0, gt=0, description="Seconds one HTTP request may take before it counts as failed.")
+
+
+class ConsoleReceiver(_Receiver):
+    """Prints each notification on stdout (for the demo and for debugging)."""
+
+    type: Literal["console"]
+
+
+class FileReceiver(_Receiver):
+    """Appends each notification as one JSON line (the Alertmanager v4 payload) to a file."""
+
+    type: Literal["file"]
+    path: str = Field("notifications.jsonl", description="File to append to; relative paths are under $LORAWATCH_HOME.")
+
+
+class SlackReceiver(_Receiver):
+    """A Slack incoming webhook (Block Kit message with runbook and dashboard buttons)."""
+
+    type: Literal["slack"]
+    url: SecretRef = Field(description="The webhook URL, from the environment: { env = \"SLACK_WEBHOOK_URL\" }.")
+    min_interval_s: float = Field(1.0, ge=0, description="Slack allows about one message a second per webhook.")
+
+
+class TeamsReceiver(_Receiver):
+    """A Microsoft Teams Workflows webhook (an Adaptive Card with a runbook action)."""
+
+    type: Literal["teams"]
+    url: SecretRef = Field(description="The workflow's HTTP trigger URL, from the environment.")
+
+
+class WebhookReceiver(_Receiver):
+    """Any HTTP endpoint; receives the Alertmanager v4 webhook payload."""
+
+    type: Literal["webhook"]
+    url: SecretRef = Field(description="The endpoint URL, from the environment.")
+    max_alerts: int = Field(0, ge=0, description="At most this many alerts per message (0: all); the rest are counted in truncatedAlerts.")
+
+
+class PagerDutyReceiver(_Receiver):
+    """PagerDuty Events API v2: one trigger or resolve event per alert, deduplicated by fingerprint."""
+
+    type: Literal["pagerduty"]
+    routing_key: SecretRef = Field(description="The integration's routing key, from the environment.")
+    events_url: str = Field("https://events.pagerduty.com/v2/enqueue", description="The Events API v2 endpoint.")
+
+
+class AlertmanagerReceiver(_Receiver):
+    """A Prometheus Alertmanager: alerts are posted to its API v2 (POST /api/v2/alerts)."""
+
+    type: Literal["alertmanager"]
+    url: SecretRef = Field(description="Alertmanager's base URL, from the environment, e.g. http://alertmanager:9093.")
+
+
+Receiver = Annotated[
+    ConsoleReceiver | FileReceiver | SlackReceiver | TeamsReceiver | WebhookReceiver | PagerDutyReceiver | AlertmanagerReceiver,
+    Field(discriminator="type"),
+]
+
+
+class RouteSettings(_Section):
+    """A node of the notification routing tree (Alertmanager's semantics)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    receiver: str | None = Field(None, description="Receiver of the alerts this route matches (inherited when empty).")
+    matchers: list[str] = Field(default_factory=list, description='Label matchers, e.g. severity="critical", adapter=~"support-.*".')
+    group_by: list[str] | None = Field(None, description="Labels that group alerts into one notification (inherited when empty).")
+    group_wait: str | None = Field(None, description="How long a new group waits for more alerts before its first notification.")
+    group_interval: str | None = Field(None, description="How long a group waits before notifying about changes.")
+    repeat_interval: str | None = Field(None, description="How long before a notification that changed nothing is sent again.")
+    continue_: bool = Field(False, alias="continue", description="Keep matching the sibling routes after this one matched.")
+    routes: list[RouteSettings] = Field(default_factory=list, description="Child routes, tried in order.")
+
+    _durations = field_validator("group_wait", "group_interval", "repeat_interval")(lambda cls, v: _check_duration(v))
+
+
+class InhibitRule(_Section):
+    """Alerts matching target_matchers are muted while one matching source_matchers fires with the same `equal` labels."""
+
+    source_matchers: list[str] = Field(description="Matchers of the inhibiting alert.")
+    target_matchers: list[str] = Field(description="Matchers of the muted alerts.")
+    equal: list[str] = Field(default_factory=list, description="Labels that must be equal on both.")
+
+
+def _default_route() -> RouteSettings:
+    return RouteSettings(receiver="default", group_by=["alertname", "adapter"], group_wait="30s",
+                         group_interval="5m", repeat_interval="4h")
+
+
+class AlertsSettings(_Section):
+    """Alert rules, notification routing and delivery."""
+
+    rules_files: list[str] = Field(default_factory=list, description="Your YAML rule files; a rule with a built-in rule's id replaces it.")
+    disabled_rules: list[str] = Field(default_factory=list, description="Ids of rules (built-in or yours) that are not evaluated.")
+    dashboard_url: str = Field("http://127.0.0.1:8501", description="Where the dashboard is reachable, for links in notifications.")
+    runbook_base_url: str | None = Field(
+        None, description="Base URL of the runbooks (e.g. your repository's runbooks/ folder); empty: the dashboard's Alerts page."
+    )
+    stale_run_after: str = Field("15m", description="A running canary run whose heartbeat is older than this counts as failed.")
+    flush_deadline: str = Field("30s", description="How long one `notify flush` keeps retrying before it leaves the rest for the next.")
+    retry_initial_s: float = Field(0.5, gt=0, description="First retry delay (s); each next one is 1.5 times longer, +-50% jitter.")
+    retry_max_s: float = Field(60.0, gt=0, description="Longest delay between two retries (s).")
+    route: RouteSettings = Field(default_factory=_default_route, description="The routing tree's root.")
+    receivers: dict[str, Receiver] = Field(
+        default_factory=dict,
+        description='Receivers by name, e.g. [alerts.receivers.oncall] type = "slack", url = { env = "SLACK_WEBHOOK_URL" }. '
+        '"default" (a file receiver writing notifications.jsonl) exists unless you define it.',
+    )
+    inhibit_rules: list[InhibitRule] = Field(
+        default_factory=lambda: [InhibitRule(source_matchers=['alertname="canary_job_failed"'],
+                                             target_matchers=['category="drift"'], equal=["adapter", "dataset"])],
+        description="Inhibition rules; by default a failed canary job mutes the drift alerts of its adapters and dataset.",
+    )
+
+    _durations = field_validator("stale_run_after", "flush_deadline")(lambda cls, v: _check_duration(v))
+
+    @model_validator(mode="after")
+    def _receivers_exist(self) -> AlertsSettings:
+        known = set(self.all_receivers)
+        missing = [r for r in _route_receivers(self.route) if r not in known]
+        if missing:
+            raise ValueError(f"route names receiver {missing[0]!r}, which is not defined; known: {', '.join(sorted(known))}")
+        return self
+
+    @property
+    def all_receivers(self) -> dict[str, Receiver]:
+        """The receivers in force: the configured ones and the built-in default."""
+        return {"default": FileReceiver(type="file"), **self.receivers}
+
+
+def _route_receivers(route: RouteSettings) -> list[str]:
+    names = [route.receiver] if route.receiver else []
+    for child in route.routes:
+        names += _route_receivers(child)
+    return names
+
+
+class JobSettings(_Section):
+    """One scheduled job: ``[scheduler.jobs.<name>]``."""
+
+    kind: Literal["canary", "alerts", "notify", "prometheus", "lifecycle", "command"] = Field(
+        description="canary: a canary run; alerts: evaluate the rules; notify: flush the outbox; prometheus: pull "
+        "latency percentiles; lifecycle: archive unused versions; command: run a program."
+    )
+    cron: str | None = Field(None, description='When, as a crontab line in UTC: "0 2 * * 1" is Mondays at 02:00.')
+    every: str | None = Field(None, description="Or how often: 1m, 5m, 1d (aligned to the epoch, so every host agrees).")
+    enabled: bool = Field(True, description="Whether the job is scheduled.")
+    dataset: str | None = Field(None, description="canary: the canary dataset (JSONL); relative paths are from the settings file.")
+    adapters: list[str] = Field(default_factory=list, description="canary: NAME or NAME@VERSION; empty: every production version.")
+    device: Literal["auto", "cpu", "cuda"] | None = Field(None, description="canary: the device (default: canary.device).")
+    url: str | None = Field(None, description="prometheus: the Prometheus server's URL.")
+    command: list[str] = Field(default_factory=list, description='command: the program and its arguments, e.g. ["lorawatch", "ingest", "requests", "/logs/today.jsonl"].')
+    timeout: str = Field("6h", description="A run taking longer than this is stopped and counted as failed (command jobs).")
+
+    @model_validator(mode="after")
+    def _schedule(self) -> JobSettings:
+        from lorawatch.durations import parse_duration
+
+        if (self.cron is None) == (self.every is None):
+            raise ValueError("give exactly one of cron or every")
+        if self.every is not None and parse_duration(self.every).total_seconds() < 1:
+            raise ValueError(f"every = {self.every!r} is shorter than a second")
+        parse_duration(self.timeout)
+        if self.cron is not None:
+            from lorawatch.cron import crontab_trigger
+
+            crontab_trigger(self.cron)
+        if self.kind == "canary" and not self.dataset:
+            raise ValueError("a canary job needs dataset = \"path/to/canary.jsonl\"")
+        if self.kind == "prometheus" and not self.url:
+            raise ValueError("a prometheus job needs url = \"http://prometheus:9090\"")
+        if self.kind == "command" and not self.command:
+            raise ValueError("a command job needs command = [\"program\", \"arg\"]")
+        return self
+
+
+def _default_jobs() -> dict[str, JobSettings]:
+    return {
+        "alerts": JobSettings(kind="alerts", every="1m"),
+        "notify": JobSettings(kind="notify", every="30s"),
+        "lifecycle": JobSettings(kind="lifecycle", cron="0 3 * * *"),
+    }
+
+
+class SchedulerSettings(_Section):
+    """Scheduled jobs (``lorawatch scheduler``): the weekly canary, alert evaluation, outbox flushes, pulls, lifecycle."""
+
+    heartbeat_s: float = Field(15.0, gt=0, description="How often a running job renews its lease (s).")
+    stale_after: str = Field("2m", description="A running job whose lease was not renewed for this long died; it is run again.")
+    jobs: dict[str, JobSettings] = Field(
+        default_factory=dict,
+        description='Jobs by name, e.g. [scheduler.jobs.weekly-canary] kind = "canary", cron = "0 2 * * 1", '
+        'dataset = "canary_data/core-v1.jsonl". Built in (disable with enabled = false): alerts every 1m, '
+        'notify every 30s, lifecycle daily at 03:00.',
+    )
+
+    _durations = field_validator("stale_after")(lambda cls, v: _check_duration(v))
+
+    @property
+    def all_jobs(self) -> dict[str, JobSettings]:
+        """The built-in jobs, replaced or extended by the configured ones; disabled ones left out."""
+        merged = {**_default_jobs(), **self.jobs}
+        return {name: job for name, job in merged.items() if job.enabled}
+
+
 class Settings(_Section):
     """The whole settings tree."""
 
@@ -182,6 +398,8 @@ class Settings(_Section):
     risk: RiskSettings = Field(default_factory=RiskSettings)
     slo: SloSettings = Field(default_factory=SloSettings)
     kpi: KpiSettings = Field(default_factory=KpiSettings)
+    alerts: AlertsSettings = Field(default_factory=AlertsSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     monitors: dict[str, MonitorSettings] = Field(
         default_factory=dict,
         description="Per-monitor overrides by monitor id, e.g. [monitors.logit_kl] threshold = 0.8.",
@@ -364,12 +582,25 @@ def render_default_toml() -> str:
             continue
         lines.append(f"# {field.description}")
         lines.append(_toml_assignment(name, value))
-    for section, model in sections:
+    while sections:
+        section, model = sections.pop(0)
         lines += ["", f"[{section}]  # {type(model).__doc__}"]
         for name, field in type(model).model_fields.items():
-            lines.append(f"# {field.description}")
             value = getattr(model, name)
-            lines.append(f"# {name} = {{ <name> = <value> }}" if isinstance(value, dict) else _toml_assignment(name, value))
+            key = field.alias or name
+            if isinstance(value, BaseModel):
+                lines.append(f"# {key} = ...: {field.description} See [{section}.{key}] below.")
+                sections.insert(0, (f"{section}.{key}", value))
+                continue
+            lines.append(f"# {field.description}")
+            if isinstance(value, dict):
+                lines.append(f"# {key} = {{ <name> = <value> }}")
+            elif isinstance(value, list) and value and isinstance(value[0], BaseModel):
+                lines.append(f"{key} = [" + ", ".join(_toml_inline(item.model_dump(by_alias=True)) for item in value) + "]")
+            elif isinstance(value, list) and not value and field.annotation is not list[str]:
+                lines.append(f"# {key} = []")
+            else:
+                lines.append(_toml_assignment(key, value))
     return "\n".join(lines) + "\n"
 
 
@@ -383,3 +614,16 @@ def _toml_assignment(name: str, value: Any) -> str:
     if isinstance(value, list):
         return f"{name} = [" + ", ".join(f'"{v}"' for v in value) + "]"
     return f'{name} = "{value}"'
+
+
+def _toml_inline(value: Any) -> str:
+    """A value as inline TOML (literal strings, so quotes inside matchers need no escaping)."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_inline(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_inline(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return f"'{value}'"

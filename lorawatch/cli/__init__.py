@@ -14,9 +14,11 @@ from pathlib import Path
 import click
 
 from lorawatch import __version__
+from lorawatch.cli.alerts import alert_commands
 from lorawatch.cli.context import AppContext
 from lorawatch.cli.canary import canary, gate
 from lorawatch.cli.core import core_commands
+from lorawatch.cli.jobs import job_commands
 from lorawatch.cli.registry import registry
 from lorawatch.cli.risk import risk
 from lorawatch.cli.traffic import traffic_commands
@@ -41,7 +43,7 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
     ctx.obj = AppContext(config_path)
 
 
-for command in [*core_commands, registry, canary, gate, risk, *traffic_commands]:
+for command in [*core_commands, registry, canary, gate, risk, *traffic_commands, *alert_commands, *job_commands]:
     cli.add_command(command)
 
 

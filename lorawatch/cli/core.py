@@ -146,8 +146,17 @@ def demo(app: AppContext, no_dashboard, dataset, max_new_tokens, batch_size, dev
     say = (lambda _msg: None) if as_json else (lambda msg: click.echo(msg, err=True))
     summary = run_demo(database, settings, actor=app.actor, dataset=dataset, max_new_tokens=max_new_tokens,
                        batch_size=batch_size, device=device, progress=not as_json, say=say)
-    emit(summary, as_json, lambda: _summary_text(summary) + (
-        "" if no_dashboard else "\n\n(the dashboard is not part of this version yet; see the README)"))
+    def text() -> str:
+        alerts = summary["alerts"]
+        lines = [_summary_text(summary), "", f"alerts firing: {len(alerts['firing'])}"]
+        lines += [f"  {a['severity']:<8} {a['rule']:<16} {a['summary']}" for a in alerts["firing"]]
+        n = alerts["notifications"]
+        lines.append(f"notifications: {n['delivered']} delivered, {n['pending']} pending (see `lorawatch notify list`)")
+        if not no_dashboard:
+            lines.append("\n(the dashboard is not part of this version yet; see the README)")
+        return "\n".join(lines)
+
+    emit(summary, as_json, text)
 
 
 core_commands.append(demo)

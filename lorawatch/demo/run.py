@@ -65,5 +65,20 @@ def run_demo(db: Database, settings, *, actor: str, dataset: Path | None = None,
     run_id = canary.create_run(db, settings, dataset_path=dataset,
                                adapters=[s.name for s in demo_models.DEMO_ADAPTERS], options=options, actor=actor)
     summary = canary.execute_run(db, settings, run_id, progress=progress)
-    say("3/3 done")
+    say("3/3 evaluating alert rules and delivering notifications")
+    summary["alerts"] = demo_alerts(db, settings)
     return summary
+
+
+def demo_alerts(db: Database, settings) -> dict[str, Any]:
+    """Evaluate the alert rules on the fresh results and deliver what fires (new groups at once)."""
+    from alerts.engine import evaluate, list_alerts
+    from alerts.outbox import flush
+
+    evaluation = evaluate(db, settings, traffic=False)
+    delivery = flush(db, settings, skip_group_wait=True)
+    firing = [{"id": a["id"], "rule": a["rule"], "severity": a["severity"], "adapter": a["labels"].get("adapter"),
+               "summary": a["annotations"].get("summary"), "runbook_url": a["runbook_url"]}
+              for a in list_alerts(db, settings, state="firing")]
+    return {"firing": firing, "evaluation": {k: evaluation[k] for k in ("rules", "series", "firing", "pending")},
+            "notifications": {k: delivery[k] for k in ("queued", "delivered", "deferred", "pending")}}

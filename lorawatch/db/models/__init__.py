@@ -3,6 +3,7 @@ migration in ``lorawatch/migrations/versions``; ``tests/test_db.py`` checks that
 
 from __future__ import annotations
 
+from lorawatch.db.models.alerts import Alert, AlertEvent, DeliveryAttempt, Notification, NotificationGroup, Silence
 from lorawatch.db.models.base import AuditLog, Base
 from lorawatch.db.models.canary import (
     CanaryBaseline,
@@ -14,6 +15,7 @@ from lorawatch.db.models.canary import (
     MonitorResult,
     RiskAnnotation,
 )
+from lorawatch.db.models.jobs import JobLease, JobRun
 from lorawatch.db.models.traffic import IngestedFile, KpiValue, TrafficHour, TrafficMinute
 from lorawatch.db.models.registry import (
     AdapterAlias,
@@ -24,6 +26,12 @@ from lorawatch.db.models.registry import (
 )
 
 __all__ = [
+    "Alert",
+    "AlertEvent",
+    "DeliveryAttempt",
+    "Notification",
+    "NotificationGroup",
+    "Silence",
     "AdapterAlias",
     "AdapterRecord",
     "AdapterVersion",
@@ -38,6 +46,8 @@ __all__ = [
     "CanaryRun",
     "GateVerdict",
     "IngestedFile",
+    "JobLease",
+    "JobRun",
     "KpiValue",
     "MonitorResult",
     "RiskAnnotation",

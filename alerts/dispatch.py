@@ -1,0 +1,245 @@
+"""From alert states to queued notifications: routing, inhibition, silences and grouping.
+
+Alertmanager's semantics: the routing tree sends each alert to the receivers of the routes it
+matches; alerts of one receiver that share the route's ``group_by`` labels form a group, which
+is notified ``group_wait`` after it appears, then at most every ``group_interval`` when it
+changes (an alert fires or resolves), and every ``repeat_interval`` when it does not. Silenced
+and inhibited alerts are not notified; acknowledged ones are not repeated (Alertmanager
+receivers excepted: they expire alerts that are not re-sent). Notifications are written to the
+outbox in the caller's transaction, together with the group's new state, so a crash can never
+lose one or send one twice from the same state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from alerts.matchers import Matcher, matches_all, parse_matchers
+from lorawatch.db.models import Alert, Notification, NotificationGroup
+from lorawatch.durations import parse_duration
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+@dataclass
+class Route:
+    """A resolved node of the routing tree (inherited values filled in)."""
+
+    receiver: str
+    matchers: list[Matcher]
+    group_by: list[str]
+    group_wait: timedelta
+    group_interval: timedelta
+    repeat_interval: timedelta
+    continue_: bool
+    routes: list[Route]
+    path: str
+
+
+def build_routes(settings) -> Route:
+    """The routing tree with every node's inherited values resolved."""
+    def build(node, parent: Route | None, path: str) -> Route:
+        route = Route(
+            receiver=node.receiver or (parent.receiver if parent else "default"),
+            matchers=parse_matchers(node.matchers),
+            group_by=node.group_by if node.group_by is not None else (parent.group_by if parent else ["alertname"]),
+            group_wait=parse_duration(node.group_wait) if node.group_wait else (parent.group_wait if parent else timedelta(seconds=30)),
+            group_interval=parse_duration(node.group_interval) if node.group_interval else (parent.group_interval if parent else timedelta(minutes=5)),
+            repeat_interval=parse_duration(node.repeat_interval) if node.repeat_interval else (parent.repeat_interval if parent else timedelta(hours=4)),
+            continue_=node.continue_, routes=[], path=path)
+        route.routes = [build(child, route, f"{path}.{i}") for i, child in enumerate(node.routes)]
+        return route
+
+    return build(settings.alerts.route, None, "root")
+
+
+def match_routes(route: Route, labels: dict[str, str]) -> list[Route]:
+    """The routes an alert goes to: the deepest matching ones, honouring ``continue``."""
+    if not matches_all(route.matchers, labels):
+        return []
+    found: list[Route] = []
+    for child in route.routes:
+        hits = match_routes(child, labels)
+        if hits:
+            found += hits
+            if not child.continue_:
+                break
+    return found or [route]
+
+
+def inhibited_fingerprints(alerts: list[Alert], settings) -> set[str]:
+    """Fingerprints of alerts muted by an inhibition rule (a firing source with equal labels)."""
+    rules = [(parse_matchers(r.source_matchers), parse_matchers(r.target_matchers), r.equal) for r in settings.alerts.inhibit_rules]
+    firing = [a for a in alerts if a.state == "firing"]
+    muted: set[str] = set()
+    for source_m, target_m, equal in rules:
+        sources = [a for a in firing if matches_all(source_m, a.labels)]
+        if not sources:
+            continue
+        for target in alerts:
+            if target.state not in ("pending", "firing") or not matches_all(target_m, target.labels):
+                continue
+            for source in sources:
+                if source.fingerprint != target.fingerprint and all(
+                        source.labels.get(k, "") == target.labels.get(k, "") for k in equal):
+                    muted.add(target.fingerprint)
+                    break
+    return muted
+
+
+def group_key(route: Route, labels: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """The group an alert belongs to on a route: a hash of the route and the group_by labels."""
+    if "..." in route.group_by:
+        group_labels = dict(labels)
+    else:
+        group_labels = {k: labels[k] for k in route.group_by if k in labels}
+    text = json.dumps([route.path, route.receiver, sorted(group_labels.items())])
+    return hashlib.sha256(text.encode()).hexdigest()[:32], group_labels
+
+
+def dispatch(session: Session, settings, now: datetime, *, skip_group_wait: bool = False) -> list[Notification]:
+    """Queue the notifications due at ``now`` into the outbox (in the caller's transaction).
+
+    ``skip_group_wait`` sends new groups at once (the demo, and ``notify flush --no-wait``).
+    """
+    from alerts.engine import active_silences
+
+    root = build_routes(settings)
+    receivers = settings.alerts.all_receivers
+    groups = {(g.receiver, g.group_key): g for g in session.scalars(select(NotificationGroup))}
+    notified_fps = {fp for g in groups.values() for fp in (g.notified or {})}
+    alerts = list(session.scalars(select(Alert).where(Alert.state.in_(("firing", "pending")))))
+    if notified_fps:
+        alerts += list(session.scalars(select(Alert).where(Alert.state.not_in(("firing", "pending")),
+                                                           Alert.fingerprint.in_(notified_fps))))
+    silences = active_silences(session, now)
+    inhibited = inhibited_fingerprints(alerts, settings)
+    members: dict[tuple[str, str], list[Alert]] = {}
+    route_of: dict[tuple[str, str], Route] = {}
+    for alert in alerts:
+        if alert.state == "pending":
+            continue
+        for route in match_routes(root, alert.labels):
+            key, labels = group_key(route, alert.labels)
+            gk = (route.receiver, key)
+            route_of[gk] = route
+            members.setdefault(gk, []).append(alert)
+            if gk not in groups and alert.state == "firing":
+                group = NotificationGroup(receiver=route.receiver, group_key=key, group_labels=labels,
+                                          first_seen_at=now, notified={})
+                session.add(group)
+                groups[gk] = group
+    queued: list[Notification] = []
+    for gk, group in list(groups.items()):
+        route = route_of.get(gk)
+        in_group = members.get(gk, [])
+        muted = {a.fingerprint for a in in_group
+                 if a.fingerprint in inhibited or any(matches_all(m, a.labels) for _, m in silences)}
+        firing = [a for a in in_group if a.state == "firing" and a.fingerprint not in muted]
+        notified = dict(group.notified or {})
+        by_fp = {a.fingerprint: a for a in in_group}
+        to_resolve = [by_fp[fp] for fp, st in notified.items()
+                      if st == "firing" and fp in by_fp and by_fp[fp].state == "resolved"]
+        gone = [fp for fp, st in notified.items() if fp not in by_fp or by_fp[fp].state not in ("firing", "resolved")]
+        receiver = receivers.get(gk[0])
+        if receiver is None:
+            continue
+        if route is None:  # no alert of this group is routed here any more (e.g. the routes changed)
+            route = root
+        if not receiver.send_resolved and (to_resolve or gone):
+            for a in to_resolve:
+                notified.pop(a.fingerprint, None)
+            to_resolve = []
+        for fp in gone:
+            notified.pop(fp, None)
+        if not firing and not to_resolve:
+            if notified:
+                if notified != (group.notified or {}):
+                    group.notified = notified
+            elif group.id is not None:  # an empty group ends; the next alert starts a new one (group_wait again)
+                session.execute(update(Notification).where(Notification.group_id == group.id).values(group_id=None))
+                session.delete(group)
+            else:
+                session.expunge(group)
+            continue
+        new_firing = [a for a in firing if notified.get(a.fingerprint) != "firing"]
+        changed = bool(new_firing or to_resolve)
+        if group.last_notified_at is None:
+            due = skip_group_wait or now >= group.first_seen_at + route.group_wait
+        elif changed:
+            due = now >= group.last_notified_at + route.group_interval
+        else:
+            all_acked = all(a.acked_at is not None for a in firing) and receiver.type != "alertmanager"
+            due = not all_acked and now >= group.last_notified_at + route.repeat_interval
+        if not due:
+            continue
+        if group.id is None:
+            session.flush()
+        payload = build_payload(group, route, settings, firing, to_resolve, now)
+        note = Notification(receiver=gk[0], group_id=group.id, status="pending", payload=payload, created_at=now,
+                            next_attempt_at=now)
+        session.add(note)
+        queued.append(note)
+        group.last_notified_at = now
+        group.notified = {a.fingerprint: "firing" for a in firing}
+    session.flush()
+    return queued
+
+
+def _iso(ts: datetime | None) -> str:
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if ts else ZERO_TIME
+
+
+def alert_payload(alert: Alert, settings, status: str) -> dict[str, Any]:
+    """One alert in the Alertmanager webhook format (plus value, threshold and runbook)."""
+    dashboard = settings.alerts.dashboard_url.rstrip("/")
+    annotations = dict(alert.annotations or {})
+    if alert.runbook_url:
+        annotations["runbook_url"] = alert.runbook_url
+    return {
+        "status": status,
+        "labels": alert.labels,
+        "annotations": annotations,
+        "startsAt": _iso(alert.fired_at or alert.active_at),
+        "endsAt": _iso(alert.resolved_at) if status == "resolved" else ZERO_TIME,
+        "generatorURL": f"{dashboard}/alerts?alert={alert.id}",
+        "fingerprint": alert.fingerprint,
+        "value": alert.value,
+        "threshold": alert.threshold,
+        "acknowledged": alert.acked_at is not None,
+    }
+
+
+def build_payload(group: NotificationGroup, route: Route, settings, firing: list[Alert], resolved: list[Alert],
+                  now: datetime) -> dict[str, Any]:
+    """The Alertmanager v4 webhook payload of one group notification (channels render from it)."""
+    items = [alert_payload(a, settings, "firing") for a in firing] + [alert_payload(a, settings, "resolved") for a in resolved]
+    common_labels = _common([i["labels"] for i in items])
+    common_annotations = _common([{k: v for k, v in i["annotations"].items()} for i in items])
+    return {
+        "version": "4",
+        "groupKey": f"{route.path}:{json.dumps(group.group_labels, sort_keys=True)}",
+        "truncatedAlerts": 0,
+        "status": "firing" if firing else "resolved",
+        "receiver": group.receiver,
+        "groupLabels": group.group_labels,
+        "commonLabels": common_labels,
+        "commonAnnotations": common_annotations,
+        "externalURL": settings.alerts.dashboard_url,
+        "alerts": items,
+        "lorawatch": {"sentAt": _iso(now), "repeatIntervalSeconds": route.repeat_interval.total_seconds()},
+    }
+
+
+def _common(dicts: list[dict[str, str]]) -> dict[str, str]:
+    if not dicts:
+        return {}
+    first = dicts[0]
+    return {k: v for k, v in first.items() if all(d.get(k) == v for d in dicts[1:])}

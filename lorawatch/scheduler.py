@@ -1,0 +1,397 @@
+"""Scheduled jobs: the weekly canary, alert evaluation, outbox flushes, Prometheus pulls,
+registry lifecycle, and your own commands.
+
+Each job has a schedule (a crontab line or an interval, both in UTC). Its *occurrence* at a
+time is the latest fire time not after it; an interval's fire times are aligned to the epoch,
+so every host computes the same occurrences. Running an occurrence means claiming it in the
+database first:
+
+- the unique key (job, scheduled_for, attempt) of ``job_runs`` lets exactly one scheduler
+  start an occurrence, however many run on however many hosts;
+- a lease per job (``job_leases``), renewed by the run's heartbeat, keeps a job from running
+  twice at once (a long canary and the next occurrence, say);
+- a run whose heartbeat stops for ``stale_after`` died with its process: the next scheduler
+  marks it failed and runs the occurrence again, as the next attempt;
+- missed occurrences coalesce: after downtime only the latest one runs.
+
+``lorawatch scheduler`` runs APScheduler 3.x (its SQLAlchemy job store in the same database)
+to wake up at the fire times; ``lorawatch scheduler --once`` runs what is due and exits, for
+cron and Kubernetes CronJobs. Both go through ``run_job``, so the guarantees are the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError as DBIntegrityError
+
+from lorawatch.db import Database
+from lorawatch.db.models import JobLease, JobRun
+from lorawatch.db.types import utcnow
+from lorawatch.durations import parse_duration
+from lorawatch.errors import LoraWatchError, NotFoundError
+
+log = logging.getLogger(__name__)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_CRON_WINDOWS = [timedelta(minutes=2), timedelta(hours=2), timedelta(days=2), timedelta(days=9), timedelta(days=33),
+                 timedelta(days=370)]
+
+Clock = Callable[[], datetime]
+
+
+def _cron(expr: str):
+    from lorawatch.cron import crontab_trigger
+
+    return crontab_trigger(expr)
+
+
+def occurrence(job, now: datetime) -> datetime | None:
+    """The job's latest fire time at or before ``now`` (None when it never fired yet)."""
+    if job.every:
+        step = parse_duration(job.every).total_seconds()
+        seconds = (now - EPOCH).total_seconds()
+        return EPOCH + timedelta(seconds=(seconds // step) * step)
+    trigger = _cron(job.cron)
+    for window in _CRON_WINDOWS:
+        fire = trigger.get_next_fire_time(None, now - window)
+        if fire is None or fire > now:
+            continue
+        latest = fire
+        while True:
+            nxt = trigger.get_next_fire_time(latest, latest + timedelta(seconds=1))
+            if nxt is None or nxt > now:
+                return latest.astimezone(timezone.utc)
+            latest = nxt
+    return None
+
+
+def next_fire(job, now: datetime) -> datetime | None:
+    """The job's next fire time after ``now``."""
+    if job.every:
+        step = parse_duration(job.every).total_seconds()
+        return occurrence(job, now) + timedelta(seconds=step)
+    fire = _cron(job.cron).get_next_fire_time(None, now + timedelta(microseconds=1))
+    return fire.astimezone(timezone.utc) if fire else None
+
+
+def holder_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
+
+
+@dataclass
+class Claim:
+    run_id: int
+    job: str
+    scheduled_for: datetime
+    attempt: int
+
+
+def claim(db: Database, settings, name: str, scheduled_for: datetime, now: datetime, *, trigger: str = "schedule") -> Claim | None:
+    """Claim one occurrence of a job; None when it ran, is running elsewhere, or the job is leased."""
+    job = settings.scheduler.all_jobs[name]
+    stale = parse_duration(settings.scheduler.stale_after)
+    holder = holder_id()
+    try:
+        with db.session() as session:
+            runs = list(session.scalars(select(JobRun).where(JobRun.job == name, JobRun.scheduled_for == scheduled_for)
+                                        .order_by(JobRun.attempt).with_for_update()))
+            attempt = 1
+            if runs:
+                last = runs[-1]
+                if last.status != "running":
+                    return None
+                if last.heartbeat_at > now - stale:
+                    return None
+                _mark_stale(last, now)
+                attempt = last.attempt + 1
+            for other in session.scalars(select(JobRun).where(JobRun.job == name, JobRun.status == "running",
+                                                              JobRun.heartbeat_at <= now - stale)):
+                _mark_stale(other, now)
+            lease = session.get(JobLease, name, with_for_update=True)
+            if lease is not None and lease.expires_at > now:
+                return None
+            run = JobRun(job=name, kind=job.kind, scheduled_for=scheduled_for, attempt=attempt, trigger=trigger,
+                         status="running", started_at=now, heartbeat_at=now, host=socket.gethostname(), pid=os.getpid())
+            session.add(run)
+            session.flush()
+            if lease is None:
+                session.add(JobLease(job=name, holder=holder, run_id=run.id, expires_at=now + stale))
+            else:
+                lease.holder, lease.run_id, lease.expires_at = holder, run.id, now + stale
+            return Claim(run.id, name, scheduled_for, attempt)
+    except DBIntegrityError:
+        return None  # another scheduler claimed it in the same instant
+
+
+def _mark_stale(run: JobRun, now: datetime) -> None:
+    run.status, run.ended_at = "failed", now
+    run.error = f"stale: no heartbeat since {run.heartbeat_at.isoformat()} (the process running it died); run again"
+    run.duration_s = (run.heartbeat_at - run.started_at).total_seconds()
+
+
+class _Heartbeat(threading.Thread):
+    """Renews a run's heartbeat and its job's lease until stopped."""
+
+    def __init__(self, db: Database, settings, claim_: Claim, clock: Clock) -> None:
+        super().__init__(daemon=True, name=f"heartbeat-{claim_.job}")
+        self.db, self.claim, self.clock = db, claim_, clock
+        self.interval = settings.scheduler.heartbeat_s
+        self.stale = parse_duration(settings.scheduler.stale_after)
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(self.interval):
+            try:
+                now = self.clock()
+                with self.db.session() as session:
+                    run = session.get(JobRun, self.claim.run_id)
+                    run.heartbeat_at = now
+                    lease = session.get(JobLease, self.claim.job)
+                    if lease is not None and lease.run_id == self.claim.run_id:
+                        lease.expires_at = now + self.stale
+            except Exception:  # noqa: BLE001 - a missed beat is retried; the run goes on
+                log.exception("heartbeat of job %s failed", self.claim.job)
+
+
+def run_job(db: Database, settings, name: str, *, clock: Clock = utcnow, scheduled_for: datetime | None = None,
+            trigger: str = "schedule") -> dict[str, Any] | None:
+    """Claim and run one occurrence of a job (default: its latest); None when not ours to run."""
+    jobs = settings.scheduler.all_jobs
+    if name not in jobs:
+        raise NotFoundError(f"job {name!r} is not configured", fix=f"use one of: {', '.join(sorted(jobs))}")
+    now = clock()
+    scheduled_for = scheduled_for or occurrence(jobs[name], now)
+    if scheduled_for is None:
+        return None
+    got = claim(db, settings, name, scheduled_for, now, trigger=trigger)
+    if got is None:
+        return None
+    heartbeat = _Heartbeat(db, settings, got, clock)
+    heartbeat.start()
+    started = time.monotonic()
+    status, error, result = "success", None, None
+    try:
+        result = JOB_KINDS[jobs[name].kind](db, settings, jobs[name], clock())
+    except LoraWatchError as exc:
+        status, error = "failed", exc.one_line()
+    except Exception as exc:  # noqa: BLE001 - any failure is recorded; the scheduler goes on
+        log.exception("job %s failed", name)
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
+    finally:
+        heartbeat.stop.set()
+        heartbeat.join()
+    ended = clock()
+    with db.session() as session:
+        run = session.get(JobRun, got.run_id)
+        run.status, run.error, run.ended_at = status, error, ended
+        run.heartbeat_at = ended
+        run.duration_s = round(time.monotonic() - started, 3)
+        run.result = _jsonable(result)
+        lease = session.get(JobLease, name)
+        if lease is not None and lease.run_id == got.run_id:
+            session.delete(lease)
+        return _run_dict(run)
+
+
+def _jsonable(value: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(value, default=str)) if value is not None else None
+
+
+def run_due(db: Database, settings, *, clock: Clock = utcnow, only: list[str] | None = None) -> list[dict[str, Any]]:
+    """Run every job whose latest occurrence has not run yet (``scheduler --once``)."""
+    done = []
+    for name in settings.scheduler.all_jobs:
+        if only and name not in only:
+            continue
+        result = run_job(db, settings, name, clock=clock)
+        if result is not None:
+            done.append(result)
+    return done
+
+
+def run_now(db: Database, settings, name: str, *, clock: Clock = utcnow) -> dict[str, Any]:
+    """Run a job now, outside its schedule (``jobs run NAME``); refused while it runs elsewhere."""
+    from lorawatch.errors import ConflictError
+
+    now = clock()
+    result = run_job(db, settings, name, clock=clock, scheduled_for=now, trigger="manual")
+    if result is None:
+        raise ConflictError(f"job {name!r} is running elsewhere (its lease is held)", fix="wait for it, see `lorawatch jobs list`")
+    return result
+
+
+# --- the jobs ---
+
+
+def _resolve(path: str, settings) -> Path:
+    candidate = Path(path).expanduser()
+    if not candidate.is_absolute() and settings.source is not None and (settings.source.parent / candidate).exists():
+        return settings.source.parent / candidate
+    return candidate
+
+
+def job_canary(db: Database, settings, job, now: datetime) -> dict[str, Any]:
+    from monitors import canary
+
+    options = canary.RunOptions.from_settings(settings, device=job.device)
+    run_id = canary.create_run(db, settings, dataset_path=_resolve(job.dataset, settings), adapters=job.adapters or None,
+                               options=options, actor="scheduler")
+    summary = canary.execute_run(db, settings, run_id, progress=False)
+    return {"run": run_id, "status": summary.get("status"), "adapters": len(summary.get("adapters", []))}
+
+
+def job_alerts(db: Database, settings, job, now: datetime) -> dict[str, Any]:
+    from alerts.engine import evaluate
+
+    result = evaluate(db, settings, now=now)
+    return {k: result[k] for k in ("rules", "series", "firing", "pending", "notifications_queued")} | {
+        "transitions": len(result["transitions"])}
+
+
+def job_notify(db: Database, settings, job, now: datetime) -> dict[str, Any]:
+    from alerts.outbox import flush
+
+    result = flush(db, settings, now=now)
+    return {k: result[k] for k in ("queued", "delivered", "deferred", "pending")}
+
+
+def job_prometheus(db: Database, settings, job, now: datetime) -> dict[str, Any]:
+    from monitors.prometheus_pull import pull_latency
+
+    rows = pull_latency(db, job.url)
+    return {"series": len(rows)}
+
+
+def job_lifecycle(db: Database, settings, job, now: datetime) -> dict[str, Any]:
+    from registry import lifecycle
+    from registry.service import Store
+
+    with db.session() as session:
+        report = lifecycle.archive(session, Store.from_settings(settings), older_than_days=settings.registry.archive_after_days,
+                                   actor="scheduler", now=now)
+    return {"archived": [r["version"] for r in report if r["archived"]]}
+
+
+def job_command(db: Database, settings, job, now: datetime) -> dict[str, Any]:
+    from lorawatch.errors import DependencyError
+
+    timeout = parse_duration(job.timeout).total_seconds()
+    try:
+        proc = subprocess.run(job.command, capture_output=True, text=True, timeout=timeout, start_new_session=True)
+    except FileNotFoundError:
+        raise DependencyError(f"program {job.command[0]!r} not found", fix="install it or correct command") from None
+    except subprocess.TimeoutExpired:
+        raise DependencyError(f"command ran longer than {job.timeout} and was stopped", fix="raise timeout or speed it up") from None
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
+        raise DependencyError(f"command exited with status {proc.returncode}: {tail[0][:300]}", fix="see its output")
+    return {"returncode": 0, "stdout_tail": proc.stdout.strip()[-500:]}
+
+
+JOB_KINDS: dict[str, Callable[..., dict[str, Any]]] = {
+    "canary": job_canary, "alerts": job_alerts, "notify": job_notify, "prometheus": job_prometheus,
+    "lifecycle": job_lifecycle, "command": job_command,
+}
+
+
+# --- listings ---
+
+
+def _run_dict(run: JobRun) -> dict[str, Any]:
+    return {"id": run.id, "job": run.job, "kind": run.kind, "scheduled_for": run.scheduled_for, "attempt": run.attempt,
+            "trigger": run.trigger, "status": run.status, "started_at": run.started_at, "ended_at": run.ended_at,
+            "duration_s": run.duration_s, "error": run.error, "result": run.result, "host": run.host, "pid": run.pid}
+
+
+def list_jobs(db: Database, settings, *, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Each configured job: schedule, next fire time, and its last run."""
+    now = now or utcnow()
+    out = []
+    with db.session() as session:
+        for name, job in settings.scheduler.all_jobs.items():
+            last = session.scalar(select(JobRun).where(JobRun.job == name).order_by(JobRun.started_at.desc(), JobRun.id.desc()))
+            out.append({"job": name, "kind": job.kind, "schedule": f"cron {job.cron}" if job.cron else f"every {job.every}",
+                        "next_run": next_fire(job, now), "last_status": last.status if last else None,
+                        "last_started": last.started_at if last else None, "last_duration_s": last.duration_s if last else None,
+                        "last_error": last.error if last else None})
+    return out
+
+
+def history(db: Database, *, job: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest job runs (start, end, status, error, duration)."""
+    with db.session() as session:
+        query = select(JobRun).order_by(JobRun.started_at.desc(), JobRun.id.desc()).limit(limit)
+        if job:
+            query = query.where(JobRun.job == job)
+        return [_run_dict(r) for r in session.scalars(query)]
+
+
+# --- the long-running scheduler ---
+
+_RUNTIME: dict[str, Any] = {}
+
+
+def _tick(name: str) -> None:
+    """What APScheduler calls at a fire time (a module-level function, so its job store can persist it)."""
+    db, settings = _RUNTIME["db"], _RUNTIME["settings"]
+    try:
+        result = run_job(db, settings, name)
+        if result:
+            log.info("job %s %s in %.1fs", name, result["status"], result["duration_s"] or 0)
+    except Exception:  # noqa: BLE001
+        log.exception("job %s could not run", name)
+
+
+def serve(db: Database, settings, *, say=print) -> int:
+    """Run the scheduler until SIGTERM or SIGINT; running jobs finish before it exits."""
+    from apscheduler.executors.pool import ThreadPoolExecutor
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    _RUNTIME.update(db=db, settings=settings)
+    jobs = settings.scheduler.all_jobs
+    scheduler = BackgroundScheduler(
+        jobstores={"default": SQLAlchemyJobStore(engine=db.engine, tablename="apscheduler_jobs")},
+        executors={"default": ThreadPoolExecutor(max(4, len(jobs)))},
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
+        timezone="UTC",
+    )
+    scheduler.start(paused=True)
+    for stored in scheduler.get_jobs():
+        if stored.id not in jobs:
+            stored.remove()
+    for name, job in jobs.items():
+        trigger = (_cron(job.cron) if job.cron
+                   else IntervalTrigger(seconds=parse_duration(job.every).total_seconds(), start_date=EPOCH, timezone="UTC"))
+        scheduler.add_job("lorawatch.scheduler:_tick", trigger, args=[name], id=name, name=name, replace_existing=True)
+    # whatever was missed while no scheduler ran: run its latest occurrence now (coalesced)
+    for name in jobs:
+        scheduler.add_job("lorawatch.scheduler:_tick", args=[name], id=f"catch-up-{name}", replace_existing=True)
+
+    def stop(signum, _frame) -> None:
+        say(f"lorawatch scheduler: {signal.Signals(signum).name}, finishing running jobs")
+        scheduler.shutdown(wait=True)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    say(f"lorawatch scheduler: {len(jobs)} jobs ({', '.join(jobs)}); stop with SIGTERM")
+    scheduler.resume()
+    while scheduler.running:
+        time.sleep(0.2)
+    say("lorawatch scheduler: stopped")
+    return 0
