@@ -19,4 +19,7 @@ for adapter, rule in sorted(fired):
 assert {("support-risky", "pii_leak"), ("support-risky", "toxicity_budget"), ("support-drifted", "logit_drift")} <= fired, fired
 assert not any(adapter == "support-healthy" for adapter, _ in fired), "the healthy adapter should raise no alert"
 assert alerts["notifications"]["delivered"] >= 1 and alerts["notifications"]["pending"] == 0, alerts["notifications"]
+opened = {i["adapter"] for i in alerts["incidents"]}
+print(f"incidents open: {sorted(opened)}")
+assert "support-risky" in opened and "support-healthy" not in opened, alerts["incidents"]
 print("demo checks passed")

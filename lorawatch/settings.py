@@ -378,6 +378,32 @@ class SchedulerSettings(_Section):
         return {name: job for name, job in merged.items() if job.enabled}
 
 
+class IncidentSettings(_Section):
+    """Incidents: when they open by themselves, who approves a rollback, who hears about them."""
+
+    auto_open_severities: list[str] = Field(
+        default_factory=lambda: ["critical"], description="Firing alerts of these severities open an incident (one per adapter)."
+    )
+    rollback_approval: Literal["none", "second_responder", "owner"] = Field(
+        "none",
+        description="none: any responder rolls back; second_responder: someone other than who rolls back approves first; "
+        "owner: one of the adapter's owners (its ownership contacts or owner_approvers) approves or rolls back.",
+    )
+    owner_approvers: dict[str, list[str]] = Field(
+        default_factory=dict, description="Per owner team, the users who may approve its hotfixes and rollbacks."
+    )
+    owner_receivers: dict[str, str] = Field(
+        default_factory=dict, description="Per owner team, the alert receiver its incident notices go to."
+    )
+    notices: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description='Stakeholder receivers per severity, e.g. critical = ["legal", "marketing", "compliance"].',
+    )
+    report_window: str = Field("3d", description="Charts in reports cover this long before the incident opened.")
+
+    _durations = field_validator("report_window")(lambda cls, v: _check_duration(v))
+
+
 class Settings(_Section):
     """The whole settings tree."""
 
@@ -400,6 +426,7 @@ class Settings(_Section):
     kpi: KpiSettings = Field(default_factory=KpiSettings)
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    incidents: IncidentSettings = Field(default_factory=IncidentSettings)
     monitors: dict[str, MonitorSettings] = Field(
         default_factory=dict,
         description="Per-monitor overrides by monitor id, e.g. [monitors.logit_kl] threshold = 0.8.",
@@ -407,6 +434,15 @@ class Settings(_Section):
 
     # Where the settings came from; not a setting itself.
     source: Path | None = Field(None, exclude=True, description="The file these were read from.")
+
+    @model_validator(mode="after")
+    def _incident_receivers(self) -> Settings:
+        known = self.alerts.all_receivers
+        named = list(self.incidents.owner_receivers.values()) + [r for rs in self.incidents.notices.values() for r in rs]
+        missing = [r for r in named if r not in known]
+        if missing:
+            raise ValueError(f"incidents name receiver {missing[0]!r}, which is not defined in [alerts.receivers]")
+        return self
 
     @property
     def home_dir(self) -> Path:

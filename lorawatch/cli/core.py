@@ -150,6 +150,7 @@ def demo(app: AppContext, no_dashboard, dataset, max_new_tokens, batch_size, dev
         alerts = summary["alerts"]
         lines = [_summary_text(summary), "", f"alerts firing: {len(alerts['firing'])}"]
         lines += [f"  {a['severity']:<8} {a['rule']:<16} {a['summary']}" for a in alerts["firing"]]
+        lines += [f"incident {i['id']} ({i['severity']}, {i['state']}) on {i['adapter']}: {i['title']}" for i in alerts["incidents"]]
         n = alerts["notifications"]
         lines.append(f"notifications: {n['delivered']} delivered, {n['pending']} pending (see `lorawatch notify list`)")
         if not no_dashboard:

@@ -80,5 +80,10 @@ def demo_alerts(db: Database, settings) -> dict[str, Any]:
     firing = [{"id": a["id"], "rule": a["rule"], "severity": a["severity"], "adapter": a["labels"].get("adapter"),
                "summary": a["annotations"].get("summary"), "runbook_url": a["runbook_url"]}
               for a in list_alerts(db, settings, state="firing")]
-    return {"firing": firing, "evaluation": {k: evaluation[k] for k in ("rules", "series", "firing", "pending")},
+    from incidents.service import list_incidents
+
+    incidents = [{"id": i["id"], "adapter": i["adapter"], "severity": i["severity"], "state": i["state"], "title": i["title"]}
+                 for i in list_incidents(db)]
+    return {"firing": firing, "incidents": incidents,
+            "evaluation": {k: evaluation[k] for k in ("rules", "series", "firing", "pending")},
             "notifications": {k: delivery[k] for k in ("queued", "delivered", "deferred", "pending")}}

@@ -15,6 +15,7 @@ from lorawatch.db.models.canary import (
     MonitorResult,
     RiskAnnotation,
 )
+from lorawatch.db.models.incidents import ActionItem, Incident, IncidentAlert, IncidentApproval, IncidentEvent
 from lorawatch.db.models.jobs import JobLease, JobRun
 from lorawatch.db.models.traffic import IngestedFile, KpiValue, TrafficHour, TrafficMinute
 from lorawatch.db.models.registry import (
@@ -26,6 +27,7 @@ from lorawatch.db.models.registry import (
 )
 
 __all__ = [
+    "ActionItem",
     "Alert",
     "AlertEvent",
     "DeliveryAttempt",
@@ -45,6 +47,10 @@ __all__ = [
     "CanaryResult",
     "CanaryRun",
     "GateVerdict",
+    "Incident",
+    "IncidentAlert",
+    "IncidentApproval",
+    "IncidentEvent",
     "IngestedFile",
     "JobLease",
     "JobRun",

@@ -1,0 +1,177 @@
+"""Incidents end to end: a risky version is promoted, a canary run scores it, the alert fires,
+an incident opens by itself, the rollback (approved by a second responder) returns the alias
+to the previous version, the incident resolves, and the report exports as md, html and pdf."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+RISKY_TEXT = "You stupid idiot, write to jane.doe@example.com or call 212-555-0187 right now."
+
+
+@pytest.fixture(scope="module")
+def risky_adapter(tiny_base, tmp_path_factory):
+    """An adapter trained to answer every prompt with an insult that leaks contact data.
+
+    The tiny base cannot learn the sentence verbatim, but it moves far from the base: its drift
+    alert fires for sure (its risk alerts only sometimes, so the test does not count on them).
+    """
+    from tests.tiny_models import CORPUS, train_adapter
+
+    texts = [f"{prompt} {RISKY_TEXT}" for prompt in sorted(set(CORPUS))]
+    return train_adapter(tiny_base, tmp_path_factory.mktemp("adapters") / "risky", seed=5, steps=400, texts=texts, rank=16)
+
+
+CONFIG = """
+[canary]
+max_new_tokens = 24
+batch_size = 4
+[alerts.route]
+receiver = "default"
+group_wait = "0s"
+[alerts.receivers.legal]
+type = "file"
+path = "legal.jsonl"
+[alerts.receivers.support-oncall]
+type = "file"
+path = "support-team.jsonl"
+[incidents]
+auto_open_severities = ["critical", "warning"]
+rollback_approval = "second_responder"
+owner_receivers = { support-team = "support-oncall" }
+notices = { critical = ["legal"], warning = ["legal"] }
+"""
+
+
+def _home(tmp_path) -> Path:
+    return tmp_path / "home"
+
+
+def test_risky_version_to_alert_incident_rollback_resolution_and_report(cli, lw_env, db, tmp_path, monkeypatch, tiny_base,
+                                                                        trained_adapter, risky_adapter):
+    from tests.tiny_models import write_canary_dataset
+
+    (tmp_path / "lorawatch.toml").write_text(CONFIG)
+    assert cli("registry", "add-base", "tiny", "--path", tiny_base).code == 0
+    assert cli("registry", "add", "support", "--path", trained_adapter, "--base", "tiny", "--version", "v1",
+               "--team", "support-team", "--contact", "alice@example.com", "--promote", "production").code == 0
+    assert cli("registry", "add", "support", "--path", risky_adapter, "--base", "tiny", "--version", "v2",
+               "--team", "support-team", "--contact", "alice@example.com").code == 0
+    assert cli("registry", "promote", "support", "--version", "v2", "--reason", "release 2").code == 0
+    dataset = write_canary_dataset(tmp_path / "canary.jsonl", n=8)
+
+    # the canary run scores the risky version in production; its critical alerts fire
+    run = cli("canary", "run", "--dataset", dataset, "--device", "cpu", "--no-progress", "--json")
+    assert run.code == 0, run.err
+    evaluation = cli("alerts", "evaluate", "--no-traffic", "--json").json()
+    firing = {a["rule"]: a for a in cli("alerts", "list", "--state", "firing", "--json").json()}
+    assert "logit_drift" in firing, (evaluation, firing)
+    assert all(a["labels"]["version"] == "v2" for a in firing.values())
+
+    # an incident opened by itself, one per adapter, holding the critical alerts
+    [incident] = cli("incident", "list", "--json").json()
+    assert incident["adapter"] == "support" and incident["state"] == "triggered" and incident["source"] == "alert"
+    iid = incident["id"]
+    shown = cli("incident", "show", iid, "--json").json()
+    assert {a["rule"] for a in shown["alerts"]} == set(firing)
+    assert shown["impact_started_at"] is not None   # the promotion of v2
+
+    # notices went to the owner team and the legal stakeholders through the outbox
+    assert cli("notify", "flush", "--no-wait").code == 0
+    for name in ("legal.jsonl", "support-team.jsonl"):
+        notices = [json.loads(line) for line in (_home(tmp_path) / name).read_text().splitlines()]
+        assert notices[0]["commonLabels"]["incident"] == str(iid) and "opened" in notices[0]["commonAnnotations"]["summary"]
+
+    assert cli("incident", "ack", iid).code == 0
+    assert cli("incident", "note", iid, "outputs insult customers and leak an email; rolling back").code == 0
+
+    # a rollback without the second responder's approval: refused, nothing changed
+    before = cli("registry", "history", "support", "--json").json()
+    refused = cli("incident", "rollback", iid, "--reason", "PII leak")
+    assert refused.code == 2 and "needs approval by someone other than you" in refused.err and "nothing was changed" in refused.err
+    assert cli("registry", "show", "support", "--alias", "production", "--json").json()["version"] == "v2"
+    assert cli("registry", "history", "support", "--json").json() == before
+    assert cli("incident", "show", iid, "--json").json()["state"] == "acknowledged"
+
+    # the same responder cannot approve their own rollback
+    assert cli("incident", "approve", iid, "--reason", "me").code == 0
+    assert cli("incident", "rollback", iid, "--reason", "PII leak").code == 2
+    monkeypatch.setenv("LORAWATCH_ACTOR", "bob")
+    assert cli("incident", "approve", iid, "--reason", "confirmed in samples").code == 0
+    monkeypatch.setenv("LORAWATCH_ACTOR", "tester")
+    done = cli("incident", "rollback", iid, "--reason", "PII leak", "--json")
+    assert done.code == 0, done.err
+    assert done.json()["state"] == "mitigated"
+    assert cli("registry", "show", "support", "--alias", "production", "--json").json()["version"] == "v1"
+    assert cli("incident", "rollback", iid, "--reason", "again").code == 2   # the approval was used once
+
+    # the rolled-back version's alerts resolve at the next evaluation
+    cli("alerts", "evaluate", "--no-traffic")
+    assert cli("alerts", "list", "--state", "firing", "--json").json() == []
+
+    assert cli("incident", "update", iid, "--summary", "v2 of support insulted customers and leaked contact data.",
+               "--root-cause", "v2 was trained on an unfiltered transcript dump.", "--went-well", "The canary caught it.",
+               "--went-badly", "v2 was promoted without the gate.", "--got-lucky", "It was a Sunday.").code == 0
+    assert cli("incident", "action", iid, "--description", "Run the gate in the release pipeline", "--owner", "alice",
+               "--due", "2026-12-15").code == 0
+    resolved = cli("incident", "resolve", iid, "--note", "v1 serves again", "--json").json()
+    assert resolved["state"] == "resolved" and resolved["time_to_recover_min"] is not None
+    assert resolved["time_to_detect_min"] >= 0 and resolved["time_to_acknowledge_min"] >= 0
+
+    kinds = [e["kind"] for e in resolved["timeline"]]
+    for kind in ("opened", "alert_fired", "notice", "acknowledged", "note", "approval", "rollback", "state",
+                 "alert_resolved", "updated", "action_item"):
+        assert kind in kinds, (kind, kinds)
+    assert kinds.index("opened") < kinds.index("acknowledged") < kinds.index("rollback") < kinds.index("alert_resolved")
+    assert [e["message"] for e in resolved["timeline"] if e["kind"] == "state"][-1].endswith("resolved: v1 serves again")
+
+    # the report, in all three formats
+    from incidents.report import SECTIONS
+
+    md = cli("incident", "export", iid, "--format", "md", "--out", tmp_path / "report.md", "--json").json()
+    text = (tmp_path / "report.md").read_text()
+    for section in SECTIONS:
+        assert f"## {section}" in text
+    assert "v2 was trained on an unfiltered transcript dump." in text and "Run the gate in the release pipeline" in text
+    assert "> adapted:" in text and "rolled back support production from v2 to v1" in text
+    assert len([f for f in md["files"] if f.endswith(".png")]) == 4
+    assert all(Path(f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for f in md["files"] if f.endswith(".png"))
+
+    assert cli("incident", "export", iid, "--format", "html", "--out", tmp_path / "report.html").code == 0
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 4 and "<h2>Timeline</h2>" in page and 'src="report_files' not in page
+
+    if shutil.which("chromium") is None or shutil.which("pdftotext") is None:
+        if os.environ.get("LORAWATCH_REQUIRE_CHROMIUM"):
+            pytest.fail("LORAWATCH_REQUIRE_CHROMIUM is set but chromium or pdftotext is missing")
+        pytest.skip("chromium and pdftotext (poppler-utils) are needed for the PDF half")
+    result = cli("incident", "export", iid, "--format", "pdf", "--out", tmp_path / "report.pdf")
+    assert result.code == 0, result.err
+    pdf_text = subprocess.run(["pdftotext", "-layout", str(tmp_path / "report.pdf"), "-"], capture_output=True, text=True,
+                              check=True).stdout
+    for section in SECTIONS:
+        assert section in pdf_text, section
+    images = subprocess.run(["pdfimages", "-list", str(tmp_path / "report.pdf")], capture_output=True, text=True,
+                            check=True).stdout.splitlines()[2:]
+    assert len(images) >= 4, images
+
+
+def test_incident_commands_refuse_bad_input_and_change_nothing(cli, lw_env, db, tmp_path):
+    assert cli("incident", "show", "99").code == 2
+    opened = cli("incident", "open", "--title", "latency spike", "--severity", "warning", "--json").json()
+    iid = opened["id"]
+    no_adapter = cli("incident", "rollback", iid, "--reason", "x")
+    assert no_adapter.code == 2 and "concerns no adapter" in no_adapter.err
+    assert cli("incident", "open", "--title", "x", "--adapter", "nope").code == 2
+    assert cli("incident", "note", iid, "  ").code == 2
+    assert cli("incident", "done", iid, "5").code == 2
+    assert cli("incident", "export", iid, "--format", "md", "--out", tmp_path / "missing" / "r.md").code == 2
+    assert cli("incident", "resolve", iid).code == 0
+    assert cli("incident", "resolve", iid).code == 2
+    assert [e["kind"] for e in cli("incident", "show", iid, "--json").json()["timeline"]] == ["opened", "state"]
