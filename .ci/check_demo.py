@@ -18,6 +18,8 @@ for adapter, rule in sorted(fired):
     print(f"alert firing: {rule} on {adapter}")
 assert {("support-risky", "pii_leak"), ("support-risky", "toxicity_budget"), ("support-drifted", "logit_drift")} <= fired, fired
 assert not any(adapter == "support-healthy" for adapter, _ in fired), "the healthy adapter should raise no alert"
+assert ("support-risky", "kpi_drop") in fired, "the risky adapter's seeded CSAT drop should fire kpi_drop"
+assert summary["traffic"]["requests"] > 10_000 or summary["traffic"]["requests"] == 0, summary["traffic"]
 assert alerts["notifications"]["delivered"] >= 1 and alerts["notifications"]["pending"] == 0, alerts["notifications"]
 opened = {i["adapter"] for i in alerts["incidents"]}
 print(f"incidents open: {sorted(opened)}")

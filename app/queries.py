@@ -71,3 +71,77 @@ def kpi_frame(session: Session, adapter: str, start: datetime, end: datetime) ->
     frame = pd.DataFrame(rows, columns=["ts", "series", "value"])
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True).dt.floor("D")
     return frame.groupby(["ts", "series"], as_index=False)["value"].mean()
+
+
+FLEET_MONITORS = ["logit_kl", "embedding_mmd", "toxicity_rate", "pii_leak_rate", "kpi_drop"]
+
+
+def latest_results(session: Session, monitors: list[str]) -> dict[tuple[str, str], MonitorResult]:
+    """The newest overall result per (adapter, monitor), in one grouped query."""
+    from sqlalchemy import and_, func
+
+    latest = (select(MonitorResult.adapter, MonitorResult.monitor, func.max(MonitorResult.ts).label("ts"))
+              .where(MonitorResult.monitor.in_(monitors), MonitorResult.segment.is_(None), MonitorResult.tenant.is_(None))
+              .group_by(MonitorResult.adapter, MonitorResult.monitor).subquery())
+    rows = session.scalars(select(MonitorResult).join(latest, and_(
+        MonitorResult.adapter == latest.c.adapter, MonitorResult.monitor == latest.c.monitor, MonitorResult.ts == latest.c.ts))
+        .where(MonitorResult.segment.is_(None), MonitorResult.tenant.is_(None)))
+    out: dict[tuple[str, str], MonitorResult] = {}
+    for r in rows:  # several rows share the latest time when a monitor has a label (each KPI): keep the worst
+        key = (r.adapter, r.monitor)
+        if key not in out or _worse(r, out[key]):
+            out[key] = r
+    return out
+
+
+def _worse(a: MonitorResult, b: MonitorResult) -> bool:
+    if a.breached != b.breached:
+        return a.breached
+    return (a.details or {}).get("relative_change", 0) < (b.details or {}).get("relative_change", 0)
+
+
+def fleet(db, settings, now: datetime) -> pd.DataFrame:
+    """One row per adapter: production version, owner, latest drift and risk, P99 over 24 h, KPI trend, open alerts."""
+    from datetime import timedelta
+
+
+    from lorawatch.db.models import AdapterAlias, Alert
+    from monitors.traffic import latency
+
+    p99 = {r["adapter"]: r for r in latency(db, window=timedelta(hours=24), end=now)}
+    with db.session() as session:
+        results = latest_results(session, FLEET_MONITORS)
+        production = {name: (version, team) for name, version, team in session.execute(
+            select(AdapterRecord.name, AdapterVersion.version, AdapterVersion.owner_team)
+            .join(AdapterAlias, AdapterAlias.adapter_id == AdapterRecord.id)
+            .join(AdapterVersion, AdapterVersion.id == AdapterAlias.version_id)
+            .where(AdapterAlias.alias == "production", AdapterAlias.tenant == ""))}
+        names = [n for (n,) in session.execute(select(AdapterRecord.name).order_by(AdapterRecord.name))]
+        open_alerts: dict[str, int] = {}
+        for labels, in session.execute(select(Alert.labels).where(Alert.state == "firing")):
+            if labels.get("adapter"):
+                open_alerts[labels["adapter"]] = open_alerts.get(labels["adapter"], 0) + 1
+    rows = []
+    for name in sorted(set(names) | {a for a, _ in results}):
+        def value(monitor: str):
+            r = results.get((name, monitor))
+            return (r.value, r.breached) if r else (None, False)
+
+        kl, kl_b = value("logit_kl")
+        mmd, mmd_b = value("embedding_mmd")
+        tox, tox_b = value("toxicity_rate")
+        pii, pii_b = value("pii_leak_rate")
+        kpi = results.get((name, "kpi_drop"))
+        version, team = production.get(name, (None, None))
+        objective = settings.slo.adapters.get(name, settings.slo.latency_ms)
+        p = p99.get(name)
+        breaches = [m for m, b in (("KL", kl_b), ("MMD", mmd_b), ("toxicity", tox_b), ("PII", pii_b),
+                                   ("P99", bool(p and p["p99_ms"] and p["p99_ms"] > objective)),
+                                   ("KPI", bool(kpi and kpi.breached))) if b]
+        rows.append({"adapter": name, "production": version, "team": team,
+                     "health": "breached: " + ", ".join(breaches) if breaches else "ok",
+                     "logit_kl": kl, "mmd_p": mmd, "toxicity_rate": tox, "pii_leak_rate": pii,
+                     "p99_ms_24h": p["p99_ms"] if p else None, "requests_24h": p["count"] if p else 0,
+                     "kpi_change": (kpi.details or {}).get("relative_change") if kpi else None,
+                     "firing_alerts": open_alerts.get(name, 0)})
+    return pd.DataFrame(rows)

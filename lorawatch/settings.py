@@ -91,6 +91,10 @@ class CanarySettings(_Section):
         0.05, gt=0, lt=1, description="KS and MMD tests are breached at p <= this value."
     )
     mmd_permutations: int = Field(1000, gt=0, description="Permutations of the MMD test.")
+    fast_decode: bool = Field(
+        True, description="Generate for the base and every adapter in one grouped batch with a static KV cache "
+        "(Llama, Mistral, Qwen2); false: PEFT's generate per adapter."
+    )
     embedding_model: str | None = Field(
         None,
         description="Sentence-transformers model directory for embedding drift; empty means "
@@ -155,11 +159,25 @@ class KpiSettings(_Section):
     p_value: float = Field(0.05, gt=0, lt=1, description="Mann-Whitney U p-value at or below which a drop is significant.")
 
 
+class DashboardUser(_Section):
+    """A local dashboard user (the embedded default's sign-in)."""
+
+    password_hash: str = Field(description="pbkdf2_sha256 hash from `lorawatch dashboard --hash-password`; never the password.")
+    name: str | None = Field(None, description="Display name (default: the user name).")
+
+
 class DashboardSettings(_Section):
     """The Streamlit dashboard."""
 
     port: int = Field(8501, gt=0, lt=65536, description="Port the dashboard listens on.")
     address: str = Field("127.0.0.1", description="Address the dashboard binds to.")
+    require_login_to_view: bool = Field(False, description="Viewing is open by default; true asks everyone to sign in first.")
+    oidc: bool = Field(False, description="Sign in with Streamlit's st.login (OIDC, configured in .streamlit/secrets.toml [auth]).")
+    users: dict[str, DashboardUser] = Field(
+        default_factory=dict,
+        description='Local responders who may act (acknowledge, silence, roll back, approve, annotate): '
+        '[dashboard.users.alice] password_hash = "pbkdf2_sha256$...".',
+    )
 
 
 def _check_duration(value: str | None) -> str | None:

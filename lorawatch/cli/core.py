@@ -153,11 +153,13 @@ def demo(app: AppContext, no_dashboard, dataset, max_new_tokens, batch_size, dev
         lines += [f"incident {i['id']} ({i['severity']}, {i['state']}) on {i['adapter']}: {i['title']}" for i in alerts["incidents"]]
         n = alerts["notifications"]
         lines.append(f"notifications: {n['delivered']} delivered, {n['pending']} pending (see `lorawatch notify list`)")
-        if not no_dashboard:
-            lines.append("\n(the dashboard is not part of this version yet; see the README)")
         return "\n".join(lines)
 
     emit(summary, as_json, text)
+    if not no_dashboard:
+        from lorawatch.cli.dashboard import serve
+
+        raise SystemExit(serve(settings, say=lambda m: click.echo(m, err=True)))
 
 
 core_commands.append(demo)

@@ -33,7 +33,7 @@ def run_demo(db: Database, settings, *, actor: str, dataset: Path | None = None,
         raise InputError("canary dataset not found", where=str(dataset), fix="pass --dataset FILE.jsonl")
     db.upgrade()
     cache = settings.home_dir / "demo"
-    say("1/3 preparing the demo model and adapters (cached after the first run)")
+    say("1/4 preparing the demo model and adapters (cached after the first run)")
     base_dir = demo_models.prepare_base(cache / "models", progress=progress)
     store = service.Store.from_settings(settings)
     with db.session() as session:
@@ -60,12 +60,17 @@ def run_demo(db: Database, settings, *, actor: str, dataset: Path | None = None,
             if has_production is None:
                 service.promote(session, adapter=spec.name, version="v1", alias="production", actor=actor,
                                 reason="lorawatch demo: initial release")
-    say(f"2/3 canary run over {dataset.name}")
+    say("2/4 seeding two weeks of serving traffic and five weeks of KPIs")
+    from lorawatch.demo import traffic as demo_traffic
+
+    seeded = demo_traffic.seed(db, cache / "traffic", actor=actor)
+    say(f"3/4 canary run over {dataset.name}")
     options = canary.RunOptions.from_settings(settings, device=device, batch_size=batch_size, max_new_tokens=max_new_tokens)
     run_id = canary.create_run(db, settings, dataset_path=dataset,
                                adapters=[s.name for s in demo_models.DEMO_ADAPTERS], options=options, actor=actor)
     summary = canary.execute_run(db, settings, run_id, progress=progress)
-    say("3/3 evaluating alert rules and delivering notifications")
+    say("4/4 evaluating alert rules and delivering notifications")
+    summary["traffic"] = {"requests": seeded["requests"].get("rows", 0), "kpis": seeded["kpis"].get("rows", 0)}
     summary["alerts"] = demo_alerts(db, settings)
     return summary
 
@@ -75,7 +80,7 @@ def demo_alerts(db: Database, settings) -> dict[str, Any]:
     from alerts.engine import evaluate, list_alerts
     from alerts.outbox import flush
 
-    evaluation = evaluate(db, settings, traffic=False)
+    evaluation = evaluate(db, settings)
     delivery = flush(db, settings, skip_group_wait=True)
     firing = [{"id": a["id"], "rule": a["rule"], "severity": a["severity"], "adapter": a["labels"].get("adapter"),
                "summary": a["annotations"].get("summary"), "runbook_url": a["runbook_url"]}

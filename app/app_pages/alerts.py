@@ -1,0 +1,109 @@
+"""Alerts: firing, pending and silenced; acknowledge and silence (signed in); runbooks inline."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import streamlit as st
+
+from app.auth import require_responder
+from app.common import context, query_param, shown_errors, ts
+from lorawatch.db.types import utcnow
+
+settings, db = context()
+st.title("Alerts")
+from alerts.engine import acknowledge, add_silence, expire_silence, list_alerts, list_silences  # noqa: E402
+from alerts.rules import load_rules, runbook_path  # noqa: E402
+
+now = utcnow()
+
+
+def rows(items):
+    return [{"id": a["id"], "state": a["state"], "severity": a["severity"], "rule": a["rule"],
+             "adapter": a["labels"].get("adapter"), "version": a["labels"].get("version"),
+             "value": a["value"], "threshold": a["threshold"], "since": ts(a["fired_at"] or a["active_at"]),
+             "acked by": a["acked_by"] or "", "summary": a["annotations"].get("summary")} for a in items]
+
+
+tabs = st.tabs(["Firing", "Pending", "Silenced", "Resolved", "Silences", "Rules"])
+with tabs[0]:
+    firing = list_alerts(db, settings, state="firing", now=now)
+    if firing:
+        st.dataframe(rows(firing), hide_index=True, use_container_width=True)
+    else:
+        st.success("No alert is firing.")
+with tabs[1]:
+    pending = list_alerts(db, settings, state="pending", now=now)
+    if pending:
+        st.dataframe(rows(pending), hide_index=True, use_container_width=True)
+    else:
+        st.caption("None pending.")
+with tabs[2]:
+    muted = list_alerts(db, settings, state="silenced", now=now)
+    if muted:
+        st.dataframe(rows(muted), hide_index=True, use_container_width=True)
+    else:
+        st.caption("None silenced or inhibited.")
+with tabs[3]:
+    resolved = list_alerts(db, settings, state="resolved", now=now)[-50:]
+    if resolved:
+        st.dataframe(rows(resolved), hide_index=True, use_container_width=True)
+    else:
+        st.caption("None resolved yet.")
+with tabs[4]:
+    silences = list_silences(db, now=now)
+    if silences:
+        st.dataframe([{**s, "matchers": ", ".join(s["matchers"]), "starts_at": ts(s["starts_at"]), "ends_at": ts(s["ends_at"])}
+                      for s in silences], hide_index=True, use_container_width=True)
+    else:
+        st.caption("No silence in force.")
+with tabs[5]:
+    st.dataframe([r.describe() for r in load_rules(settings)], hide_index=True, use_container_width=True)
+
+st.subheader("Act")
+open_alerts = list_alerts(db, settings, state="open", now=now)
+left, right = st.columns(2)
+with left:
+    st.markdown("**Acknowledge**")
+    user = require_responder("acknowledge alerts")
+    if user and open_alerts:
+        with st.form("ack"):
+            choice = st.selectbox("Alert", [a["id"] for a in open_alerts], format_func=lambda i: next(
+                f"{a['id']} {a['rule']} {a['labels'].get('adapter', '')}" for a in open_alerts if a["id"] == i))
+            comment = st.text_input("Comment")
+            if st.form_submit_button("Acknowledge"):
+                with shown_errors():
+                    acknowledge(db, str(choice), actor=user, comment=comment or None)
+                    st.success(f"Alert {choice} acknowledged.")
+with right:
+    st.markdown("**Silence**")
+    user = require_responder("silence alerts")
+    if user:
+        with st.form("silence"):
+            matchers = st.text_input("Matchers (comma-separated)", placeholder='adapter="support-bot", alertname="logit_drift"')
+            hours = st.number_input("Hours", min_value=0.25, max_value=24 * 14.0, value=2.0, step=0.25)
+            comment = st.text_input("Why")
+            if st.form_submit_button("Silence"):
+                with shown_errors():
+                    made = add_silence(db, matchers=[m.strip() for m in matchers.split(",") if m.strip()],
+                                       duration=timedelta(hours=hours), comment=comment, actor=user)
+                    st.success(f"Silence {made['id']} until {ts(made['ends_at'])}.")
+        if silences:
+            with st.form("expire"):
+                sid = st.selectbox("End silence", [s["id"] for s in silences])
+                if st.form_submit_button("End now"):
+                    with shown_errors():
+                        expire_silence(db, int(sid), actor=user)
+                        st.success(f"Silence {sid} ended.")
+
+st.subheader("Runbook")
+rule_ids = sorted({r.id for r in load_rules(settings)})
+wanted = query_param("runbook") or (open_alerts[0]["rule"] if open_alerts else None)
+rule = st.selectbox("Rule", rule_ids, index=rule_ids.index(wanted) if wanted in rule_ids else 0)
+path = runbook_path(rule)
+if path.is_file():
+    import re
+
+    st.markdown(re.sub(r"^(#+) ", lambda m: "#" * (len(m.group(1)) + 2) + " ", path.read_text(encoding="utf-8"), flags=re.M))
+else:
+    st.warning(f"No runbook for {rule} at {path}.")

@@ -1,0 +1,32 @@
+"""Costs: adapter hit rate, GPU hours per tenant, tokens."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from app.common import context
+
+settings, db = context()
+st.title("Costs")
+from monitors.traffic_eval import costs  # noqa: E402
+
+days = st.select_slider("Window", options=[1, 7, 30, 90], value=30, format_func=lambda d: f"{d} days")
+data = costs(db, window=timedelta(days=days))
+if not data["adapters"]:
+    st.info("No traffic ingested in this window: `lorawatch ingest requests FILE`.")
+    st.stop()
+adapters = pd.DataFrame(data["adapters"])
+st.subheader("Per adapter")
+st.dataframe(adapters, hide_index=True, use_container_width=True)
+value = next((c for c in ("gpu_hours", "requests") if c in adapters.columns), adapters.columns[1])
+st.altair_chart(alt.Chart(adapters).mark_bar().encode(x=alt.X(f"{value}:Q"), y=alt.Y("adapter:N", sort="-x"))
+                .properties(title=f"{value} per adapter"), use_container_width=True)
+st.subheader("Per tenant")
+st.dataframe(pd.DataFrame(data["tenants"]), hide_index=True, use_container_width=True)
+if data.get("daily"):
+    st.subheader("Per day")
+    st.dataframe(pd.DataFrame(data["daily"]), hide_index=True, use_container_width=True)

@@ -1,0 +1,36 @@
+"""The LoraWatch dashboard: ``streamlit run app/dashboard.py`` (``lorawatch dashboard`` does it)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # streamlit runs this file as a script
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from app.auth import current_user, sign_in_box  # noqa: E402
+from app.common import context  # noqa: E402
+
+st.set_page_config(page_title="LoraWatch", page_icon=":material/monitoring:", layout="wide")
+settings, _db = context()
+PAGES = Path(__file__).parent / "app_pages"
+pages = [
+    st.Page(PAGES / "overview.py", title="Overview", icon=":material/dashboard:", url_path="overview", default=True),
+    st.Page(PAGES / "adapter.py", title="Adapter", icon=":material/tune:", url_path="adapter"),
+    st.Page(PAGES / "alerts.py", title="Alerts", icon=":material/notifications:", url_path="alerts"),
+    st.Page(PAGES / "incidents.py", title="Incidents", icon=":material/emergency:", url_path="incidents"),
+    st.Page(PAGES / "canary_runs.py", title="Canary runs", icon=":material/science:", url_path="canary_runs"),
+    st.Page(PAGES / "registry.py", title="Registry", icon=":material/inventory_2:", url_path="registry"),
+    st.Page(PAGES / "costs.py", title="Costs", icon=":material/payments:", url_path="costs"),
+    st.Page(PAGES / "jobs.py", title="Jobs", icon=":material/schedule:", url_path="jobs"),
+]
+navigation = st.navigation(pages)
+user = sign_in_box(settings)
+if settings.dashboard.require_login_to_view and current_user() is None:
+    st.title("LoraWatch")
+    st.info("Sign in (sidebar) to view the dashboard.")
+    st.stop()
+navigation.run()

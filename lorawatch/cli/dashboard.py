@@ -1,0 +1,56 @@
+"""``lorawatch dashboard``: serve the Streamlit dashboard headless on localhost."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+
+from lorawatch.cli.context import AppContext, pass_app
+
+APP = Path(__file__).resolve().parents[2] / "app" / "dashboard.py"
+
+
+def serve(settings, *, port: int | None = None, address: str | None = None, say=print) -> int:
+    """Run ``streamlit run app/dashboard.py`` in the foreground with this process's settings."""
+    port = port or settings.dashboard.port
+    address = address or settings.dashboard.address
+    env = dict(os.environ)
+    if settings.source is not None:
+        env["LORAWATCH_CONFIG"] = str(Path(settings.source).resolve())
+    env["LORAWATCH_HOME"] = str(settings.home_dir)
+    if settings.database.url:
+        env["LORAWATCH_DATABASE_URL"] = settings.database.url
+    env.setdefault("STREAMLIT_BROWSER_GATHER_USAGE_STATS", "false")
+    say(f"LoraWatch dashboard: http://{address}:{port}  (Ctrl-C stops it)")
+    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true", "--server.port", str(port),
+           "--server.address", address, "--browser.gatherUsageStats", "false", "--theme.base", "light", "--client.toolbarMode", "viewer"]
+    proc = subprocess.Popen(cmd, env=env)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        return proc.wait()
+
+
+@click.command()
+@click.option("--port", type=int, default=None, help="Port (default: dashboard.port, 8501).")
+@click.option("--address", default=None, help="Address to bind (default: dashboard.address, 127.0.0.1).")
+@click.option("--hash-password", is_flag=True, help="Read a password on stdin and print its hash for [dashboard.users.NAME].")
+@pass_app
+def dashboard(app: AppContext, port, address, hash_password) -> None:
+    """Serve the Streamlit dashboard (headless; open the printed URL)."""
+    if hash_password:
+        from app.auth import hash_password as make
+
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=sys.stdin.isatty())
+        click.echo(make(password))
+        return
+    app.database  # the schema is checked before the server starts  # noqa: B018
+    raise SystemExit(serve(app.settings, port=port, address=address, say=lambda m: click.echo(m, err=True)))
+
+
+dashboard_commands = [dashboard]
