@@ -1,7 +1,8 @@
 """GPU canary benchmark: the project's runner against the naive PEFT loop, in one process.
 
     python benchmarks/canary_gpu.py [--adapters 8] [--prompts 256] [--length 256] [--batch 32]
-                                    [--new-tokens 64] [--naive-prompts 16] [--small]
+                                    [--new-tokens 64] [--naive-prompts 16] [--gen-prompt 128]
+                                    [--gen-batch 256] [--hf-prompts 32] [--small]
 
 A Llama-3.2-1B-shaped model with random bf16 weights (nothing can be fetched on the GPU
 machine) and N rank-16 LoRA adapters on every linear layer (random B, scaled so KL is
@@ -13,7 +14,10 @@ non-zero). Each prompt is one token followed by L-1 tokens scored teacher-forced
   ``lorawatch canary run`` uses (base hidden states once per batch and shared by every
   adapter, KL/JS/top-1 from logits made a chunk of positions at a time on the device);
 - naive: per adapter, per prompt, batch 1, full fp32 log-softmax KL (on ``--naive-prompts``
-  prompts, extrapolated), as in ../shared/anchors.
+  prompts, extrapolated), as in ../shared/anchors;
+- generation: ``CanaryModels.generate_all`` (the grouped decoder of ``monitors.fast_decode``,
+  what ``score_and_generate`` uses) from ``--gen-prompt``-token prompts, next to PEFT's
+  ``generate`` per adapter on ``--hf-prompts`` prompts, with how many outputs agree.
 
 Prints one JSON line per measurement: scored tokens/s, generated tokens/s, TFLOP/s (2 x
 parameters per token), peak GPU memory, the speedup, and the largest KL difference between
@@ -88,6 +92,9 @@ def main() -> None:
     parser.add_argument("--cache", choices=["dynamic", "static"], default=None,
                         help="KV cache for generation (default: what the runner picks for the device).")
     parser.add_argument("--skip-naive", action="store_true", help="Only the runner (for trying generation settings).")
+    parser.add_argument("--gen-prompt", type=int, default=128, help="Prompt tokens for generation (the anchors' 128).")
+    parser.add_argument("--gen-batch", type=int, default=256, help="Prompts per grouped generation batch.")
+    parser.add_argument("--hf-prompts", type=int, default=32, help="Prompts for PEFT's generate per adapter, for comparison (0: none).")
     args = parser.parse_args()
 
     import torch
@@ -99,6 +106,7 @@ def main() -> None:
     dtype = torch.bfloat16 if cuda else torch.float32
     if args.small:
         args.prompts, args.length, args.batch, args.new_tokens, args.naive_prompts = 16, 32, 8, 8, 4
+        args.gen_prompt, args.gen_batch, args.hf_prompts = 8, 8, 4
     model, cfg, n_params = build(args, device, dtype)
     names = [f"a{i}" for i in range(args.adapters)]
     generator = torch.Generator().manual_seed(1)
@@ -176,18 +184,49 @@ def main() -> None:
         emit(name="kl_agreement", max_relative_difference=round(max(diffs), 4), compared=len(diffs),
              speedup=round((scored / score_s) / (naive_tokens / naive_s), 1))
 
+    # generation: every (prompt, adapter) decodes --new-tokens greedy tokens from a --gen-prompt-token prompt
+    gen_prompts = [row[: args.gen_prompt] for row in ids]
+
+    def generation(fast: bool, prompts: list[list[int]]):
+        models.fast_decode, models._grouped = fast, None
+        outputs: dict[str, list[list[int]]] = {n: [] for n in names}
+        base_tokens = 0
+        sync()
+        t0 = time.perf_counter()
+        for start in range(0, len(prompts), args.gen_batch):
+            chunk = prompts[start : start + args.gen_batch]
+            if fast:
+                base, gens = models.generate_all(chunk, names)
+                base_tokens += sum(len(t) for t in base.token_ids)
+                for n in names:
+                    outputs[n] += gens[n].token_ids
+            else:
+                for n in names:
+                    model.set_adapter(n)
+                    outputs[n] += models.generate(chunk).token_ids
+        sync()
+        seconds = time.perf_counter() - t0
+        return outputs, seconds, base_tokens
+
+    generation(True, gen_prompts[: min(args.gen_batch, 16)])  # warm-up: kernels, graph capture code paths
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    sync()
-    t0 = time.perf_counter()
-    _, scored_g, generated = runner(True)
-    sync()
-    total_s = time.perf_counter() - t0
-    emit(name="runner_scoring_and_generation", cache=models.generation_config.cache_implementation or "dynamic",
-         seconds=round(total_s, 3), scored_tokens=scored_g,
-         generated_tokens=generated, generated_tok_per_s=round(generated / max(total_s - score_s, 1e-9)),
+    fast_out, fast_s, base_tokens = generation(True, gen_prompts)
+    generated = sum(len(t) for rows in fast_out.values() for t in rows)
+    emit(name="runner_generation", decoder="grouped static cache" + (" + CUDA graph" if cuda else ""), seconds=round(fast_s, 3),
+         prompt_tokens=args.gen_prompt, generated_tokens=generated, generated_tok_per_s=round(generated / fast_s),
+         with_base_tok_per_s=round((generated + base_tokens) / fast_s), gen_batch=args.gen_batch,
          peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None)
-
+    if args.hf_prompts:
+        hf_prompts = gen_prompts[: args.hf_prompts]
+        models.generation_config.min_new_tokens = args.new_tokens
+        hf_out, hf_s, _ = generation(False, hf_prompts)
+        hf_generated = sum(len(t) for rows in hf_out.values() for t in rows)
+        same = sum(a[:16] == b[:16] for n in names for a, b in zip(fast_out[n], hf_out[n]))
+        emit(name="peft_generate_per_adapter", cache=models.generation_config.cache_implementation or "dynamic",
+             prompts=len(hf_prompts), seconds=round(hf_s, 3), generated_tokens=hf_generated,
+             generated_tok_per_s=round(hf_generated / hf_s), speedup=round((generated / fast_s) / (hf_generated / hf_s), 1),
+             first16_identical=f"{same}/{len(hf_prompts) * len(names)}")
 
 if __name__ == "__main__":
     main()

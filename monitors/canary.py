@@ -203,7 +203,8 @@ def execute_run(db: Database, settings, run_id: int, *, progress: bool = True, e
         if models is None:
             choice = pick_device(config["device"])
             model, tokenizer = load_base(base_path, base_hub, choice)
-            models = CanaryModels(attach_adapters(model, adapter_dirs), tokenizer, choice.device, config["max_new_tokens"])
+            models = CanaryModels(attach_adapters(model, adapter_dirs), tokenizer, choice.device, config["max_new_tokens"],
+                                  fast_decode=settings.canary.fast_decode)
             device_label = choice.label
         else:
             device_label = str(models.device)

@@ -43,7 +43,7 @@ class BatchResult:
 class CanaryModels:
     """A PeftModel holding every adapter of a run, with what the batch code needs of it."""
 
-    def __init__(self, peft_model, tokenizer, device, max_new_tokens: int) -> None:
+    def __init__(self, peft_model, tokenizer, device, max_new_tokens: int, fast_decode: bool = True) -> None:
         from transformers import GenerationConfig
 
         self.peft = peft_model
@@ -59,6 +59,8 @@ class CanaryModels:
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(self.eos_ids), 0)
         self.max_new_tokens = max_new_tokens
+        self.fast_decode = fast_decode
+        self._grouped = None
         self.generation_config = GenerationConfig(
             max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.pad_id,
             eos_token_id=sorted(self.eos_ids) or None,
@@ -96,13 +98,39 @@ class CanaryModels:
         out = self.peft.generate(input_ids=input_ids, attention_mask=mask, generation_config=self.generation_config)
         _sync(self.device)
         seconds = time.perf_counter() - start
-        new = out[:, width:].tolist()
+        return self._finish(out[:, width:].tolist(), seconds)
+
+    def _finish(self, rows: list[list[int]], seconds: float) -> Generation:
         token_ids = []
-        for row in new:
+        for row in rows:
             cut = next((i for i, t in enumerate(row) if t in self.eos_ids), len(row))
             token_ids.append(row[:cut])
         texts = self.tokenizer.batch_decode(token_ids, skip_special_tokens=True)
         return Generation(token_ids, [t.strip() for t in texts], seconds)
+
+    def grouped(self, adapter_keys: list[str]):
+        """The grouped decoder for these adapters (``monitors.fast_decode``), or None where it does not apply."""
+        if not self.fast_decode:
+            return None
+        from monitors.fast_decode import GroupedDecoder, supported
+
+        if self._grouped is None or self._grouped.keys != list(adapter_keys):
+            self._grouped = GroupedDecoder(self.peft, adapter_keys) if supported(self.peft, adapter_keys) is None else False
+        return self._grouped or None
+
+    @torch.no_grad()
+    def generate_all(self, prompt_ids: list[list[int]], adapter_keys: list[str]) -> tuple[Generation, dict[str, Generation]] | None:
+        """Greedy outputs of the base and every adapter in one grouped batch; None when it does not apply.
+
+        Each model's ``seconds`` is its share of the whole (the groups decode together).
+        """
+        decoder = self.grouped(adapter_keys)
+        if decoder is None:
+            return None
+        groups, seconds = decoder.generate(prompt_ids, self.max_new_tokens, self.pad_id)
+        share = seconds / len(groups)
+        base = self._finish(groups[0], share)
+        return base, {key: self._finish(rows, share) for key, rows in zip(adapter_keys, groups[1:])}
 
     # ------------------------------------------------------------ teacher forcing
 
@@ -148,8 +176,12 @@ def score_and_generate(models: CanaryModels, prompt_ids: list[list[int]], refere
                        adapter_keys: list[str]) -> tuple[Generation, list[str], dict[str, dict]]:
     """The work of one batch on token ids (what ``run_batch`` and the GPU benchmark call)."""
     peft = models.peft
-    with peft.disable_adapter():
-        base = models.generate(prompt_ids)
+    grouped = models.generate_all(prompt_ids, adapter_keys)
+    if grouped is not None:
+        base, generations = grouped
+    else:
+        with peft.disable_adapter():
+            base = models.generate(prompt_ids)
     targets, scored_on = [], []
     for reference, generated in zip(references, base.token_ids):
         if reference:
@@ -161,8 +193,9 @@ def score_and_generate(models: CanaryModels, prompt_ids: list[list[int]], refere
     scores = score_adapters(models, prompt_ids, targets, adapter_keys)
     adapters: dict[str, dict] = {}
     for key in adapter_keys:
-        peft.set_adapter(key)
-        adapters[key] = {"scores": scores[key], "generation": models.generate(prompt_ids)}
+        if grouped is None:
+            peft.set_adapter(key)
+        adapters[key] = {"scores": scores[key], "generation": generations[key] if grouped is not None else models.generate(prompt_ids)}
     return base, scored_on, adapters
 
 

@@ -1,0 +1,243 @@
+"""Greedy generation for the base model and every adapter of a batch at once, for Llama-style
+decoders (Llama, Mistral without a sliding window, Qwen2), with a static KV cache and, on
+CUDA, the decode step replayed as a CUDA graph.
+
+Rows are grouped by adapter: ``G`` groups (the base, then each adapter) of ``B`` prompts each.
+Every linear layer runs once for all ``G x B`` rows on the base weights; each adapter's LoRA
+delta is added with two batched matmuls over the groups (``bmm`` of ``(G, B, in)`` with the
+stacked ``A`` ``(G, in, r)`` and ``B`` ``(G, r, out)``; the base group's factors are zero). This
+replaces PEFT's per-adapter passes, and HF ``generate``'s per-step host work, which dominate at
+canary sizes (see benchmarks/README.md).
+
+Prompts are right-padded, so the prefill is a plain causal pass (each row's valid tokens only
+see earlier valid tokens), and decode step ``t`` writes row ``i``'s key and value at slot
+``len_i + t``: the valid slots of a row stay contiguous. All rows decode ``max_new_tokens``
+steps; outputs are cut at the first end-of-sequence token, as HF greedy decoding does.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+SUPPORTED = {"llama", "mistral", "qwen2"}
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def supported(peft_model, adapter_keys: list[str]) -> str | None:
+    """None when the fast path applies, else why not."""
+    core = peft_model.get_base_model()
+    config = core.config
+    if config.model_type not in SUPPORTED:
+        return f"model type {config.model_type} is not one of {sorted(SUPPORTED)}"
+    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True) and config.model_type == "mistral":
+        return "sliding-window attention"
+    for name, module in core.named_modules():
+        if hasattr(module, "lora_magnitude_vector") and any(k in module.lora_magnitude_vector for k in adapter_keys):
+            return "DoRA adapters"
+        if hasattr(module, "lora_embedding_A") and any(k in module.lora_embedding_A for k in adapter_keys):
+            return "LoRA on embeddings"
+    return None
+
+
+@dataclass
+class _Linear:
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    a: torch.Tensor | None  # (G, in, r), scaled
+    b: torch.Tensor | None  # (G, r, out)
+
+
+class GroupedDecoder:
+    """The decoder's weights plus every adapter's LoRA factors stacked per group."""
+
+    def __init__(self, peft_model, adapter_keys: list[str]) -> None:
+        why = supported(peft_model, adapter_keys)
+        if why:
+            raise ValueError(f"fast decoding does not apply: {why}")
+        core = peft_model.get_base_model()
+        self.core = core
+        self.config = core.config
+        self.keys = list(adapter_keys)
+        self.groups = 1 + len(self.keys)  # the base first
+        inner = core.model
+        self.embed = inner.embed_tokens
+        self.norm = inner.norm
+        self.rotary = inner.rotary_emb
+        self.lm_head = core.get_output_embeddings()
+        self.layers = []
+        for layer in inner.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            entry = {"in_norm": layer.input_layernorm, "post_norm": layer.post_attention_layernorm}
+            for name in PROJECTIONS:
+                module = getattr(attn, name, None) or getattr(mlp, name)
+                entry[name] = self._linear(module)
+            self.layers.append(entry)
+        self.heads = self.config.num_attention_heads
+        self.kv_heads = getattr(self.config, "num_key_value_heads", None) or self.heads
+        self.head_dim = getattr(self.config, "head_dim", None) or self.config.hidden_size // self.heads
+        self.dtype = self.embed.weight.dtype
+        self.device = self.embed.weight.device
+        self._graphs: dict[tuple[int, int], tuple] = {}
+
+    def _linear(self, module) -> _Linear:
+        base = getattr(module, "base_layer", module)
+        weight, bias = base.weight, base.bias
+        lora_a = getattr(module, "lora_A", {})
+        present = [k for k in self.keys if k in lora_a]
+        if not present:
+            return _Linear(weight, bias, None, None)
+        rank = max(module.lora_A[k].weight.shape[0] for k in present)
+        a = torch.zeros(self.groups, weight.shape[1], rank, dtype=weight.dtype, device=weight.device)
+        b = torch.zeros(self.groups, rank, weight.shape[0], dtype=weight.dtype, device=weight.device)
+        for g, key in enumerate(self.keys, start=1):
+            if key in present:
+                wa, wb = module.lora_A[key].weight, module.lora_B[key].weight
+                r = wa.shape[0]
+                a[g, :, :r] = (wa.t() * module.scaling[key]).to(weight.dtype)
+                b[g, :r, :] = wb.t().to(weight.dtype)
+        return _Linear(weight, bias, a, b)
+
+    # ------------------------------------------------------------ the model
+
+    def _project(self, lin: _Linear, x: torch.Tensor, group_sizes: int | None) -> torch.Tensor:
+        """x (N, T, in) -> (N, T, out): base weights for all rows, plus each group's LoRA delta."""
+        out = F.linear(x, lin.weight, lin.bias)
+        if lin.a is None:
+            return out
+        n, t, d = x.shape
+        if group_sizes is None:  # prefill of a single group, given as (group index) in self._group
+            g = self._group
+            if g == 0:
+                return out
+            return out + (x @ lin.a[g]) @ lin.b[g]
+        xs = x.reshape(self.groups, group_sizes * t, d)
+        delta = torch.bmm(torch.bmm(xs, lin.a), lin.b)
+        return out + delta.reshape(n, t, -1)
+
+    def _layer(self, layer, x, cos, sin, k_cache, v_cache, write, attn_mask, group_sizes, causal: bool):
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+        n, t, _ = x.shape
+        h = layer["in_norm"](x)
+        q = self._project(layer["q_proj"], h, group_sizes).view(n, t, self.heads, self.head_dim).transpose(1, 2)
+        k = self._project(layer["k_proj"], h, group_sizes).view(n, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self._project(layer["v_proj"], h, group_sizes).view(n, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        write(k_cache, v_cache, k, v)
+        if causal:
+            o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.kv_heads != self.heads)
+        else:
+            o = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=attn_mask, enable_gqa=self.kv_heads != self.heads)
+        o = o.transpose(1, 2).reshape(n, t, self.heads * self.head_dim)
+        x = x + self._project(layer["o_proj"], o, group_sizes)
+        h = layer["post_norm"](x)
+        gate = self._project(layer["gate_proj"], h, group_sizes)
+        up = self._project(layer["up_proj"], h, group_sizes)
+        return x + self._project(layer["down_proj"], F.silu(gate) * up, group_sizes)
+
+    def _logits_last(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(self.norm(x))
+
+    # ------------------------------------------------------------ prefill and decode
+
+    @torch.no_grad()
+    def generate(self, prompt_ids: list[list[int]], max_new_tokens: int, pad_id: int) -> tuple[list[list[list[int]]], float]:
+        """Greedy tokens per group (base first, then each adapter) for every prompt, and the seconds taken."""
+        device = self.device
+        b = len(prompt_ids)
+        n = self.groups * b
+        lens = torch.tensor([len(p) for p in prompt_ids], device=device)
+        width = int(lens.max())
+        total = width + max_new_tokens
+        slots = -(-total // 64) * 64  # a few cache shapes, so CUDA graphs are reused across batches
+        ids = torch.full((b, width), pad_id, dtype=torch.long)
+        for i, p in enumerate(prompt_ids):
+            ids[i, : len(p)] = torch.tensor(p)
+        ids = ids.to(device)
+        self._sync()
+        start = time.perf_counter()
+        shape = (n, self.kv_heads, slots, self.head_dim)
+        caches = [(torch.zeros(shape, dtype=self.dtype, device=device), torch.zeros(shape, dtype=self.dtype, device=device))
+                  for _ in self.layers]
+        first = torch.empty(n, dtype=torch.long, device=device)
+        positions = torch.arange(width, device=device).unsqueeze(0).expand(b, width)
+        for g in range(self.groups):  # prefill, one group at a time (its LoRA is a plain matmul)
+            self._group = g
+            rows = slice(g * b, (g + 1) * b)
+            x = self.embed(ids)
+            cos, sin = self.rotary(x, positions)
+
+            def write(kc, vc, k, v, rows=rows):
+                kc[rows, :, :width] = k
+                vc[rows, :, :width] = v
+
+            for layer, (kc, vc) in zip(self.layers, caches):
+                x = self._layer(layer, x, cos, sin, kc, vc, write, None, None, causal=True)
+            last = x[torch.arange(b, device=device), lens - 1].unsqueeze(1)
+            first[rows] = self._logits_last(last)[:, 0].argmax(-1)
+        all_lens = lens.repeat(self.groups)
+        out = torch.empty(n, max_new_tokens, dtype=torch.long, device=device)
+        out[:, 0] = first
+        step = self._step_fn(n, slots, caches, all_lens)
+        tokens, t_buf = step["tokens"], step["t"]
+        for t in range(1, max_new_tokens):
+            tokens.copy_(out[:, t - 1])
+            t_buf.fill_(t - 1)
+            step["run"]()
+            out[:, t] = step["next"]
+        self._sync()
+        seconds = time.perf_counter() - start
+        rows = out.view(self.groups, b, max_new_tokens).tolist()
+        return rows, seconds
+
+    def _step_fn(self, n: int, slots: int, caches, lens: torch.Tensor) -> dict:
+        """One decode step over static buffers; captured as a CUDA graph on CUDA."""
+        device = self.device
+        tokens = torch.zeros(n, dtype=torch.long, device=device)
+        t_buf = torch.zeros((), dtype=torch.long, device=device)
+        lens_buf = lens.clone()
+        next_buf = torch.zeros(n, dtype=torch.long, device=device)
+        arange_slots = torch.arange(slots, device=device)
+        row_index = torch.arange(n, device=device)
+        group_size = n // self.groups
+
+        def body() -> None:
+            pos = (lens_buf + t_buf).unsqueeze(1)  # (n, 1): where this token sits
+            x = self.embed(tokens.unsqueeze(1))
+            cos, sin = self.rotary(x, pos)
+            mask = (arange_slots.unsqueeze(0) <= pos).view(n, 1, 1, slots)
+            slot = pos.squeeze(1)
+
+            def write(kc, vc, k, v):
+                kc[row_index, :, slot] = k[:, :, 0]
+                vc[row_index, :, slot] = v[:, :, 0]
+
+            h = x
+            for layer, (kc, vc) in zip(self.layers, caches):
+                h = self._layer(layer, h, cos, sin, kc, vc, write, mask, group_size, causal=False)
+            next_buf.copy_(self._logits_last(h)[:, 0].argmax(-1))
+
+        runner = body
+        if device.type == "cuda":
+            key = (n, slots)
+            # a graph is tied to its buffers; capture anew for this batch (cheap next to 64 steps)
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(2):
+                    body()
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                body()
+            self._graphs[key] = graph
+            runner = graph.replay
+        return {"tokens": tokens, "t": t_buf, "next": next_buf, "run": runner}
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
