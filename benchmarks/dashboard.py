@@ -1,6 +1,7 @@
 """How fast the dashboard's pages render on a large fleet: 500 adapters, a year of weekly canary
-results (overall and per segment), 30 days of hourly traffic per adapter, daily KPIs, firing
-alerts, incidents and job runs. Each page is rendered with Streamlit's AppTest (the server-side
+runs (their monitor results overall and per segment; the latest run's 225 per-prompt outputs
+for one adapter), 30 days of hourly traffic per adapter, a year of daily KPIs, firing alerts,
+incidents and 10,000 job runs. Each page is rendered with Streamlit's AppTest (the server-side
 script run, which is what a page costs) a few times; the median is printed.
 
     python benchmarks/dashboard.py [--adapters 500] [--weeks 52] [--traffic-days 30] [--db PATH]
@@ -27,8 +28,9 @@ def build(url: str, adapters: int, weeks: int, traffic_days: int) -> dict[str, i
     from sqlalchemy import insert
 
     from lorawatch.db import Database
-    from lorawatch.db.models import (AdapterAlias, AdapterRecord, AdapterVersion, Alert, BaseModelRecord, Incident, JobRun,
-                                     KpiValue, MonitorResult, TrafficHour)
+    from lorawatch.db.models import (AdapterAlias, AdapterRecord, AdapterVersion, Alert, BaseModelRecord, CanaryBaseOutput,
+                                     CanaryDatasetRecord, CanaryResult, CanaryRun, Incident, JobRun, KpiValue, MonitorResult,
+                                     TrafficHour)
     from lorawatch.db.types import utcnow
     from monitors.sketch import DDSketch
 
@@ -51,6 +53,32 @@ def build(url: str, adapters: int, weeks: int, traffic_days: int) -> dict[str, i
                                            for i in range(adapters)])
         s.execute(insert(AdapterAlias), [{"adapter_id": i + 1, "alias": "production", "tenant": "", "version_id": i + 1,
                                           "updated_at": now} for i in range(adapters)])
+        dataset = CanaryDatasetRecord(sha256="1" * 64, name="core-v1", path="canary_data/core-v1.jsonl", n_prompts=225,
+                                      segments={})
+        s.add(dataset)
+        s.flush()
+        run_ids = []
+        for w in range(weeks):
+            run = CanaryRun(dataset_id=dataset.id, base_model_id=base.id, status="complete", config={}, device="cuda:0",
+                            adapters=[{"key": f"a{i}", "adapter": f"adapter-{i:03d}", "version": "v1", "version_id": i + 1}
+                                      for i in range(adapters)], started_at=now - timedelta(weeks=weeks - w),
+                            heartbeat_at=now, finished_at=now - timedelta(weeks=weeks - w), prompts_done=225,
+                            started_by="scheduler")
+            s.add(run)
+            s.flush()
+            run_ids.append(run.id)
+        emb = bytes(384 * 2)
+        s.execute(insert(CanaryBaseOutput), [{"run_id": run_ids[-1], "prompt_id": f"p{k:03d}", "segment": "support",
+                                              "output": "base output " * 8, "new_tokens": 48, "latency_ms": 10.0,
+                                              "embedding": emb} for k in range(225)])
+        s.execute(insert(CanaryResult), [{"run_id": run_ids[-1], "prompt_id": f"p{k:03d}", "segment": "support",
+                                          "adapter_version_id": 1, "adapter": "adapter-000", "version": "v1",
+                                          "scored_tokens": 40, "scored_on": "reference", "kl_mean": 0.3, "kl_max": 1.0,
+                                          "js_mean": 0.05, "top1_agreement": 0.8, "ref_logprob_base": -2.0,
+                                          "ref_logprob_adapted": -1.9, "ref_logprob_delta": 0.1, "output": "adapted output " * 8,
+                                          "new_tokens": 48, "latency_ms": 10.0, "tokens_per_s": 4800.0,
+                                          "embedding_cosine_distance": 0.2, "embedding": emb, "toxicity": 0.01,
+                                          "pii_leaks": []} for k in range(225)])
         monitors = [("logit_kl", 1.0), ("logit_js", 0.2), ("embedding_mmd", 0.05), ("toxicity_rate", 0.05), ("pii_leak_rate", 0.02),
                     ("top1_agreement", 0.5)]
         rows = []
@@ -60,10 +88,11 @@ def build(url: str, adapters: int, weeks: int, traffic_days: int) -> dict[str, i
                 for m, th in monitors:
                     value = float(rng.gamma(2, th / 4))
                     rows.append({"ts": ts, "monitor": m, "adapter": f"adapter-{i:03d}", "version": "v1", "value": value,
-                                 "threshold": th, "breached": value > th})
+                                 "threshold": th, "breached": value > th, "run_id": run_ids[w], "adapter_version_id": i + 1})
                 for seg in ("finance", "healthcare", "media", "redteam", "support"):
                     rows.append({"ts": ts, "monitor": "logit_kl", "adapter": f"adapter-{i:03d}", "version": "v1", "segment": seg,
-                                 "value": float(rng.gamma(2, 0.25)), "threshold": 1.0, "breached": False})
+                                 "value": float(rng.gamma(2, 0.25)), "threshold": 1.0, "breached": False,
+                                 "run_id": run_ids[w], "adapter_version_id": i + 1})
             if len(rows) > 50_000:
                 s.execute(insert(MonitorResult), rows)
                 counts["monitor_results"] = counts.get("monitor_results", 0) + len(rows)

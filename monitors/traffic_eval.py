@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy import func, select
 
 from lorawatch.db import Database
-from lorawatch.db.models import KpiValue, MonitorResult, TrafficMinute
+from lorawatch.db.models import KpiValue, MonitorResult
 from lorawatch.db.types import utcnow
 from monitors.registry import Measurement, monitor, threshold_for
 from monitors.sketch import DDSketch, merge_many
@@ -152,29 +152,32 @@ def _kpi_drops(session, settings, now: datetime) -> list[dict[str, Any]]:
     return stored
 
 
-def _day(db: Database):
+def _day(db: Database, column):
     if db.is_sqlite:
-        return func.strftime("%Y-%m-%d", TrafficMinute.minute)
-    return func.to_char(TrafficMinute.minute, "YYYY-MM-DD")
+        return func.strftime("%Y-%m-%d", column)
+    return func.to_char(column, "YYYY-MM-DD")
 
 
 def costs(db: Database, *, window: timedelta, end: datetime | None = None) -> dict[str, Any]:
-    """Adapter hit rates (requests and tokens), GPU hours per adapter and tenant, and daily roll-ups."""
+    """Adapter hit rates (requests and tokens), GPU hours per adapter and tenant, and daily roll-ups
+    (from hourly buckets for windows of 6 hours or more, see ``monitors.traffic.bucket_table``)."""
+    from monitors.traffic import bucket_table
+
     end = end or utcnow()
-    start = end - window
-    tokens = TrafficMinute.prompt_tokens + TrafficMinute.completion_tokens
+    model, start = bucket_table(end - window, end)
+    tokens = model.prompt_tokens + model.completion_tokens
     with db.session() as session:
-        in_window = (TrafficMinute.minute >= start, TrafficMinute.minute < end)
-        by_adapter = session.execute(select(TrafficMinute.adapter, func.sum(TrafficMinute.requests), func.sum(tokens),
-                                            func.sum(TrafficMinute.gpu_seconds)).where(*in_window)
-                                     .group_by(TrafficMinute.adapter).order_by(TrafficMinute.adapter)).all()
-        by_tenant = session.execute(select(TrafficMinute.tenant, func.sum(TrafficMinute.requests), func.sum(tokens),
-                                           func.sum(TrafficMinute.gpu_seconds)).where(*in_window)
-                                    .group_by(TrafficMinute.tenant).order_by(TrafficMinute.tenant)).all()
-        day = _day(db)
-        daily = session.execute(select(day, TrafficMinute.adapter, func.sum(TrafficMinute.requests), func.sum(tokens),
-                                       func.sum(TrafficMinute.gpu_seconds)).where(*in_window)
-                                .group_by(day, TrafficMinute.adapter).order_by(day, TrafficMinute.adapter)).all()
+        in_window = (model.minute >= start, model.minute < end)
+        by_adapter = session.execute(select(model.adapter, func.sum(model.requests), func.sum(tokens),
+                                            func.sum(model.gpu_seconds)).where(*in_window)
+                                     .group_by(model.adapter).order_by(model.adapter)).all()
+        by_tenant = session.execute(select(model.tenant, func.sum(model.requests), func.sum(tokens),
+                                           func.sum(model.gpu_seconds)).where(*in_window)
+                                    .group_by(model.tenant).order_by(model.tenant)).all()
+        day = _day(db, model.minute)
+        daily = session.execute(select(day, model.adapter, func.sum(model.requests), func.sum(tokens),
+                                       func.sum(model.gpu_seconds)).where(*in_window)
+                                .group_by(day, model.adapter).order_by(day, model.adapter)).all()
     total_requests = sum(r[1] for r in by_adapter) or 1
     total_tokens = sum(r[2] or 0 for r in by_adapter) or 1
     return {

@@ -36,14 +36,14 @@ with db.session() as session:
     limits = queries.thresholds(session, adapter, ["logit_kl", "toxicity_rate", "pii_leak_rate", "embedding_mmd"])
 left, right = st.columns(2)
 left.altair_chart(charts.drift_chart(drift, {"logit_kl": limits["logit_kl"]} if "logit_kl" in limits else None, events),
-                  use_container_width=True)
+                  width="stretch")
 right.altair_chart(charts.series_chart(mmd, title="Drift tests against the baseline run", y_title="p-value",
-                                       thresholds={"p": settings.canary.drift_p_value}, events=events), use_container_width=True)
+                                       thresholds={"p": settings.canary.drift_p_value}, events=events), width="stretch")
 left.altair_chart(charts.risk_chart(risk, {k: v for k, v in limits.items() if k in ("toxicity_rate", "pii_leak_rate")}, events),
-                  use_container_width=True)
+                  width="stretch")
 right.altair_chart(charts.latency_chart(latency, settings.slo.adapters.get(adapter, settings.slo.latency_ms), events),
-                   use_container_width=True)
-left.altair_chart(charts.kpi_chart(kpis, events), use_container_width=True)
+                   width="stretch")
+left.altair_chart(charts.kpi_chart(kpis, events), width="stretch")
 
 st.subheader("Versions")
 from registry import catalog  # noqa: E402
@@ -55,4 +55,4 @@ st.dataframe([{"version": v["version"], "aliases": ", ".join(f"{a['alias']}{'/' 
                "state": v.get("state"), "team": (v.get("ownership") or {}).get("team"), "created": ts(v.get("created_at")),
                "data expires": v.get("data_expires_on"), "review overdue": v.get("review_overdue"),
                "gate": (v.get("gate") or {}).get("passed"), "lineage": v.get("lineage")} for v in view["versions"]],
-             hide_index=True, use_container_width=True)
+             hide_index=True, width="stretch")

@@ -29,36 +29,36 @@ tabs = st.tabs(["Firing", "Pending", "Silenced", "Resolved", "Silences", "Rules"
 with tabs[0]:
     firing = list_alerts(db, settings, state="firing", now=now)
     if firing:
-        st.dataframe(rows(firing), hide_index=True, use_container_width=True)
+        st.dataframe(rows(firing), hide_index=True, width="stretch")
     else:
         st.success("No alert is firing.")
 with tabs[1]:
     pending = list_alerts(db, settings, state="pending", now=now)
     if pending:
-        st.dataframe(rows(pending), hide_index=True, use_container_width=True)
+        st.dataframe(rows(pending), hide_index=True, width="stretch")
     else:
         st.caption("None pending.")
 with tabs[2]:
     muted = list_alerts(db, settings, state="silenced", now=now)
     if muted:
-        st.dataframe(rows(muted), hide_index=True, use_container_width=True)
+        st.dataframe(rows(muted), hide_index=True, width="stretch")
     else:
         st.caption("None silenced or inhibited.")
 with tabs[3]:
     resolved = list_alerts(db, settings, state="resolved", now=now)[-50:]
     if resolved:
-        st.dataframe(rows(resolved), hide_index=True, use_container_width=True)
+        st.dataframe(rows(resolved), hide_index=True, width="stretch")
     else:
         st.caption("None resolved yet.")
 with tabs[4]:
     silences = list_silences(db, now=now)
     if silences:
         st.dataframe([{**s, "matchers": ", ".join(s["matchers"]), "starts_at": ts(s["starts_at"]), "ends_at": ts(s["ends_at"])}
-                      for s in silences], hide_index=True, use_container_width=True)
+                      for s in silences], hide_index=True, width="stretch")
     else:
         st.caption("No silence in force.")
 with tabs[5]:
-    st.dataframe([r.describe() for r in load_rules(settings)], hide_index=True, use_container_width=True)
+    st.dataframe([r.describe() for r in load_rules(settings)], hide_index=True, width="stretch")
 
 st.subheader("Act")
 open_alerts = list_alerts(db, settings, state="open", now=now)

@@ -17,7 +17,7 @@ if not runs:
     st.info("No canary run yet: `lorawatch canary run --dataset canary_data/core-v1.jsonl`.")
     st.stop()
 st.dataframe([{**r, "started_at": ts(r["started_at"]), "finished_at": ts(r["finished_at"])} for r in runs],
-             hide_index=True, use_container_width=True)
+             hide_index=True, width="stretch")
 ids = [r["run"] for r in runs]
 wanted = query_param("run")
 run_id = st.selectbox("Run", ids, index=ids.index(int(wanted)) if wanted and wanted.isdigit() and int(wanted) in ids else 0)
@@ -25,7 +25,7 @@ summary = canary.run_summary(db, int(run_id))
 st.markdown(f"**Run {run_id}** on `{summary['dataset']}`: {summary['status']}, device {summary.get('device') or '-'}")
 st.dataframe([{"adapter": a["adapter"], "version": a["version"],
                **{m: round(v["value"], 4) if v["value"] is not None else None for m, v in sorted(a["monitors"].items())}}
-              for a in summary["adapters"]], hide_index=True, use_container_width=True)
+              for a in summary["adapters"]], hide_index=True, width="stretch")
 
 adapters = [a["adapter"] for a in summary["adapters"]]
 adapter = st.selectbox("Adapter", adapters)

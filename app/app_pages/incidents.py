@@ -21,7 +21,7 @@ if not items:
     st.stop()
 st.dataframe([{"id": i["id"], "state": i["state"], "severity": i["severity"], "adapter": i["adapter"],
                "opened": ts(i["opened_at"]), "commander": i["commander"], "TTR (min)": i["time_to_recover_min"],
-               "title": i["title"]} for i in items], hide_index=True, use_container_width=True)
+               "title": i["title"]} for i in items], hide_index=True, width="stretch")
 ids = [i["id"] for i in items]
 wanted = query_param("incident")
 chosen = st.selectbox("Incident", ids, index=ids.index(int(wanted)) if wanted and wanted.isdigit() and int(wanted) in ids else 0)
@@ -35,15 +35,15 @@ c4.metric("Time to recover", f"{incident['time_to_recover_min']} min" if inciden
 
 st.markdown("**Timeline (UTC)**")
 st.dataframe([{"time": ts(e["ts"]), "who": e["actor"], "what": e["kind"], "message": e["message"]} for e in incident["timeline"]],
-             hide_index=True, use_container_width=True)
+             hide_index=True, width="stretch")
 if incident["alerts"]:
     st.markdown("**Alerts**")
     st.dataframe([{"id": a["id"], "rule": a["rule"], "state": a["state"], "version": a["labels"].get("version"),
                    "value": a["value"], "summary": a["summary"]} for a in incident["alerts"]], hide_index=True,
-                 use_container_width=True)
+                 width="stretch")
 if incident["action_items"]:
     st.markdown("**Action items**")
-    st.dataframe(incident["action_items"], hide_index=True, use_container_width=True)
+    st.dataframe(incident["action_items"], hide_index=True, width="stretch")
 
 st.markdown("**Act**")
 user = require_responder("acknowledge, roll back, approve or resolve")

@@ -30,7 +30,7 @@ if firing:
           "version": a["labels"].get("version"), "since": ts(a["fired_at"]), "summary": a["annotations"].get("summary"),
           "acked by": a["acked_by"] or "", "muted": "silenced" if a["silenced_by"] else ("inhibited" if a["inhibited"] else ""),
           "runbook": a["runbook_url"]} for a in firing],
-        hide_index=True, use_container_width=True,
+        hide_index=True, width="stretch",
         column_config={"runbook": st.column_config.LinkColumn("runbook", display_text="open")})
 else:
     st.success("No alert is firing.")
@@ -40,7 +40,7 @@ if table.empty:
     st.info("No adapter is registered yet: `lorawatch registry add ...`, or run `lorawatch demo`.")
 else:
     st.dataframe(
-        table, hide_index=True, use_container_width=True,
+        table, hide_index=True, width="stretch",
         column_config={
             "logit_kl": st.column_config.NumberColumn("KL", format="%.3f"),
             "mmd_p": st.column_config.NumberColumn("MMD p", format="%.3f"),
@@ -53,4 +53,4 @@ if incidents:
     st.subheader("Open incidents")
     st.dataframe([{"id": i["id"], "state": i["state"], "severity": i["severity"], "adapter": i["adapter"],
                    "opened": ts(i["opened_at"]), "commander": i["commander"], "title": i["title"]} for i in incidents],
-                 hide_index=True, use_container_width=True)
+                 hide_index=True, width="stretch")

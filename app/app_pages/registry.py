@@ -25,10 +25,10 @@ st.dataframe([{"adapter": v["adapter"], "version": v["version"], "base": v["base
                "team": (v["ownership"] or {}).get("team"), "rank": v["rank"], "created": ts(v["created_at"]),
                "data expires": v["data_expires_on"], "expired": v["expired"], "review due": ts(v["review_due"]),
                "review overdue": v["review_overdue"], "gate passed": (v["gate"] or {}).get("passed")} for v in versions],
-             hide_index=True, use_container_width=True)
+             hide_index=True, width="stretch")
 st.subheader("Alias history")
 adapters = sorted({v["adapter"] for v in versions})
 adapter = st.selectbox("Adapter", adapters, index=adapters.index(st.query_params["adapter"]) if st.query_params.get("adapter") in adapters else 0)
 with db.session() as session:
     history = alias_history(session, adapter)
-st.dataframe([{k: ts(v) if k == "ts" else v for k, v in h.items()} for h in history], hide_index=True, use_container_width=True)
+st.dataframe([{k: ts(v) if k == "ts" else v for k, v in h.items()} for h in history], hide_index=True, width="stretch")
