@@ -92,6 +92,8 @@ def main() -> None:
     parser.add_argument("--cache", choices=["dynamic", "static"], default=None,
                         help="KV cache for generation (default: what the runner picks for the device).")
     parser.add_argument("--skip-naive", action="store_true", help="Only the runner (for trying generation settings).")
+    parser.add_argument("--peft-scoring", action="store_true",
+                        help="Score with one PEFT pass per adapter instead of the grouped pass (what the runner did before).")
     parser.add_argument("--gen-prompt", type=int, default=128, help="Prompt tokens for generation (the anchors' 128).")
     parser.add_argument("--gen-batch", type=int, default=256, help="Prompts per grouped generation batch.")
     parser.add_argument("--hf-prompts", type=int, default=32, help="Prompts for PEFT's generate per adapter, for comparison (0: none).")
@@ -113,6 +115,7 @@ def main() -> None:
     ids = torch.randint(1, cfg.vocab_size - 1, (args.prompts, args.length), generator=generator).tolist()
     models = CanaryModels(model, _Tokens(cfg.vocab_size), device, args.new_tokens)
     models.max_positions = cfg.max_position_embeddings
+    models.grouped_scoring = not args.peft_scoring
     if args.cache:
         models.generation_config.cache_implementation = None if args.cache == "dynamic" else "static"
 
@@ -156,7 +159,7 @@ def main() -> None:
     sync()
     score_s = time.perf_counter() - t0
     flops = 2 * n_params
-    emit(name="runner_scoring", seconds=round(score_s, 3), scored_tokens=scored, tok_per_s=round(scored / score_s),
+    emit(name="runner_scoring", grouped=not args.peft_scoring, seconds=round(score_s, 3), scored_tokens=scored, tok_per_s=round(scored / score_s),
          tflops=round(scored * flops / score_s / 1e12, 1),
          peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None)
 

@@ -142,6 +142,25 @@ class GroupedDecoder:
     def _logits_last(self, x: torch.Tensor) -> torch.Tensor:
         return self.lm_head(self.norm(x))
 
+    # ------------------------------------------------------------ teacher forcing
+
+    @torch.no_grad()
+    def hidden(self, input_ids: torch.Tensor, rows: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Final hidden states at the gathered positions for every group at once: (G, len(rows), d).
+
+        ``input_ids`` are right-padded (B, T); one causal pass over all G x B rows, each group's
+        LoRA applied to its rows. Group 0 is the base.
+        """
+        b, t = input_ids.shape
+        ids = input_ids.repeat(self.groups, 1)
+        x = self.embed(ids)
+        positions_all = torch.arange(t, device=ids.device).unsqueeze(0).expand(ids.shape[0], t)
+        cos, sin = self.rotary(x, positions_all)
+        for layer in self.layers:
+            x = self._layer(layer, x, cos, sin, None, None, lambda *a: None, None, b, causal=True)
+        x = x.view(self.groups, b, t, -1)
+        return self.norm(x[:, rows, positions])  # the decoder's final norm, as last_hidden_state has it
+
     # ------------------------------------------------------------ prefill and decode
 
     @torch.no_grad()

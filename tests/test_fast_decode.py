@@ -60,3 +60,27 @@ def test_unsupported_models_are_refused_with_the_reason(tiny_base, trained_adapt
     peft.get_base_model().config.model_type = "gpt2"
     with pytest.raises(ValueError, match="model type gpt2"):
         GroupedDecoder(peft, ["a"])
+
+
+def test_grouped_teacher_forced_scores_match_per_adapter_passes(tiny_base, trained_adapter, second_adapter):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from monitors.canary_batch import CanaryModels, score_adapters
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    model = AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32)
+    peft = PeftModel.from_pretrained(model, trained_adapter, adapter_name="a")
+    peft.load_adapter(second_adapter, adapter_name="b")
+    peft.eval()
+    models = CanaryModels(peft, tokenizer, torch.device("cpu"), 8)
+    prompts = [tokenizer(p)["input_ids"] for p in ["How do I reset my password?", "The album mixes jazz"]]
+    targets = [tokenizer(t)["input_ids"] for t in [" Use the portal link.", " and electronic music with a calm mood."]]
+    per_adapter = score_adapters(models, prompts, targets, ["a", "b"])
+    models.grouped_scoring = True
+    grouped = score_adapters(models, prompts, targets, ["a", "b"])
+    for key in ("a", "b"):
+        for metric in ("kl_mean", "js_mean", "top1_agreement"):
+            assert grouped[key][metric] == pytest.approx(per_adapter[key][metric], rel=1e-4, abs=1e-6), (key, metric)
+    assert per_adapter["a"]["kl_mean"] != per_adapter["b"]["kl_mean"]
