@@ -94,6 +94,15 @@ def inhibited_fingerprints(alerts: list[Alert], settings) -> set[str]:
     return muted
 
 
+def muted_fingerprints(session: Session, settings, alerts: list[Alert], now: datetime) -> set[str]:
+    """Fingerprints of the alerts a silence in force or an inhibition rule mutes at ``now``."""
+    from alerts.engine import active_silences
+
+    silences = active_silences(session, now)
+    silenced = {a.fingerprint for a in alerts if any(matches_all(m, a.labels) for _, m in silences)}
+    return silenced | inhibited_fingerprints(alerts, settings)
+
+
 def group_key(route: Route, labels: dict[str, str]) -> tuple[str, dict[str, str]]:
     """The group an alert belongs to on a route: a hash of the route and the group_by labels."""
     if "..." in route.group_by:
@@ -104,13 +113,13 @@ def group_key(route: Route, labels: dict[str, str]) -> tuple[str, dict[str, str]
     return hashlib.sha256(text.encode()).hexdigest()[:32], group_labels
 
 
-def dispatch(session: Session, settings, now: datetime, *, skip_group_wait: bool = False) -> list[Notification]:
+def dispatch(session: Session, settings, now: datetime, *, skip_group_wait: bool = False,
+             muted: set[str] | None = None) -> list[Notification]:
     """Queue the notifications due at ``now`` into the outbox (in the caller's transaction).
 
-    ``skip_group_wait`` sends new groups at once (the demo, and ``notify flush --no-wait``).
+    ``skip_group_wait`` sends new groups at once (the demo, and ``notify flush --no-wait``);
+    ``muted`` is what ``muted_fingerprints`` gives, when the caller has it already.
     """
-    from alerts.engine import active_silences
-
     root = build_routes(settings)
     receivers = settings.alerts.all_receivers
     groups = {(g.receiver, g.group_key): g for g in session.scalars(select(NotificationGroup))}
@@ -119,8 +128,8 @@ def dispatch(session: Session, settings, now: datetime, *, skip_group_wait: bool
     if notified_fps:
         alerts += list(session.scalars(select(Alert).where(Alert.state.not_in(("firing", "pending")),
                                                            Alert.fingerprint.in_(notified_fps))))
-    silences = active_silences(session, now)
-    inhibited = inhibited_fingerprints(alerts, settings)
+    if muted is None:
+        muted = muted_fingerprints(session, settings, alerts, now)
     members: dict[tuple[str, str], list[Alert]] = {}
     route_of: dict[tuple[str, str], Route] = {}
     for alert in alerts:
@@ -140,8 +149,6 @@ def dispatch(session: Session, settings, now: datetime, *, skip_group_wait: bool
     for gk, group in list(groups.items()):
         route = route_of.get(gk)
         in_group = members.get(gk, [])
-        muted = {a.fingerprint for a in in_group
-                 if a.fingerprint in inhibited or any(matches_all(m, a.labels) for _, m in silences)}
         firing = [a for a in in_group if a.state == "firing" and a.fingerprint not in muted]
         notified = dict(group.notified or {})
         by_fp = {a.fingerprint: a for a in in_group}

@@ -94,18 +94,13 @@ def evaluate(db: Database, settings, *, now: datetime | None = None, rules: list
             _step(session, alert, by_id.get(alert.rule_id), False, now, transitions)
         session.flush()
         open_alerts = [a for a in existing.values() if a.state in OPEN_STATES]
-        from alerts.dispatch import inhibited_fingerprints
+        from alerts.dispatch import dispatch as run_dispatch
+        from alerts.dispatch import muted_fingerprints
         from incidents.service import sync_with_alerts
 
-        silences = active_silences(session, now)
-        muted = inhibited_fingerprints(open_alerts, settings) | {
-            a.fingerprint for a in open_alerts if any(matches_all(m, a.labels) for _, m in silences)}
+        muted = muted_fingerprints(session, settings, open_alerts, now)
         incidents_opened = sync_with_alerts(session, settings, now, transitions, muted)
-        notifications = []
-        if dispatch:
-            from alerts.dispatch import dispatch as run_dispatch
-
-            notifications = run_dispatch(session, settings, now)
+        notifications = run_dispatch(session, settings, now, muted=muted) if dispatch else []
         result = {"evaluated_at": now, "rules": len(rules), "series": series, "transitions": transitions,
                   "firing": sum(a.state == "firing" for a in open_alerts),
                   "pending": sum(a.state == "pending" for a in open_alerts),

@@ -177,20 +177,20 @@ def flush(db: Database, settings, *, now: datetime | None = None, deadline_s: fl
     def run_receiver(name: str, ids: list[int]) -> None:
         counts = {"delivered": 0, "deferred": 0, "attempts": 0}
         receiver = configured.get(name)
-        sender = _Sender(receiver, settings) if receiver is not None else None
-        for position, note_id in enumerate(ids):
-            if receiver is None:
-                _defer(db, ids[position:], f"receiver {name!r} is not configured")
-                counts["deferred"] += len(ids) - position
-                break
-            ok, attempts = _deliver(db, note_id, sender, settings, end, clock, sleep, rng)
-            counts["attempts"] += attempts
-            if ok:
-                counts["delivered"] += 1
-            else:
-                counts["deferred"] += len(ids) - position
-                _release(db, ids[position + 1:])
-                break
+        if receiver is None:
+            _release(db, ids, error=f"receiver {name!r} is not configured")
+            counts["deferred"] = len(ids)
+        else:
+            sender = _Sender(receiver, settings)
+            for position, note_id in enumerate(ids):
+                ok, attempts = _deliver(db, note_id, sender, settings, end, clock, sleep, rng)
+                counts["attempts"] += attempts
+                if ok:
+                    counts["delivered"] += 1
+                else:
+                    counts["deferred"] += len(ids) - position
+                    _release(db, ids[position + 1:])
+                    break
         with lock:
             results[name] = counts
 
@@ -234,18 +234,15 @@ def _deliver(db: Database, note_id: int, sender: _Sender, settings, end: float, 
         sleep(delay)
 
 
-def _release(db: Database, ids: list[int]) -> None:
+def _release(db: Database, ids: list[int], *, error: str | None = None) -> None:
+    """Give claimed notifications back to the next flush (recording why, when there is a reason)."""
     if not ids:
         return
     with db.session() as session:
         for note in session.scalars(select(Notification).where(Notification.id.in_(ids))):
             note.claimed_until = None
-
-
-def _defer(db: Database, ids: list[int], error: str) -> None:
-    with db.session() as session:
-        for note in session.scalars(select(Notification).where(Notification.id.in_(ids))):
-            note.claimed_until, note.last_error = None, error
+            if error is not None:
+                note.last_error = error
 
 
 def list_notifications(db: Database, *, status: str | None = None, limit: int = 50) -> list[dict[str, Any]]:

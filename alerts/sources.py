@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from alerts.matchers import matches_all
@@ -24,6 +24,7 @@ from lorawatch.db.models import (
     AdapterAlias,
     AdapterRecord,
     AdapterVersion,
+    BaseModelRecord,
     CanaryDatasetRecord,
     CanaryRun,
     JobRun,
@@ -138,24 +139,22 @@ class SeriesReader:
         return out
 
     def _metric_canary_job_age_hours(self, rule: Rule) -> list[Sample]:
-        served_versions, served_adapters = self.served()
         last_complete: dict[str, datetime] = {}
         for run in self.session.scalars(select(CanaryRun).where(CanaryRun.status == "complete",
                                                                 CanaryRun.finished_at <= self.now)):
             for a in run.adapters:
-                if run.finished_at > last_complete.get(a["adapter"], datetime.min.replace(tzinfo=run.finished_at.tzinfo)):
+                if a["adapter"] not in last_complete or run.finished_at > last_complete[a["adapter"]]:
                     last_complete[a["adapter"]] = run.finished_at
+        served = self.session.execute(
+            select(AdapterRecord.name, BaseModelRecord.name, func.min(AdapterAlias.updated_at))
+            .join(AdapterAlias, AdapterAlias.adapter_id == AdapterRecord.id)
+            .join(BaseModelRecord, BaseModelRecord.id == AdapterRecord.base_model_id)
+            .group_by(AdapterRecord.name, BaseModelRecord.name)).all()
         out = []
-        for alias, adapter in self.session.execute(select(AdapterAlias, AdapterRecord)
-                                                   .join(AdapterRecord, AdapterRecord.id == AdapterAlias.adapter_id)).all():
-            if any(s.labels["adapter"] == adapter.name for s in out):
-                continue
-            since = last_complete.get(adapter.name)
-            first_alias = min(a.updated_at for a in self.session.scalars(
-                select(AdapterAlias).where(AdapterAlias.adapter_id == adapter.id)))
-            reference = since or first_alias
-            hours = max((self.now - reference).total_seconds() / 3600, 0.0)
-            out.append(Sample(_clean({"adapter": adapter.name, "base_model": adapter.base_model.name}), hours, None, False,
+        for adapter, base, first_alias in served:
+            since = last_complete.get(adapter)
+            hours = max((self.now - (since or first_alias)).total_seconds() / 3600, 0.0)
+            out.append(Sample(_clean({"adapter": adapter, "base_model": base}), hours, None, False,
                               {"last_run": since.isoformat() if since else None}))
         return out
 

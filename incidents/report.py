@@ -51,10 +51,12 @@ def gather(db: Database, settings, incident_id: int) -> dict[str, Any]:
                 pairs |= {(incident.adapter, e["details"]["from"]), (incident.adapter, e["details"]["to"])}
         data["versions"] = [_version(session, adapter, version) for adapter, version in sorted(pairs, key=str) if adapter]
         data["samples"] = []
-        for alert in _alert_rows(session, incident):
-            run, adapter, version = (alert.context or {}).get("run"), alert.labels.get("adapter"), alert.labels.get("version")
-            if run and (adapter, version, run) not in {(s["adapter"], s["version"], s["run"]) for s in data["samples"]}:
-                data["samples"] += _samples(session, run, adapter, version)
+        seen: set[tuple] = set()
+        for alert in data["alerts"]:
+            key = (alert["run"], alert["labels"].get("adapter"), alert["labels"].get("version"))
+            if key[0] and key not in seen:
+                seen.add(key)
+                data["samples"] += _samples(session, *key)
         adapter = incident.adapter
         data["frames"] = {}
         if adapter:
@@ -75,10 +77,6 @@ def gather(db: Database, settings, incident_id: int) -> dict[str, Any]:
     data["links"] = {"incident": f"{settings.alerts.dashboard_url.rstrip('/')}/incidents?incident={incident_id}",
                      "dashboard": settings.alerts.dashboard_url.rstrip("/")}
     return data
-
-
-def _alert_rows(session, incident):
-    return service._alerts(session, incident)
 
 
 def _version(session, adapter: str, version: str) -> dict[str, Any]:

@@ -416,7 +416,8 @@ def describe(session: Session, incident: Incident, *, full: bool = True) -> dict
     if full:
         session.flush()
         data["alerts"] = [{"id": a.id, "rule": a.rule_id, "state": a.state, "severity": a.severity, "labels": a.labels,
-                           "value": a.value, "summary": a.annotations.get("summary"), "fired_at": a.fired_at,
+                           "value": a.value, "summary": a.annotations.get("summary"), "run": (a.context or {}).get("run"),
+                           "fired_at": a.fired_at,
                            "resolved_at": a.resolved_at} for a in _alerts(session, incident)]
         data["timeline"] = [{"ts": e.ts, "actor": e.actor, "kind": e.kind, "message": e.message, "details": e.details}
                             for e in session.scalars(select(IncidentEvent).where(IncidentEvent.incident_id == incident.id)

@@ -81,7 +81,6 @@ class GroupedDecoder:
         self.head_dim = getattr(self.config, "head_dim", None) or self.config.hidden_size // self.heads
         self.dtype = self.embed.weight.dtype
         self.device = self.embed.weight.device
-        self._graphs: dict[tuple[int, int], tuple] = {}
 
     def _linear(self, module) -> _Linear:
         base = getattr(module, "base_layer", module)
@@ -103,29 +102,30 @@ class GroupedDecoder:
 
     # ------------------------------------------------------------ the model
 
-    def _project(self, lin: _Linear, x: torch.Tensor, group_sizes: int | None) -> torch.Tensor:
-        """x (N, T, in) -> (N, T, out): base weights for all rows, plus each group's LoRA delta."""
+    def _project(self, lin: _Linear, x: torch.Tensor, group_size: int | None, group: int | None) -> torch.Tensor:
+        """x (N, T, in) -> (N, T, out): base weights for all rows, plus the LoRA delta of their group.
+
+        Either every group's rows in order (``group_size`` rows each), or the rows of one ``group``.
+        """
         out = F.linear(x, lin.weight, lin.bias)
-        if lin.a is None:
+        if lin.a is None or group == 0:
             return out
+        if group is not None:
+            return out + (x @ lin.a[group]) @ lin.b[group]
         n, t, d = x.shape
-        if group_sizes is None:  # prefill of a single group, given as (group index) in self._group
-            g = self._group
-            if g == 0:
-                return out
-            return out + (x @ lin.a[g]) @ lin.b[g]
-        xs = x.reshape(self.groups, group_sizes * t, d)
+        xs = x.reshape(self.groups, group_size * t, d)
         delta = torch.bmm(torch.bmm(xs, lin.a), lin.b)
         return out + delta.reshape(n, t, -1)
 
-    def _layer(self, layer, x, cos, sin, k_cache, v_cache, write, attn_mask, group_sizes, causal: bool):
+    def _layer(self, layer, x, cos, sin, k_cache, v_cache, write, attn_mask, causal: bool, *,
+               group_size: int | None = None, group: int | None = None):
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
         n, t, _ = x.shape
         h = layer["in_norm"](x)
-        q = self._project(layer["q_proj"], h, group_sizes).view(n, t, self.heads, self.head_dim).transpose(1, 2)
-        k = self._project(layer["k_proj"], h, group_sizes).view(n, t, self.kv_heads, self.head_dim).transpose(1, 2)
-        v = self._project(layer["v_proj"], h, group_sizes).view(n, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        q = self._project(layer["q_proj"], h, group_size, group).view(n, t, self.heads, self.head_dim).transpose(1, 2)
+        k = self._project(layer["k_proj"], h, group_size, group).view(n, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = self._project(layer["v_proj"], h, group_size, group).view(n, t, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
         write(k_cache, v_cache, k, v)
         if causal:
@@ -133,11 +133,11 @@ class GroupedDecoder:
         else:
             o = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=attn_mask, enable_gqa=self.kv_heads != self.heads)
         o = o.transpose(1, 2).reshape(n, t, self.heads * self.head_dim)
-        x = x + self._project(layer["o_proj"], o, group_sizes)
+        x = x + self._project(layer["o_proj"], o, group_size, group)
         h = layer["post_norm"](x)
-        gate = self._project(layer["gate_proj"], h, group_sizes)
-        up = self._project(layer["up_proj"], h, group_sizes)
-        return x + self._project(layer["down_proj"], F.silu(gate) * up, group_sizes)
+        gate = self._project(layer["gate_proj"], h, group_size, group)
+        up = self._project(layer["up_proj"], h, group_size, group)
+        return x + self._project(layer["down_proj"], F.silu(gate) * up, group_size, group)
 
     def _logits_last(self, x: torch.Tensor) -> torch.Tensor:
         return self.lm_head(self.norm(x))
@@ -157,7 +157,7 @@ class GroupedDecoder:
         positions_all = torch.arange(t, device=ids.device).unsqueeze(0).expand(ids.shape[0], t)
         cos, sin = self.rotary(x, positions_all)
         for layer in self.layers:
-            x = self._layer(layer, x, cos, sin, None, None, lambda *a: None, None, b, causal=True)
+            x = self._layer(layer, x, cos, sin, None, None, lambda *a: None, None, causal=True, group_size=b)
         x = x.view(self.groups, b, t, -1)
         return self.norm(x[:, rows, positions])  # the decoder's final norm, as last_hidden_state has it
 
@@ -171,8 +171,7 @@ class GroupedDecoder:
         n = self.groups * b
         lens = torch.tensor([len(p) for p in prompt_ids], device=device)
         width = int(lens.max())
-        total = width + max_new_tokens
-        slots = -(-total // 64) * 64  # a few cache shapes, so CUDA graphs are reused across batches
+        slots = width + max_new_tokens
         ids = torch.full((b, width), pad_id, dtype=torch.long)
         for i, p in enumerate(prompt_ids):
             ids[i, : len(p)] = torch.tensor(p)
@@ -185,7 +184,6 @@ class GroupedDecoder:
         first = torch.empty(n, dtype=torch.long, device=device)
         positions = torch.arange(width, device=device).unsqueeze(0).expand(b, width)
         for g in range(self.groups):  # prefill, one group at a time (its LoRA is a plain matmul)
-            self._group = g
             rows = slice(g * b, (g + 1) * b)
             x = self.embed(ids)
             cos, sin = self.rotary(x, positions)
@@ -195,7 +193,7 @@ class GroupedDecoder:
                 vc[rows, :, :width] = v
 
             for layer, (kc, vc) in zip(self.layers, caches):
-                x = self._layer(layer, x, cos, sin, kc, vc, write, None, None, causal=True)
+                x = self._layer(layer, x, cos, sin, kc, vc, write, None, causal=True, group=g)
             last = x[torch.arange(b, device=device), lens - 1].unsqueeze(1)
             first[rows] = self._logits_last(last)[:, 0].argmax(-1)
         all_lens = lens.repeat(self.groups)
@@ -237,12 +235,11 @@ class GroupedDecoder:
 
             h = x
             for layer, (kc, vc) in zip(self.layers, caches):
-                h = self._layer(layer, h, cos, sin, kc, vc, write, mask, group_size, causal=False)
+                h = self._layer(layer, h, cos, sin, kc, vc, write, mask, causal=False, group_size=group_size)
             next_buf.copy_(self._logits_last(h)[:, 0].argmax(-1))
 
         runner = body
         if device.type == "cuda":
-            key = (n, slots)
             # a graph is tied to its buffers; capture anew for this batch (cheap next to 64 steps)
             stream = torch.cuda.Stream()
             stream.wait_stream(torch.cuda.current_stream())
@@ -253,7 +250,6 @@ class GroupedDecoder:
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
                 body()
-            self._graphs[key] = graph
             runner = graph.replay
         return {"tokens": tokens, "t": t_buf, "next": next_buf, "run": runner}
 

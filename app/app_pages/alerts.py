@@ -25,31 +25,21 @@ def rows(items):
              "acked by": a["acked_by"] or "", "summary": a["annotations"].get("summary")} for a in items]
 
 
-tabs = st.tabs(["Firing", "Pending", "Silenced", "Resolved", "Silences", "Rules"])
-with tabs[0]:
-    firing = list_alerts(db, settings, state="firing", now=now)
-    if firing:
-        st.dataframe(rows(firing), hide_index=True, width="stretch")
-    else:
-        st.success("No alert is firing.")
-with tabs[1]:
-    pending = list_alerts(db, settings, state="pending", now=now)
-    if pending:
-        st.dataframe(rows(pending), hide_index=True, width="stretch")
-    else:
-        st.caption("None pending.")
-with tabs[2]:
-    muted = list_alerts(db, settings, state="silenced", now=now)
-    if muted:
-        st.dataframe(rows(muted), hide_index=True, width="stretch")
-    else:
-        st.caption("None silenced or inhibited.")
-with tabs[3]:
-    resolved = list_alerts(db, settings, state="resolved", now=now)[-50:]
-    if resolved:
-        st.dataframe(rows(resolved), hide_index=True, width="stretch")
-    else:
-        st.caption("None resolved yet.")
+everything = list_alerts(db, settings, state="all", now=now)  # one read; the tabs filter it
+open_alerts = [a for a in everything if a["state"] in ("pending", "firing")]
+views = [
+    ("Firing", [a for a in everything if a["state"] == "firing"], st.success, "No alert is firing."),
+    ("Pending", [a for a in everything if a["state"] == "pending"], st.caption, "None pending."),
+    ("Silenced", [a for a in open_alerts if a["silenced_by"] or a["inhibited"]], st.caption, "None silenced or inhibited."),
+    ("Resolved", [a for a in everything if a["state"] == "resolved"][-50:], st.caption, "None resolved yet."),
+]
+tabs = st.tabs([name for name, *_ in views] + ["Silences", "Rules"])
+for tab, (_, items, say, empty) in zip(tabs, views):
+    with tab:
+        if items:
+            st.dataframe(rows(items), hide_index=True, width="stretch")
+        else:
+            say(empty)
 with tabs[4]:
     silences = list_silences(db, now=now)
     if silences:
@@ -61,7 +51,6 @@ with tabs[5]:
     st.dataframe([r.describe() for r in load_rules(settings)], hide_index=True, width="stretch")
 
 st.subheader("Act")
-open_alerts = list_alerts(db, settings, state="open", now=now)
 left, right = st.columns(2)
 with left:
     st.markdown("**Acknowledge**")
