@@ -39,47 +39,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-class _Tokens:
-    """The few tokenizer attributes the runner reads; prompts here are token ids already."""
-
-    def __init__(self, vocab: int) -> None:
-        self.eos_token_id = vocab - 1
-        self.pad_token_id = 0
-        self.chat_template = None
-
-    def batch_decode(self, rows, skip_special_tokens=True):
-        return [" ".join(map(str, row)) for row in rows]
-
-
-def build(args, device, dtype):
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    if args.small:
-        cfg = LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                          num_key_value_heads=2, vocab_size=1024, max_position_embeddings=1024, tie_word_embeddings=True)
-    else:
-        cfg = LlamaConfig(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                          num_key_value_heads=8, vocab_size=128256, max_position_embeddings=4096, tie_word_embeddings=True)
-    with torch.device(device):
-        base = LlamaForCausalLM(cfg).to(dtype)
-    base.eval()
-    n_params = sum(p.numel() for p in base.parameters())
-    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    lora = LoraConfig(r=16, lora_alpha=32, target_modules=targets, init_lora_weights=False)
-    model = get_peft_model(base, lora, adapter_name="a0")
-    for i in range(1, args.adapters):
-        model.add_adapter(f"a{i}", lora)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_" in name:
-                p.mul_(0.05)
-    model.to(dtype).eval()
-    return model, cfg, n_params
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--adapters", type=int, default=8)
@@ -101,6 +60,7 @@ def main() -> None:
 
     import torch
 
+    from benchmarks.random_llama import Tokens, build
     from monitors.canary_batch import CanaryModels, score_adapters, score_and_generate
 
     cuda = torch.cuda.is_available()
@@ -109,11 +69,11 @@ def main() -> None:
     if args.small:
         args.prompts, args.length, args.batch, args.new_tokens, args.naive_prompts = 16, 32, 8, 8, 4
         args.gen_prompt, args.gen_batch, args.hf_prompts = 8, 8, 4
-    model, cfg, n_params = build(args, device, dtype)
+    model, cfg, n_params = build([f"a{i}" for i in range(args.adapters)], args.small, device, dtype)
     names = [f"a{i}" for i in range(args.adapters)]
     generator = torch.Generator().manual_seed(1)
     ids = torch.randint(1, cfg.vocab_size - 1, (args.prompts, args.length), generator=generator).tolist()
-    models = CanaryModels(model, _Tokens(cfg.vocab_size), device, args.new_tokens)
+    models = CanaryModels(model, Tokens(cfg.vocab_size), device, args.new_tokens)
     models.max_positions = cfg.max_position_embeddings
     models.grouped_scoring = not args.peft_scoring
     if args.cache:

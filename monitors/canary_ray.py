@@ -55,6 +55,8 @@ def connect(address: str | None) -> bool:
     ray = import_ray()
     if ray.is_initialized():
         return False
+    if address and address not in {"auto", "local"}:
+        _probe(address)
     try:
         ray.init(address=address or None, include_dashboard=False, runtime_env={"env_vars": WORKER_ENV},
                  # workers' output stays in Ray's session logs: stdout is the command's (one JSON document with --json)
@@ -63,6 +65,22 @@ def connect(address: str | None) -> bool:
         raise InputError(f"cannot reach the Ray cluster at {address}: {exc}",
                          fix="check --address (ray://HEAD:10001, or auto on a cluster node) and that the cluster is up") from None
     return True
+
+
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on an address nothing listens at (Ray itself retries for minutes)."""
+    import socket
+
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"Ray address {address!r} is not HOST:PORT, ray://HOST:PORT or auto",
+                         fix="pass --address ray://HEAD:10001 (Ray Client), HEAD:6379 (on the cluster's network) or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise InputError(f"cannot reach the Ray cluster at {address}: {exc}",
+                         fix="check --address and that the cluster is up") from None
 
 
 def plan(keys: list[str], device: str, resources: dict[str, float], workers: int | None, gpus_per_worker: float,

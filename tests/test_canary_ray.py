@@ -140,9 +140,18 @@ def test_shards_follow_the_cluster(lw_env):
         plan(keys, "cuda", {"CPU": 8.0}, None, 1.0, 1.0)
 
 
-def test_ray_options_without_the_ray_backend_are_refused(lw_env, db, registered, canary_file):
+def test_ray_options_without_the_ray_backend_and_an_unreachable_cluster_are_refused(lw_env, db, registered, canary_file):
     done = subprocess.run([str(LORAWATCH), "canary", "run", "--dataset", str(canary_file), "--workers", "2"],
                           capture_output=True, text=True, env=dict(os.environ))
     assert done.returncode == 2 and "--backend ray" in done.stderr
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens at
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    done = subprocess.run([str(LORAWATCH), "canary", "run", "--dataset", str(canary_file), "--backend", "ray",
+                           "--address", f"ray://127.0.0.1:{port}"], capture_output=True, text=True, env=dict(os.environ),
+                          timeout=60)
+    assert done.returncode == 2 and f"cannot reach the Ray cluster at ray://127.0.0.1:{port}" in done.stderr
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(CanaryRun)) == 0

@@ -112,4 +112,11 @@ def test_the_default_file_documents_every_setting_and_loads_back(tmp_path):
             for key, subfield in sub.model_fields.items():
                 assert subfield.description, f"setting {name}.{key} has no description"
                 assert subfield.description in text
-                assert f"{key} =" in text
+                nested = subfield.annotation
+                if isinstance(nested, type) and hasattr(nested, "model_fields"):  # [canary.ray], [alerts.route]
+                    assert nested.__doc__ and f"[{name}.{key}]" in text
+                    for inner, innerfield in nested.model_fields.items():
+                        assert innerfield.description and innerfield.description in text
+                        assert f"{innerfield.alias or inner} =" in text
+                else:
+                    assert f"{key} =" in text

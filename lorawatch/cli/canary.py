@@ -42,9 +42,11 @@ def run(app: AppContext, dataset, adapters, device, batch_size, max_new_tokens, 
     Per (prompt, adapter): teacher-forced KL, JS, top-1 agreement and reference log-prob
     change; greedy outputs of adapter and base; cosine distance of their embeddings. Per
     adapter: monitor results, and KS and MMD tests against the version's baseline run.
+
+    With --backend ray the work runs on Ray workers, one per GPU of the cluster, and this
+    process stores the results; a worker that dies is restarted and its batches retried.
     """
     from lorawatch.errors import InputError
-    from monitors import canary as service
 
     backend = backend or app.settings.canary.backend
     if backend != "ray" and (address or workers):
