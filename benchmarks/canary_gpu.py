@@ -2,7 +2,7 @@
 
     python benchmarks/canary_gpu.py [--adapters 8] [--prompts 256] [--length 256] [--batch 32]
                                     [--new-tokens 64] [--naive-prompts 16] [--gen-prompt 128]
-                                    [--gen-batch 256] [--hf-prompts 32] [--small]
+                                    [--gen-batch 256] [--hf-prompts 32] [--small] [--profile]
 
 A Llama-3.2-1B-shaped model with random bf16 weights (nothing can be fetched on the GPU
 machine) and N rank-16 LoRA adapters on every linear layer (random B, scaled so KL is
@@ -56,6 +56,8 @@ def main() -> None:
     parser.add_argument("--gen-prompt", type=int, default=128, help="Prompt tokens for generation (the anchors' 128).")
     parser.add_argument("--gen-batch", type=int, default=256, help="Prompts per grouped generation batch.")
     parser.add_argument("--hf-prompts", type=int, default=32, help="Prompts for PEFT's generate per adapter, for comparison (0: none).")
+    parser.add_argument("--profile", action="store_true",
+                        help="Only profile the runner's scoring of one batch (torch profiler): the top kernels by device time.")
     args = parser.parse_args()
 
     import torch
@@ -110,6 +112,16 @@ def main() -> None:
     saved = args.prompts
     args.prompts = min(args.batch, args.prompts)
     runner(False)
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with profile(activities=activities) as prof:
+            runner(False)
+            sync()
+        key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=70), flush=True)
+        return
     args.prompts = saved
     if cuda:
         torch.cuda.reset_peak_memory_stats()

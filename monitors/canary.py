@@ -173,8 +173,8 @@ def execute_run(db: Database, settings, run_id: int, *, progress: bool = True, e
     """Score every (prompt, adapter) pair not yet stored, then finalise; returns the run's summary.
 
     ``backend``: ``local`` (this process; the default from ``canary.backend``) or ``ray``
-    (adapters sharded over Ray workers, ``monitors.canary_ray``); both run the same worker
-    code and store the same rows, one transaction per batch and shard.
+    (Ray workers, one per GPU, ``monitors.canary_ray``); both run the same worker code and
+    store the same rows, one transaction per batch (and shard).
     """
     from monitors.canary_worker import CanaryWorker
 

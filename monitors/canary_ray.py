@@ -1,9 +1,10 @@
-"""The Ray backend of canary runs: a run's adapters sharded over Ray actors, one per GPU.
+"""The Ray backend of canary runs: Ray actors, one per GPU, each holding the base and a shard
+of the run's adapters (all of them, unless the fleet outgrows ``adapters_per_worker``).
 
 Each actor is a ``monitors.canary_worker.CanaryWorker`` (the code the local backend runs in
-its own process) holding the base and its shard of the adapters; it turns batches into rows
-and never touches the database. This process, the driver, owns the run: it plans the batches
-once, sends each shard its pending batches, and writes every batch's rows as they arrive, one
+its own process); it turns batches into rows and never touches the database. This process,
+the driver, owns the run: it plans the batches once, spreads each shard's pending batches over
+the workers holding it, and writes every batch's rows as they arrive, one
 transaction each (``monitors.canary.store_rows``), into the shared store (PostgreSQL when the
 workers are on other hosts; any store when they are not).
 
@@ -103,6 +104,12 @@ def plan(keys: list[str], device: str, resources: dict[str, float], workers: int
     on_gpu = device == "cuda" or (device == "auto" and gpus > 0)
     capacity = int(gpus // gpus_per_worker) if on_gpu else int(cpus // cpus_per_worker)
     n = max(1, workers if workers is not None else capacity)
+    if n > max(capacity, 1):
+        import warnings
+
+        unit = f"{gpus_per_worker:g} GPU" if on_gpu else f"{cpus_per_worker:g} CPU"
+        warnings.warn(f"{n} workers of {unit} each were asked for, the Ray cluster has room for {capacity} now: "
+                      "the others start when an autoscaler adds nodes (lower --workers otherwise)", stacklevel=2)
     n_shards = max(1, min(n, -(-len(keys) // max(adapters_per_worker, 1))))
     ordered = sorted(keys, key=lambda k: (len(k), k))  # a0, a1, ..., a10 in numeric order
     shards = [ordered[i::n_shards] for i in range(n_shards)]

@@ -10,7 +10,7 @@ whoever holds the database (``monitors.canary.store_rows``). Workers never touch
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +51,6 @@ class BatchRows:
     base: list[dict[str, Any]]  # CanaryBaseOutput columns, one per prompt
     results: list[dict[str, Any]]  # CanaryResult columns, one per (adapter, prompt)
     device: str
-    seconds: float = 0.0
-    worker: dict[str, Any] = field(default_factory=dict)
 
 
 class CanaryWorker:
@@ -120,16 +118,10 @@ class CanaryWorker:
 
     def process(self, prompts: list[CanaryPrompt], version_ids: dict[str, int]) -> BatchRows:
         """One batch through the base and this worker's adapters, ready to store."""
-        import time
-
         from monitors.canary_batch import run_batch
 
-        started = time.perf_counter()
         result = run_batch(self.models, prompts, self.keys)
-        rows = featurize(result, {k: version_ids[k] for k in self.keys}, self.embedder, self.risk, self.device_label)
-        rows.seconds = time.perf_counter() - started
-        rows.worker = self.identity
-        return rows
+        return featurize(result, {k: version_ids[k] for k in self.keys}, self.embedder, self.risk, self.device_label)
 
 
 class _RiskHolder:

@@ -15,12 +15,11 @@ import subprocess
 import time
 
 import pytest
+import ray  # noqa: F401  (a dev dependency: `make test` installs it, and these tests never skip)
 from sqlalchemy import func, select
 
 from lorawatch.db.models import CanaryResult, CanaryRun, MonitorResult
 from tests.test_canary import LORAWATCH, canary_file, embedder, registered, run, settings  # noqa: F401 (fixtures)
-
-pytest.importorskip("ray", reason="the Ray backend's tests need Ray (pip install 'lorawatch[ray]')")
 
 ADAPTERS = ["trained", "zero", "other"]
 VOLATILE = {"run_id", "latency_ms", "tokens_per_s", "base_latency_ms"}
@@ -58,9 +57,11 @@ def ray_cli(*args, batch_size=4):
 @pytest.mark.slow
 def test_the_ray_backend_stores_what_the_local_backend_stores(lw_env, db, registered, canary_file, embedder, settings,
                                                               tmp_path):
-    local = run(db, settings, canary_file, ADAPTERS, embedder)
-    with (tmp_path / "lorawatch.toml").open("a") as f:  # two adapters a worker at most: the adapters are sharded
-        f.write("[canary.ray]\nadapters_per_worker = 2\n")
+    from lorawatch.settings import load_settings
+
+    # content risk on (workers score toxicity and PII too), two adapters a worker at most (the adapters are sharded)
+    (tmp_path / "lorawatch.toml").write_text("[risk]\nenabled = true\n[canary.ray]\nadapters_per_worker = 2\n")
+    local = run(db, load_settings(), canary_file, ADAPTERS, embedder)
     done = subprocess.run(ray_cli("--dataset", str(canary_file), "--workers", "2", "--json", "--no-progress"),
                           capture_output=True, text=True, env=dict(os.environ), timeout=600)
     assert done.returncode == 0, done.stderr
@@ -72,6 +73,8 @@ def test_the_ray_backend_stores_what_the_local_backend_stores(lw_env, db, regist
     assert [w["adapters"] for w in workers] == [["a0", "a2"], ["a1"]]
     assert os.getpid() not in {w["pid"] for w in workers}
     assert_same_rows(rows_of(db, summary["run"]), rows_of(db, local["run"]))
+    assert all(r["toxicity"] is not None for r in rows_of(db, summary["run"]))
+    assert summary["config"]["toxicity_backend"] == local["config"]["toxicity_backend"]
     got, want = monitor_values(db, summary["run"]), monitor_values(db, local["run"])
     assert want.keys() <= got.keys()  # the Ray run has drift tests too: the local run is its baseline
     assert {k for k in got if k[1] in ("logit_kl_ks", "embedding_mmd")} == {(a, m, None) for a in ADAPTERS
@@ -136,6 +139,8 @@ def test_shards_follow_the_cluster(lw_env):
     assert cpu_only.workers == 4 and cpu_only.device == "cpu" and cpu_only.gpus_per_worker == 0.0
     assert cpu_only.shards == [["a0"], ["a1"], ["a2"]] and cpu_only.shard_of == [0, 1, 2, 0]
     assert plan(keys, "cpu", {"GPU": 8.0, "CPU": 4.0}, 3, 1.0, 1.0, 4).shards[2] == ["a2", "a5", "a8", "a11", "a14"]
+    with pytest.warns(UserWarning, match="has room for 2 now"):  # more than fit: they wait for an autoscaler
+        assert plan(keys, "auto", {"GPU": 2.0}, 4, 1.0, 1.0).workers == 4
     with pytest.raises(DependencyError, match="no GPUs"):
         plan(keys, "cuda", {"CPU": 8.0}, None, 1.0, 1.0)
 

@@ -84,3 +84,48 @@ def test_grouped_teacher_forced_scores_match_per_adapter_passes(tiny_base, train
         for metric in ("kl_mean", "js_mean", "top1_agreement"):
             assert grouped[key][metric] == pytest.approx(per_adapter[key][metric], rel=1e-4, abs=1e-6), (key, metric)
     assert per_adapter["a"]["kl_mean"] != per_adapter["b"]["kl_mean"]
+
+
+def test_partial_lora_targets_and_biased_projections_match_peft():
+    """A Qwen2-shaped model (q, k, v biases) whose adapters cover different projections: the
+    fused q/k/v and gate/up matmuls must put every delta in its own columns."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from monitors.fast_decode import GroupedDecoder
+
+    torch.manual_seed(3)
+    config = Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, vocab_size=256, max_position_embeddings=128)
+    model = Qwen2ForCausalLM(config).eval()
+    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                            init_lora_weights=False), adapter_name="qv")
+    peft.add_adapter("kup", LoraConfig(r=2, lora_alpha=4, target_modules=["k_proj", "up_proj"], init_lora_weights=False))
+    peft.eval()
+    assert model.model.layers[0].self_attn.q_proj.base_layer.bias is not None
+    prompts = [[5, 17, 33, 2, 9], [100, 4], [7, 7, 7, 200, 1, 3, 250]]
+    decoder = GroupedDecoder(peft, ["qv", "kup"])
+    groups, _ = decoder.generate(prompts, 6, 0)
+    width = max(map(len, prompts))
+    ids = torch.tensor([p + [0] * (width - len(p)) for p in prompts])
+    rows = torch.tensor([i for i, p in enumerate(prompts) for _ in p])
+    positions = torch.tensor([j for p in prompts for j in range(len(p))])
+    hidden = decoder.hidden(ids, rows, positions)
+    for g, adapter in enumerate([None, "qv", "kup"]):
+        expected_tokens, expected_hidden = [], []
+        for row in prompts:
+            x = torch.tensor([row])
+            if adapter is None:
+                with peft.disable_adapter():
+                    y = peft.generate(input_ids=x, max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0)
+                    h = peft.get_base_model().model(input_ids=x).last_hidden_state
+            else:
+                peft.set_adapter(adapter)
+                y = peft.generate(input_ids=x, max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0)
+                h = peft.get_base_model().model(input_ids=x).last_hidden_state
+            expected_tokens.append(y[0, len(row):].tolist())
+            expected_hidden.append(h[0])
+        assert groups[g] == expected_tokens, adapter
+        torch.testing.assert_close(hidden[g], torch.cat(expected_hidden), rtol=1e-4, atol=1e-5)
+    assert groups[1] != groups[0] and groups[2] != groups[0]
