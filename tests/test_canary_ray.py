@@ -120,6 +120,53 @@ def test_a_killed_ray_worker_is_restarted_and_no_pair_is_stored_twice(lw_env, db
     assert_same_rows(rows_of(db, run_id), rows_of(db, local["run"]))
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie is dead too
+        return f.read().split(") ")[-1][:1] != "Z"
+
+
+@pytest.mark.slow
+def test_a_killed_driver_is_resumed_on_ray_without_duplicates(lw_env, db, registered, canary_file, embedder, settings):
+    local = run(db, settings, canary_file, ADAPTERS, embedder, batch_size=1)
+    proc = subprocess.Popen(ray_cli("--dataset", str(canary_file), "--json", "--no-progress", batch_size=1),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    run_id = workers = None
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        with db.session() as s:
+            latest = s.scalar(select(CanaryRun).where(CanaryRun.id != local["run"]).order_by(CanaryRun.id.desc()).limit(1))
+            if latest is not None and latest.config.get("workers"):
+                stored = s.scalar(select(func.count()).select_from(CanaryResult).where(CanaryResult.run_id == latest.id))
+                if stored >= 3:
+                    run_id, workers = latest.id, [w["pid"] for w in latest.config["workers"]]
+                    break
+        time.sleep(0.02)
+    assert run_id is not None, "the run finished or never started before its driver could be killed"
+    proc.kill()
+    proc.communicate()
+    deadline = time.time() + 60  # the driver's local Ray and its workers share its fate
+    while time.time() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in workers)
+    with db.session() as s:
+        assert s.get(CanaryRun, run_id).status == "running"
+        stored = s.scalar(select(func.count()).select_from(CanaryResult).where(CanaryResult.run_id == run_id))
+    assert 3 <= stored < 72
+    resumed = subprocess.run([str(LORAWATCH), "canary", "run", "--resume", str(run_id), "--backend", "ray", "--json"],
+                             capture_output=True, text=True, env=dict(os.environ), timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["status"] == "complete"
+    with db.session() as s:
+        pairs = s.execute(select(CanaryResult.prompt_id, CanaryResult.adapter_version_id)
+                          .where(CanaryResult.run_id == run_id)).all()
+    assert len(pairs) == len(set(pairs)) == 24 * 3
+    assert_same_rows(rows_of(db, run_id), rows_of(db, local["run"]))
+
+
 def test_shards_follow_the_cluster(lw_env):
     from lorawatch.errors import DependencyError
     from monitors.canary_ray import plan

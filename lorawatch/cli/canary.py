@@ -26,7 +26,7 @@ def canary() -> None:
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=None, help="Generated tokens per prompt (default: canary.max_new_tokens).")
 @click.option("--resume", "resume", type=int, default=None, help="Finish an interrupted run instead of starting one.")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default=None,
-              help="local: this process; ray: adapters sharded over Ray workers, one per GPU (default: canary.backend).")
+              help="local: this process; ray: Ray workers, one per GPU of the cluster (default: canary.backend).")
 @click.option("--address", default=None,
               help="With --backend ray: the cluster (ray://HEAD:10001, or auto on a node); default: canary.ray.address, "
                    "$RAY_ADDRESS, else a local Ray.")
