@@ -87,8 +87,8 @@ class RaySettings(_Section):
         "empty: $RAY_ADDRESS when set, else a Ray instance started on this machine."
     )
     workers: int | None = Field(
-        None, gt=0, description="Workers; empty: one per gpus_per_worker GPUs of the cluster, or per cpus_per_worker "
-        "CPUs without GPUs."
+        None, gt=0, description="Workers; empty: one per gpus_per_worker GPUs of the cluster, or one on a cluster "
+        "without GPUs (each worker loads the models: more on CPUs only when memory allows)."
     )
     adapters_per_worker: int = Field(
         64, gt=0, description="Adapters are dealt into the fewest shards of at most this many (one shard per worker at "
@@ -100,6 +100,15 @@ class RaySettings(_Section):
     max_restarts: int = Field(
         3, ge=0, description="How often a worker that dies is restarted, its unfinished batches retried."
     )
+    start_timeout: str = Field(
+        "10m", description="How long the workers may take to be placed and load their models before the run fails."
+    )
+    stall_timeout: str = Field(
+        "30m", description="The run fails when no batch finishes for this long (a hung worker, or one that cannot be "
+        "placed again after its node was lost)."
+    )
+
+    _durations = field_validator("start_timeout", "stall_timeout")(lambda cls, v: _check_duration(v))
 
 
 class CanarySettings(_Section):

@@ -39,7 +39,7 @@ from lorawatch.db.models import (
 from lorawatch.db.types import utcnow
 from lorawatch.errors import ConflictError, InputError, NotFoundError
 from monitors.dataset import CanaryDataset, CanaryPrompt, load_dataset
-from monitors.embeddings import from_bytes
+from monitors.embeddings import cosine_distance, from_bytes
 from registry import files as registry_files
 from registry.service import Store, get_adapter, get_version, open_version
 
@@ -181,28 +181,33 @@ def execute_run(db: Database, settings, run_id: int, *, progress: bool = True, e
     backend = backend or settings.canary.backend
     if backend not in {"local", "ray"}:
         raise InputError(f"backend {backend!r} is not one of local, ray", fix="pass --backend local|ray")
+    if backend == "ray" and any(x is not None for x in (models, embedder, risk)):
+        raise ValueError("models, embedder and risk are built by each Ray worker; pass them only with backend='local'")
     spec, dataset, keys = prepare_execution(db, settings, run_id)
+    version_ids = {key: meta["version_id"] for key, meta in keys.items()}
     try:
-        started = time.perf_counter()
-        if backend == "ray":
+        if not pending_batches(db, run_id, [dataset.prompts], list(version_ids.values())):
+            seconds = None  # every pair is stored (the run stopped while finishing): nothing to load
+        elif backend == "ray":
             from monitors.canary_ray import run_on_ray
 
-            run_on_ray(db, run_id, spec, dataset, keys, progress=progress, options=ray_options or {},
-                       settings=settings)
+            seconds = run_on_ray(db, run_id, spec, dataset, keys, progress=progress, options=ray_options or {},
+                                 settings=settings)
         else:
             # hashes were re-checked above, in this very process
             worker = CanaryWorker(spec.checked(), models=models, embedder=embedder, risk=risk)
             record_workers(db, run_id, "local", [worker.describe()])
             batches = plan_batches(dataset.prompts, worker.lengths(dataset.prompts), spec_batch_size(db, run_id))
-            version_ids = {key: meta["version_id"] for key, meta in keys.items()}
             pending = pending_batches(db, run_id, batches, list(version_ids.values()))
             bar = _progress(progress, total=len(dataset.prompts), initial=len(dataset.prompts) - sum(map(len, pending)),
                             desc=f"canary run {run_id}")
+            started = time.perf_counter()
             for batch in pending:
                 store_rows(db, run_id, worker.process(batch, version_ids), keys)
                 bar.update(len(batch))
             bar.close()
-        return finalize_run(db, settings, run_id, seconds=time.perf_counter() - started)
+            seconds = time.perf_counter() - started
+        return finalize_run(db, settings, run_id, seconds=seconds)
     except BaseException as exc:
         with db.session() as session:
             run = session.get(CanaryRun, run_id)
@@ -297,13 +302,20 @@ def store_rows(db: Database, run_id: int, rows, keys: dict[str, dict]) -> int:
         ids = rows.prompt_ids
         session.execute(delete(CanaryResult).where(CanaryResult.run_id == run_id, CanaryResult.prompt_id.in_(ids),
                                                    CanaryResult.adapter_version_id.in_(rows.version_ids)))
-        based = set(session.scalars(select(CanaryBaseOutput.prompt_id).where(
-            CanaryBaseOutput.run_id == run_id, CanaryBaseOutput.prompt_id.in_(ids))))
+        stored = {b.prompt_id: b for b in session.scalars(select(CanaryBaseOutput).where(
+            CanaryBaseOutput.run_id == run_id, CanaryBaseOutput.prompt_id.in_(ids)))}
         for row in rows.base:
-            if row["prompt_id"] not in based:
+            if row["prompt_id"] not in stored:
                 session.add(CanaryBaseOutput(run_id=run_id, **row))
+        own_base = {row["prompt_id"]: row["output"] for row in rows.base}
         for row in rows.results:
             meta = by_version[row["adapter_version_id"]]
+            base = stored.get(row["prompt_id"])
+            if base is not None and base.output != own_base[row["prompt_id"]]:
+                # another shard's base output was stored first and differs (bf16 rounding in a
+                # pass of another size): compare with the stored one, as every reader will
+                row = {**row, "embedding_cosine_distance": float(cosine_distance(
+                    from_bytes(base.embedding)[None], from_bytes(row["embedding"])[None], [row["output"] == base.output])[0])}
             session.add(CanaryResult(run_id=run_id, adapter=meta["adapter"], version=meta["version"], **row))
         session.flush()
         pairs = session.scalar(select(func.count()).select_from(CanaryResult).where(CanaryResult.run_id == run_id))

@@ -21,13 +21,19 @@ node of the cluster).
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
-from lorawatch.errors import DependencyError, InputError
+from lorawatch.errors import DependencyError, InputError, LoraWatchError
 
 # What workers on any node need: nothing may be fetched from a model hub.
 WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+# One Ray run at a time per process: the scheduler runs jobs in threads, and Ray's driver
+# state (init, shutdown) is per process.
+_RAY_LOCK = threading.Lock()
 
 
 @dataclass
@@ -63,7 +69,8 @@ def connect(address: str | None) -> bool:
                  # workers' output stays in Ray's session logs: stdout is the command's (one JSON document with --json)
                  logging_level="WARNING", log_to_driver=False)
     except ConnectionError as exc:
-        raise InputError(f"cannot reach the Ray cluster at {address}: {exc}",
+        where = address or "$RAY_ADDRESS"
+        raise InputError(f"cannot reach the Ray cluster at {where}: {exc}",
                          fix="check --address (ray://HEAD:10001, or auto on a cluster node) and that the cluster is up") from None
     return True
 
@@ -72,13 +79,16 @@ def _probe(address: str, timeout: float = 5.0) -> None:
     """Fail fast on an address nothing listens at (Ray itself retries for minutes)."""
     import socket
 
-    hostport = address.split("://", 1)[-1].rstrip("/")
+    scheme, _, hostport = address.rpartition("://")
+    hostport = hostport.rstrip("/")
     host, _, port = hostport.rpartition(":")
+    if scheme == "ray" and not port.isdigit():  # Ray Client's default port
+        host, port = hostport, "10001"
     if not host or not port.isdigit():
-        raise InputError(f"Ray address {address!r} is not HOST:PORT, ray://HOST:PORT or auto",
-                         fix="pass --address ray://HEAD:10001 (Ray Client), HEAD:6379 (on the cluster's network) or auto")
+        raise InputError(f"Ray address {address!r} is not HOST:PORT, ray://HOST[:PORT] or auto",
+                         fix="pass --address ray://HEAD:10001 (Ray Client), or HEAD:6379 or auto from a node of the cluster")
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as exc:
         raise InputError(f"cannot reach the Ray cluster at {address}: {exc}",
                          fix="check --address and that the cluster is up") from None
@@ -88,13 +98,14 @@ def plan(keys: list[str], device: str, resources: dict[str, float], workers: int
          cpus_per_worker: float, adapters_per_worker: int = 64) -> RayPlan:
     """Shards, workers and per-worker resources from the cluster's resources.
 
-    Workers: one per ``gpus_per_worker`` GPUs (``cuda``, or ``auto`` on a cluster with GPUs),
-    else one per ``cpus_per_worker`` CPUs, unless ``workers`` is given. Adapters are dealt
-    round-robin (in key order) into the fewest shards of at most ``adapters_per_worker``, one
-    shard per worker at most; workers are dealt round-robin over the shards. A worker holds its
-    shard's adapters and the base, and runs them in one grouped pass per batch: few large
-    shards share each base pass over more adapters, while several workers of one shard split
-    its batches between them.
+    Workers: one per ``gpus_per_worker`` GPUs (``cuda``, or ``auto`` on a cluster with GPUs);
+    on a cluster without GPUs one (each worker loads every model), unless ``workers`` is given.
+    More workers than the cluster has room for are refused: they would never start. Adapters
+    are dealt round-robin (in key order) into the fewest shards of at most
+    ``adapters_per_worker``, one shard per worker at most; workers are dealt round-robin over
+    the shards. A worker holds its shard's adapters and the base, and runs them in one grouped
+    pass per batch: few large shards share each base pass over more adapters, while several
+    workers of one shard split its batches between them.
     """
     gpus = float(resources.get("GPU", 0.0))
     cpus = float(resources.get("CPU", 0.0))
@@ -103,13 +114,14 @@ def plan(keys: list[str], device: str, resources: dict[str, float], workers: int
                               fix="add GPU nodes to the cluster, or pass --device cpu")
     on_gpu = device == "cuda" or (device == "auto" and gpus > 0)
     capacity = int(gpus // gpus_per_worker) if on_gpu else int(cpus // cpus_per_worker)
-    n = max(1, workers if workers is not None else capacity)
-    if n > max(capacity, 1):
-        import warnings
-
-        unit = f"{gpus_per_worker:g} GPU" if on_gpu else f"{cpus_per_worker:g} CPU"
-        warnings.warn(f"{n} workers of {unit} each were asked for, the Ray cluster has room for {capacity} now: "
-                      "the others start when an autoscaler adds nodes (lower --workers otherwise)", stacklevel=2)
+    if workers is not None and workers > capacity:
+        unit = f"{gpus_per_worker:g} GPU(s)" if on_gpu else f"{cpus_per_worker:g} CPU(s)"
+        raise InputError(f"{workers} workers of {unit} each were asked for; the Ray cluster has room for {capacity}",
+                         fix=f"pass --workers {max(capacity, 1)} or fewer, or add nodes to the cluster first")
+    if capacity < 1:
+        raise DependencyError(f"the Ray cluster has no room for one worker ({gpus:g} GPUs, {cpus:g} CPUs)",
+                              fix="lower canary.ray.gpus_per_worker or cpus_per_worker, or add nodes")
+    n = workers if workers is not None else (capacity if on_gpu else 1)
     n_shards = max(1, min(n, -(-len(keys) // max(adapters_per_worker, 1))))
     ordered = sorted(keys, key=lambda k: (len(k), k))  # a0, a1, ..., a10 in numeric order
     shards = [ordered[i::n_shards] for i in range(n_shards)]
@@ -117,16 +129,77 @@ def plan(keys: list[str], device: str, resources: dict[str, float], workers: int
                    device="cuda" if on_gpu else "cpu", shards=shards, shard_of=[i % n_shards for i in range(n)])
 
 
+def preflight(settings, device: str, workers: int | None) -> None:
+    """Refuse what the connected cluster cannot run (no GPUs for cuda, more workers than fit)."""
+    cfg = settings.canary.ray
+    plan(["a0"], device, import_ray().cluster_resources(), workers or cfg.workers, cfg.gpus_per_worker,
+         cfg.cpus_per_worker, cfg.adapters_per_worker)
+
+
+def _deferring(worker_class):
+    """``worker_class`` as a Ray actor whose start-up errors (a changed file, a missing path)
+    are raised by its first call as themselves, rather than killing the actor, which Ray would
+    only restart and then report as a dead actor."""
+
+    class RayWorker(worker_class):
+        def __init__(self, *args, **kwargs) -> None:
+            self._startup_error = None
+            try:
+                super().__init__(*args, **kwargs)
+            except LoraWatchError as exc:
+                self._startup_error = exc
+
+        def _check(self) -> None:
+            if self._startup_error is not None:
+                raise self._startup_error
+
+        def describe(self):
+            self._check()
+            return super().describe()
+
+        def lengths(self, prompts):
+            self._check()
+            return super().lengths(prompts)
+
+        def process(self, prompts, version_ids):
+            self._check()
+            return super().process(prompts, version_ids)
+
+    RayWorker.__name__ = RayWorker.__qualname__ = worker_class.__name__
+    return RayWorker
+
+
 def start_workers(spec, layout: RayPlan, max_restarts: int, worker_factory=None):
-    """One actor per shard; ``worker_factory`` (default ``CanaryWorker``) builds what each holds."""
+    """One actor per worker, holding its shard; ``worker_factory`` (default ``CanaryWorker``) builds what each holds."""
     ray = import_ray()
     from monitors.canary_worker import CanaryWorker
 
-    actor = ray.remote(worker_factory or CanaryWorker).options(
+    actor = ray.remote(_deferring(worker_factory or CanaryWorker)).options(
         num_gpus=layout.gpus_per_worker, num_cpus=layout.cpus_per_worker,
         max_restarts=max_restarts, max_task_retries=max_restarts,
     )
-    return [actor.remote(_worker_spec(spec, layout.shards[s], layout.device)) for s in layout.shard_of]
+    actors = []
+    try:
+        for s in layout.shard_of:
+            actors.append(actor.remote(_worker_spec(spec, layout.shards[s], layout.device)))
+    except BaseException:
+        for a in actors:
+            ray.kill(a)
+        raise
+    return actors
+
+
+def wait_ready(actors, layout: RayPlan, timeout_s: float) -> list[dict]:
+    """Each worker's ``describe()``, once all are placed and loaded; fails after ``timeout_s``."""
+    ray = import_ray()
+    refs = [a.describe.remote() for a in actors]
+    ready, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
+    if pending:
+        unit = f"{layout.gpus_per_worker:g} GPU(s)" if layout.gpus_per_worker else f"{layout.cpus_per_worker:g} CPU(s)"
+        raise DependencyError(f"{len(pending)} of {len(refs)} Ray workers did not start within {timeout_s:g} s "
+                              f"(each needs {unit}; other jobs may hold them)",
+                              fix="free or add resources, lower --workers, or raise canary.ray.start_timeout")
+    return ray.get(refs)
 
 
 def _worker_spec(spec, shard: list[str], device: str):
@@ -136,23 +209,26 @@ def _worker_spec(spec, shard: list[str], device: str):
 
 
 def run_on_ray(db, run_id: int, spec, dataset, keys: dict[str, dict], *, progress: bool, options: dict[str, Any],
-               settings) -> None:
-    """Execute a run's pending batches on Ray workers, storing each batch's rows as they arrive."""
+               settings) -> float:
+    """Execute a run's pending batches on Ray workers, storing each batch's rows as they arrive;
+    returns the seconds the batches took (workers' start-up excluded)."""
     import contextlib
     import sys
 
     ray = import_ray()
     cfg = settings.canary.ray
-    with contextlib.redirect_stdout(sys.stderr):  # Ray prints workers' errors on stdout; ours is the caller's
+    with _RAY_LOCK, contextlib.redirect_stdout(sys.stderr):  # Ray prints workers' errors on stdout; ours is the caller's
         started_here = connect(options.get("address") or cfg.address)
         try:
-            _run(ray, db, run_id, spec, dataset, keys, progress, options, cfg)
+            return _run(ray, db, run_id, spec, dataset, keys, progress, options, cfg)
         finally:
             if started_here:
                 ray.shutdown()
 
 
-def _run(ray, db, run_id, spec, dataset, keys, progress, options, cfg) -> None:
+def _run(ray, db, run_id, spec, dataset, keys, progress, options, cfg) -> float:
+    from lorawatch.db.types import utcnow
+    from lorawatch.durations import parse_duration
     from monitors.canary import _progress, pending_batches, plan_batches, record_workers, spec_batch_size, store_rows
 
     actors = []
@@ -160,7 +236,7 @@ def _run(ray, db, run_id, spec, dataset, keys, progress, options, cfg) -> None:
         layout = plan(list(keys), spec.device, ray.cluster_resources(), options.get("workers") or cfg.workers,
                       cfg.gpus_per_worker, cfg.cpus_per_worker, cfg.adapters_per_worker)
         actors = start_workers(spec, layout, cfg.max_restarts)
-        record_workers(db, run_id, "ray", ray.get([a.describe.remote() for a in actors]))
+        record_workers(db, run_id, "ray", wait_ready(actors, layout, parse_duration(cfg.start_timeout).total_seconds()))
         lengths = ray.get(actors[0].lengths.remote(dataset.prompts))
         batches = plan_batches(dataset.prompts, lengths, spec_batch_size(db, run_id))
         version_ids = {key: meta["version_id"] for key, meta in keys.items()}
@@ -173,21 +249,31 @@ def _run(ray, db, run_id, spec, dataset, keys, progress, options, cfg) -> None:
         def on_rows(rows) -> None:
             bar.update(store_rows(db, run_id, rows, keys))
 
-        dispatch(actors, layout.shard_of, work, version_ids, on_rows)
+        def on_wait() -> None:  # the run is alive while batches take long
+            from lorawatch.db.models import CanaryRun
+
+            with db.session() as session:
+                session.get(CanaryRun, run_id).heartbeat_at = utcnow()
+
+        started = time.perf_counter()
+        dispatch(actors, layout.shard_of, work, version_ids, on_rows, on_wait=on_wait,
+                 stall_s=parse_duration(cfg.stall_timeout).total_seconds())
         bar.close()
+        return time.perf_counter() - started
     finally:
         for a in actors:
             ray.kill(a)
 
 
 def dispatch(actors, shard_of: list[int], work: list[list[list]], version_ids: dict[str, int], on_rows,
-             depth: int = 2) -> None:
+             depth: int = 2, on_wait=None, stall_s: float | None = None, poll_s: float = 60.0) -> None:
     """Run every shard's batches (``work[s]``) on the workers that hold that shard, and hand each
     batch's rows to ``on_rows`` as they finish.
 
     Each worker has ``depth`` batches queued at most, and takes its shard's next batch when one
     returns, so faster workers do more. Ray retries a batch whose worker died on the restarted
-    worker; one that fails past its retries raises here.
+    worker; one that fails past its retries raises here, as does ``stall_s`` seconds without a
+    finished batch. ``on_wait`` is called every ``poll_s`` seconds of waiting.
     """
     from collections import deque
 
@@ -203,8 +289,19 @@ def dispatch(actors, shard_of: list[int], work: list[list[list]], version_ids: d
     for i in range(len(actors)):
         for _ in range(depth):
             feed(i)
+    last = time.monotonic()
     while in_flight:
-        ready, _ = ray.wait(list(in_flight), num_returns=1)
+        timeout = poll_s if stall_s is None else max(0.0, min(poll_s, stall_s - (time.monotonic() - last)))
+        ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=timeout)
+        if not ready:
+            if stall_s is not None and time.monotonic() - last >= stall_s:
+                raise DependencyError(f"no batch finished in {stall_s:g} s ({len(in_flight)} in flight): a worker hangs "
+                                      "or cannot be placed again", fix="look at the workers' logs in Ray's session "
+                                      "directory; --resume the run once the cluster is healthy")
+            if on_wait is not None:
+                on_wait()
+            continue
+        last = time.monotonic()
         for ref in ready:
             i = in_flight.pop(ref)
             rows = ray.get(ref)

@@ -28,7 +28,9 @@ def run_gate(db: Database, settings, *, adapter: str, version: str, dataset_path
         compare = production.version if production is not None and production.id != candidate.id else None
     specs = [f"{adapter}@{version}"] + ([f"{adapter}@{compare}"] if compare else [])
     run_id = canary.create_run(db, settings, dataset_path=dataset_path, adapters=specs, options=options, actor=actor)
-    summary = canary.execute_run(db, settings, run_id, progress=options_progress(options), embedder=embedder, risk=risk)
+    # one candidate (and production): this process, whatever canary.backend says
+    summary = canary.execute_run(db, settings, run_id, progress=options_progress(options), embedder=embedder, risk=risk,
+                                 backend="local")
     by_version = {a["version"]: a["monitors"] for a in summary["adapters"]}
     checks = _checks(by_version[version], by_version.get(compare) if compare else None, settings)
     passed = all(c["passed"] for c in checks)

@@ -130,9 +130,13 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
-def test_a_killed_driver_is_resumed_on_ray_without_duplicates(lw_env, db, registered, canary_file, embedder, settings):
+def test_a_killed_driver_is_resumed_on_ray_without_duplicates(lw_env, db, registered, canary_file, embedder, settings,
+                                                               tmp_path):
     local = run(db, settings, canary_file, ADAPTERS, embedder, batch_size=1)
-    proc = subprocess.Popen(ray_cli("--dataset", str(canary_file), "--json", "--no-progress", batch_size=1),
+    with (tmp_path / "lorawatch.toml").open("a") as f:  # two shards: each resumes its own pending batches
+        f.write("[canary.ray]\nadapters_per_worker = 2\n")
+    proc = subprocess.Popen(ray_cli("--dataset", str(canary_file), "--workers", "2", "--json", "--no-progress",
+                                    batch_size=1),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
     run_id = workers = None
     deadline = time.time() + 300
@@ -156,7 +160,8 @@ def test_a_killed_driver_is_resumed_on_ray_without_duplicates(lw_env, db, regist
         assert s.get(CanaryRun, run_id).status == "running"
         stored = s.scalar(select(func.count()).select_from(CanaryResult).where(CanaryResult.run_id == run_id))
     assert 3 <= stored < 72
-    resumed = subprocess.run([str(LORAWATCH), "canary", "run", "--resume", str(run_id), "--backend", "ray", "--json"],
+    resumed = subprocess.run([str(LORAWATCH), "canary", "run", "--resume", str(run_id), "--backend", "ray", "--workers",
+                              "2", "--json"],
                              capture_output=True, text=True, env=dict(os.environ), timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["status"] == "complete"
@@ -167,8 +172,34 @@ def test_a_killed_driver_is_resumed_on_ray_without_duplicates(lw_env, db, regist
     assert_same_rows(rows_of(db, run_id), rows_of(db, local["run"]))
 
 
+@pytest.mark.slow
+def test_a_file_changed_where_a_worker_runs_fails_the_run_with_the_integrity_error(lw_env, db, registered, canary_file,
+                                                                                  settings):
+    """Workers re-check the hashes of what they read: a mismatch there is the user's IntegrityError
+    (exit status 2 from the CLI), not a dead actor that Ray restarts."""
+    from lorawatch.errors import IntegrityError
+    from monitors import canary
+    from monitors.canary_ray import connect, plan, start_workers, wait_ready
+
+    opts = canary.RunOptions(device="cpu", batch_size=4, max_new_tokens=4)
+    run_id = canary.create_run(db, settings, dataset_path=canary_file, adapters=["trained"], options=opts, actor="t")
+    spec, _, _ = canary.prepare_execution(db, settings, run_id)
+    directory, files, label = spec.adapters["a0"]
+    name = next(iter(files))
+    spec.adapters["a0"] = (directory, {**files, name: {**files[name], "sha256": "0" * 64}}, label)
+    started = connect(None)
+    try:
+        layout = plan(["a0"], "cpu", {"CPU": 2.0}, 1, 1.0, 1.0)
+        actors = start_workers(spec, layout, max_restarts=2)
+        with pytest.raises(IntegrityError, match=f"{label}: file {name} was changed after registration"):
+            wait_ready(actors, layout, 120)
+    finally:
+        if started:
+            ray.shutdown()
+
+
 def test_shards_follow_the_cluster(lw_env):
-    from lorawatch.errors import DependencyError
+    from lorawatch.errors import DependencyError, InputError
     from monitors.canary_ray import plan
 
     keys = [f"a{i}" for i in range(16)]
@@ -182,12 +213,16 @@ def test_shards_follow_the_cluster(lw_env):
     assert small.shard_of == [0, 1, 0, 1]
     crowded = plan(keys, "cuda", {"GPU": 2.0}, None, 1.0, 1.0, adapters_per_worker=4)
     assert len(crowded.shards) == 2 and crowded.shard_of == [0, 1]  # never more shards than workers
-    cpu_only = plan(keys[:3], "auto", {"CPU": 8.0}, None, 1.0, 2.0, adapters_per_worker=1)
+    # without GPUs one worker by default (each loads every model), more when asked for
+    assert plan(keys[:3], "auto", {"CPU": 8.0}, None, 1.0, 2.0).workers == 1
+    cpu_only = plan(keys[:3], "auto", {"CPU": 8.0}, 4, 1.0, 2.0, adapters_per_worker=1)
     assert cpu_only.workers == 4 and cpu_only.device == "cpu" and cpu_only.gpus_per_worker == 0.0
     assert cpu_only.shards == [["a0"], ["a1"], ["a2"]] and cpu_only.shard_of == [0, 1, 2, 0]
     assert plan(keys, "cpu", {"GPU": 8.0, "CPU": 4.0}, 3, 1.0, 1.0, 4).shards[2] == ["a2", "a5", "a8", "a11", "a14"]
-    with pytest.warns(UserWarning, match="has room for 2 now"):  # more than fit: they wait for an autoscaler
-        assert plan(keys, "auto", {"GPU": 2.0}, 4, 1.0, 1.0).workers == 4
+    with pytest.raises(InputError, match="has room for 2"):  # they would never start
+        plan(keys, "auto", {"GPU": 2.0}, 4, 1.0, 1.0)
+    with pytest.raises(DependencyError, match="no room for one worker"):
+        plan(keys, "auto", {"GPU": 1.0}, None, 2.0, 1.0)
     with pytest.raises(DependencyError, match="no GPUs"):
         plan(keys, "cuda", {"CPU": 8.0}, None, 1.0, 1.0)
 
@@ -207,3 +242,43 @@ def test_ray_options_without_the_ray_backend_and_an_unreachable_cluster_are_refu
     assert done.returncode == 2 and f"cannot reach the Ray cluster at ray://127.0.0.1:{port}" in done.stderr
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(CanaryRun)) == 0
+
+
+def test_a_shard_whose_base_output_differs_is_compared_with_the_stored_one(lw_env, db, registered, canary_file,
+                                                                           settings):
+    """Two shards each generate the base's output; the first one stored is kept, and the second
+    shard's embedding distances are computed against it, not against its own."""
+    import numpy as np
+
+    from monitors import canary
+    from monitors.canary_worker import BatchRows
+    from monitors.embeddings import to_bytes
+
+    opts = canary.RunOptions(device="cpu", batch_size=4, max_new_tokens=4)
+    run_id = canary.create_run(db, settings, dataset_path=canary_file, adapters=["trained", "zero"], options=opts,
+                               actor="t", verify_hashes=False)
+    with db.session() as s:
+        keys = {a["key"]: a for a in s.get(CanaryRun, run_id).adapters}
+    e = np.eye(3, dtype=np.float32)
+
+    def rows(key, base_output, base_vec, output, vec):
+        base = dict(prompt_id="p1", segment="s", output=base_output, new_tokens=2, latency_ms=1.0,
+                    embedding=to_bytes(base_vec), toxicity=None, pii_leaks=None)
+        result = dict(prompt_id="p1", segment="s", adapter_version_id=keys[key]["version_id"], scored_tokens=3,
+                      scored_on="reference", kl_mean=0.1, kl_max=0.2, js_mean=0.01, top1_agreement=1.0,
+                      ref_logprob_base=-1.0, ref_logprob_adapted=-1.0, ref_logprob_delta=0.0, output=output,
+                      new_tokens=2, latency_ms=1.0, tokens_per_s=2.0, embedding_cosine_distance=0.0,
+                      embedding=to_bytes(vec), toxicity=None, pii_leaks=None)
+        return BatchRows(prompt_ids=["p1"], version_ids=[keys[key]["version_id"]], base=[base], results=[result],
+                         device="cpu")
+
+    assert canary.store_rows(db, run_id, rows("a0", "hello there", e[0], "hello there", e[0]), keys) == 1
+    # the second shard's base said "hello world", like its adapter: its own distance would be 0
+    assert canary.store_rows(db, run_id, rows("a1", "hello world", e[1], "hello world", e[1]), keys) == 1
+    with db.session() as s:
+        (base,) = s.scalars(select(canary.CanaryBaseOutput).where(canary.CanaryBaseOutput.run_id == run_id)).all()
+        stored = {r.adapter_version_id: r.embedding_cosine_distance
+                  for r in s.scalars(select(CanaryResult).where(CanaryResult.run_id == run_id))}
+        assert base.output == "hello there" and s.get(CanaryRun, run_id).prompts_done == 1
+    assert stored[keys["a0"]["version_id"]] == 0.0
+    assert stored[keys["a1"]["version_id"]] == pytest.approx(1.0)  # orthogonal to the stored base's embedding

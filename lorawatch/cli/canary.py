@@ -66,6 +66,10 @@ def run(app: AppContext, dataset, adapters, device, batch_size, max_new_tokens, 
             # join (or start) Ray first: a cluster that cannot be reached leaves no run behind
             started_ray = connect(address or app.settings.canary.ray.address)
             try:
+                if resume is None:  # what the cluster cannot do is refused before a run is recorded
+                    from monitors.canary_ray import preflight
+
+                    preflight(app.settings, device or app.settings.canary.device, workers)
                 summary = _execute(app, dataset, adapters, device, batch_size, max_new_tokens, resume, backend, workers,
                                    no_progress, as_json)
             finally:
