@@ -31,7 +31,7 @@ def canary() -> None:
               help="With --backend ray: the cluster (ray://HEAD:10001, or auto on a node); default: canary.ray.address, "
                    "$RAY_ADDRESS, else a local Ray.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="With --backend ray: how many workers (default: one per GPU of the cluster).")
+              help="With --backend ray: how many workers (default: one per GPU of the cluster, one without GPUs).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @json_option
 @pass_app
