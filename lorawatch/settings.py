@@ -15,6 +15,7 @@ import getpass
 import os
 import re
 import tomllib
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -697,8 +698,6 @@ def render_default_toml() -> str:
 
 def _toml_assignment(name: str, value: Any, annotation: Any = None) -> str:
     if value is None:
-        import typing
-
         if int in typing.get_args(annotation) or float in typing.get_args(annotation):
             return f"# {name} = <number>"
         return f'# {name} = ""'

@@ -183,22 +183,21 @@ def execute_run(db: Database, settings, run_id: int, *, progress: bool = True, e
         raise InputError(f"backend {backend!r} is not one of local, ray", fix="pass --backend local|ray")
     if backend == "ray" and any(x is not None for x in (models, embedder, risk)):
         raise ValueError("models, embedder and risk are built by each Ray worker; pass them only with backend='local'")
-    spec, dataset, keys = prepare_execution(db, settings, run_id)
-    version_ids = {key: meta["version_id"] for key, meta in keys.items()}
+    ex = prepare_execution(db, settings, run_id)
+    spec, dataset, keys, version_ids = ex.spec, ex.dataset, ex.keys, ex.version_ids
     try:
-        if not pending_batches(db, run_id, [dataset.prompts], list(version_ids.values())):
+        if not ex.pending([dataset.prompts], list(version_ids.values())):
             seconds = None  # every pair is stored (the run stopped while finishing): nothing to load
         elif backend == "ray":
             from monitors.canary_ray import run_on_ray
 
-            seconds = run_on_ray(db, run_id, spec, dataset, keys, progress=progress, options=ray_options or {},
-                                 settings=settings)
+            seconds = run_on_ray(db, run_id, ex, progress=progress, options=ray_options or {}, settings=settings)
         else:
             # hashes were re-checked above, in this very process
             worker = CanaryWorker(spec.checked(), models=models, embedder=embedder, risk=risk)
             record_workers(db, run_id, "local", [worker.describe()])
-            batches = plan_batches(dataset.prompts, worker.lengths(dataset.prompts), spec_batch_size(db, run_id))
-            pending = pending_batches(db, run_id, batches, list(version_ids.values()))
+            batches = plan_batches(dataset.prompts, worker.lengths(dataset.prompts), ex.batch_size)
+            pending = ex.pending(batches, list(version_ids.values()))
             bar = _progress(progress, total=len(dataset.prompts), initial=len(dataset.prompts) - sum(map(len, pending)),
                             desc=f"canary run {run_id}")
             started = time.perf_counter()
@@ -216,8 +215,29 @@ def execute_run(db: Database, settings, run_id: int, *, progress: bool = True, e
         raise
 
 
-def prepare_execution(db: Database, settings, run_id: int):
-    """Check a run can (re)start, re-check the hashes, mark it running; its worker spec, dataset and adapters."""
+@dataclass
+class Execution:
+    """What executing a run needs, read once when it (re)starts."""
+
+    spec: Any  # monitors.canary_worker.WorkerSpec
+    dataset: CanaryDataset
+    keys: dict[str, dict]  # adapter key -> the run's entry (adapter, version, version_id)
+    batch_size: int
+    stored: set[tuple[str, int]]  # (prompt id, version id) pairs already stored
+    based: set[str]  # prompt ids whose base output is stored
+
+    @property
+    def version_ids(self) -> dict[str, int]:
+        return {key: meta["version_id"] for key, meta in self.keys.items()}
+
+    def pending(self, batches: list[list[CanaryPrompt]], version_ids: list[int]) -> list[list[CanaryPrompt]]:
+        """The batches with some pair of these versions (or the base output) not stored yet."""
+        return [b for b in batches
+                if not all(p.id in self.based and all((p.id, v) in self.stored for v in version_ids) for p in b)]
+
+
+def prepare_execution(db: Database, settings, run_id: int) -> Execution:
+    """Check a run can (re)start, re-check the hashes, mark it running; what executing it needs."""
     from monitors.canary_worker import WorkerSpec
 
     store = Store.from_settings(settings)
@@ -251,24 +271,11 @@ def prepare_execution(db: Database, settings, run_id: int):
             fast_decode=settings.canary.fast_decode, embedding_model=settings.canary.embedding_model,
             risk=settings.risk if settings.risk.enabled else None,
         )
-        keys = {a["key"]: a for a in run.adapters}
-    return spec, dataset, keys
-
-
-def spec_batch_size(db: Database, run_id: int) -> int:
-    """Prompts per batch, as recorded when the run was created."""
-    with db.session() as session:
-        return int(session.get(CanaryRun, run_id).config["batch_size"])
-
-
-def pending_batches(db: Database, run_id: int, batches: list[list[CanaryPrompt]], version_ids: list[int]) -> list[list[CanaryPrompt]]:
-    """The batches with some pair of these versions (or the base output) not stored yet."""
-    with db.session() as session:
-        have = set(session.execute(select(CanaryResult.prompt_id, CanaryResult.adapter_version_id)
-                                   .where(CanaryResult.run_id == run_id)).all())
+        stored = {tuple(row) for row in session.execute(select(CanaryResult.prompt_id, CanaryResult.adapter_version_id)
+                                                        .where(CanaryResult.run_id == run_id))}
         based = set(session.scalars(select(CanaryBaseOutput.prompt_id).where(CanaryBaseOutput.run_id == run_id)))
-    return [b for b in batches
-            if not all(p.id in based and all((p.id, v) in have for v in version_ids) for p in b)]
+        return Execution(spec=spec, dataset=dataset, keys={a["key"]: a for a in run.adapters},
+                         batch_size=int(run.config["batch_size"]), stored=stored, based=based)
 
 
 def record_workers(db: Database, run_id: int, backend: str, workers: list[dict[str, Any]]) -> None:

@@ -208,8 +208,7 @@ def _worker_spec(spec, shard: list[str], device: str):
     return part
 
 
-def run_on_ray(db, run_id: int, spec, dataset, keys: dict[str, dict], *, progress: bool, options: dict[str, Any],
-               settings) -> float:
+def run_on_ray(db, run_id: int, execution, *, progress: bool, options: dict[str, Any], settings) -> float:
     """Execute a run's pending batches on Ray workers, storing each batch's rows as they arrive;
     returns the seconds the batches took (workers' start-up excluded)."""
     import contextlib
@@ -220,17 +219,18 @@ def run_on_ray(db, run_id: int, spec, dataset, keys: dict[str, dict], *, progres
     with _RAY_LOCK, contextlib.redirect_stdout(sys.stderr):  # Ray prints workers' errors on stdout; ours is the caller's
         started_here = connect(options.get("address") or cfg.address)
         try:
-            return _run(ray, db, run_id, spec, dataset, keys, progress, options, cfg)
+            return _run(ray, db, run_id, execution, progress, options, cfg)
         finally:
             if started_here:
                 ray.shutdown()
 
 
-def _run(ray, db, run_id, spec, dataset, keys, progress, options, cfg) -> float:
+def _run(ray, db, run_id, ex, progress, options, cfg) -> float:
     from lorawatch.db.types import utcnow
     from lorawatch.durations import parse_duration
-    from monitors.canary import _progress, pending_batches, plan_batches, record_workers, spec_batch_size, store_rows
+    from monitors.canary import _progress, plan_batches, record_workers, store_rows
 
+    spec, dataset, keys, version_ids = ex.spec, ex.dataset, ex.keys, ex.version_ids
     actors = []
     try:
         layout = plan(list(keys), spec.device, ray.cluster_resources(), options.get("workers") or cfg.workers,
@@ -238,9 +238,8 @@ def _run(ray, db, run_id, spec, dataset, keys, progress, options, cfg) -> float:
         actors = start_workers(spec, layout, cfg.max_restarts)
         record_workers(db, run_id, "ray", wait_ready(actors, layout, parse_duration(cfg.start_timeout).total_seconds()))
         lengths = ray.get(actors[0].lengths.remote(dataset.prompts))
-        batches = plan_batches(dataset.prompts, lengths, spec_batch_size(db, run_id))
-        version_ids = {key: meta["version_id"] for key, meta in keys.items()}
-        work = [pending_batches(db, run_id, batches, [version_ids[k] for k in shard]) for shard in layout.shards]
+        batches = plan_batches(dataset.prompts, lengths, ex.batch_size)
+        work = [ex.pending(batches, [version_ids[k] for k in shard]) for shard in layout.shards]
         total = len(dataset.prompts) * len(keys)
         remaining = sum(len(b) * len(shard) for shard, shard_work in zip(layout.shards, work) for b in shard_work)
         bar = _progress(progress, total=total, initial=total - remaining,

@@ -89,7 +89,7 @@ class CanaryWorker:
         if risk is None and featurize and spec.risk is not None and spec.risk.enabled:
             from monitors.risk import RiskScorers
 
-            risk = RiskScorers.from_settings(_RiskHolder(spec.risk), device=device)
+            risk = RiskScorers.from_risk_settings(spec.risk, device=device)
         self.risk = risk or None
         self.identity = {"host": socket.gethostname(), "pid": os.getpid(), "device": self.device_label}
 
@@ -122,13 +122,6 @@ class CanaryWorker:
 
         result = run_batch(self.models, prompts, self.keys)
         return featurize(result, {k: version_ids[k] for k in self.keys}, self.embedder, self.risk, self.device_label)
-
-
-class _RiskHolder:
-    """``RiskScorers.from_settings`` reads ``settings.risk``; a worker has only that section."""
-
-    def __init__(self, risk) -> None:
-        self.risk = risk
 
 
 def featurize(result, version_ids: dict[str, int], embedder, risk, device_label: str) -> BatchRows:

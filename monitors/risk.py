@@ -30,10 +30,14 @@ class RiskScorers:
     @classmethod
     def from_settings(cls, settings, device: str = "cpu") -> RiskScorers:
         """Build both from ``[risk]``."""
+        return cls.from_risk_settings(settings.risk, device)
+
+    @classmethod
+    def from_risk_settings(cls, risk, device: str = "cpu") -> RiskScorers:
+        """Build both from the ``[risk]`` section alone (what a canary worker is given)."""
         from monitors.pii import PiiDetector
         from monitors.toxicity import build_scorer
 
-        risk = settings.risk
         pii = PiiDetector(risk.pii_entities, risk.pii_score_threshold, risk.spacy_model,
                           person_min_words=risk.person_min_words, ignore_toll_free=risk.ignore_toll_free_numbers)
         return cls(build_scorer(risk, device), pii, risk.toxicity_threshold)

@@ -183,7 +183,7 @@ def test_a_file_changed_where_a_worker_runs_fails_the_run_with_the_integrity_err
 
     opts = canary.RunOptions(device="cpu", batch_size=4, max_new_tokens=4)
     run_id = canary.create_run(db, settings, dataset_path=canary_file, adapters=["trained"], options=opts, actor="t")
-    spec, _, _ = canary.prepare_execution(db, settings, run_id)
+    spec = canary.prepare_execution(db, settings, run_id).spec
     directory, files, label = spec.adapters["a0"]
     name = next(iter(files))
     spec.adapters["a0"] = (directory, {**files, name: {**files[name], "sha256": "0" * 64}}, label)
