@@ -100,11 +100,15 @@ def sync_with_alerts(session: Session, settings, now: datetime, transitions: lis
     Runs in the alert evaluation's transaction. Returns the ids of incidents opened.
     """
     severities = set(settings.incidents.auto_open_severities)
-    linked = {row.alert_id: row.incident_id for row in session.scalars(select(IncidentAlert))}
     opened: list[int] = []
     firing = session.scalars(select(Alert).where(Alert.state == "firing", Alert.severity.in_(severities))).all()
+    # the open incident each of these alerts is linked to (an alert may also be linked to resolved ones)
+    ids = {a.id for a in firing} | {t["alert"] for t in transitions}
+    linked = dict(session.execute(
+        select(IncidentAlert.alert_id, IncidentAlert.incident_id).join(Incident, Incident.id == IncidentAlert.incident_id)
+        .where(IncidentAlert.alert_id.in_(ids), Incident.state != "resolved")).all())
     for alert in firing:
-        if alert.id in linked and session.get(Incident, linked[alert.id]).state != "resolved":
+        if alert.id in linked:
             continue
         if alert.fingerprint in muted:
             continue

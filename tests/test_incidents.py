@@ -175,3 +175,49 @@ def test_incident_commands_refuse_bad_input_and_change_nothing(cli, lw_env, db, 
     assert cli("incident", "resolve", iid).code == 0
     assert cli("incident", "resolve", iid).code == 2
     assert [e["kind"] for e in cli("incident", "show", iid, "--json").json()["timeline"]] == ["opened", "state"]
+
+
+def test_an_alert_still_firing_after_its_incident_resolved_opens_one_new_incident(lw_env, db):
+    """Each evaluation links a firing alert to the open incident at most once, also when the
+    alert is linked to resolved incidents from before."""
+    from datetime import timedelta
+
+    from sqlalchemy import func, select
+
+    from incidents import service
+    from lorawatch.db.models import Alert, Incident, IncidentAlert, IncidentEvent
+    from lorawatch.db.types import utcnow
+    from lorawatch.settings import load_settings
+
+    settings = load_settings()
+    now = utcnow()
+    with db.session() as s:
+        alert = Alert(fingerprint="00000000000000aa", rule_id="pii_leak", labels={"adapter": "support", "version": "v2"},
+                      annotations={"summary": "PII leaks"}, severity="critical", state="firing", active_at=now,
+                      fired_at=now, last_eval_at=now)
+        s.add(alert)
+        s.flush()
+        alert_id = alert.id
+
+    def sync(minutes, transitions=()):
+        with db.session() as s:
+            return service.sync_with_alerts(s, settings, now + timedelta(minutes=minutes), list(transitions), set())
+
+    def fired_events(incident_id):
+        with db.session() as s:
+            return s.scalar(select(func.count()).select_from(IncidentEvent).where(
+                IncidentEvent.incident_id == incident_id, IncidentEvent.kind == "alert_fired"))
+
+    (first,) = sync(1)
+    assert sync(2) == [] and fired_events(first) == 1
+    service.resolve(db, settings, first, actor="oncall", note="rolled back")
+    (second,) = sync(3)  # still firing: a new incident
+    assert second != first
+    assert sync(4) == [] and sync(5) == []
+    assert fired_events(second) == 1 and fired_events(first) == 1
+    sync(6, [{"alert": alert_id, "to": "resolved", "rule": "pii_leak", "labels": {"adapter": "support"}, "value": 0.0}])
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(IncidentAlert).where(IncidentAlert.alert_id == alert_id)) == 2
+        resolved_on = set(s.scalars(select(IncidentEvent.incident_id).where(IncidentEvent.kind == "alert_resolved")))
+        assert resolved_on == {second}
+        assert s.get(Incident, second).state == "triggered"
