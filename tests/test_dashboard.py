@@ -141,6 +141,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"  # a zombie is dead too
+    except FileNotFoundError:
+        return False
+
+
 def test_a_real_browser_opens_every_page_of_a_running_dashboard(cli, lw_env, db, tmp_path, tiny_base, trained_adapter,
                                                                 second_adapter):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -158,9 +165,15 @@ def test_a_real_browser_opens_every_page_of_a_running_dashboard(cli, lw_env, db,
         from tests.browser import check_pages
 
         results = check_pages(chromium, f"http://127.0.0.1:{port}", PAGES, shots)
+        server = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()  # the streamlit process
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    assert len(server) == 1
+    deadline = time.time() + 30  # SIGTERM to `lorawatch dashboard` stops the server it started too
+    while time.time() < deadline and _alive(int(server[0])):
+        time.sleep(0.2)
+    assert not _alive(int(server[0])), "the streamlit server outlived `lorawatch dashboard`"
     for page, result in results.items():
         assert result["ok"], (page, result)
         assert (shots / f"{page}.png").stat().st_size > 10_000
