@@ -9,6 +9,9 @@ stacked ``A`` ``(G, in, r)`` and ``B`` ``(G, r, out)``; the base group's factors
 replaces PEFT's per-adapter passes, and HF ``generate``'s per-step host work, which dominate at
 canary sizes (see benchmarks/README.md).
 
+On CUDA, RMSNorm, rotary embedding and SwiGLU (with the gate and up projections' LoRA deltas)
+run as fused Triton kernels that round where eager PyTorch rounds (``monitors.kernels``).
+
 Prompts are right-padded, so the prefill is a plain causal pass (each row's valid tokens only
 see earlier valid tokens), and decode step ``t`` writes row ``i``'s key and value at slot
 ``len_i + t``: the valid slots of a row stay contiguous. All rows decode ``max_new_tokens``
@@ -22,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from monitors import kernels
 
 SUPPORTED = {"llama", "mistral", "qwen2"}
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -75,12 +80,24 @@ class GroupedDecoder:
             for name in PROJECTIONS:
                 module = getattr(attn, name, None) or getattr(mlp, name)
                 entry[name] = self._linear(module)
+            gate, up = entry["gate_proj"], entry["up_proj"]
+            if gate.a is not None and up.a is not None and gate.a.shape == up.a.shape:
+                # one bmm for both projections' LoRA inputs (kernels.lora_swiglu adds the deltas)
+                entry["gate_up_a"] = torch.cat([gate.a, up.a], dim=2)
             self.layers.append(entry)
         self.heads = self.config.num_attention_heads
         self.kv_heads = getattr(self.config, "num_key_value_heads", None) or self.heads
         self.head_dim = getattr(self.config, "head_dim", None) or self.config.hidden_size // self.heads
         self.dtype = self.embed.weight.dtype
         self.device = self.embed.weight.device
+        # fused norm / rotary / SwiGLU kernels that round as eager does (monitors.kernels), on CUDA
+        self.fused = kernels.available(self.device) and self._fusable()
+
+    def _fusable(self) -> bool:
+        norms = [self.norm] + [layer[k] for layer in self.layers for k in ("in_norm", "post_norm")]
+        if any(type(m).__name__ not in kernels.NORMS or not hasattr(m, "variance_epsilon") for m in norms):
+            return False
+        return getattr(self.config, "partial_rotary_factor", 1.0) == 1.0 and self.head_dim % 2 == 0
 
     def _linear(self, module) -> _Linear:
         base = getattr(module, "base_layer", module)
@@ -90,6 +107,8 @@ class GroupedDecoder:
         if not present:
             return _Linear(weight, bias, None, None)
         rank = max(module.lora_A[k].weight.shape[0] for k in present)
+        if kernels.available(weight.device):  # zero-padded to 16s: kernels.lora_swiglu's tl.dot takes those
+            rank = -(-rank // 16) * 16
         a = torch.zeros(self.groups, weight.shape[1], rank, dtype=weight.dtype, device=weight.device)
         b = torch.zeros(self.groups, rank, weight.shape[0], dtype=weight.dtype, device=weight.device)
         for g, key in enumerate(self.keys, start=1):
@@ -113,31 +132,58 @@ class GroupedDecoder:
         if group is not None:
             return out + (x @ lin.a[group]) @ lin.b[group]
         n, t, d = x.shape
-        xs = x.reshape(self.groups, group_size * t, d)
-        delta = torch.bmm(torch.bmm(xs, lin.a), lin.b)
-        return out + delta.reshape(n, t, -1)
+        # the adapters' groups only (the base's factors are zero). The delta is rounded, then
+        # added, as PEFT adds it; baddbmm_ rounds once on some backends and twice on others
+        xs = x.reshape(self.groups, group_size * t, d)[1:]
+        out.view(self.groups, group_size * t, -1)[1:] += torch.bmm(torch.bmm(xs, lin.a[1:]), lin.b[1:])
+        return out
 
     def _layer(self, layer, x, cos, sin, k_cache, v_cache, write, attn_mask, causal: bool, *,
                group_size: int | None = None, group: int | None = None):
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
         n, t, _ = x.shape
-        h = layer["in_norm"](x)
-        q = self._project(layer["q_proj"], h, group_size, group).view(n, t, self.heads, self.head_dim).transpose(1, 2)
-        k = self._project(layer["k_proj"], h, group_size, group).view(n, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        fused = self.fused
+        norm = layer["in_norm"]
+        h = kernels.rms_norm(x, norm.weight, norm.variance_epsilon)[0] if fused else norm(x)
+        q = self._project(layer["q_proj"], h, group_size, group).view(n, t, self.heads, self.head_dim)
+        k = self._project(layer["k_proj"], h, group_size, group).view(n, t, self.kv_heads, self.head_dim)
         v = self._project(layer["v_proj"], h, group_size, group).view(n, t, self.kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        if fused:
+            q, k = kernels.rotary(q, cos, sin).transpose(1, 2), kernels.rotary(k, cos, sin).transpose(1, 2)
+        else:
+            q, k = apply_rotary_pos_emb(q.transpose(1, 2), k.transpose(1, 2), cos, sin)
         write(k_cache, v_cache, k, v)
         if causal:
             o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.kv_heads != self.heads)
         else:
             o = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=attn_mask, enable_gqa=self.kv_heads != self.heads)
         o = o.transpose(1, 2).reshape(n, t, self.heads * self.head_dim)
-        x = x + self._project(layer["o_proj"], o, group_size, group)
-        h = layer["post_norm"](x)
-        gate = self._project(layer["gate_proj"], h, group_size, group)
-        up = self._project(layer["up_proj"], h, group_size, group)
-        return x + self._project(layer["down_proj"], F.silu(gate) * up, group_size, group)
+        attn = self._project(layer["o_proj"], o, group_size, group)
+        norm = layer["post_norm"]
+        if fused:
+            h, x = kernels.rms_norm(attn, norm.weight, norm.variance_epsilon, residual=x)
+        else:
+            x = x + attn
+            h = norm(x)
+        act = self._swiglu(layer, h, group_size, group) if fused else None
+        if act is None:
+            gate = self._project(layer["gate_proj"], h, group_size, group)
+            up = self._project(layer["up_proj"], h, group_size, group)
+            act = kernels.silu_mul(gate, up) if fused else F.silu(gate) * up
+        return x + self._project(layer["down_proj"], act, group_size, group)
+
+    def _swiglu(self, layer, h: torch.Tensor, group_size: int | None, group: int | None) -> torch.Tensor | None:
+        """The MLP's activation with the gate and up LoRA deltas added inside the fused kernel;
+        None where it does not apply (one group at a time, partial tiles, other ranks)."""
+        a = layer.get("gate_up_a")
+        n, t, d = h.shape
+        if a is None or group is not None or not kernels.lora_swiglu_applies(group_size * t, a.shape[2] // 2):
+            return None
+        gate, up = layer["gate_proj"], layer["up_proj"]
+        xa = torch.bmm(h.reshape(self.groups, group_size * t, d)[1:], a[1:])
+        return kernels.lora_swiglu(F.linear(h, gate.weight, gate.bias), F.linear(h, up.weight, up.bias),
+                                   xa.reshape(-1, a.shape[2]), gate.b, up.b, group_size * t)
 
     def _logits_last(self, x: torch.Tensor) -> torch.Tensor:
         return self.lm_head(self.norm(x))
@@ -154,8 +200,7 @@ class GroupedDecoder:
         b, t = input_ids.shape
         ids = input_ids.repeat(self.groups, 1)
         x = self.embed(ids)
-        positions_all = torch.arange(t, device=ids.device).unsqueeze(0).expand(ids.shape[0], t)
-        cos, sin = self.rotary(x, positions_all)
+        cos, sin = self.rotary(x, torch.arange(t, device=ids.device).unsqueeze(0))  # (1, T, D): every row alike
         for layer in self.layers:
             x = self._layer(layer, x, cos, sin, None, None, lambda *a: None, None, causal=True, group_size=b)
         x = x.view(self.groups, b, t, -1)

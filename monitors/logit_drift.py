@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from monitors import kernels
+
 LOG2 = math.log(2.0)
 
 
@@ -81,12 +83,29 @@ def _metrics_fn(device: torch.device):
     return _compiled
 
 
+@dataclass
+class BaseLogits:
+    """The base's logits at every gathered position in the model's dtype, with their fp32
+    log-sum-exp and argmax: the same log-probs as an fp32 ``log_softmax`` in half the bytes
+    (for the fused drift kernel, ``monitors.kernels.drift``)."""
+
+    logits: torch.Tensor
+    lse: torch.Tensor
+    argmax: torch.Tensor
+
+
 def base_logprobs(lm_head, base_hidden: torch.Tensor, softcap: float | None, dtype: torch.dtype,
-                  budget_bytes: int) -> torch.Tensor | None:
+                  budget_bytes: int) -> torch.Tensor | BaseLogits | None:
     """The base's log-probs at every gathered position, computed once per batch and shared by
     every adapter; None when they would not fit ``budget_bytes`` (then each adapter recomputes
-    them a chunk at a time)."""
+    them a chunk at a time). Where the fused kernels run (CUDA, no soft-capping) they are
+    kept as ``BaseLogits``."""
     vocab = lm_head.weight.shape[0]
+    if not softcap and kernels.available(base_hidden.device):
+        if base_hidden.shape[0] * vocab * base_hidden.element_size() > budget_bytes:
+            return None
+        logits = lm_head(base_hidden)
+        return BaseLogits(logits, *kernels.base_stats(logits))
     if base_hidden.shape[0] * vocab * torch.finfo(dtype).bits // 8 > budget_bytes:
         return None
     out = torch.empty((base_hidden.shape[0], vocab), dtype=dtype, device=base_hidden.device)
@@ -106,18 +125,21 @@ def score(
     n_rows: int,
     *,
     softcap: float | None = None,
-    base_logprobs: torch.Tensor | None = None,
+    base_logprobs: torch.Tensor | BaseLogits | None = None,
     chunk: int | None = None,
 ) -> DriftScores:
     """Drift scores for gathered positions.
 
     ``base_hidden`` and ``adapted_hidden`` are (M, H) hidden states of the M scored positions,
     ``labels`` the (M,) token each position predicts and ``rows`` the (M,) row it belongs to.
-    ``base_logprobs`` may hold precomputed (M, V) base log-probs to skip the base head.
+    ``base_logprobs`` may hold precomputed (M, V) base log-probs to skip the base head, or
+    ``BaseLogits``, which the fused kernel reads.
     """
     device = adapted_hidden.device
     vocab = lm_head.weight.shape[0]
-    chunk = chunk or chunk_positions(vocab)
+    fused = isinstance(base_logprobs, BaseLogits)
+    # the fused kernel keeps only bf16 logits of a chunk: larger chunks, fewer head matmuls
+    chunk = chunk or chunk_positions(vocab, 1 << 28 if fused else 1 << 25)
     metrics = _metrics_fn(device)
     f64 = torch.float64
     kl_sum = torch.zeros(n_rows, dtype=f64, device=device)
@@ -129,14 +151,18 @@ def score(
     count = torch.zeros(n_rows, dtype=torch.long, device=device)
     for start in range(0, labels.shape[0], chunk):
         sl = slice(start, start + chunk)
-        if base_logprobs is not None:
-            lb = base_logprobs[sl]
-        else:
-            lb = head_logits(lm_head, base_hidden[sl], softcap).log_softmax(-1)
         logits = lm_head(adapted_hidden[sl])
-        if softcap:
-            logits = torch.tanh(logits.float() / softcap) * softcap
-        kl, js, agree, lpb, lpa = metrics(logits, lb, labels[sl].unsqueeze(-1))
+        if fused:
+            base = base_logprobs
+            kl, js, agree, lpb, lpa = kernels.drift(logits, base.logits[sl], base.lse[sl], base.argmax[sl], labels[sl])
+        else:
+            if base_logprobs is not None:
+                lb = base_logprobs[sl]
+            else:
+                lb = head_logits(lm_head, base_hidden[sl], softcap).log_softmax(-1)
+            if softcap:
+                logits = torch.tanh(logits.float() / softcap) * softcap
+            kl, js, agree, lpb, lpa = metrics(logits, lb, labels[sl].unsqueeze(-1))
         r = rows[sl]
         kl_sum.index_add_(0, r, kl.to(f64))
         kl_max.scatter_reduce_(0, r, kl.to(f64), reduce="amax")

@@ -12,6 +12,12 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if "TRITON_INTERPRET" not in os.environ:
+    import torch
+
+    # without a GPU the fused Triton kernels run (in tests/test_kernels.py) under the interpreter;
+    # monitors.kernels reads this when it is first imported
+    os.environ["TRITON_INTERPRET"] = "0" if torch.cuda.is_available() else "1"
 
 PG_URL = os.environ.get("LORAWATCH_TEST_POSTGRES_URL")
 BACKENDS = ["db:sqlite"] + (["db:postgresql"] if PG_URL else [])

@@ -79,7 +79,8 @@ def build_base(directory: Path, seed: int = 42, pretrain_steps: int = 120) -> Pa
 
 
 def train_adapter(base_dir: Path, out_dir: Path, *, seed: int = 0, steps: int = 30, zero: bool = False,
-                  texts: list[str] | None = None, rank: int = 4) -> Path:
+                  texts: list[str] | None = None, rank: int = 4,
+                  targets: tuple[str, ...] = ("q_proj", "v_proj", "o_proj", "down_proj")) -> Path:
     """A real PEFT LoRA adapter on the tiny base: trained on ``texts`` or, with ``zero``, B = 0."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -88,7 +89,7 @@ def train_adapter(base_dir: Path, out_dir: Path, *, seed: int = 0, steps: int = 
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj", "o_proj", "down_proj"],
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(targets),
                         lora_dropout=0.0, task_type="CAUSAL_LM")
     model = get_peft_model(model, config)
     if not zero:
