@@ -122,7 +122,9 @@ class CanarySettings(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: CUDA in bf16 when available, else CPU in fp32."
     )
-    batch_size: int = Field(8, gt=0, description="Prompts per forward pass.")
+    batch_size: int | None = Field(
+        None, gt=0, description="Prompts per forward pass (default: 32 on GPUs, including a Ray backend, 8 on the CPU)."
+    )
     max_new_tokens: int = Field(48, gt=0, description="Tokens generated per prompt and model.")
     drift_p_value: float = Field(
         0.05, gt=0, lt=1, description="KS and MMD tests are breached at p <= this value."

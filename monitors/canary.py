@@ -55,12 +55,28 @@ class RunOptions:
     max_new_tokens: int = 48
 
     @classmethod
-    def from_settings(cls, settings, **overrides) -> RunOptions:
-        """Options from ``[canary]`` settings, with non-None overrides."""
+    def from_settings(cls, settings, *, backend: str | None = None, **overrides) -> RunOptions:
+        """Options from ``[canary]`` settings, with non-None overrides. Without a batch size:
+        32 prompts where the run goes to GPUs (``cuda``; ``auto`` with a local GPU or on the Ray
+        backend), whose grouped pass and fused kernels need rows to be fast (benchmarks/README.md),
+        else 8."""
         values = {"device": settings.canary.device, "batch_size": settings.canary.batch_size,
                   "max_new_tokens": settings.canary.max_new_tokens}
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if values["batch_size"] is None:
+            device, backend = values["device"], backend or settings.canary.backend
+            gpu = device == "cuda" or (device == "auto" and (backend == "ray" or _local_cuda()))
+            values["batch_size"] = GPU_BATCH_SIZE if gpu else CPU_BATCH_SIZE
         return cls(**values)
+
+
+GPU_BATCH_SIZE, CPU_BATCH_SIZE = 32, 8
+
+
+def _local_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 # ---------------------------------------------------------------- choosing what to run

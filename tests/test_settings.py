@@ -30,6 +30,24 @@ def test_the_file_in_the_working_directory_is_found(tmp_path):
     assert settings.source == tmp_path / "lorawatch.toml"
 
 
+def test_the_batch_size_defaults_to_what_the_device_needs(tmp_path):
+    """Unset: 32 prompts a batch where the run goes to GPUs, 8 on the CPU; set or passed: as given."""
+    import torch
+
+    from monitors.canary import RunOptions
+
+    settings = load_settings()
+    assert settings.canary.batch_size is None
+    assert RunOptions.from_settings(settings, device="cpu").batch_size == 8
+    assert RunOptions.from_settings(settings, device="cpu", backend="ray").batch_size == 8
+    assert RunOptions.from_settings(settings, device="cuda").batch_size == 32
+    assert RunOptions.from_settings(settings, device="auto", backend="ray").batch_size == 32
+    assert RunOptions.from_settings(settings, device="auto").batch_size == (32 if torch.cuda.is_available() else 8)
+    assert RunOptions.from_settings(settings, device="cuda", batch_size=5).batch_size == 5
+    write(tmp_path, "[canary]\nbatch_size = 4\n")
+    assert RunOptions.from_settings(load_settings(), device="cuda").batch_size == 4
+
+
 def test_environment_overrides_home_and_database(tmp_path, monkeypatch):
     write(tmp_path, 'home = "/elsewhere"\n[database]\nurl = "sqlite:///a.db"\n')
     monkeypatch.setenv("LORAWATCH_HOME", str(tmp_path / "h"))

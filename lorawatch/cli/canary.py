@@ -22,7 +22,7 @@ def canary() -> None:
               help="NAME (its production version, else its newest) or NAME@VERSION; repeatable. Default: every production version.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
               help="auto: CUDA in bf16 when available, else CPU in fp32 (default: canary.device).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Prompts per batch (default: canary.batch_size).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Prompts per batch (default: canary.batch_size, else 32 on GPUs and 8 on the CPU).")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=None, help="Generated tokens per prompt (default: canary.max_new_tokens).")
 @click.option("--resume", "resume", type=int, default=None, help="Finish an interrupted run instead of starting one.")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default=None,
@@ -91,7 +91,7 @@ def _execute(app: AppContext, dataset, adapters, device, batch_size, max_new_tok
     else:
         if dataset is None:
             raise InputError("--dataset is required", fix="pass --dataset FILE.jsonl (or --resume RUN)")
-        options = service.RunOptions.from_settings(app.settings, device=device, batch_size=batch_size,
+        options = service.RunOptions.from_settings(app.settings, backend=backend, device=device, batch_size=batch_size,
                                                    max_new_tokens=max_new_tokens)
         run_id = service.create_run(db, app.settings, dataset_path=dataset, adapters=list(adapters) or None,
                                     options=options, actor=app.actor)
