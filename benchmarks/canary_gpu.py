@@ -56,6 +56,9 @@ def main() -> None:
     parser.add_argument("--gen-prompt", type=int, default=128, help="Prompt tokens for generation (the anchors' 128).")
     parser.add_argument("--gen-batch", type=int, default=256, help="Prompts per grouped generation batch.")
     parser.add_argument("--hf-prompts", type=int, default=32, help="Prompts for PEFT's generate per adapter, for comparison (0: none).")
+    parser.add_argument("--adapter-dtype", choices=["model", "float32"], default="model",
+                        help="LoRA weights in the model's dtype, or in fp32 as PeftModel.from_pretrained loads them "
+                             "onto a bf16 base (then PEFT adds an fp32 delta and rounds once).")
     parser.add_argument("--profile", action="store_true",
                         help="Only profile the runner's scoring of one batch (torch profiler): the top kernels by device time.")
     args = parser.parse_args()
@@ -71,7 +74,8 @@ def main() -> None:
     if args.small:
         args.prompts, args.length, args.batch, args.new_tokens, args.naive_prompts = 16, 32, 8, 8, 4
         args.gen_prompt, args.gen_batch, args.hf_prompts = 8, 8, 4
-    model, cfg, n_params = build([f"a{i}" for i in range(args.adapters)], args.small, device, dtype)
+    model, cfg, n_params = build([f"a{i}" for i in range(args.adapters)], args.small, device, dtype,
+                                 adapter_dtype=torch.float32 if args.adapter_dtype == "float32" else None)
     names = [f"a{i}" for i in range(args.adapters)]
     generator = torch.Generator().manual_seed(1)
     ids = torch.randint(1, cfg.vocab_size - 1, (args.prompts, args.length), generator=generator).tolist()
@@ -87,6 +91,7 @@ def main() -> None:
 
     def emit(**kw):
         kw.update(torch=torch.__version__, device=torch.cuda.get_device_name() if cuda else "cpu", N=args.adapters,
+                  adapter_dtype=args.adapter_dtype,
                   P=args.prompts, L=args.length, BS=args.batch, new_tokens=args.new_tokens)
         print(json.dumps(kw), flush=True)
 

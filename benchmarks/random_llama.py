@@ -24,12 +24,14 @@ class Tokens:
         return [" ".join(map(str, row)) for row in rows]
 
 
-def build(names: list[str], small: bool, device, dtype, seeded: bool = False):
+def build(names: list[str], small: bool, device, dtype, seeded: bool = False, adapter_dtype=None):
     """The PeftModel with one adapter per name, its config and the base's parameter count.
 
     Adapter weights: PEFT's non-zero init scaled by 0.05 (so KL is non-zero), or with
     ``seeded`` drawn from a generator seeded by the adapter's number, so an adapter has the
-    same weights whichever other adapters share its process.
+    same weights whichever other adapters share its process. They are in ``dtype`` like the
+    base, or in ``adapter_dtype`` (fp32: as ``PeftModel.from_pretrained`` loads adapters onto a
+    bf16 base, which is how ``lorawatch canary run`` loads them).
     """
     import torch
     from peft import LoraConfig, get_peft_model
@@ -60,4 +62,8 @@ def build(names: list[str], small: bool, device, dtype, seeded: bool = False):
                     else:
                         p.mul_(0.05)
     model.to(dtype).eval()
+    if adapter_dtype is not None:
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.data = p.data.to(adapter_dtype)
     return model, cfg, n_params

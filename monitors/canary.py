@@ -58,8 +58,8 @@ class RunOptions:
     def from_settings(cls, settings, *, backend: str | None = None, **overrides) -> RunOptions:
         """Options from ``[canary]`` settings, with non-None overrides. Without a batch size:
         32 prompts where the run goes to GPUs (``cuda``; ``auto`` with a local GPU or on the Ray
-        backend), whose grouped pass and fused kernels need rows to be fast (benchmarks/README.md),
-        else 8."""
+        backend, which is meant for GPU fleets: a Ray cluster without GPUs gets 32 too), whose
+        grouped pass and fused kernels need rows to be fast (benchmarks/README.md), else 8."""
         values = {"device": settings.canary.device, "batch_size": settings.canary.batch_size,
                   "max_new_tokens": settings.canary.max_new_tokens}
         values.update({k: v for k, v in overrides.items() if v is not None})

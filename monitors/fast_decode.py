@@ -74,6 +74,7 @@ class GroupedDecoder:
         self.rotary = inner.rotary_emb
         self.lm_head = core.get_output_embeddings()
         self.layers = []
+        kernels_on = kernels.available(self.embed.weight.device)
         for layer in inner.layers:
             attn, mlp = layer.self_attn, layer.mlp
             entry = {"in_norm": layer.input_layernorm, "post_norm": layer.post_attention_layernorm}
@@ -81,7 +82,7 @@ class GroupedDecoder:
                 module = getattr(attn, name, None) or getattr(mlp, name)
                 entry[name] = self._linear(module)
             gate, up = entry["gate_proj"], entry["up_proj"]
-            if gate.a is not None and up.a is not None and gate.a.shape == up.a.shape:
+            if kernels_on and gate.a is not None and up.a is not None and gate.a.shape == up.a.shape:
                 # one bmm for both projections' LoRA inputs (kernels.lora_swiglu adds the deltas)
                 entry["gate_up_a"] = torch.cat([gate.a, up.a], dim=2)
             self.layers.append(entry)
@@ -133,7 +134,9 @@ class GroupedDecoder:
             return out + (x @ lin.a[group]) @ lin.b[group]
         n, t, d = x.shape
         # the adapters' groups only (the base's factors are zero). The delta is rounded, then
-        # added, as PEFT adds it; baddbmm_ rounds once on some backends and twice on others
+        # added, as PEFT adds the delta of bf16 factors; baddbmm_ rounds once on some backends
+        # and twice on others. (Factors are stacked in the model's dtype: PEFT's fp32 factors
+        # of a bf16 model give an fp32 delta, rounded once; benchmarks/README.md measures both.)
         xs = x.reshape(self.groups, group_size * t, d)[1:]
         out.view(self.groups, group_size * t, -1)[1:] += torch.bmm(torch.bmm(xs, lin.a[1:]), lin.b[1:])
         return out

@@ -9,7 +9,8 @@ between (measured on the H200, benchmarks/README.md). So the kernels keep them:
   + eps)).to(dtype)``: the normalised value rounded, then the product rounded;
 - ``rotary``: ``q * cos + rotate_half(q) * sin`` with both products and the sum rounded;
 - ``silu_mul``: ``silu(gate)`` rounded, times ``up`` rounded; ``lora_swiglu`` the same after
-  adding each adapter group's LoRA deltas to ``gate`` and ``up`` (rounded, then added, as PEFT);
+  adding each adapter group's LoRA deltas to ``gate`` and ``up`` (rounded, then added, as PEFT
+  adds the delta of bf16 factors);
 - ``base_stats`` and ``drift``: per position the log-sum-exp and argmax of bf16 logits, then
   KL(adapted || base), Jensen-Shannon, top-1 agreement and the label's log-probs in fp32, in
   two passes over the vocabulary (the second reads the first's logits back from L2), from the
@@ -48,15 +49,17 @@ INTERP = interpreting()  # read once: triton.jit picks the interpreter when a ke
 
 
 def available(device: torch.device) -> bool:
-    """Whether the kernels run for tensors on ``device``: on CUDA with Triton installed, unless
-    ``LORAWATCH_FUSED_KERNELS=0``; on the CPU only under the interpreter with
+    """Whether the kernels run for tensors on ``device``: on CUDA (compute capability 8.0 or
+    newer) with Triton installed, unless ``LORAWATCH_FUSED_KERNELS=0``; on the CPU only under
+    the interpreter with
     ``LORAWATCH_FUSED_KERNELS=interpret`` (tests: slow, but the same kernels)."""
     setting = os.environ.get("LORAWATCH_FUSED_KERNELS", "1")
     if triton is None or setting == "0":
         return False
     if device.type == "cpu":
         return INTERP and setting == "interpret"
-    return device.type == "cuda" and not INTERP
+    # bf16 tl.dot and the bf16 conversions need Ampere or newer
+    return device.type == "cuda" and not INTERP and torch.cuda.get_device_capability(device) >= (8, 0)
 
 
 def _jit(fn):
@@ -226,7 +229,8 @@ def _lora_swiglu_kernel(GATE, UP, XA, BG, BU, OUT, N, GROUP_ROWS, R, sxa, sbg, s
         else:
             dg = tl.dot(xg, bg)
             du = tl.dot(xu, bu)
-        # the delta rounded before the sum, as PEFT's lora_B(lora_A(x)) is
+        # the delta rounded before the sum, as PEFT rounds lora_B(lora_A(x)) of bf16 factors
+        # (the grouped pass stacks every adapter's factors in the model's dtype)
         gate = gate + _round(dg, ROUND).to(OUT.dtype.element_ty).to(tl.float32)
         up = up + _round(du, ROUND).to(OUT.dtype.element_ty).to(tl.float32)
     dt = OUT.dtype.element_ty

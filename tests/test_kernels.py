@@ -71,7 +71,8 @@ def test_norm_rotary_and_swiglu_round_as_eager(name):
 
 
 @pytest.mark.parametrize("name", DEVICES)
-def test_swiglu_with_lora_deltas_matches_adding_them_first_as_peft_does(name):
+@pytest.mark.parametrize("rows, rank", [(32, 16), (96, 48)])  # one tile a group; three tiles of 32, rank padded to 64
+def test_swiglu_with_lora_deltas_matches_adding_them_first_as_peft_does(name, rows, rank):
     import torch.nn.functional as F
 
     from monitors import kernels
@@ -79,7 +80,7 @@ def test_swiglu_with_lora_deltas_matches_adding_them_first_as_peft_does(name):
     device = _device(name)
     g = torch.Generator().manual_seed(2)
     bf = torch.bfloat16
-    groups, rows, d, n, rank = 3, 32, 48, 200, 16  # 200 columns: the last tile is partly masked
+    groups, d, n = 3, 48, 200  # 200 columns: the last tile is partly masked
     h = torch.randn(groups, rows, d, generator=g).to(device, bf)
     gate = torch.randn(groups, rows, n, generator=g).to(device, bf)
     up = torch.randn(groups, rows, n, generator=g).to(device, bf)
@@ -152,17 +153,18 @@ def test_fused_grouped_pass_matches_the_eager_one(name, monkeypatch, tmp_path, t
     peft.load_adapter(second_adapter, adapter_name="b")
     peft.eval()
     models = CanaryModels(peft, tokenizer, device, 6)
-    prompts = [tokenizer(p)["input_ids"] for p in ["How do I reset my password?", "The album mixes jazz",
-                                                     "Drink water", "Transfer money"]]
-    targets = [tokenizer(t)["input_ids"] for t in [" Use the portal link.", " and electronic music with a calm mood.",
-                                                     " and rest.", " between accounts"]]
-    while max(len(p) + len(t) for p, t in zip(prompts, targets)) % 4:  # 4 rows x a multiple of 4 tokens:
-        targets[1].append(targets[1][-1])  # whole tiles for the SwiGLU kernel with LoRA deltas
+    # 16 prompts: whole 16-row tiles for the SwiGLU kernel with LoRA deltas, in the teacher-forced
+    # pass and in every decode step (one row per prompt and group)
+    texts = ["How do I reset my password?", "The album mixes jazz", "Drink water", "Transfer money"] * 4
+    prompts = [tokenizer(p)["input_ids"][: 3 + i % 5] for i, p in enumerate(texts)]
+    targets = [tokenizer(t)["input_ids"][:4] for t in [" Use the portal link.", " and electronic music.", " and rest.",
+                                                       " between accounts"] * 4]
     input_ids, _, rows, positions, _ = models.layout(prompts, targets)
 
     decoder = models.grouped(["a", "b"])
     assert decoder.fused and kernels.available(device)
-    assert kernels.lora_swiglu_applies(input_ids.numel(), decoder.layers[0]["gate_up_a"].shape[2] // 2)
+    rank = decoder.layers[0]["gate_up_a"].shape[2] // 2
+    assert kernels.lora_swiglu_applies(input_ids.numel(), rank) and kernels.lora_swiglu_applies(len(prompts), rank)
     fused_hidden = decoder.hidden(input_ids, rows, positions)
     fused_scores = score_adapters(models, prompts, targets, ["a", "b"])
     fused_tokens = models.generate_all(prompts, ["a", "b"])
