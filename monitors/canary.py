@@ -64,19 +64,15 @@ class RunOptions:
                   "max_new_tokens": settings.canary.max_new_tokens}
         values.update({k: v for k, v in overrides.items() if v is not None})
         if values["batch_size"] is None:
+            from lorawatch.models import pick_device
+
             device, backend = values["device"], backend or settings.canary.backend
-            gpu = device == "cuda" or (device == "auto" and (backend == "ray" or _local_cuda()))
+            gpu = device == "cuda" or (device == "auto" and (backend == "ray" or pick_device("auto").device.type == "cuda"))
             values["batch_size"] = GPU_BATCH_SIZE if gpu else CPU_BATCH_SIZE
         return cls(**values)
 
 
 GPU_BATCH_SIZE, CPU_BATCH_SIZE = 32, 8
-
-
-def _local_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 # ---------------------------------------------------------------- choosing what to run

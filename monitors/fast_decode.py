@@ -73,8 +73,10 @@ class GroupedDecoder:
         self.norm = inner.norm
         self.rotary = inner.rotary_emb
         self.lm_head = core.get_output_embeddings()
+        self.dtype = self.embed.weight.dtype
+        self.device = self.embed.weight.device
+        self.kernels_on = kernels.available(self.device)  # read once: _linear pads ranks for them
         self.layers = []
-        kernels_on = kernels.available(self.embed.weight.device)
         for layer in inner.layers:
             attn, mlp = layer.self_attn, layer.mlp
             entry = {"in_norm": layer.input_layernorm, "post_norm": layer.post_attention_layernorm}
@@ -82,20 +84,18 @@ class GroupedDecoder:
                 module = getattr(attn, name, None) or getattr(mlp, name)
                 entry[name] = self._linear(module)
             gate, up = entry["gate_proj"], entry["up_proj"]
-            if kernels_on and gate.a is not None and up.a is not None and gate.a.shape == up.a.shape:
+            if self.kernels_on and gate.a is not None and up.a is not None and gate.a.shape == up.a.shape:
                 # one bmm for both projections' LoRA inputs (kernels.lora_swiglu adds the deltas)
                 entry["gate_up_a"] = torch.cat([gate.a, up.a], dim=2)
             self.layers.append(entry)
         self.heads = self.config.num_attention_heads
         self.kv_heads = getattr(self.config, "num_key_value_heads", None) or self.heads
         self.head_dim = getattr(self.config, "head_dim", None) or self.config.hidden_size // self.heads
-        self.dtype = self.embed.weight.dtype
-        self.device = self.embed.weight.device
         # fused norm / rotary / SwiGLU kernels that round as eager does (monitors.kernels), on CUDA
-        self.fused = kernels.available(self.device) and self._fusable()
+        self.fused = self.kernels_on and self._fusable()
 
     def _fusable(self) -> bool:
-        norms = [self.norm] + [layer[k] for layer in self.layers for k in ("in_norm", "post_norm")]
+        norms = [layer[k] for layer in self.layers for k in ("in_norm", "post_norm")]  # the final norm stays eager
         if any(type(m).__name__ not in kernels.NORMS or not hasattr(m, "variance_epsilon") for m in norms):
             return False
         return getattr(self.config, "partial_rotary_factor", 1.0) == 1.0 and self.head_dim % 2 == 0
@@ -108,7 +108,7 @@ class GroupedDecoder:
         if not present:
             return _Linear(weight, bias, None, None)
         rank = max(module.lora_A[k].weight.shape[0] for k in present)
-        if kernels.available(weight.device):  # zero-padded to 16s: kernels.lora_swiglu's tl.dot takes those
+        if self.kernels_on:  # zero-padded to 16s: kernels.lora_swiglu's tl.dot takes those
             rank = -(-rank // 16) * 16
         a = torch.zeros(self.groups, weight.shape[1], rank, dtype=weight.dtype, device=weight.device)
         b = torch.zeros(self.groups, rank, weight.shape[0], dtype=weight.dtype, device=weight.device)

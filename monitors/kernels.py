@@ -149,7 +149,7 @@ def _rms_norm_kernel(X, R, W, OUT, XOUT, D, eps, sx, sr, so, sxo,
 
 
 @_jit
-def _rotary_kernel(Q, COS, SIN, OUT, T, H, HALF, sq_row, sc_n, sc_t,
+def _rotary_kernel(Q, COS, SIN, OUT, T, H, HALF, sc_n, sc_t,
                    ROUND: tl.constexpr, INTERP: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)  # one (sequence, position) row: all its heads
     n = row // T
@@ -157,9 +157,9 @@ def _rotary_kernel(Q, COS, SIN, OUT, T, H, HALF, sq_row, sc_n, sc_t,
     h = tl.arange(0, BLOCK_H)[:, None]
     d = tl.arange(0, BLOCK_D)[None, :]
     mask = (h < H) & (d < HALF)
-    base = Q + row * sq_row + h * (2 * HALF) + d
-    q1 = tl.load(base, mask=mask, other=0.0).to(tl.float32)
-    q2 = tl.load(base + HALF, mask=mask, other=0.0).to(tl.float32)
+    offs = row * (H * 2 * HALF) + h * (2 * HALF) + d  # Q and OUT are contiguous (N, T, H, D)
+    q1 = tl.load(Q + offs, mask=mask, other=0.0).to(tl.float32)
+    q2 = tl.load(Q + offs + HALF, mask=mask, other=0.0).to(tl.float32)
     cs = n * sc_n + t * sc_t + d
     c1 = tl.load(COS + cs, mask=d < HALF, other=0.0).to(tl.float32)
     c2 = tl.load(COS + cs + HALF, mask=d < HALF, other=0.0).to(tl.float32)
@@ -178,9 +178,8 @@ def _rotary_kernel(Q, COS, SIN, OUT, T, H, HALF, sq_row, sc_n, sc_t,
     o2 = a2.to(dt).to(tl.float32) + b2.to(dt).to(tl.float32)
     o1 = _round(o1, ROUND)
     o2 = _round(o2, ROUND)
-    out = OUT + row * (H * 2 * HALF) + h * (2 * HALF) + d
-    tl.store(out, o1.to(dt), mask=mask)
-    tl.store(out + HALF, o2.to(dt), mask=mask)
+    tl.store(OUT + offs, o1.to(dt), mask=mask)
+    tl.store(OUT + offs + HALF, o2.to(dt), mask=mask)
 
 
 @_jit
@@ -342,7 +341,7 @@ def rotary(q: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     sc_n = 0 if cos.shape[0] == 1 else cos.stride(0)
     if n * t:
         _rotary_kernel[(n * t,)](
-            q, cos, sin, out, t, h, d // 2, h * d, sc_n, cos.stride(1),
+            q, cos, sin, out, t, h, d // 2, sc_n, cos.stride(1),
             INTERP=INTERP, ROUND=_round_flag(q), BLOCK_H=_pow2(h), BLOCK_D=_pow2(d // 2), num_warps=4)
     return out
 
