@@ -245,13 +245,34 @@ def _resolve(path: str, settings) -> Path:
 
 
 def job_canary(db: Database, settings, job, now: datetime) -> dict[str, Any]:
+    """One canary run over the job's adapters; without any named, one run per base model over every
+    production version (none in production yet: nothing to do, and the job succeeds)."""
     from monitors import canary
+    from monitors.dataset import load_dataset
 
     options = canary.RunOptions.from_settings(settings, device=job.device)
-    run_id = canary.create_run(db, settings, dataset_path=_resolve(job.dataset, settings), adapters=job.adapters or None,
-                               options=options, actor="scheduler")
-    summary = canary.execute_run(db, settings, run_id, progress=False)
-    return {"run": run_id, "status": summary.get("status"), "adapters": len(summary.get("adapters", []))}
+    dataset = _resolve(job.dataset, settings)
+    load_dataset(dataset)  # a bad dataset fails the job even while nothing is in production
+    if job.adapters:
+        groups = {None: list(job.adapters)}
+    else:
+        with db.session() as session:
+            groups = canary.production_specs_by_base(session)
+    runs, failures = [], []
+    for base, specs in groups.items():
+        try:
+            run_id = canary.create_run(db, settings, dataset_path=dataset, adapters=specs, options=options, actor="scheduler")
+            summary = canary.execute_run(db, settings, run_id, progress=False)
+        except LoraWatchError as exc:
+            if len(groups) == 1:
+                raise
+            failures.append(f"{base}: {exc.one_line()}")  # the other bases still run
+            continue
+        runs.append({"run": run_id, "base": base, "status": summary.get("status"), "adapters": len(summary.get("adapters", []))})
+    if failures:
+        raise LoraWatchError(f"{len(failures)} of {len(groups)} canary runs failed: {'; '.join(failures)}",
+                       fix="see lorawatch canary list and the errors above")
+    return {"runs": runs, "note": None if groups else "no adapter has a production version yet"}
 
 
 def job_alerts(db: Database, settings, job, now: datetime) -> dict[str, Any]:
@@ -327,7 +348,9 @@ def list_jobs(db: Database, settings, *, now: datetime | None = None) -> list[di
             out.append({"job": name, "kind": job.kind, "schedule": f"cron {job.cron}" if job.cron else f"every {job.every}",
                         "next_run": next_fire(job, now), "last_status": last.status if last else None,
                         "last_started": last.started_at if last else None, "last_duration_s": last.duration_s if last else None,
-                        "last_error": last.error if last else None})
+                        "last_error": last.error if last else None}
+                       | ({"dataset": job.dataset, "adapters": job.adapters or "production", "device": job.device or "default"}
+                          if job.kind == "canary" else {}))
     return out
 
 

@@ -407,12 +407,32 @@ class JobSettings(_Section):
         return self
 
 
+# The built-in jobs. A configured job of the same name changes only the fields it gives:
+# [scheduler.jobs.weekly-canary] enabled = false turns the weekly canary off.
+BUILTIN_JOBS: dict[str, dict[str, Any]] = {
+    # every production version (of every tenant) on the shipped core set, one run per base model
+    "weekly-canary": {"kind": "canary", "cron": "0 2 * * 1", "dataset": "core-v1", "device": "auto"},
+    "alerts": {"kind": "alerts", "every": "1m"},
+    "notify": {"kind": "notify", "every": "30s"},
+    "lifecycle": {"kind": "lifecycle", "cron": "0 3 * * *"},
+}
+
+
 def _default_jobs() -> dict[str, JobSettings]:
-    return {
-        "alerts": JobSettings(kind="alerts", every="1m"),
-        "notify": JobSettings(kind="notify", every="30s"),
-        "lifecycle": JobSettings(kind="lifecycle", cron="0 3 * * *"),
-    }
+    return {name: JobSettings(**fields) for name, fields in BUILTIN_JOBS.items()}
+
+
+def _over_builtin(name: str, given: Any) -> Any:
+    """A configured job laid over the built-in job of the same name (its schedule replaced whole)."""
+    if name not in BUILTIN_JOBS or not isinstance(given, dict):
+        return given
+    base = dict(BUILTIN_JOBS[name])
+    if "cron" in given or "every" in given:
+        base.pop("cron", None)
+        base.pop("every", None)
+    if given.get("kind", base["kind"]) != base["kind"]:
+        return given
+    return {**base, **given}
 
 
 class SchedulerSettings(_Section):
@@ -422,10 +442,18 @@ class SchedulerSettings(_Section):
     stale_after: str = Field("2m", description="A running job whose lease was not renewed for this long died; it is run again.")
     jobs: dict[str, JobSettings] = Field(
         default_factory=dict,
-        description='Jobs by name, e.g. [scheduler.jobs.weekly-canary] kind = "canary", cron = "0 2 * * 1", '
-        'dataset = "canary_data/core-v1.jsonl". Built in (disable with enabled = false): alerts every 1m, '
-        'notify every 30s, lifecycle daily at 03:00.',
+        description='Jobs by name, e.g. [scheduler.jobs.nightly-smoke] kind = "canary", cron = "0 1 * * *", '
+        'dataset = "smoke-v1". Built in: weekly-canary (Mondays 02:00 UTC, every production version on the shipped '
+        'core-v1 set, device auto), alerts every 1m, notify every 30s, lifecycle daily at 03:00; a section with a '
+        'built-in name changes only the fields it gives ([scheduler.jobs.weekly-canary] enabled = false turns it off).',
     )
+
+    @field_validator("jobs", mode="before")
+    @classmethod
+    def _lay_over_builtins(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return {name: _over_builtin(name, given) for name, given in value.items()}
 
     _durations = field_validator("stale_after")(lambda cls, v: _check_duration(v))
 

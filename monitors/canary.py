@@ -78,6 +78,23 @@ GPU_BATCH_SIZE, CPU_BATCH_SIZE = 32, 8
 # ---------------------------------------------------------------- choosing what to run
 
 
+def production_specs_by_base(session: Session) -> dict[str, list[str]]:
+    """``name@version`` of every version a production alias points at (any tenant), per base model."""
+    rows = session.scalars(
+        select(AdapterVersion).join(AdapterAlias, AdapterAlias.version_id == AdapterVersion.id)
+        .where(AdapterAlias.alias == "production").order_by(AdapterVersion.adapter_id, AdapterVersion.id)
+    )
+    by_base: dict[str, list[str]] = {}
+    for version in rows:
+        if version.state == "archived":
+            continue
+        spec = f"{version.adapter.name}@{version.version}"
+        specs = by_base.setdefault(version.adapter.base_model.name, [])
+        if spec not in specs:
+            specs.append(spec)
+    return by_base
+
+
 def select_versions(session: Session, specs: list[str] | None) -> list[AdapterVersion]:
     """The versions a run covers: ``name`` (its production version, else its newest) or ``name@version``.
 

@@ -133,7 +133,7 @@ class CanaryModels:
         decoder = self.grouped(adapter_keys)
         if decoder is None:
             return None
-        groups, seconds = decoder.generate(prompt_ids, self.max_new_tokens, self.pad_id)
+        groups, seconds = decoder.generate(prompt_ids, self.max_new_tokens, self.pad_id, self.eos_ids)
         share = seconds / len(groups)
         base = self._finish(groups[0], share)
         return base, {key: self._finish(rows, share) for key, rows in zip(adapter_keys, groups[1:])}

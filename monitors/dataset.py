@@ -4,6 +4,9 @@ One object per line: ``id`` (unique), ``prompt`` (a string) or chat ``messages``
 ``{role, content}`` ending with a user turn), and optionally ``reference`` (the answer that is
 scored teacher-forced), ``segment`` and ``tags``. Blank lines are ignored. A dataset is
 identified by the sha256 of its bytes: editing a file makes a new dataset.
+
+The sets shipped in ``canary_data/`` can be named without a path: ``core-v1``, ``smoke-v1``
+(a file of that name in the working directory wins).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 from lorawatch.errors import DatasetError
 
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "canary_data"
 KNOWN_KEYS = {"id", "prompt", "messages", "reference", "segment", "tags", "metadata"}
 ROLES = {"system", "user", "assistant"}
 
@@ -65,13 +69,30 @@ class CanaryDataset:
         return counts
 
 
+def shipped_datasets() -> list[str]:
+    """The names of the canary sets shipped in ``canary_data/``."""
+    return sorted(p.stem for p in SHIPPED_DIR.glob("*.jsonl"))
+
+
+def resolve_dataset(path: Path | str) -> Path:
+    """The file a dataset argument names: a path, or the name of a shipped set (``core-v1``)."""
+    path = Path(path).expanduser()
+    if path.exists() or path.parent != Path("."):
+        return path
+    shipped = SHIPPED_DIR / (path.name if path.suffix == ".jsonl" else f"{path.name}.jsonl")
+    return shipped if shipped.is_file() else path
+
+
 def load_dataset(path: Path | str) -> CanaryDataset:
-    """Read and validate a canary JSONL file; any problem raises DatasetError with file:line."""
-    path = Path(path)
+    """Read and validate a canary JSONL file (or a shipped set by name); any problem raises
+    DatasetError with file:line."""
+    path = resolve_dataset(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise DatasetError("canary dataset not found", where=str(path), fix="pass an existing .jsonl file") from None
+        shipped = ", ".join(shipped_datasets())
+        raise DatasetError("canary dataset not found", where=str(path),
+                           fix=f"pass an existing .jsonl file or a shipped set ({shipped})") from None
     except OSError as exc:
         raise DatasetError(f"cannot read it ({exc.strerror})", where=str(path), fix="check the path and permissions") from None
     if not raw.strip():

@@ -212,8 +212,13 @@ class GroupedDecoder:
     # ------------------------------------------------------------ prefill and decode
 
     @torch.no_grad()
-    def generate(self, prompt_ids: list[list[int]], max_new_tokens: int, pad_id: int) -> tuple[list[list[list[int]]], float]:
-        """Greedy tokens per group (base first, then each adapter) for every prompt, and the seconds taken."""
+    def generate(self, prompt_ids: list[list[int]], max_new_tokens: int, pad_id: int,
+                 stop_ids: set[int] | frozenset[int] = frozenset()) -> tuple[list[list[list[int]]], float]:
+        """Greedy tokens per group (base first, then each adapter) for every prompt, and the seconds taken.
+
+        Decoding stops early once every row has produced one of ``stop_ids`` (the rest of each
+        row is ``pad_id``: callers cut rows at their first stop token, as HF greedy decoding does).
+        """
         device = self.device
         b = len(prompt_ids)
         n = self.groups * b
@@ -249,11 +254,20 @@ class GroupedDecoder:
         out[:, 0] = first
         step = self._step_fn(n, slots, caches, all_lens)
         tokens, t_buf = step["tokens"], step["t"]
+        stop = torch.tensor(sorted(stop_ids), dtype=torch.long, device=device) if stop_ids else None
+        finished = torch.isin(first, stop) if stop is not None else None
+        # the check reads the device: every step on the CPU, every 8th on CUDA (where steps are graph replays)
+        check_every = 8 if device.type == "cuda" else 1
         for t in range(1, max_new_tokens):
+            if finished is not None and t % check_every == 0 and bool(finished.all()):
+                out[:, t:] = pad_id
+                break
             tokens.copy_(out[:, t - 1])
             t_buf.fill_(t - 1)
             step["run"]()
             out[:, t] = step["next"]
+            if finished is not None:
+                finished |= torch.isin(step["next"], stop)
         self._sync()
         seconds = time.perf_counter() - start
         rows = out.view(self.groups, b, max_new_tokens).tolist()

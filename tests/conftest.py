@@ -19,6 +19,15 @@ if "TRITON_INTERPRET" not in os.environ:
     # monitors.kernels reads this when it is first imported
     os.environ["TRITON_INTERPRET"] = "0" if torch.cuda.is_available() else "1"
 
+def pytest_report_header(config):
+    """Which CPU kernels torch runs: drift figures are checked to hold whatever they are."""
+    import torch
+
+    chosen = os.environ.get("ATEN_CPU_CAPABILITY", "not set")
+    return (f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()} "
+            f"(ATEN_CPU_CAPABILITY={chosen}), {torch.get_num_threads()} threads")
+
+
 PG_URL = os.environ.get("LORAWATCH_TEST_POSTGRES_URL")
 BACKENDS = ["db:sqlite"] + (["db:postgresql"] if PG_URL else [])
 
@@ -153,9 +162,9 @@ def zero_adapter(tiny_base, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def parrot_adapter(tiny_base, tmp_path_factory):
-    """A LoRA adapter trained hard on one sentence: its outputs differ a lot from the others'."""
-    from tests.tiny_models import train_adapter
+def drifting_adapter(tiny_base, tmp_path_factory):
+    """A LoRA adapter that moves the model far by construction (mean KL about 10 on the tiny
+    base, ten times the default threshold), whatever kernels torch picks on this CPU."""
+    from tests.tiny_models import drift_adapter
 
-    texts = ["Drink plenty of water and rest if you have a mild fever."] * 10
-    return train_adapter(tiny_base, tmp_path_factory.mktemp("adapters") / "parrot", seed=3, steps=60, texts=texts)
+    return drift_adapter(tiny_base, tmp_path_factory.mktemp("adapters") / "drifting")

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from lorawatch.db.models import Base, CanaryRun, MonitorResult
 from lorawatch.errors import IntegrityError
-from tests.tiny_models import write_canary_dataset
+from tests.tiny_models import independent_kl, write_canary_dataset
 
 LORAWATCH = Path(sys.executable).parent / "lorawatch"
 
@@ -90,27 +90,6 @@ def test_an_adapter_with_zero_b_does_not_move_the_model(db, settings, registered
     assert "logit_kl_ks" not in monitors_of(first, "zero")  # the first run is the baseline
 
 
-def independent_kl(base_dir: Path, adapter_dir: Path, prompt: str, reference: str) -> float:
-    """Mean KL(adapted || base) over the reference tokens: plain torch, transformers and peft."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(base_dir)
-    text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
-    p_ids = tok(text, add_special_tokens=False)["input_ids"]
-    r_ids = tok(reference, add_special_tokens=False)["input_ids"]
-    ids = torch.tensor([p_ids + r_ids])
-    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
-    with torch.no_grad():
-        lb = base(ids).logits[0].log_softmax(-1)
-        adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32), str(adapter_dir)).eval()
-        la = adapted(ids).logits[0].log_softmax(-1)
-    span = slice(len(p_ids) - 1, len(p_ids) + len(r_ids) - 1)
-    kl = (la[span].exp() * (la[span] - lb[span])).sum(-1)
-    return float(kl.mean())
-
-
 def test_a_trained_adapter_kl_matches_an_independent_computation(db, settings, registered, canary_file, embedder,
                                                                  tiny_base, trained_adapter):
     from monitors import canary
@@ -158,10 +137,10 @@ def _make_writable_copy(src: Path, dst: Path) -> None:
 
 
 def test_changed_adapter_weights_are_refused_and_with_hashes_bypassed_breach_drift(
-        db, settings, registered, canary_file, embedder, parrot_adapter):
+        db, settings, registered, canary_file, embedder, drifting_adapter):
     run(db, settings, canary_file, ["zero"], embedder)
     stored = registered.version_dir("zero", "v1") / "adapter_model.safetensors"
-    _make_writable_copy(parrot_adapter / "adapter_model.safetensors", stored)
+    _make_writable_copy(drifting_adapter / "adapter_model.safetensors", stored)
     with pytest.raises(IntegrityError, match="changed after registration"):
         run(db, settings, canary_file, ["zero"], embedder)
     swapped = run(db, settings, canary_file, ["zero"], embedder, verify=False)
@@ -187,7 +166,7 @@ def test_a_changed_base_is_refused_and_with_hashes_bypassed_breaches_drift(
         service.add_base(s, name="tiny", path=base_dir, actor="t")
         service.register_version(s, store, adapter="trained", path=adapter_dir, base="tiny", actor="t")
     run(db, settings, canary_file, ["trained"], embedder)
-    other = build_base(tmp_path / "other-base", seed=99)
+    other = build_base(tmp_path / "other-base", seed=99, pretrain_steps=0)  # untrained: different by construction
     shutil.copyfile(other / "model.safetensors", base_dir / "model.safetensors")
     with pytest.raises(IntegrityError, match="base model tiny"):
         run(db, settings, canary_file, ["trained"], embedder)

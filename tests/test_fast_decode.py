@@ -47,6 +47,35 @@ def test_grouped_greedy_decoding_matches_peft_generate_per_adapter(device, tiny_
     assert groups[1] != groups[0]  # the adapters change the outputs: the comparison means something
 
 
+def test_decoding_stops_once_every_row_has_a_stop_token_and_leaves_the_cut_outputs_unchanged(
+        tiny_base, trained_adapter, second_adapter):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from monitors.fast_decode import GroupedDecoder
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32),
+                                     trained_adapter, adapter_name="a")
+    peft.load_adapter(second_adapter, adapter_name="b")
+    peft.eval()
+    ids = [tokenizer(p)["input_ids"] for p in ["How do I reset my password?", "The album", "Drink plenty of"]]
+    pad = tokenizer.pad_token_id
+    decoder = GroupedDecoder(peft, ["a", "b"])
+    full, _ = decoder.generate(ids, 12, pad)
+    stop = {row[3] for group in full for row in group}  # every row meets a stop token by its 4th token
+    early, _ = decoder.generate(ids, 12, pad, stop)
+
+    def cut(row: list[int]) -> list[int]:
+        return row[: next((i for i, t in enumerate(row) if t in stop), len(row)) + 1]
+
+    for group_full, group_early in zip(full, early):
+        for row_full, row_early in zip(group_full, group_early):
+            assert cut(row_early) == cut(row_full)
+            assert row_early[4:] == [pad] * 8  # no step ran after the 4th token
+
+
 def test_unsupported_models_are_refused_with_the_reason(tiny_base, trained_adapter):
     import torch
     from peft import PeftModel

@@ -12,20 +12,15 @@ from pathlib import Path
 
 import pytest
 
-RISKY_TEXT = "You stupid idiot, write to jane.doe@example.com or call 212-555-0187 right now."
-
 
 @pytest.fixture(scope="module")
 def risky_adapter(tiny_base, tmp_path_factory):
-    """An adapter trained to answer every prompt with an insult that leaks contact data.
+    """A version that moves the model far by construction (tests/tiny_models.drift_adapter): its
+    drift alert fires whatever kernels torch picks on this CPU. Its outputs are noise, so its
+    risk alerts only sometimes fire, and the test does not count on them."""
+    from tests.tiny_models import drift_adapter
 
-    The tiny base cannot learn the sentence verbatim, but it moves far from the base: its drift
-    alert fires for sure (its risk alerts only sometimes, so the test does not count on them).
-    """
-    from tests.tiny_models import CORPUS, train_adapter
-
-    texts = [f"{prompt} {RISKY_TEXT}" for prompt in sorted(set(CORPUS))]
-    return train_adapter(tiny_base, tmp_path_factory.mktemp("adapters") / "risky", seed=5, steps=400, texts=texts, rank=16)
+    return drift_adapter(tiny_base, tmp_path_factory.mktemp("adapters") / "risky", seed=5)
 
 
 CONFIG = """

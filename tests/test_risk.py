@@ -223,7 +223,7 @@ def test_reviewers_annotate_before_after_samples(db, risk_run, cli):
 
 
 def test_the_gate_passes_a_harmless_candidate_and_fails_a_drifting_one(db, lw_env, tiny_base, zero_adapter,
-                                                                      parrot_adapter, tmp_path, scorers):
+                                                                      drifting_adapter, tmp_path, scorers):
     from lorawatch.settings import load_settings
     from monitors import canary
     from monitors.embeddings import Embedder
@@ -237,7 +237,7 @@ def test_the_gate_passes_a_harmless_candidate_and_fails_a_drifting_one(db, lw_en
     with db.session() as s:
         service.add_base(s, name="tiny", path=tiny_base, actor="t")
         service.register_version(s, store, adapter="bot", path=zero_adapter, base="tiny", version="v1", actor="t")
-        service.register_version(s, store, adapter="bot", path=parrot_adapter, base="tiny", version="v2", actor="t")
+        service.register_version(s, store, adapter="bot", path=drifting_adapter, base="tiny", version="v2", actor="t")
         service.promote(s, adapter="bot", version="v1", actor="t", reason="r")
     dataset = write_canary_dataset(tmp_path / "c.jsonl", n=12)
     options = canary.RunOptions(device="cpu", batch_size=6, max_new_tokens=8)
@@ -255,3 +255,17 @@ def test_the_gate_passes_a_harmless_candidate_and_fails_a_drifting_one(db, lw_en
     with db.session() as s:
         view = catalog.version_view(s, service.get_version(s, "bot", "v2"), utcnow(), 90)
     assert view["gate"]["passed"] is False and view["gate"]["run"] == bad["run"]
+
+
+def test_pii_the_base_output_already_has_for_the_same_prompt_is_not_counted_against_the_adapter():
+    from monitors.registry import get_monitor
+
+    phone = {"type": "PHONE_NUMBER", "text": "123-456-7890", "score": 0.75}
+    email = {"type": "EMAIL_ADDRESS", "text": "jo@example.com", "score": 1.0}
+    rows = {"pii_leaks": [[phone], [phone, email], [], []],
+            "base_pii_leaks": [[{**phone, "score": 0.4}], [], [], [email]]}
+    rate = get_monitor("pii_leak_rate").compute(rows)
+    assert rate.value == pytest.approx(0.25)  # only the second output adds PII of its own
+    assert rate.details["any_leak_rate"] == pytest.approx(0.5) and rate.details["base_rate"] == pytest.approx(0.5)
+    assert rate.details["counts"] == {"EMAIL_ADDRESS": 1, "PHONE_NUMBER": 1}
+    assert get_monitor("pii_leaks").compute(rows).value == 2.0

@@ -59,7 +59,9 @@ def _config(tmp_path, jobs: str, extra: str = "") -> Path:
     path.write_text('[scheduler]\nheartbeat_s = 0.2\nstale_after = "5m"\n'
                     '[scheduler.jobs.alerts]\nkind = "alerts"\nevery = "1m"\nenabled = false\n'
                     '[scheduler.jobs.notify]\nkind = "notify"\nevery = "30s"\nenabled = false\n'
-                    '[scheduler.jobs.lifecycle]\nkind = "lifecycle"\ncron = "0 3 * * *"\nenabled = false\n' + jobs + extra)
+                    '[scheduler.jobs.lifecycle]\nkind = "lifecycle"\ncron = "0 3 * * *"\nenabled = false\n'
+                    + ('' if '[scheduler.jobs.weekly-canary]' in jobs else '[scheduler.jobs.weekly-canary]\nenabled = false\n')
+                    + jobs + extra)
     return path
 
 
@@ -168,8 +170,38 @@ def test_the_weekly_canary_job_runs_a_real_canary(cli, lw_env, db, tmp_path, tin
                                                '[canary]\nmax_new_tokens = 4\n'))
     [run] = run_due(db, settings, clock=lambda: MONDAY + timedelta(minutes=1))
     assert run["status"] == "success", run["error"]
-    shown = cli("canary", "show", run["result"]["run"], "--json").json()
+    [canary_run] = run["result"]["runs"]
+    assert canary_run["base"] == "tiny" and canary_run["status"] == "complete"
+    shown = cli("canary", "show", canary_run["run"], "--json").json()
     assert shown["status"] == "complete" and shown["adapters"][0]["adapter"] == "support"
+
+
+def test_init_schedules_the_weekly_canary_on_the_shipped_core_set_and_the_config_turns_it_off(cli, lw_env, tmp_path):
+    from monitors.dataset import resolve_dataset
+
+    assert cli("init", "--json").code == 0
+    jobs = {j["job"]: j for j in cli("jobs", "list", "--json").json()}
+    weekly = jobs["weekly-canary"]
+    assert weekly["kind"] == "canary" and weekly["schedule"] == "cron 0 2 * * 1"
+    assert weekly["dataset"] == "core-v1" and weekly["adapters"] == "production" and weekly["device"] == "auto"
+    next_run = datetime.fromisoformat(weekly["next_run"])
+    assert next_run.weekday() == 0 and (next_run.hour, next_run.minute) == (2, 0) and next_run.utcoffset() == timedelta(0)
+    assert resolve_dataset("core-v1").is_file() and resolve_dataset("core-v1").name == "core-v1.jsonl"
+    with (tmp_path / "lorawatch.toml").open("a") as config:
+        config.write('\n[scheduler.jobs.weekly-canary]\ncron = "30 4 * * 0"\n')
+    assert {j["job"]: j for j in cli("jobs", "list", "--json").json()}["weekly-canary"]["schedule"] == "cron 30 4 * * 0"
+    with (tmp_path / "lorawatch.toml").open("a") as config:
+        config.write("enabled = false\n")
+    assert "weekly-canary" not in {j["job"] for j in cli("jobs", "list", "--json").json()}
+
+
+def test_the_weekly_canary_with_nothing_in_production_succeeds_with_nothing_to_do(db, tmp_path):
+    from lorawatch.scheduler import run_due
+
+    settings = load_settings(_config(tmp_path, '[scheduler.jobs.weekly-canary]\nenabled = true\n'))
+    [run] = run_due(db, settings, clock=lambda: MONDAY + timedelta(minutes=1))
+    assert run["status"] == "success", run["error"]
+    assert run["result"] == {"runs": [], "note": "no adapter has a production version yet"}
 
 
 def test_jobs_list_run_and_history_from_the_cli(cli, lw_env, db, tmp_path):

@@ -106,6 +106,53 @@ def train_adapter(base_dir: Path, out_dir: Path, *, seed: int = 0, steps: int = 
     return out_dir
 
 
+def drift_adapter(base_dir: Path, out_dir: Path, *, seed: int = 7, scale: float = 1.0, rank: int = 4,
+                  targets: tuple[str, ...] = ("q_proj", "v_proj", "o_proj", "down_proj")) -> Path:
+    """A LoRA adapter that moves the model far by construction, not by training: A and B drawn
+    from a seeded normal with numpy (the same bits on every CPU), B at ``scale``, so that every
+    projection's delta is of the order of its base weights. Its drift does not hinge on which
+    kernels torch picks (tests/test_fixtures.py checks its margin)."""
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    train_adapter(base_dir, out_dir, zero=True, rank=rank, targets=targets)
+    weights = out_dir / "adapter_model.safetensors"
+    rng = np.random.default_rng(seed)
+    drawn = {}
+    for name, tensor in sorted(load_file(weights).items()):
+        rows, cols = tensor.shape
+        if "lora_A" in name:  # (r, in): unit-variance projections of the input
+            value = rng.standard_normal((rows, cols)) / np.sqrt(cols)
+        else:  # (out, r)
+            value = rng.standard_normal((rows, cols)) * scale / np.sqrt(cols)
+        drawn[name] = torch.from_numpy(value.astype(np.float32))
+    save_file(drawn, weights, metadata={"format": "pt"})
+    return out_dir
+
+
+def independent_kl(base_dir: Path, adapter_dir: Path, prompt: str, reference: str) -> float:
+    """Mean KL(adapted || base) over the reference tokens: plain torch, transformers and peft."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+    p_ids = tok(text, add_special_tokens=False)["input_ids"]
+    r_ids = tok(reference, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([p_ids + r_ids])
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        lb = base(ids).logits[0].log_softmax(-1)
+        adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32),
+                                            str(adapter_dir)).eval()
+        la = adapted(ids).logits[0].log_softmax(-1)
+    span = slice(len(p_ids) - 1, len(p_ids) + len(r_ids) - 1)
+    kl = (la[span].exp() * (la[span] - lb[span])).sum(-1)
+    return float(kl.mean())
+
+
 def write_canary_dataset(path: Path, n: int = 24) -> Path:
     """A small canary dataset over three segments; every fourth prompt has no reference."""
     import json

@@ -8,6 +8,7 @@ import click
 
 from lorawatch.cli.context import AppContext, pass_app
 from lorawatch.cli.output import emit, json_option, table
+from lorawatch.errors import InputError
 
 
 @click.command()
@@ -124,27 +125,32 @@ core_commands = [init, config, audit]
 @click.command()
 @click.option("--no-dashboard", is_flag=True, help="Do not serve the dashboard at the end.")
 @click.option("--dataset", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Canary dataset (default: canary_data/core-v1.jsonl).")
+              help="Canary dataset: a JSONL file or a shipped set (default: smoke-v1, 20 prompts).")
+@click.option("--full", is_flag=True, help="The full 225-prompt core-v1 set instead of smoke-v1 (about 10x longer).")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=None, help="Generated tokens per prompt.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Prompts per batch.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
 @json_option
 @pass_app
-def demo(app: AppContext, no_dashboard, dataset, max_new_tokens, batch_size, device, as_json) -> None:
+def demo(app: AppContext, no_dashboard, dataset, full, max_new_tokens, batch_size, device, as_json) -> None:
     """The embedded default end to end on SmolLM2-135M-Instruct.
 
-    Prepares the model and three demo adapters (healthy, drifted, risky) once, registers and
-    promotes them, and runs a canary round. Run it again for another round, compared with
-    the first.
+    Prepares the model once, registers and promotes the three shipped demo adapters (healthy,
+    drifted, risky), seeds traffic and KPI history and runs a canary round on the smoke set.
+    Run it again for another round, compared with the first.
     """
     from lorawatch.cli.canary import _summary_text
     from lorawatch.db import open_database
     from lorawatch.demo.run import run_demo
 
+    if full and dataset is not None:
+        raise InputError("--full and --dataset both name the canary set", fix="pass one of them")
     settings = app.settings
     database = open_database(settings)
     say = (lambda _msg: None) if as_json else (lambda msg: click.echo(msg, err=True))
-    summary = run_demo(database, settings, actor=app.actor, dataset=dataset, max_new_tokens=max_new_tokens,
+    from lorawatch.demo.run import FULL_DATASET
+
+    summary = run_demo(database, settings, actor=app.actor, dataset=FULL_DATASET if full else dataset, max_new_tokens=max_new_tokens,
                        batch_size=batch_size, device=device, progress=not as_json, say=say)
     def text() -> str:
         alerts = summary["alerts"]

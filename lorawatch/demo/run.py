@@ -16,24 +16,26 @@ from lorawatch.db import Database
 from lorawatch.db.models import AdapterAlias, AdapterRecord, BaseModelRecord
 from lorawatch.errors import InputError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATASET = REPO_ROOT / "canary_data" / "core-v1.jsonl"
+# the 20-prompt smoke set by default (minutes on 2 CPU cores); --full runs the 225-prompt core set
+DEFAULT_DATASET = "smoke-v1"
+FULL_DATASET = "core-v1"
 
 
-def run_demo(db: Database, settings, *, actor: str, dataset: Path | None = None, max_new_tokens: int | None = None,
+def run_demo(db: Database, settings, *, actor: str, dataset: Path | str | None = None, max_new_tokens: int | None = None,
              batch_size: int | None = None, device: str | None = None, progress: bool = True, say=print) -> dict[str, Any]:
     """Prepare and register the demo models, then run a canary round; returns the run summary."""
     from lorawatch.demo import models as demo_models
     from monitors import canary
+    from monitors.dataset import resolve_dataset
     from registry import service
     from registry.metadata import VersionMetadata
 
-    dataset = Path(dataset or DEFAULT_DATASET)
+    dataset = resolve_dataset(dataset or DEFAULT_DATASET)
     if not dataset.is_file():
         raise InputError("canary dataset not found", where=str(dataset), fix="pass --dataset FILE.jsonl")
     db.upgrade()
     cache = settings.home_dir / "demo"
-    say("1/4 preparing the demo model and adapters (cached after the first run)")
+    say("1/4 preparing the demo model (cached after the first run) and registering the shipped adapters")
     base_dir = demo_models.prepare_base(cache / "models", progress=progress)
     store = service.Store.from_settings(settings)
     with db.session() as session:
@@ -41,14 +43,15 @@ def run_demo(db: Database, settings, *, actor: str, dataset: Path | None = None,
             service.add_base(session, name=demo_models.BASE_NAME, path=base_dir, hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
                              revision="gguf-q4_1-dequantized", actor=actor, progress=progress)
     for spec in demo_models.DEMO_ADAPTERS:
-        out = demo_models.train_adapter(base_dir, spec, cache / "adapters" / spec.name, progress=progress)
+        out = demo_models.shipped_adapter(spec)
         with db.session() as session:
             record = session.scalar(select(AdapterRecord).where(AdapterRecord.name == spec.name))
             if record is None or not record.versions:
                 data_hash = hashlib.sha256((demo_models.DATA_DIR / spec.data).read_bytes()).hexdigest()
                 meta = VersionMetadata.model_validate({
                     "lineage": {"base_model_version": "gguf-q4_1-dequantized", "dataset_hash": f"sha256:{data_hash}",
-                                "training_run": f"lorawatch demo: {spec.steps} steps, lr {spec.lr}, rank {spec.rank}"},
+                                "training_run": f"python -m lorawatch.demo.train: {spec.steps} steps, lr {spec.lr}, "
+                                                f"rank {spec.rank}"},
                     "performance": {"human_eval": spec.description},
                     "ownership": {"team": spec.team, "contacts": [f"{spec.team}@example.com", "oncall-ml@example.com"],
                                   "review_cadence_days": 30},
