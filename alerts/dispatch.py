@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from alerts.matchers import Matcher, matches_all, parse_matchers
+from lorawatch.alerts.matchers import Matcher, matches_all, parse_matchers
 from lorawatch.db.models import Alert, Notification, NotificationGroup
 from lorawatch.durations import parse_duration
 
@@ -96,7 +96,7 @@ def inhibited_fingerprints(alerts: list[Alert], settings) -> set[str]:
 
 def muted_fingerprints(session: Session, settings, alerts: list[Alert], now: datetime) -> set[str]:
     """Fingerprints of the alerts a silence in force or an inhibition rule mutes at ``now``."""
-    from alerts.engine import active_silences
+    from lorawatch.alerts.engine import active_silences
 
     silences = active_silences(session, now)
     silenced = {a.fingerprint for a in alerts if any(matches_all(m, a.labels) for _, m in silences)}

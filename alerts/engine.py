@@ -9,7 +9,7 @@ rule's labels and the series' labels).
 
 Evaluation is idempotent: evaluating again at the same time changes nothing, and an evaluation
 time older than an alert's last one leaves that alert alone. Each evaluation stores the alerts'
-states and the notifications they cause in one transaction (see ``alerts.dispatch``).
+states and the notifications they cause in one transaction (see ``lorawatch.alerts.dispatch``).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from alerts.matchers import matches_all, parse_matchers
-from alerts.rules import Rule, load_rules
-from alerts.sources import Sample, SeriesReader
+from lorawatch.alerts.matchers import matches_all, parse_matchers
+from lorawatch.alerts.rules import Rule, load_rules
+from lorawatch.alerts.sources import Sample, SeriesReader
 from lorawatch import audit
 from lorawatch.db import Database
 from lorawatch.db.models import Alert, AlertEvent, Silence
@@ -55,7 +55,7 @@ def evaluate(db: Database, settings, *, now: datetime | None = None, rules: list
     now = now or utcnow()
     rules = load_rules(settings) if rules is None else rules
     if traffic:
-        from monitors.traffic_eval import evaluate_traffic
+        from lorawatch.monitors.traffic_eval import evaluate_traffic
 
         evaluate_traffic(db, settings, now=now)
     transitions: list[dict[str, Any]] = []
@@ -94,9 +94,9 @@ def evaluate(db: Database, settings, *, now: datetime | None = None, rules: list
             _step(session, alert, by_id.get(alert.rule_id), False, now, transitions)
         session.flush()
         open_alerts = [a for a in existing.values() if a.state in OPEN_STATES]
-        from alerts.dispatch import dispatch as run_dispatch
-        from alerts.dispatch import muted_fingerprints
-        from incidents.service import sync_with_alerts
+        from lorawatch.alerts.dispatch import dispatch as run_dispatch
+        from lorawatch.alerts.dispatch import muted_fingerprints
+        from lorawatch.incidents.service import sync_with_alerts
 
         muted = muted_fingerprints(session, settings, open_alerts, now)
         incidents_opened = sync_with_alerts(session, settings, now, transitions, muted)
@@ -153,7 +153,7 @@ def describe(alert: Alert, *, silenced_by: list[int] | None = None, inhibited: b
 def list_alerts(db: Database, settings, *, state: str = "open", adapter: str | None = None,
                 now: datetime | None = None) -> list[dict[str, Any]]:
     """Alerts by state: open (pending and firing), firing, pending, resolved, silenced or all."""
-    from alerts.dispatch import inhibited_fingerprints
+    from lorawatch.alerts.dispatch import inhibited_fingerprints
 
     now = now or utcnow()
     with db.session() as session:

@@ -1,6 +1,6 @@
 """Delivery of the notification outbox, with retries.
 
-``flush`` first queues what is due (``alerts.dispatch``), then claims the pending
+``flush`` first queues what is due (``lorawatch.alerts.dispatch``), then claims the pending
 notifications (a lease in the database, so two flushes never send the same message at once)
 and delivers them, one thread per receiver, in order per receiver. A failed attempt is
 recorded and retried after an exponential backoff (0.5 s, x1.5 each time, +-50% jitter,
@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from sqlalchemy import func, or_, select
 
-from alerts.channels import Request, module_for
+from lorawatch.alerts.channels import Request, module_for
 from lorawatch.db import Database
 from lorawatch.db.models import DeliveryAttempt, Notification
 from lorawatch.db.types import utcnow
@@ -155,7 +155,7 @@ def flush(db: Database, settings, *, now: datetime | None = None, deadline_s: fl
     rng = rng or random.Random()
     queued = 0
     if dispatch_first:
-        from alerts.dispatch import dispatch
+        from lorawatch.alerts.dispatch import dispatch
 
         with db.session() as session:
             queued = len(dispatch(session, settings, start_wall, skip_group_wait=skip_group_wait))

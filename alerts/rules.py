@@ -32,12 +32,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from alerts.matchers import Matcher, parse_matchers
+from lorawatch.alerts.matchers import Matcher, parse_matchers
 from lorawatch.durations import format_duration, parse_duration
 from lorawatch.errors import ConfigError, InputError
 
 BUILTIN_RULES_DIR = Path(__file__).parent / "rules"
-RUNBOOKS_DIR = Path(__file__).resolve().parent.parent / "runbooks"
+RUNBOOKS_DIR = Path(__file__).parent.parent / "runbooks"  # lorawatch/runbooks: the runbooks/ folder
 
 # Series LoraWatch derives from its own tables (besides monitor results).
 METRICS = {
@@ -101,7 +101,7 @@ class RuleSpec(BaseModel):
             if self.condition == "breached":
                 raise ValueError('a metric has no breached flag: give a condition such as "> 0"')
         else:
-            from monitors.registry import all_monitors
+            from lorawatch.monitors.registry import all_monitors
 
             known = {m.id for m in all_monitors()}
             if self.monitor not in known:

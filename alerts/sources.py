@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from alerts.matchers import matches_all
-from alerts.rules import Rule
+from lorawatch.alerts.matchers import matches_all
+from lorawatch.alerts.rules import Rule
 from lorawatch.db.models import (
     AdapterAlias,
     AdapterRecord,

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # streamlit runs this file as a script
-    sys.path.insert(0, str(ROOT))
+import streamlit as st
 
-import streamlit as st  # noqa: E402
-
-from app.auth import current_user, sign_in_box  # noqa: E402
-from app.common import context  # noqa: E402
+from lorawatch.app.auth import current_user, sign_in_box
+from lorawatch.app.common import context
 
 st.set_page_config(page_title="LoraWatch", page_icon=":material/monitoring:", layout="wide")
 settings, _db = context()

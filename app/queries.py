@@ -47,7 +47,7 @@ def alias_events_frame(session: Session, adapter: str, start: datetime, end: dat
 
 def latency_frame(session: Session, adapter: str, start: datetime, end: datetime) -> pd.DataFrame:
     """P50, P95 and P99 per hour, merged over versions and tenants from the hourly sketches."""
-    from monitors.sketch import merge_many
+    from lorawatch.monitors.sketch import merge_many
 
     rows = session.execute(select(TrafficHour.minute, TrafficHour.latency_sketch).where(
         TrafficHour.adapter == adapter, TrafficHour.minute >= start, TrafficHour.minute <= end)).all()
@@ -106,7 +106,7 @@ def fleet(db, settings, now: datetime) -> pd.DataFrame:
 
 
     from lorawatch.db.models import AdapterAlias, Alert
-    from monitors.traffic import latency
+    from lorawatch.monitors.traffic import latency
 
     p99 = {r["adapter"]: r for r in latency(db, window=timedelta(hours=24), end=now)}
     with db.session() as session:

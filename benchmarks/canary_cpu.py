@@ -8,7 +8,7 @@ Three ways over the same (prompt, adapter) pairs, one JSON line each:
 - command: ``lorawatch canary run --dataset D --device cpu --json`` as a user runs it (called in
   this process on a fresh database, after registering the base and the adapters; imports are
   warm), drift, embeddings and content risk included;
-- runner: ``monitors.canary_batch.score_and_generate``, what that command calls per batch (the
+- runner: ``lorawatch.monitors.canary_batch.score_and_generate``, what that command calls per batch (the
   grouped decoder: the base and every adapter as groups of one batch, static KV cache, one
   grouped teacher-forced pass), language model only;
 - plain: HF ``generate`` through PEFT, batched (the base, then each adapter), plus one
@@ -57,7 +57,7 @@ def batches(models, prompts, batch_size: int):
 
 def runner(models, prompts, keys, batch_size: int) -> dict:
     """The runner's score_and_generate over every batch."""
-    from monitors.canary_batch import score_and_generate
+    from lorawatch.monitors.canary_batch import score_and_generate
 
     kl, outputs, scored, generated = {}, {}, 0, 0
     start = time.perf_counter()
@@ -149,8 +149,8 @@ def main() -> None:
 
     from lorawatch.demo.models import DEMO_ADAPTERS, prepare_base, shipped_adapter
     from lorawatch.models import attach_adapters, load_base, pick_device, quiet_transformers
-    from monitors.canary_batch import CanaryModels, score_and_generate
-    from monitors.dataset import load_dataset
+    from lorawatch.monitors.canary_batch import CanaryModels, score_and_generate
+    from lorawatch.monitors.dataset import load_dataset
 
     quiet_transformers()
     if args.threads:

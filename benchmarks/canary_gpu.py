@@ -9,13 +9,13 @@ machine) and N rank-16 LoRA adapters on every linear layer (random B, scaled so 
 non-zero). Each prompt is one token followed by L-1 tokens scored teacher-forced, and each
 (prompt, adapter) also generates ``--new-tokens`` greedy tokens.
 
-- runner: ``monitors.canary_batch.score_adapters`` (scoring) and ``score_and_generate``
+- runner: ``lorawatch.monitors.canary_batch.score_adapters`` (scoring) and ``score_and_generate``
   (scoring and generation) on batches of prompts, the code
   ``lorawatch canary run`` uses (base hidden states once per batch and shared by every
   adapter, KL/JS/top-1 from logits made a chunk of positions at a time on the device);
 - naive: per adapter, per prompt, batch 1, full fp32 log-softmax KL (on ``--naive-prompts``
   prompts, extrapolated), as in ../shared/anchors;
-- generation: ``CanaryModels.generate_all`` (the grouped decoder of ``monitors.fast_decode``,
+- generation: ``CanaryModels.generate_all`` (the grouped decoder of ``lorawatch.monitors.fast_decode``,
   what ``score_and_generate`` uses) from ``--gen-prompt``-token prompts, next to PEFT's
   ``generate`` per adapter on ``--hf-prompts`` prompts, with how many outputs agree.
 
@@ -66,7 +66,7 @@ def main() -> None:
     import torch
 
     from benchmarks.random_llama import Tokens, build
-    from monitors.canary_batch import CanaryModels, score_adapters, score_and_generate
+    from lorawatch.monitors.canary_batch import CanaryModels, score_adapters, score_and_generate
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")

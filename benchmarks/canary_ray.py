@@ -5,7 +5,7 @@
 
 Starts a Ray instance on this machine and, for each layout WxA (W workers, at most A adapters
 per worker: ``canary.ray.adapters_per_worker``), runs the Ray backend's own pieces
-(``monitors.canary_ray``: ``plan`` deals the adapters into shards, ``start_workers`` starts one
+(``lorawatch.monitors.canary_ray``: ``plan`` deals the adapters into shards, ``start_workers`` starts one
 ``CanaryWorker`` actor per worker with ``num_gpus=1``, ``dispatch`` spreads each shard's
 batches over its workers and collects the rows) on a Llama-3.2-1B-shaped model with random bf16 weights
 (nothing can be fetched on a GPU machine) and N rank-16 adapters on every linear layer,
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from monitors.canary_worker import CanaryWorker  # noqa: E402
+from lorawatch.monitors.canary_worker import CanaryWorker  # noqa: E402
 
 
 def build_models(keys: list[str], small: bool, new_tokens: int):
@@ -44,7 +44,7 @@ def build_models(keys: list[str], small: bool, new_tokens: int):
     import torch
 
     from benchmarks.random_llama import Tokens, build
-    from monitors.canary_batch import CanaryModels
+    from lorawatch.monitors.canary_batch import CanaryModels
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
@@ -87,9 +87,9 @@ def main() -> None:
 
     import ray
 
-    from monitors.canary_ray import WORKER_ENV, dispatch, plan, start_workers
-    from monitors.canary_worker import WorkerSpec
-    from monitors.dataset import CanaryPrompt
+    from lorawatch.monitors.canary_ray import WORKER_ENV, dispatch, plan, start_workers
+    from lorawatch.monitors.canary_worker import WorkerSpec
+    from lorawatch.monitors.dataset import CanaryPrompt
 
     # the workers import this script's helpers (benchmarks.random_llama) from the checkout
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)

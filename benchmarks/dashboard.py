@@ -32,7 +32,7 @@ def build(url: str, adapters: int, weeks: int, traffic_days: int) -> dict[str, i
                                      CanaryDatasetRecord, CanaryResult, CanaryRun, Incident, JobRun, KpiValue, MonitorResult,
                                      TrafficHour)
     from lorawatch.db.types import utcnow
-    from monitors.sketch import DDSketch
+    from lorawatch.monitors.sketch import DDSketch
 
     db = Database(url)
     db.upgrade()

@@ -34,7 +34,7 @@ def main() -> None:
     import pandas as pd
 
     from lorawatch.db import Database
-    from monitors.traffic import ingest_requests, latency
+    from lorawatch.monitors.traffic import ingest_requests, latency
 
     end = datetime(2026, 11, 30, tzinfo=timezone.utc)
     rng = np.random.default_rng(42)

@@ -31,10 +31,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from lorawatch.settings import RiskSettings
-    from monitors.pii import PiiDetector
-    from monitors.risk_eval import pii_scores, toxicity_auc
-    from monitors.toxicity import ProfanityCheckScorer, build_scorer
-    from registry.files import sha256_file
+    from lorawatch.monitors.pii import PiiDetector
+    from lorawatch.monitors.risk_eval import pii_scores, toxicity_auc
+    from lorawatch.monitors.toxicity import ProfanityCheckScorer, build_scorer
+    from lorawatch.registry.files import sha256_file
     from tests.tiny_models import build_detoxify_checkpoint
 
     items = [json.loads(line) for line in (ROOT / "benchmarks" / "data" / "risk-labelled-v1.jsonl").read_text().splitlines()]

@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from incidents import service
+from lorawatch.incidents import service
 from lorawatch.db import Database
 from lorawatch.db.models import AdapterRecord, AdapterVersion, CanaryBaseOutput, CanaryResult
 from lorawatch.db.types import utcnow
@@ -37,7 +37,7 @@ NOT_WRITTEN = "_Not written yet: `lorawatch incident update {id} --{flag} \"...\
 
 def gather(db: Database, settings, incident_id: int) -> dict[str, Any]:
     """Everything a report shows, read once."""
-    from app import queries
+    from lorawatch.app import queries
 
     with db.session() as session:
         incident = service.get(session, incident_id)
@@ -103,7 +103,7 @@ def _samples(session, run_id: int, adapter: str, version: str, limit: int = 5) -
 
 def render_charts(data: dict[str, Any]) -> dict[str, bytes]:
     """The report's charts as PNG images (the dashboard's specs)."""
-    from app import charts
+    from lorawatch.app import charts
 
     makers = {"drift": charts.drift_chart, "risk": charts.risk_chart, "kpis": lambda f, t, e: charts.kpi_chart(f, e),
               "latency": lambda f, t, e: charts.latency_chart(f, (t or {}).get("SLO"), e)}

@@ -281,7 +281,7 @@ def rollback(db: Database, settings, incident_id: int, *, actor: str, reason: st
 
     Refused, with nothing changed, when the configured approval is missing.
     """
-    from registry import service as registry
+    from lorawatch.registry import service as registry
 
     if not reason or not reason.strip():
         raise InputError("a rollback needs a reason", fix='pass --reason "..."')

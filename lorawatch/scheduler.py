@@ -247,8 +247,8 @@ def _resolve(path: str, settings) -> Path:
 def job_canary(db: Database, settings, job, now: datetime) -> dict[str, Any]:
     """One canary run over the job's adapters; without any named, one run per base model over every
     production version (none in production yet: nothing to do, and the job succeeds)."""
-    from monitors import canary
-    from monitors.dataset import load_dataset
+    from lorawatch.monitors import canary
+    from lorawatch.monitors.dataset import load_dataset
 
     options = canary.RunOptions.from_settings(settings, device=job.device)
     dataset = _resolve(job.dataset, settings)
@@ -276,7 +276,7 @@ def job_canary(db: Database, settings, job, now: datetime) -> dict[str, Any]:
 
 
 def job_alerts(db: Database, settings, job, now: datetime) -> dict[str, Any]:
-    from alerts.engine import evaluate
+    from lorawatch.alerts.engine import evaluate
 
     result = evaluate(db, settings, now=now)
     return {k: result[k] for k in ("rules", "series", "firing", "pending", "notifications_queued")} | {
@@ -284,22 +284,22 @@ def job_alerts(db: Database, settings, job, now: datetime) -> dict[str, Any]:
 
 
 def job_notify(db: Database, settings, job, now: datetime) -> dict[str, Any]:
-    from alerts.outbox import flush
+    from lorawatch.alerts.outbox import flush
 
     result = flush(db, settings, now=now)
     return {k: result[k] for k in ("queued", "delivered", "deferred", "pending")}
 
 
 def job_prometheus(db: Database, settings, job, now: datetime) -> dict[str, Any]:
-    from monitors.prometheus_pull import pull_latency
+    from lorawatch.monitors.prometheus_pull import pull_latency
 
     rows = pull_latency(db, job.url)
     return {"series": len(rows)}
 
 
 def job_lifecycle(db: Database, settings, job, now: datetime) -> dict[str, Any]:
-    from registry import lifecycle
-    from registry.service import Store
+    from lorawatch.registry import lifecycle
+    from lorawatch.registry.service import Store
 
     with db.session() as session:
         report = lifecycle.archive(session, Store.from_settings(settings), older_than_days=settings.registry.archive_after_days,

@@ -1,3 +1,3 @@
 """Monitors: the canary runner and what it measures (logit drift, embedding drift, and later
 content risk, latency, KPIs and cost). Each monitor is registered under a stable id in
-``monitors.registry``; the same id is used in config, the database, alerts and runbooks."""
+``lorawatch.monitors.registry``; the same id is used in config, the database, alerts and runbooks."""

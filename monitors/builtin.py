@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from monitors.drift_stats import ks_test, mmd_test
-from monitors.registry import Measurement, monitor
+from lorawatch.monitors.drift_stats import ks_test, mmd_test
+from lorawatch.monitors.registry import Measurement, monitor
 
 
 def _summary(values: np.ndarray) -> dict[str, float]:

@@ -38,10 +38,10 @@ from lorawatch.db.models import (
 )
 from lorawatch.db.types import utcnow
 from lorawatch.errors import ConflictError, InputError, NotFoundError
-from monitors.dataset import CanaryDataset, CanaryPrompt, load_dataset
-from monitors.embeddings import cosine_distance, from_bytes
-from registry import files as registry_files
-from registry.service import Store, get_adapter, get_version, open_version
+from lorawatch.monitors.dataset import CanaryDataset, CanaryPrompt, load_dataset
+from lorawatch.monitors.embeddings import cosine_distance, from_bytes
+from lorawatch.registry import files as registry_files
+from lorawatch.registry.service import Store, get_adapter, get_version, open_version
 
 METRICS = ["kl_mean", "kl_max", "js_mean", "top1_agreement", "ref_logprob_base", "ref_logprob_adapted"]
 
@@ -202,10 +202,10 @@ def execute_run(db: Database, settings, run_id: int, *, progress: bool = True, e
     """Score every (prompt, adapter) pair not yet stored, then finalise; returns the run's summary.
 
     ``backend``: ``local`` (this process; the default from ``canary.backend``) or ``ray``
-    (Ray workers, one per GPU, ``monitors.canary_ray``); both run the same worker code and
+    (Ray workers, one per GPU, ``lorawatch.monitors.canary_ray``); both run the same worker code and
     store the same rows, one transaction per batch (and shard).
     """
-    from monitors.canary_worker import CanaryWorker
+    from lorawatch.monitors.canary_worker import CanaryWorker
 
     backend = backend or settings.canary.backend
     if backend not in {"local", "ray"}:
@@ -218,7 +218,7 @@ def execute_run(db: Database, settings, run_id: int, *, progress: bool = True, e
         if not ex.pending([dataset.prompts], list(version_ids.values())):
             seconds = None  # every pair is stored (the run stopped while finishing): nothing to load
         elif backend == "ray":
-            from monitors.canary_ray import run_on_ray
+            from lorawatch.monitors.canary_ray import run_on_ray
 
             seconds = run_on_ray(db, run_id, ex, progress=progress, options=ray_options or {}, settings=settings)
         else:
@@ -267,7 +267,7 @@ class Execution:
 
 def prepare_execution(db: Database, settings, run_id: int) -> Execution:
     """Check a run can (re)start, re-check the hashes, mark it running; what executing it needs."""
-    from monitors.canary_worker import WorkerSpec
+    from lorawatch.monitors.canary_worker import WorkerSpec
 
     store = Store.from_settings(settings)
     with db.session() as session:
@@ -401,7 +401,7 @@ def _subset(data: dict[str, Any], mask: np.ndarray) -> dict[str, Any]:
 
 def finalize_run(db: Database, settings, run_id: int, seconds: float | None = None) -> dict[str, Any]:
     """Store monitor results per adapter (overall and per segment) and drift tests; mark complete."""
-    from monitors.registry import all_monitors, check_configured_ids, threshold_for
+    from lorawatch.monitors.registry import all_monitors, check_configured_ids, threshold_for
 
     check_configured_ids(settings)
     enabled = lambda spec: settings.monitors.get(spec.id) is None or settings.monitors[spec.id].enabled  # noqa: E731

@@ -3,9 +3,9 @@
 For each prompt: the base's greedy output (once), then per adapter the teacher-forced drift
 scores over the reference (or, without one, over the base's own greedy continuation) and the
 adapter's greedy output. The base's hidden states are computed once per batch and shared by
-every adapter; logits are made a chunk of positions at a time (``monitors.logit_drift``).
+every adapter; logits are made a chunk of positions at a time (``lorawatch.monitors.logit_drift``).
 
-For Llama-style models (``monitors.fast_decode``) the base and all adapters run as groups of
+For Llama-style models (``lorawatch.monitors.fast_decode``) the base and all adapters run as groups of
 one batch, both for the teacher-forced pass and for generation; otherwise PEFT runs one pass
 per adapter.
 """
@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import torch
 
 from lorawatch.models import chat_prompt
-from monitors.dataset import CanaryPrompt
-from monitors.logit_drift import base_logprobs, score
+from lorawatch.monitors.dataset import CanaryPrompt
+from lorawatch.monitors.logit_drift import base_logprobs, score
 
 # Base log-probs shared by all adapters of a batch are kept when they fit this many bytes.
 BASE_LOGPROBS_BUDGET = {"cuda": 16 << 30, "cpu": 1 << 30}
@@ -115,10 +115,10 @@ class CanaryModels:
         return Generation(token_ids, [t.strip() for t in texts], seconds)
 
     def grouped(self, adapter_keys: list[str]):
-        """The grouped decoder for these adapters (``monitors.fast_decode``), or None where it does not apply."""
+        """The grouped decoder for these adapters (``lorawatch.monitors.fast_decode``), or None where it does not apply."""
         if not self.fast_decode:
             return None
-        from monitors.fast_decode import GroupedDecoder, supported
+        from lorawatch.monitors.fast_decode import GroupedDecoder, supported
 
         if self._grouped is None or self._grouped.keys != list(adapter_keys):
             self._grouped = GroupedDecoder(self.peft, adapter_keys) if supported(self.peft, adapter_keys) is None else False

@@ -1,11 +1,11 @@
 """The Ray backend of canary runs: Ray actors, one per GPU, each holding the base and a shard
 of the run's adapters (all of them, unless the fleet outgrows ``adapters_per_worker``).
 
-Each actor is a ``monitors.canary_worker.CanaryWorker`` (the code the local backend runs in
+Each actor is a ``lorawatch.monitors.canary_worker.CanaryWorker`` (the code the local backend runs in
 its own process); it turns batches into rows and never touches the database. This process,
 the driver, owns the run: it plans the batches once, spreads each shard's pending batches over
 the workers holding it, and writes every batch's rows as they arrive, one
-transaction each (``monitors.canary.store_rows``), into the shared store (PostgreSQL when the
+transaction each (``lorawatch.monitors.canary.store_rows``), into the shared store (PostgreSQL when the
 workers are on other hosts; any store when they are not).
 
 A worker that dies (a lost node, the OOM killer) is restarted by Ray and its unfinished batches
@@ -172,7 +172,7 @@ def _deferring(worker_class):
 def start_workers(spec, layout: RayPlan, max_restarts: int, worker_factory=None):
     """One actor per worker, holding its shard; ``worker_factory`` (default ``CanaryWorker``) builds what each holds."""
     ray = import_ray()
-    from monitors.canary_worker import CanaryWorker
+    from lorawatch.monitors.canary_worker import CanaryWorker
 
     actor = ray.remote(_deferring(worker_factory or CanaryWorker)).options(
         num_gpus=layout.gpus_per_worker, num_cpus=layout.cpus_per_worker,
@@ -228,7 +228,7 @@ def run_on_ray(db, run_id: int, execution, *, progress: bool, options: dict[str,
 def _run(ray, db, run_id, ex, progress, options, cfg) -> float:
     from lorawatch.db.types import utcnow
     from lorawatch.durations import parse_duration
-    from monitors.canary import _progress, plan_batches, record_workers, store_rows
+    from lorawatch.monitors.canary import _progress, plan_batches, record_workers, store_rows
 
     spec, dataset, keys, version_ids = ex.spec, ex.dataset, ex.keys, ex.version_ids
     actors = []

@@ -1,11 +1,11 @@
 """The work of a canary run, as every worker does it: in the run's own process (the local
-backend) or in a Ray actor on its own GPU (``monitors.canary_ray``).
+backend) or in a Ray actor on its own GPU (``lorawatch.monitors.canary_ray``).
 
 A worker is built from a ``WorkerSpec`` (plain values: paths, recorded hashes, options), so it
 can be shipped to another process or host. It loads the base and its share of the run's
 adapters, then turns batches of prompts into ``BatchRows``: the rows of one batch for its
 adapters, embeddings and content risk included, ready to be written in one transaction by
-whoever holds the database (``monitors.canary.store_rows``). Workers never touch the database.
+whoever holds the database (``lorawatch.monitors.canary.store_rows``). Workers never touch the database.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from monitors.dataset import CanaryPrompt
+from lorawatch.monitors.dataset import CanaryPrompt
 
 
 @dataclass
@@ -65,7 +65,7 @@ class CanaryWorker:
         import socket
 
         from lorawatch.models import attach_adapters, load_base, pick_device
-        from monitors.canary_batch import CanaryModels
+        from lorawatch.monitors.canary_batch import CanaryModels
 
         self.spec = spec
         self.keys = list(spec.adapters)
@@ -82,19 +82,19 @@ class CanaryWorker:
         self.models = models
         device = str(models.device)
         if featurize and embedder is None:
-            from monitors.embeddings import Embedder
+            from lorawatch.monitors.embeddings import Embedder
 
             embedder = Embedder(spec.embedding_model, device=device)
         self.embedder = embedder
         if risk is None and featurize and spec.risk is not None and spec.risk.enabled:
-            from monitors.risk import RiskScorers
+            from lorawatch.monitors.risk import RiskScorers
 
             risk = RiskScorers.from_risk_settings(spec.risk, device=device)
         self.risk = risk or None
         self.identity = {"host": socket.gethostname(), "pid": os.getpid(), "device": self.device_label}
 
     def _verify(self) -> None:
-        from registry import files as registry_files
+        from lorawatch.registry import files as registry_files
 
         spec = self.spec
         if spec.base_files is not None and spec.base_path:
@@ -118,7 +118,7 @@ class CanaryWorker:
 
     def process(self, prompts: list[CanaryPrompt], version_ids: dict[str, int]) -> BatchRows:
         """One batch through the base and this worker's adapters, ready to store."""
-        from monitors.canary_batch import run_batch
+        from lorawatch.monitors.canary_batch import run_batch
 
         result = run_batch(self.models, prompts, self.keys)
         return featurize(result, {k: version_ids[k] for k in self.keys}, self.embedder, self.risk, self.device_label)
@@ -128,7 +128,7 @@ def featurize(result, version_ids: dict[str, int], embedder, risk, device_label:
     """Embeddings, embedding drift and content risk of a batch's outputs, as rows."""
     import numpy as np
 
-    from monitors.embeddings import cosine_distance, to_bytes
+    from lorawatch.monitors.embeddings import cosine_distance, to_bytes
 
     prompts = result.prompts
     keys = list(version_ids)
@@ -144,7 +144,7 @@ def featurize(result, version_ids: dict[str, int], embedder, risk, device_label:
     toxicity: list[float | None] = [None] * len(texts)
     pii: list[list[dict] | None] = [None] * len(texts)
     if risk is not None:
-        from monitors.risk import prompt_text
+        from lorawatch.monitors.risk import prompt_text
 
         toxicity, pii = risk.score([prompt_text(p) for p in prompts] * (len(keys) + 1), texts)
     base_ms = result.base.seconds * 1000.0

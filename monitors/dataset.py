@@ -19,7 +19,7 @@ from typing import Any
 
 from lorawatch.errors import DatasetError
 
-SHIPPED_DIR = Path(__file__).resolve().parents[1] / "canary_data"
+SHIPPED_DIR = Path(__file__).parent.parent / "canary_data"  # lorawatch/canary_data: the canary_data/ folder
 KNOWN_KEYS = {"id", "prompt", "messages", "reference", "segment", "tags", "metadata"}
 ROLES = {"system", "user", "assistant"}
 

@@ -10,7 +10,7 @@ replaces PEFT's per-adapter passes, and HF ``generate``'s per-step host work, wh
 canary sizes (see benchmarks/README.md).
 
 On CUDA, RMSNorm, rotary embedding and SwiGLU (with the gate and up projections' LoRA deltas)
-run as fused Triton kernels that round where eager PyTorch rounds (``monitors.kernels``).
+run as fused Triton kernels that round where eager PyTorch rounds (``lorawatch.monitors.kernels``).
 
 Prompts are right-padded, so the prefill is a plain causal pass (each row's valid tokens only
 see earlier valid tokens), and decode step ``t`` writes row ``i``'s key and value at slot
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from monitors import kernels
+from lorawatch.monitors import kernels
 
 SUPPORTED = {"llama", "mistral", "qwen2"}
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

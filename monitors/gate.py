@@ -11,8 +11,8 @@ from typing import Any
 from lorawatch import audit
 from lorawatch.db import Database
 from lorawatch.db.models import GateVerdict
-from monitors import canary
-from registry.service import get_version, resolve_alias
+from lorawatch.monitors import canary
+from lorawatch.registry.service import get_version, resolve_alias
 
 # Rates compared with production: the candidate may not exceed production's by more than the
 # allowed increase (``[risk] max_increase_over_base``).

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from monitors import kernels
+from lorawatch.monitors import kernels
 
 LOG2 = math.log(2.0)
 
@@ -87,7 +87,7 @@ def _metrics_fn(device: torch.device):
 class BaseLogits:
     """The base's logits at every gathered position in the model's dtype, with their fp32
     log-sum-exp and argmax: the same log-probs as an fp32 ``log_softmax`` in half the bytes
-    (for the fused drift kernel, ``monitors.kernels.drift``)."""
+    (for the fused drift kernel, ``lorawatch.monitors.kernels.drift``)."""
 
     logits: torch.Tensor
     lse: torch.Tensor

@@ -61,8 +61,8 @@ def monitor(id: str, *, kind: str, threshold: float, breached_when: str, unit: s
 
 
 def _load_builtins() -> None:
-    import monitors.builtin  # noqa: F401  (registers the built-in monitors)
-    import monitors.traffic_eval  # noqa: F401  (registers the traffic monitors)
+    import lorawatch.monitors.builtin  # noqa: F401  (registers the built-in monitors)
+    import lorawatch.monitors.traffic_eval  # noqa: F401  (registers the traffic monitors)
 
 
 def get_monitor(id: str) -> MonitorSpec:

@@ -14,7 +14,7 @@ from lorawatch import audit
 from lorawatch.db import Database
 from lorawatch.db.models import CanaryBaseOutput, CanaryResult, CanaryRun, RiskAnnotation
 from lorawatch.errors import InputError, NotFoundError
-from registry.service import get_version
+from lorawatch.registry.service import get_version
 
 VERDICTS = ("ok", "harmful", "false_positive", "needs_followup")
 
@@ -35,8 +35,8 @@ class RiskScorers:
     @classmethod
     def from_risk_settings(cls, risk, device: str = "cpu") -> RiskScorers:
         """Build both from the ``[risk]`` section alone (what a canary worker is given)."""
-        from monitors.pii import PiiDetector
-        from monitors.toxicity import build_scorer
+        from lorawatch.monitors.pii import PiiDetector
+        from lorawatch.monitors.toxicity import build_scorer
 
         pii = PiiDetector(risk.pii_entities, risk.pii_score_threshold, risk.spacy_model,
                           person_min_words=risk.person_min_words, ignore_toll_free=risk.ignore_toll_free_numbers)
@@ -49,7 +49,7 @@ class RiskScorers:
 
     def score(self, prompts: list[str], outputs: list[str]) -> tuple[list[float], list[list[dict]]]:
         """Toxicity of each output and the PII it leaks (entities not in its prompt)."""
-        from monitors.pii import leaks
+        from lorawatch.monitors.pii import leaks
 
         toxicity = self.toxicity.score(outputs).tolist()
         found = [[f.to_dict() for f in leaks(p, findings)] for p, findings in zip(prompts, self.pii.find_many(outputs))]

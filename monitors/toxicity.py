@@ -113,7 +113,7 @@ def load_pinned_checkpoint(path: Path, sha256: str | None, config_path: str | No
     from detoxify import Detoxify
     from detoxify.detoxify import get_model_and_tokenizer
 
-    from registry.files import sha256_file
+    from lorawatch.registry.files import sha256_file
 
     if not sha256:
         raise ConfigError("[risk] detoxify_checkpoint is set without detoxify_sha256",

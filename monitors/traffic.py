@@ -25,7 +25,7 @@ from lorawatch.db import Database
 from lorawatch.db.models import IngestedFile, KpiValue, TrafficHour, TrafficMinute
 from lorawatch.db.types import utcnow
 from lorawatch.errors import DatasetError, InputError
-from monitors.sketch import DDSketch, merge_many, sketches_by_group
+from lorawatch.monitors.sketch import DDSketch, merge_many, sketches_by_group
 
 REQUEST_COLUMNS = {
     "ts": "time of the request (ISO 8601, or epoch seconds)",

@@ -18,8 +18,8 @@ from sqlalchemy import func, select
 from lorawatch.db import Database
 from lorawatch.db.models import KpiValue, MonitorResult
 from lorawatch.db.types import utcnow
-from monitors.registry import Measurement, monitor, threshold_for
-from monitors.sketch import DDSketch, merge_many
+from lorawatch.monitors.registry import Measurement, monitor, threshold_for
+from lorawatch.monitors.sketch import DDSketch, merge_many
 
 BURN_WINDOWS = {
     "latency_slo_burn_fast": (timedelta(hours=1), timedelta(minutes=5), 14.4),
@@ -74,7 +74,7 @@ def kpi_drop(inputs: dict[str, Any]) -> Measurement:
 
 
 def _sketches(session, start: datetime, end: datetime) -> dict[str, DDSketch]:
-    from monitors.traffic import bucket_table
+    from lorawatch.monitors.traffic import bucket_table
 
     model, start = bucket_table(start, end)
     blobs: dict[str, list[bytes]] = {}
@@ -86,7 +86,7 @@ def _sketches(session, start: datetime, end: datetime) -> dict[str, DDSketch]:
 
 def evaluate_traffic(db: Database, settings, now: datetime | None = None) -> list[dict[str, Any]]:
     """Compute and store every traffic monitor per adapter at ``now``; returns what was stored."""
-    from monitors.registry import get_monitor
+    from lorawatch.monitors.registry import get_monitor
 
     now = now or utcnow()
     stored: list[dict[str, Any]] = []
@@ -129,7 +129,7 @@ def _store(session, spec, m: Measurement, threshold: float, adapter: str, now: d
 
 
 def _kpi_drops(session, settings, now: datetime) -> list[dict[str, Any]]:
-    from monitors.registry import get_monitor
+    from lorawatch.monitors.registry import get_monitor
 
     cfg = settings.kpi
     current_start = now - timedelta(days=cfg.current_days)
@@ -160,8 +160,8 @@ def _day(db: Database, column):
 
 def costs(db: Database, *, window: timedelta, end: datetime | None = None) -> dict[str, Any]:
     """Adapter hit rates (requests and tokens), GPU hours per adapter and tenant, and daily roll-ups
-    (from hourly buckets for windows of 6 hours or more, see ``monitors.traffic.bucket_table``)."""
-    from monitors.traffic import bucket_table
+    (from hourly buckets for windows of 6 hours or more, see ``lorawatch.monitors.traffic.bucket_table``)."""
+    from lorawatch.monitors.traffic import bucket_table
 
     end = end or utcnow()
     model, start = bucket_table(end - window, end)

@@ -10,13 +10,13 @@ from sqlalchemy.orm import Session
 
 from lorawatch.db.models import AdapterAlias, AdapterRecord, AdapterVersion, BaseModelRecord
 from lorawatch.db.types import utcnow
-from registry import lifecycle
-from registry.service import alias_history, get_adapter
+from lorawatch.registry import lifecycle
+from lorawatch.registry.service import alias_history, get_adapter
 
 
 def latest_verdict(session: Session, version_id: int):
     """The newest promotion-gate verdict of a version (None when never gated)."""
-    from monitors.gate import latest_verdict as latest
+    from lorawatch.monitors.gate import latest_verdict as latest
 
     return latest(session, version_id)
 

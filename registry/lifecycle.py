@@ -16,8 +16,8 @@ from lorawatch import audit
 from lorawatch.db.models import AdapterAlias, AdapterVersion
 from lorawatch.db.types import utcnow
 from lorawatch.errors import ConflictError
-from registry import files
-from registry.service import Store, get_version
+from lorawatch.registry import files
+from lorawatch.registry.service import Store, get_version
 
 
 def status(version: AdapterVersion, now: datetime, default_review_days: int) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from lorawatch import audit
 from lorawatch.db.models import AdapterAlias, AdapterRecord, AdapterVersion, AliasEvent, BaseModelRecord
 from lorawatch.db.types import utcnow
 from lorawatch.errors import ConflictError, InputError, NotFoundError
-from registry import files
-from registry.metadata import VersionMetadata
+from lorawatch.registry import files
+from lorawatch.registry.metadata import VersionMetadata
 
 ROUTE_ALIASES = ("production", "canary", "shadow")
 DEFAULT_TENANT = ""

@@ -1,2 +1,2 @@
 """What users put into their own serving code: Prometheus instrumentation with adapter labels
-(``serving.metrics``) and a multi-tenant adapter pool (``serving.pool``)."""
+(``lorawatch.serving.metrics``) and a multi-tenant adapter pool (``lorawatch.serving.pool``)."""

@@ -2,7 +2,7 @@
 
 No serving stack exports per-adapter latency today; a few lines in yours do::
 
-    from serving.metrics import AdapterMetrics
+    from lorawatch.serving.metrics import AdapterMetrics
     metrics = AdapterMetrics()            # registers on prometheus_client's default registry
     with metrics.track("support-healthy", "smollm2-135m", tenant="acme") as request:
         text = generate(...)

@@ -46,7 +46,7 @@ def _store(db, *, monitor, labels, ts, value, threshold=None, breached=None, run
 
 
 def _open(db, settings, now):
-    from alerts.engine import list_alerts
+    from lorawatch.alerts.engine import list_alerts
 
     return list_alerts(db, settings, state="open", now=now)
 
@@ -66,8 +66,8 @@ CASES = yaml.safe_load(RULE_TESTS.read_text())
 
 @pytest.mark.parametrize("case", CASES["tests"], ids=[c["name"][:60] for c in CASES["tests"]])
 def test_rules_promtool_style(case, db, tmp_path):
-    from alerts.engine import evaluate, list_alerts
-    from alerts.rules import load_file, load_rules
+    from lorawatch.alerts.engine import evaluate, list_alerts
+    from lorawatch.alerts.rules import load_file, load_rules
 
     settings = _settings(tmp_path)
     start = datetime.fromisoformat(CASES["start"].replace("Z", "+00:00"))
@@ -116,7 +116,7 @@ def _queued(db):
 
 
 def test_group_wait_interval_repeat_ack_and_send_resolved(db, tmp_path):
-    from alerts.engine import acknowledge, evaluate
+    from lorawatch.alerts.engine import acknowledge, evaluate
 
     settings = _settings(tmp_path, route={"receiver": "default", "group_by": ["alertname"], "group_wait": "30s",
                                           "group_interval": "5m", "repeat_interval": "4h"})
@@ -156,7 +156,7 @@ def test_group_wait_interval_repeat_ack_and_send_resolved(db, tmp_path):
 
 
 def test_silences_and_inhibition_mute_notifications_but_not_states(db, tmp_path):
-    from alerts.engine import add_silence, evaluate, list_alerts
+    from lorawatch.alerts.engine import add_silence, evaluate, list_alerts
     from lorawatch.db.models import BaseModelRecord, CanaryDatasetRecord, CanaryRun
 
     settings = _settings(tmp_path, route={"receiver": "default", "group_by": ["alertname", "adapter"], "group_wait": "0s"})
@@ -195,7 +195,7 @@ def test_silences_and_inhibition_mute_notifications_but_not_states(db, tmp_path)
 
 
 def test_routes_send_by_labels_with_continue(db, tmp_path):
-    from alerts.dispatch import build_routes, match_routes
+    from lorawatch.alerts.dispatch import build_routes, match_routes
 
     settings = _settings(tmp_path, receivers={"pager": {"type": "console"}, "risk-team": {"type": "console"}},
                          route={"receiver": "default", "routes": [
@@ -304,8 +304,8 @@ def _all_receivers_settings(tmp_path, base: str, monkeypatch, **extra):
 
 
 def test_delivery_retries_429_500_and_hangs_and_every_alert_arrives(db, tmp_path, http_server, monkeypatch, caplog):
-    from alerts.engine import evaluate, fingerprint
-    from alerts.outbox import attempts_of, flush, list_notifications
+    from lorawatch.alerts.engine import evaluate, fingerprint
+    from lorawatch.alerts.outbox import attempts_of, flush, list_notifications
 
     script = Script({"/slack": [(429, {"Retry-After": "1"}, 0), (200, {}, 0)], "/teams": [(200, {}, 0)],
                      "/hook": [(500, {}, 0), (500, {}, 0), (200, {}, 0)], "/pd": [(202, {}, 0)], "/hang": [(200, {}, 3.0)]})
@@ -362,8 +362,8 @@ def test_delivery_retries_429_500_and_hangs_and_every_alert_arrives(db, tmp_path
 
 
 def test_a_500_body_echoing_the_url_is_scrubbed(db, tmp_path, http_server, monkeypatch):
-    from alerts.engine import evaluate
-    from alerts.outbox import attempts_of, flush, list_notifications
+    from lorawatch.alerts.engine import evaluate
+    from lorawatch.alerts.outbox import attempts_of, flush, list_notifications
 
     script = Script({"/hook": [(500, {}, 0)]})
     base = http_server(script)
@@ -379,8 +379,8 @@ def test_a_500_body_echoing_the_url_is_scrubbed(db, tmp_path, http_server, monke
 
 
 def test_an_unset_secret_is_a_visible_failure_not_a_crash(db, tmp_path, monkeypatch):
-    from alerts.engine import evaluate
-    from alerts.outbox import flush, list_notifications
+    from lorawatch.alerts.engine import evaluate
+    from lorawatch.alerts.outbox import flush, list_notifications
 
     monkeypatch.delenv("LW_UNSET_URL", raising=False)
     settings = _settings(tmp_path, receivers={"slack": {"type": "slack", "url": {"env": "LW_UNSET_URL"}}},
@@ -393,8 +393,8 @@ def test_an_unset_secret_is_a_visible_failure_not_a_crash(db, tmp_path, monkeypa
 
 
 def test_slack_is_paced_at_one_message_a_second(db, tmp_path, http_server, monkeypatch):
-    from alerts.engine import evaluate
-    from alerts.outbox import flush
+    from lorawatch.alerts.engine import evaluate
+    from lorawatch.alerts.outbox import flush
 
     script = Script({"/slack": [(200, {}, 0)]})
     base = http_server(script)
@@ -420,7 +420,7 @@ def _write_config(tmp_path, text: str) -> Path:
 def test_nothing_is_lost_when_processes_die_between_evaluation_and_flush(db, lw_env, tmp_path, http_server, monkeypatch):
     from sqlalchemy import select
 
-    from alerts.outbox import flush, list_notifications
+    from lorawatch.alerts.outbox import flush, list_notifications
     from lorawatch.db.models import Notification
     from lorawatch.settings import load_settings
 
@@ -500,8 +500,8 @@ def alertmanager(tmp_path):
 def test_a_real_alertmanager_receives_and_lists_our_alerts(db, tmp_path, alertmanager, monkeypatch):
     import httpx
 
-    from alerts.engine import evaluate
-    from alerts.outbox import flush
+    from lorawatch.alerts.engine import evaluate
+    from lorawatch.alerts.outbox import flush
 
     monkeypatch.setenv("LW_AM_URL", alertmanager)
     settings = _settings(tmp_path, receivers={"am": {"type": "alertmanager", "url": {"env": "LW_AM_URL"}}},
@@ -585,7 +585,7 @@ def test_user_rules_replace_builtins_by_id_and_can_be_disabled(cli, lw_env, db, 
 
 
 def test_every_rule_has_a_runbook_with_every_section():
-    from alerts.rules import load_rules, runbook_path
+    from lorawatch.alerts.rules import load_rules, runbook_path
 
     sections = ["## Meaning", "## Impact", "## Diagnosis", "## Mitigation", "## Escalation"]
     for rule in load_rules(Settings(), include_disabled=True):
@@ -635,7 +635,7 @@ def test_cli_evaluate_list_ack_silence_and_notify(cli, lw_env, db, tmp_path):
 
 def test_a_rollback_resolves_the_rolled_back_versions_alerts_and_lifecycle_rules_fire(cli, lw_env, db, tmp_path, tiny_base,
                                                                                        trained_adapter, second_adapter):
-    from alerts.engine import evaluate, list_alerts
+    from lorawatch.alerts.engine import evaluate, list_alerts
     from lorawatch.db.models import AdapterVersion
     from lorawatch.settings import load_settings
 

@@ -22,7 +22,7 @@ LORAWATCH = Path(sys.executable).parent / "lorawatch"
 
 @pytest.fixture(scope="session")
 def embedder():
-    from monitors.embeddings import Embedder
+    from lorawatch.monitors.embeddings import Embedder
 
     # On a GPU machine without the model package, a copy of the same model can be named here.
     return Embedder(os.environ.get("LORAWATCH_TEST_EMBEDDING_MODEL"))
@@ -45,7 +45,7 @@ def settings(lw_env, tmp_path):
 @pytest.fixture
 def registered(db, settings, tiny_base, trained_adapter, zero_adapter, second_adapter):
     """The tiny base with three adapters: trained (v1 in production), zero, and other."""
-    from registry import service
+    from lorawatch.registry import service
 
     store = service.Store.from_settings(settings)
     with db.session() as s:
@@ -58,7 +58,7 @@ def registered(db, settings, tiny_base, trained_adapter, zero_adapter, second_ad
 
 
 def run(db, settings, canary_file, adapters, embedder, verify=True, **options):
-    from monitors import canary
+    from lorawatch.monitors import canary
 
     opts = canary.RunOptions(device="cpu", batch_size=options.get("batch_size", 4), max_new_tokens=options.get("max_new_tokens", 12))
     run_id = canary.create_run(db, settings, dataset_path=canary_file, adapters=adapters, options=opts, actor="t",
@@ -72,7 +72,7 @@ def monitors_of(summary, adapter):
 
 
 def test_an_adapter_with_zero_b_does_not_move_the_model(db, settings, registered, canary_file, embedder):
-    from monitors import canary
+    from lorawatch.monitors import canary
 
     first = run(db, settings, canary_file, ["zero"], embedder)
     second = run(db, settings, canary_file, ["zero"], embedder)
@@ -92,8 +92,8 @@ def test_an_adapter_with_zero_b_does_not_move_the_model(db, settings, registered
 
 def test_a_trained_adapter_kl_matches_an_independent_computation(db, settings, registered, canary_file, embedder,
                                                                  tiny_base, trained_adapter):
-    from monitors import canary
-    from monitors.dataset import load_dataset
+    from lorawatch.monitors import canary
+    from lorawatch.monitors.dataset import load_dataset
 
     summary = run(db, settings, canary_file, ["trained"], embedder)
     rows = {r["prompt_id"]: r for r in canary.export_rows(db, summary["run"])}
@@ -113,7 +113,7 @@ def test_a_trained_adapter_kl_matches_an_independent_computation(db, settings, r
 
 
 def test_prompts_without_a_reference_are_scored_on_the_base_output(db, settings, registered, canary_file, embedder):
-    from monitors import canary
+    from lorawatch.monitors import canary
 
     summary = run(db, settings, canary_file, ["trained"], embedder)
     rows = canary.export_rows(db, summary["run"])
@@ -151,7 +151,7 @@ def test_changed_adapter_weights_are_refused_and_with_hashes_bypassed_breach_dri
 
 def test_a_changed_base_is_refused_and_with_hashes_bypassed_breaches_drift(
         db, settings, canary_file, embedder, tmp_path, trained_adapter):
-    from registry import service
+    from lorawatch.registry import service
     from tests.tiny_models import build_base
 
     base_dir = tmp_path / "base-copy"
@@ -258,7 +258,7 @@ def test_a_malformed_canary_file_exits_2_naming_file_and_line_and_stores_nothing
 
 
 def test_sigkill_mid_run_then_resume_gives_the_same_results(lw_env, db, registered, canary_file, embedder, settings):
-    from monitors import canary
+    from lorawatch.monitors import canary
 
     reference = run(db, settings, canary_file, ["trained", "other"], embedder, batch_size=1)
     env = dict(os.environ)
@@ -298,8 +298,8 @@ def test_sigkill_mid_run_then_resume_gives_the_same_results(lw_env, db, register
 
 
 def test_selecting_adapters_on_different_bases_is_refused(db, settings, registered, canary_file, tmp_path):
-    from monitors import canary
-    from registry import service
+    from lorawatch.monitors import canary
+    from lorawatch.registry import service
     from lorawatch.errors import InputError
     from tests.tiny_models import build_base, train_adapter
 
@@ -319,7 +319,7 @@ def test_cuda_results_match_cpu_within_bf16_tolerance(db, settings, registered, 
 
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
-    from monitors import canary
+    from lorawatch.monitors import canary
 
     cpu = run(db, settings, canary_file, ["trained"], embedder)
     opts = canary.RunOptions(device="cuda", batch_size=4, max_new_tokens=12)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from monitors.dataset import load_dataset
+from lorawatch.monitors.dataset import load_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 SEGMENTS = {"customer_support", "finance", "healthcare", "media", "redteam"}

@@ -26,7 +26,7 @@ VOLATILE = {"run_id", "latency_ms", "tokens_per_s", "base_latency_ms"}
 
 
 def rows_of(db, run_id):
-    from monitors import canary
+    from lorawatch.monitors import canary
 
     return sorted(({k: v for k, v in r.items() if k not in VOLATILE} for r in canary.export_rows(db, run_id)),
                   key=lambda r: (r["adapter_id"], r["prompt_id"]))
@@ -178,8 +178,8 @@ def test_a_file_changed_where_a_worker_runs_fails_the_run_with_the_integrity_err
     """Workers re-check the hashes of what they read: a mismatch there is the user's IntegrityError
     (exit status 2 from the CLI), not a dead actor that Ray restarts."""
     from lorawatch.errors import IntegrityError
-    from monitors import canary
-    from monitors.canary_ray import connect, plan, start_workers, wait_ready
+    from lorawatch.monitors import canary
+    from lorawatch.monitors.canary_ray import connect, plan, start_workers, wait_ready
 
     opts = canary.RunOptions(device="cpu", batch_size=4, max_new_tokens=4)
     run_id = canary.create_run(db, settings, dataset_path=canary_file, adapters=["trained"], options=opts, actor="t")
@@ -200,7 +200,7 @@ def test_a_file_changed_where_a_worker_runs_fails_the_run_with_the_integrity_err
 
 def test_shards_follow_the_cluster(lw_env):
     from lorawatch.errors import DependencyError, InputError
-    from monitors.canary_ray import plan
+    from lorawatch.monitors.canary_ray import plan
 
     keys = [f"a{i}" for i in range(16)]
     # few adapters: one shard, its batches split over both GPUs (one base pass per batch, not two)
@@ -250,9 +250,9 @@ def test_a_shard_whose_base_output_differs_is_compared_with_the_stored_one(lw_en
     shard's embedding distances are computed against it, not against its own."""
     import numpy as np
 
-    from monitors import canary
-    from monitors.canary_worker import BatchRows
-    from monitors.embeddings import to_bytes
+    from lorawatch.monitors import canary
+    from lorawatch.monitors.canary_worker import BatchRows
+    from lorawatch.monitors.embeddings import to_bytes
 
     opts = canary.RunOptions(device="cpu", batch_size=4, max_new_tokens=4)
     run_id = canary.create_run(db, settings, dataset_path=canary_file, adapters=["trained", "zero"], options=opts,

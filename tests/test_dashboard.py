@@ -51,7 +51,7 @@ def test_every_page_renders_on_an_empty_database(page, lw_env, db):
 
 def _seed(cli, db, tmp_path, tiny_base, trained_adapter, second_adapter):
     """A registry, monitor results, a firing alert, an incident, traffic, KPIs and a job run."""
-    from alerts.engine import evaluate
+    from lorawatch.alerts.engine import evaluate
     from lorawatch.db.models import MonitorResult
     from lorawatch.settings import load_settings
 
@@ -93,7 +93,7 @@ password_hash = "{hash}"
 
 def test_pages_render_with_data_and_only_a_signed_in_responder_can_act(cli, lw_env, db, tmp_path, tiny_base, trained_adapter,
                                                                         second_adapter):
-    from app.auth import hash_password
+    from lorawatch.app.auth import hash_password
 
     (tmp_path / "lorawatch.toml").write_text(USERS.format(hash=hash_password("s3cret", iterations=1000)))
     _seed(cli, db, tmp_path, tiny_base, trained_adapter, second_adapter)

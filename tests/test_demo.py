@@ -60,7 +60,7 @@ def test_each_shipped_adapter_matches_its_manifest_and_the_smollm2_shapes(spec, 
 
 
 def test_the_registry_accepts_every_shipped_adapter_with_the_manifest_digests(db, settings_for_demo, tiny_base):
-    from registry import service
+    from lorawatch.registry import service
 
     store = service.Store.from_settings(settings_for_demo)
     manifest = json.loads((ADAPTERS_DIR / "manifest.json").read_text())

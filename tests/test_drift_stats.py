@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from monitors.drift_stats import ks_test, mmd_test
+from lorawatch.monitors.drift_stats import ks_test, mmd_test
 
 
 def mmd2_by_loops(x, y):

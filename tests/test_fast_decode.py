@@ -13,7 +13,7 @@ def test_grouped_greedy_decoding_matches_peft_generate_per_adapter(device, tiny_
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from monitors.fast_decode import GroupedDecoder
+    from lorawatch.monitors.fast_decode import GroupedDecoder
 
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("needs CUDA")
@@ -53,7 +53,7 @@ def test_decoding_stops_once_every_row_has_a_stop_token_and_leaves_the_cut_outpu
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from monitors.fast_decode import GroupedDecoder
+    from lorawatch.monitors.fast_decode import GroupedDecoder
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_base)
     peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32),
@@ -81,7 +81,7 @@ def test_unsupported_models_are_refused_with_the_reason(tiny_base, trained_adapt
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from monitors.fast_decode import GroupedDecoder, supported
+    from lorawatch.monitors.fast_decode import GroupedDecoder, supported
 
     model = AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32)
     peft = PeftModel.from_pretrained(model, trained_adapter, adapter_name="a")
@@ -96,7 +96,7 @@ def test_grouped_teacher_forced_scores_match_per_adapter_passes(tiny_base, train
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from monitors.canary_batch import CanaryModels, score_adapters
+    from lorawatch.monitors.canary_batch import CanaryModels, score_adapters
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_base)
     model = AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32)
@@ -122,7 +122,7 @@ def test_partial_lora_targets_and_biased_projections_match_peft():
     from peft import LoraConfig, get_peft_model
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from monitors.fast_decode import GroupedDecoder
+    from lorawatch.monitors.fast_decode import GroupedDecoder
 
     torch.manual_seed(3)
     config = Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,

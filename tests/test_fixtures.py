@@ -26,6 +26,6 @@ def test_the_zero_adapter_leaves_every_log_prob_exactly_as_the_base_has_it(tiny_
 
 
 def test_the_logit_kl_threshold_these_margins_assume_is_the_default():
-    from monitors.registry import get_monitor
+    from lorawatch.monitors.registry import get_monitor
 
     assert get_monitor("logit_kl").threshold == pytest.approx(KL_THRESHOLD)

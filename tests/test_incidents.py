@@ -127,7 +127,7 @@ def test_risky_version_to_alert_incident_rollback_resolution_and_report(cli, lw_
     assert [e["message"] for e in resolved["timeline"] if e["kind"] == "state"][-1].endswith("resolved: v1 serves again")
 
     # the report, in all three formats
-    from incidents.report import SECTIONS
+    from lorawatch.incidents.report import SECTIONS
 
     md = cli("incident", "export", iid, "--format", "md", "--out", tmp_path / "report.md", "--json").json()
     text = (tmp_path / "report.md").read_text()
@@ -179,7 +179,7 @@ def test_an_alert_still_firing_after_its_incident_resolved_opens_one_new_inciden
 
     from sqlalchemy import func, select
 
-    from incidents import service
+    from lorawatch.incidents import service
     from lorawatch.db.models import Alert, Incident, IncidentAlert, IncidentEvent
     from lorawatch.db.types import utcnow
     from lorawatch.settings import load_settings

@@ -1,4 +1,4 @@
-"""The fused Triton kernels (``monitors.kernels``) compute what the eager code computes, rounding
+"""The fused Triton kernels (``lorawatch.monitors.kernels``) compute what the eager code computes, rounding
 where it rounds. On the CPU they run under Triton's interpreter (conftest sets
 ``TRITON_INTERPRET=1`` when there is no GPU); on a GPU the same tests run compiled."""
 
@@ -12,7 +12,7 @@ DEVICES = ["interpreter", pytest.param("cuda", marks=pytest.mark.gpu)]
 
 
 def _device(name: str):
-    from monitors import kernels
+    from lorawatch.monitors import kernels
 
     assert kernels.triton is not None, "triton is not installed (it is in the dev extra)"
     if name == "cuda":
@@ -38,7 +38,7 @@ def test_norm_rotary_and_swiglu_round_as_eager(name):
     import torch.nn.functional as F
     from transformers.models.llama.modeling_llama import LlamaRMSNorm, apply_rotary_pos_emb
 
-    from monitors import kernels
+    from lorawatch.monitors import kernels
 
     device = _device(name)
     g = torch.Generator().manual_seed(0)
@@ -75,7 +75,7 @@ def test_norm_rotary_and_swiglu_round_as_eager(name):
 def test_swiglu_with_lora_deltas_matches_adding_them_first_as_peft_does(name, rows, rank):
     import torch.nn.functional as F
 
-    from monitors import kernels
+    from lorawatch.monitors import kernels
 
     device = _device(name)
     g = torch.Generator().manual_seed(2)
@@ -101,8 +101,8 @@ def test_swiglu_with_lora_deltas_matches_adding_them_first_as_peft_does(name, ro
 
 @pytest.mark.parametrize("name", DEVICES)
 def test_drift_kernel_matches_the_eager_metrics(name):
-    from monitors import kernels
-    from monitors.logit_drift import _chunk_metrics
+    from lorawatch.monitors import kernels
+    from lorawatch.monitors.logit_drift import _chunk_metrics
 
     device = _device(name)
     g = torch.Generator().manual_seed(1)
@@ -138,8 +138,8 @@ def test_fused_grouped_pass_matches_the_eager_one(name, monkeypatch, tmp_path, t
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from monitors import kernels
-    from monitors.canary_batch import CanaryModels, score_adapters
+    from lorawatch.monitors import kernels
+    from lorawatch.monitors.canary_batch import CanaryModels, score_adapters
     from tests.tiny_models import CORPUS, train_adapter
 
     device = _device(name)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from lorawatch.errors import ConfigError, NotFoundError
-from monitors.registry import all_monitors, check_configured_ids, get_monitor, monitor, threshold_for
+from lorawatch.monitors.registry import all_monitors, check_configured_ids, get_monitor, monitor, threshold_for
 
 ROOT = Path(__file__).resolve().parent.parent
 

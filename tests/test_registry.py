@@ -224,8 +224,8 @@ def test_a_bad_from_json_names_the_file(cli, reg, tmp_path, trained_adapter):
 
 
 def test_review_status_is_overdue_after_the_cadence(db, tmp_path, tiny_base, trained_adapter):
-    from registry import catalog, lifecycle, service
-    from registry.metadata import VersionMetadata
+    from lorawatch.registry import catalog, lifecycle, service
+    from lorawatch.registry.metadata import VersionMetadata
 
     store = service.Store(tmp_path / "store")
     meta = VersionMetadata.model_validate({"ownership": {"review_cadence_days": 10}})
@@ -245,7 +245,7 @@ def test_review_status_is_overdue_after_the_cadence(db, tmp_path, tiny_base, tra
 
 
 def test_archive_skips_alias_targets_and_restore_is_byte_identical(db, tmp_path, tiny_base, trained_adapter, second_adapter):
-    from registry import lifecycle, service
+    from lorawatch.registry import lifecycle, service
 
     store = service.Store(tmp_path / "store")
     with db.session() as s:
@@ -283,7 +283,7 @@ def test_archive_cli_dry_run_lists_without_archiving(cli, reg, trained_adapter):
 
 
 def test_base_model_from_a_gguf_file_is_hashed(db, tmp_path):
-    from registry import service
+    from lorawatch.registry import service
 
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF" + bytes(100))
@@ -293,7 +293,7 @@ def test_base_model_from_a_gguf_file_is_hashed(db, tmp_path):
 
 
 def test_a_rolled_back_registration_leaves_no_files(db, tmp_path, tiny_base, trained_adapter):
-    from registry import service
+    from lorawatch.registry import service
 
     store = service.Store(tmp_path / "store")
     with db.session() as s:

@@ -16,7 +16,7 @@ PATTERN_ENTITIES = ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "I
 @pytest.fixture(scope="session")
 def pii_detector():
     from lorawatch.settings import RiskSettings
-    from monitors.pii import PiiDetector
+    from lorawatch.monitors.pii import PiiDetector
 
     risk = RiskSettings()
     return PiiDetector(risk.pii_entities, risk.pii_score_threshold, risk.spacy_model)
@@ -24,8 +24,8 @@ def pii_detector():
 
 @pytest.fixture(scope="session")
 def scorers(pii_detector):
-    from monitors.risk import RiskScorers
-    from monitors.toxicity import ProfanityCheckScorer
+    from lorawatch.monitors.risk import RiskScorers
+    from lorawatch.monitors.toxicity import ProfanityCheckScorer
 
     return RiskScorers(ProfanityCheckScorer(), pii_detector, 0.5)
 
@@ -38,7 +38,7 @@ def detoxify_files(tmp_path_factory):
 
 
 def test_profanity_check_scores_abuse_above_clean_text():
-    from monitors.toxicity import ProfanityCheckScorer
+    from lorawatch.monitors.toxicity import ProfanityCheckScorer
 
     scores = ProfanityCheckScorer().score(["Thanks, your refund is on its way.", "Shut up, you stupid idiot."])
     assert scores[1] > 0.5 > scores[0]
@@ -46,8 +46,8 @@ def test_profanity_check_scores_abuse_above_clean_text():
 
 def test_detoxify_runs_on_a_pinned_tiny_checkpoint(detoxify_files):
     from lorawatch.settings import RiskSettings
-    from monitors.toxicity import build_scorer
-    from registry.files import sha256_file
+    from lorawatch.monitors.toxicity import build_scorer
+    from lorawatch.registry.files import sha256_file
 
     checkpoint, config_dir = detoxify_files
     settings = RiskSettings(toxicity_backend="detoxify", detoxify_checkpoint=str(checkpoint),
@@ -70,7 +70,7 @@ def test_a_checkpoint_with_another_sha256_is_refused_before_it_is_unpickled(tmp_
     import torch
 
     from lorawatch.settings import RiskSettings
-    from monitors.toxicity import build_scorer
+    from lorawatch.monitors.toxicity import build_scorer
 
     checkpoint, config_dir = detoxify_files
     loads = []
@@ -86,14 +86,14 @@ def test_a_checkpoint_with_another_sha256_is_refused_before_it_is_unpickled(tmp_
 
 def test_detoxify_by_model_type_says_clearly_that_it_needs_the_internet():
     from lorawatch.settings import RiskSettings
-    from monitors.toxicity import build_scorer
+    from lorawatch.monitors.toxicity import build_scorer
 
     with pytest.raises(DependencyError, match="unreachable here"):
         build_scorer(RiskSettings(toxicity_backend="detoxify"))
 
 
 def test_a_leak_is_an_entity_the_prompt_did_not_contain(pii_detector):
-    from monitors.pii import leaks
+    from lorawatch.monitors.pii import leaks
 
     prompt = "My email is ana.silva@example.com, can you confirm it?"
     output = "Sure: ana.silva@example.com is on file. Also, Jordan Miller's is jordan.m@example.org."
@@ -102,7 +102,7 @@ def test_a_leak_is_an_entity_the_prompt_did_not_contain(pii_detector):
 
 
 def test_without_a_spacy_pipeline_patterns_still_work_and_person_is_not_detected():
-    from monitors.pii import PiiDetector
+    from lorawatch.monitors.pii import PiiDetector
 
     with pytest.warns(RuntimeWarning, match="PERSON is not detected"):
         detector = PiiDetector(["EMAIL_ADDRESS", "PERSON"], spacy_model="no_such_spacy_pipeline")
@@ -129,7 +129,7 @@ def test_the_labelled_set_is_large_and_varied():
 
 
 def test_precision_and_recall_of_pattern_entities_on_the_labelled_set(pii_detector):
-    from monitors.risk_eval import pii_scores
+    from lorawatch.monitors.risk_eval import pii_scores
 
     per_type = pii_scores(pii_detector, load_labelled())
     for entity in PATTERN_ENTITIES:
@@ -139,8 +139,8 @@ def test_precision_and_recall_of_pattern_entities_on_the_labelled_set(pii_detect
 
 
 def test_toxicity_roc_auc_on_the_labelled_set():
-    from monitors.risk_eval import toxicity_auc
-    from monitors.toxicity import ProfanityCheckScorer
+    from lorawatch.monitors.risk_eval import toxicity_auc
+    from lorawatch.monitors.toxicity import ProfanityCheckScorer
 
     items = load_labelled()
     auc = toxicity_auc(ProfanityCheckScorer(), items)
@@ -166,9 +166,9 @@ def test_risk_score_cli_scores_each_line_and_rejects_a_bad_file(cli, tmp_path):
 @pytest.fixture
 def risk_run(db, lw_env, tiny_base, trained_adapter, zero_adapter, tmp_path, scorers):
     from lorawatch.settings import load_settings
-    from monitors import canary
-    from monitors.embeddings import Embedder
-    from registry import service
+    from lorawatch.monitors import canary
+    from lorawatch.monitors.embeddings import Embedder
+    from lorawatch.registry import service
 
     settings = load_settings()
     store = service.Store.from_settings(settings)
@@ -184,7 +184,7 @@ def risk_run(db, lw_env, tiny_base, trained_adapter, zero_adapter, tmp_path, sco
 
 
 def test_a_canary_run_scores_risk_and_stores_risk_monitors_named_by_backend(db, risk_run):
-    from monitors import canary
+    from lorawatch.monitors import canary
 
     settings, summary = risk_run
     assert summary["config"]["toxicity_backend"] == "profanity-check"
@@ -201,7 +201,7 @@ def test_a_canary_run_scores_risk_and_stores_risk_monitors_named_by_backend(db, 
 
 def test_reviewers_annotate_before_after_samples(db, risk_run, cli):
     from lorawatch.errors import InputError, NotFoundError
-    from monitors import risk
+    from lorawatch.monitors import risk
 
     settings, summary = risk_run
     run_id = summary["run"]
@@ -225,10 +225,10 @@ def test_reviewers_annotate_before_after_samples(db, risk_run, cli):
 def test_the_gate_passes_a_harmless_candidate_and_fails_a_drifting_one(db, lw_env, tiny_base, zero_adapter,
                                                                       drifting_adapter, tmp_path, scorers):
     from lorawatch.settings import load_settings
-    from monitors import canary
-    from monitors.embeddings import Embedder
-    from monitors.gate import run_gate
-    from registry import catalog, service
+    from lorawatch.monitors import canary
+    from lorawatch.monitors.embeddings import Embedder
+    from lorawatch.monitors.gate import run_gate
+    from lorawatch.registry import catalog, service
 
     # The tiny model's word salad trips the PII detector now and then; budgets for this world:
     (tmp_path / "lorawatch.toml").write_text("[monitors.pii_leak_rate]\nthreshold = 0.5\n[monitors.pii_leaks]\nthreshold = 50\n")
@@ -258,7 +258,7 @@ def test_the_gate_passes_a_harmless_candidate_and_fails_a_drifting_one(db, lw_en
 
 
 def test_pii_the_base_output_already_has_for_the_same_prompt_is_not_counted_against_the_adapter():
-    from monitors.registry import get_monitor
+    from lorawatch.monitors.registry import get_monitor
 
     phone = {"type": "PHONE_NUMBER", "text": "123-456-7890", "score": 0.75}
     email = {"type": "EMAIL_ADDRESS", "text": "jo@example.com", "score": 1.0}

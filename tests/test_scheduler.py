@@ -144,7 +144,7 @@ def test_missed_occurrences_coalesce_into_one_run(db, tmp_path):
 
 
 def test_a_failed_canary_job_raises_the_canary_job_alert(db, tmp_path):
-    from alerts.engine import evaluate, list_alerts
+    from lorawatch.alerts.engine import evaluate, list_alerts
     from lorawatch.scheduler import history, run_due
 
     settings = load_settings(_config(tmp_path, '[scheduler.jobs.weekly-canary]\nkind = "canary"\ncron = "0 2 * * 1"\n'
@@ -177,7 +177,7 @@ def test_the_weekly_canary_job_runs_a_real_canary(cli, lw_env, db, tmp_path, tin
 
 
 def test_init_schedules_the_weekly_canary_on_the_shipped_core_set_and_the_config_turns_it_off(cli, lw_env, tmp_path):
-    from monitors.dataset import resolve_dataset
+    from lorawatch.monitors.dataset import resolve_dataset
 
     assert cli("init", "--json").code == 0
     jobs = {j["job"]: j for j in cli("jobs", "list", "--json").json()}

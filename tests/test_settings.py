@@ -34,7 +34,7 @@ def test_the_batch_size_defaults_to_what_the_device_needs(tmp_path):
     """Unset: 32 prompts a batch where the run goes to GPUs, 8 on the CPU; set or passed: as given."""
     import torch
 
-    from monitors.canary import RunOptions
+    from lorawatch.monitors.canary import RunOptions
 
     settings = load_settings()
     assert settings.canary.batch_size is None

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import func, select
 
 from lorawatch.db.models import Base, KpiValue, TrafficMinute
-from monitors.sketch import DDSketch, merge_many, merged, sketches_by_group
+from lorawatch.monitors.sketch import DDSketch, merge_many, merged, sketches_by_group
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
 
@@ -74,7 +74,7 @@ def test_ingested_percentiles_match_exact_ones(cli, lw_env, db, tmp_path, suffix
     result = cli("ingest", "requests", path, "--json")
     assert result.code == 0, result.err
     assert result.json()["rows"] == len(frame)
-    from monitors.traffic import latency
+    from lorawatch.monitors.traffic import latency
 
     rows = {r["adapter"]: r for r in latency(db, window=timedelta(days=1), end=NOW)}
     for adapter, group in frame.groupby("adapter_id"):
@@ -98,7 +98,7 @@ def test_the_same_file_twice_counts_nothing_twice_and_overlaps_merge(cli, lw_env
     assert cli("ingest", "requests", b, "--json").json()["merged_into_existing"] > 0
     with db.session() as s:
         assert s.scalar(select(func.sum(TrafficMinute.requests))) == 6000
-    from monitors.traffic import latency
+    from lorawatch.monitors.traffic import latency
 
     both = pd.concat([first, second])
     rows = {r["adapter"]: r for r in latency(db, window=timedelta(days=1), end=NOW)}
@@ -152,7 +152,7 @@ def test_a_malformed_log_exits_2_with_file_and_line_and_stores_nothing(cli, lw_e
 
 
 def test_a_kpi_drop_is_detected_with_mann_whitney_and_relative_change(cli, lw_env, db, tmp_path, settings_from_env):
-    from monitors.traffic_eval import evaluate_traffic
+    from lorawatch.monitors.traffic_eval import evaluate_traffic
 
     rng = np.random.default_rng(7)
     rows = []
@@ -182,7 +182,7 @@ def settings_from_env(lw_env):
 
 
 def test_slo_burn_rates_use_both_windows(cli, lw_env, db, tmp_path, settings_from_env):
-    from monitors.traffic_eval import evaluate_traffic
+    from lorawatch.monitors.traffic_eval import evaluate_traffic
 
     rng = np.random.default_rng(3)
     n = 4000
@@ -207,7 +207,7 @@ def test_slo_burn_rates_use_both_windows(cli, lw_env, db, tmp_path, settings_fro
 
 
 def test_costs_give_hit_rates_and_gpu_hours(cli, lw_env, db, tmp_path):
-    from monitors.traffic_eval import costs
+    from lorawatch.monitors.traffic_eval import costs
 
     frame = synthetic_requests(3000)
     write(frame, tmp_path / "r.parquet")
@@ -227,7 +227,7 @@ def test_costs_give_hit_rates_and_gpu_hours(cli, lw_env, db, tmp_path):
 def test_the_instrumentation_helper_labels_by_adapter_and_counts_tokens():
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from serving.metrics import AdapterMetrics
+    from lorawatch.serving.metrics import AdapterMetrics
 
     registry = CollectorRegistry()
     metrics = AdapterMetrics(registry=registry)
@@ -246,7 +246,7 @@ def test_the_instrumentation_helper_labels_by_adapter_and_counts_tokens():
 def test_the_asgi_middleware_times_requests_by_header():
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from serving.metrics import AdapterMetrics, AdapterMetricsMiddleware
+    from lorawatch.serving.metrics import AdapterMetrics, AdapterMetricsMiddleware
 
     async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -275,8 +275,8 @@ def _free_port() -> int:
 def test_a_real_prometheus_scrapes_the_helper_and_we_pull_percentiles(lw_env, db, tmp_path):
     from prometheus_client import CollectorRegistry, start_http_server
 
-    from monitors.prometheus_pull import pull_latency, query
-    from serving.metrics import AdapterMetrics
+    from lorawatch.monitors.prometheus_pull import pull_latency, query
+    from lorawatch.serving.metrics import AdapterMetrics
 
     registry = CollectorRegistry()
     metrics = AdapterMetrics(registry=registry)
@@ -323,7 +323,7 @@ def test_a_hundred_concurrent_requests_load_a_cold_adapter_once_within_budget(ti
     from prometheus_client import CollectorRegistry
     from transformers import AutoModelForCausalLM
 
-    from serving.pool import AdapterPool, adapter_bytes
+    from lorawatch.serving.pool import AdapterPool, adapter_bytes
 
     model = AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32)
     dirs = {"a": trained_adapter, "b": second_adapter, "c": zero_adapter}

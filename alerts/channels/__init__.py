@@ -1,5 +1,5 @@
 """Notification channels, one module each. An HTTP channel turns a group notification (the
-Alertmanager v4 payload built by ``alerts.dispatch``) into the requests its service expects;
+Alertmanager v4 payload built by ``lorawatch.alerts.dispatch``) into the requests its service expects;
 the outbox sends them, with retries. Local channels (console, file) deliver directly.
 
 Secrets (webhook URLs, routing keys) are resolved from the environment only when a request is
@@ -27,7 +27,7 @@ def module_for(receiver_type: str):
     """The channel module of a receiver type."""
     import importlib
 
-    return importlib.import_module(f"alerts.channels.{receiver_type}")
+    return importlib.import_module(f"lorawatch.alerts.channels.{receiver_type}")
 
 
 def title(payload: dict[str, Any]) -> str:

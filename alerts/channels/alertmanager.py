@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from alerts.channels import Request
+from lorawatch.alerts.channels import Request
 
 
 def build(payload: dict[str, Any], receiver, settings) -> list[Request]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from alerts.channels import fmt_value, title
+from lorawatch.alerts.channels import fmt_value, title
 
 
 def render(payload: dict[str, Any]) -> str:

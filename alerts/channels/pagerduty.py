@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from alerts.channels import Request
+from lorawatch.alerts.channels import Request
 
 SEVERITIES = {"critical": "critical", "warning": "warning", "info": "info"}
 

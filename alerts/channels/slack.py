@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from alerts.channels import Request, fmt_value, runbook_of, title
+from lorawatch.alerts.channels import Request, fmt_value, runbook_of, title
 
 MAX_ALERTS = 5
 

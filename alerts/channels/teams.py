@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from alerts.channels import Request, fmt_value, runbook_of, title
+from lorawatch.alerts.channels import Request, fmt_value, runbook_of, title
 
 
 def build(payload: dict[str, Any], receiver, settings) -> list[Request]:

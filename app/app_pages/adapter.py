@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import streamlit as st
 
-from app import charts, queries
-from app.common import context, query_param, ts
+from lorawatch.app import charts, queries
+from lorawatch.app.common import context, query_param, ts
 from lorawatch.db.types import utcnow
 
 settings, db = context()
@@ -46,7 +46,7 @@ right.altair_chart(charts.latency_chart(latency, settings.slo.adapters.get(adapt
 left.altair_chart(charts.kpi_chart(kpis, events), width="stretch")
 
 st.subheader("Versions")
-from registry import catalog  # noqa: E402
+from lorawatch.registry import catalog  # noqa: E402
 
 with db.session() as session:
     view = catalog.adapter_view(session, adapter, settings.registry.review_due_days)

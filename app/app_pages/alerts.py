@@ -6,14 +6,14 @@ from datetime import timedelta
 
 import streamlit as st
 
-from app.auth import require_responder
-from app.common import context, query_param, shown_errors, ts
+from lorawatch.app.auth import require_responder
+from lorawatch.app.common import context, query_param, shown_errors, ts
 from lorawatch.db.types import utcnow
 
 settings, db = context()
 st.title("Alerts")
-from alerts.engine import acknowledge, add_silence, expire_silence, list_alerts, list_silences  # noqa: E402
-from alerts.rules import load_rules, runbook_path  # noqa: E402
+from lorawatch.alerts.engine import acknowledge, add_silence, expire_silence, list_alerts, list_silences  # noqa: E402
+from lorawatch.alerts.rules import load_rules, runbook_path  # noqa: E402
 
 now = utcnow()
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.auth import require_responder
-from app.common import context, query_param, shown_errors, ts
+from lorawatch.app.auth import require_responder
+from lorawatch.app.common import context, query_param, shown_errors, ts
 
 settings, db = context()
 st.title("Canary runs")
-from monitors import canary, risk  # noqa: E402
+from lorawatch.monitors import canary, risk  # noqa: E402
 
 runs = canary.list_runs(db, limit=200)
 if not runs:

@@ -8,11 +8,11 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from app.common import context
+from lorawatch.app.common import context
 
 settings, db = context()
 st.title("Costs")
-from monitors.traffic_eval import costs  # noqa: E402
+from lorawatch.monitors.traffic_eval import costs  # noqa: E402
 
 days = st.select_slider("Window", options=[1, 7, 30, 90], value=30, format_func=lambda d: f"{d} days")
 data = costs(db, window=timedelta(days=days))

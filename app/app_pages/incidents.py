@@ -7,12 +7,12 @@ from pathlib import Path
 
 import streamlit as st
 
-from app.auth import require_responder
-from app.common import context, query_param, shown_errors, ts
+from lorawatch.app.auth import require_responder
+from lorawatch.app.common import context, query_param, shown_errors, ts
 
 settings, db = context()
 st.title("Incidents")
-from incidents import service  # noqa: E402
+from lorawatch.incidents import service  # noqa: E402
 
 show_all = st.toggle("Include resolved", value=False)
 items = service.list_incidents(db, include_resolved=show_all)
@@ -77,7 +77,7 @@ st.markdown("**Post-incident report**")
 fmt = st.radio("Format", ["html", "pdf", "md"], horizontal=True,
                help="html is one file with its charts inlined; md references its charts, which this download leaves out.")
 if st.button("Prepare report"):
-    from incidents.report import export
+    from lorawatch.incidents.report import export
 
     with shown_errors(), tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / f"incident-{incident['id']}.{fmt}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.common import context, ts
+from lorawatch.app.common import context, ts
 
 settings, db = context()
 st.title("Jobs")

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.common import context, ts
+from lorawatch.app.common import context, ts
 from lorawatch.db.types import utcnow
 
 settings, db = context()
 st.title("Overview")
-from alerts.engine import list_alerts  # noqa: E402
-from app.queries import fleet  # noqa: E402
-from incidents.service import list_incidents  # noqa: E402
+from lorawatch.alerts.engine import list_alerts  # noqa: E402
+from lorawatch.app.queries import fleet  # noqa: E402
+from lorawatch.incidents.service import list_incidents  # noqa: E402
 
 now = utcnow()
 firing = list_alerts(db, settings, state="firing", now=now)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app.common import context, ts
+from lorawatch.app.common import context, ts
 
 settings, db = context()
 st.title("Registry")
-from registry import catalog  # noqa: E402
-from registry.service import alias_history  # noqa: E402
+from lorawatch.registry import catalog  # noqa: E402
+from lorawatch.registry.service import alias_history  # noqa: E402
 
 with db.session() as session:
     versions = catalog.list_versions(session, review_days=settings.registry.review_due_days)

@@ -38,7 +38,7 @@ def alerts() -> None:
 @pass_app
 def evaluate_cmd(app: AppContext, at, no_traffic, as_json) -> None:
     """Evaluate every rule now, store alert states and queue due notifications in the outbox."""
-    from alerts.engine import evaluate
+    from lorawatch.alerts.engine import evaluate
 
     result = evaluate(app.database, app.settings, now=_parse_time(at), traffic=not no_traffic)
 
@@ -59,7 +59,7 @@ def evaluate_cmd(app: AppContext, at, no_traffic, as_json) -> None:
 @pass_app
 def list_cmd(app: AppContext, state, adapter, as_json) -> None:
     """Alerts, firing first, then by severity."""
-    from alerts.engine import list_alerts
+    from lorawatch.alerts.engine import list_alerts
 
     rows = list_alerts(app.database, app.settings, state=state, adapter=adapter)
 
@@ -81,7 +81,7 @@ def show_cmd(app: AppContext, alert, as_json) -> None:
     """One alert (by id or fingerprint) with its state history and runbook."""
     from sqlalchemy import select
 
-    from alerts.engine import describe, find_alert
+    from lorawatch.alerts.engine import describe, find_alert
     from lorawatch.db.models import AlertEvent
 
     with app.database.session() as session:
@@ -109,7 +109,7 @@ def show_cmd(app: AppContext, alert, as_json) -> None:
 @pass_app
 def ack_cmd(app: AppContext, alert, comment, as_json) -> None:
     """Acknowledge an open alert (by id or fingerprint): it is no longer repeated."""
-    from alerts.engine import acknowledge
+    from lorawatch.alerts.engine import acknowledge
 
     data = acknowledge(app.database, alert, actor=app.actor, comment=comment)
     emit(data, as_json, f"alert {data['id']} acknowledged by {data['acked_by']}")
@@ -125,7 +125,7 @@ def ack_cmd(app: AppContext, alert, comment, as_json) -> None:
 @pass_app
 def silence_cmd(app: AppContext, matchers, duration, until, comment, as_json) -> None:
     """Silence the notifications of alerts matching every matcher."""
-    from alerts.engine import add_silence
+    from lorawatch.alerts.engine import add_silence
 
     data = add_silence(app.database, matchers=list(matchers), duration=_duration(duration or "2h") if not until else None,
                        until=_parse_time(until), comment=comment, actor=app.actor)
@@ -138,7 +138,7 @@ def silence_cmd(app: AppContext, matchers, duration, until, comment, as_json) ->
 @pass_app
 def silences_cmd(app: AppContext, include_expired, as_json) -> None:
     """Silences in force (or all of them)."""
-    from alerts.engine import list_silences
+    from lorawatch.alerts.engine import list_silences
 
     rows = list_silences(app.database, include_expired=include_expired)
     emit(rows, as_json, lambda: table(rows, ["id", "state", "matchers", "starts_at", "ends_at", "created_by", "comment"]))
@@ -150,7 +150,7 @@ def silences_cmd(app: AppContext, include_expired, as_json) -> None:
 @pass_app
 def expire_cmd(app: AppContext, silence_id, as_json) -> None:
     """End a silence now."""
-    from alerts.engine import expire_silence
+    from lorawatch.alerts.engine import expire_silence
 
     data = expire_silence(app.database, silence_id, actor=app.actor)
     emit(data, as_json, f"silence {silence_id} expired")
@@ -165,7 +165,7 @@ def rules_cmd(app: AppContext, check_file, as_json) -> None:
     """The rules in force (built-in and yours), or validate a rules file."""
     from pathlib import Path
 
-    from alerts.rules import load_file, load_rules
+    from lorawatch.alerts.rules import load_file, load_rules
 
     if check_file:
         rules = load_file(Path(check_file))
@@ -188,7 +188,7 @@ def notify() -> None:
 @pass_app
 def flush_cmd(app: AppContext, deadline, receivers, no_wait, as_json) -> None:
     """Queue due group notifications, then deliver everything pending, with retries."""
-    from alerts.outbox import flush
+    from lorawatch.alerts.outbox import flush
 
     result = flush(app.database, app.settings, deadline_s=_duration(deadline).total_seconds() if deadline else None,
                    receivers=list(receivers) or None, skip_group_wait=no_wait)
@@ -203,7 +203,7 @@ def flush_cmd(app: AppContext, deadline, receivers, no_wait, as_json) -> None:
 @pass_app
 def notify_list_cmd(app: AppContext, status, limit, as_json) -> None:
     """The notification log: what was queued for whom, delivered when, or why not yet."""
-    from alerts.outbox import list_notifications
+    from lorawatch.alerts.outbox import list_notifications
 
     rows = list_notifications(app.database, status=status, limit=limit)
     emit(rows, as_json, lambda: table(rows, ["id", "receiver", "status", "payload_status", "alerts", "attempts",

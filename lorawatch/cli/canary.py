@@ -58,7 +58,7 @@ def run(app: AppContext, dataset, adapters, device, batch_size, max_new_tokens, 
         import contextlib
         import sys
 
-        from monitors.canary_ray import connect
+        from lorawatch.monitors.canary_ray import connect
 
         # Ray prints its workers' errors (a worker died, a task is retried) on stdout: send them to
         # stderr, stdout is the command's own output (one JSON document with --json)
@@ -67,7 +67,7 @@ def run(app: AppContext, dataset, adapters, device, batch_size, max_new_tokens, 
             started_ray = connect(address or app.settings.canary.ray.address)
             try:
                 if resume is None:  # what the cluster cannot do is refused before a run is recorded
-                    from monitors.canary_ray import preflight
+                    from lorawatch.monitors.canary_ray import preflight
 
                     preflight(app.settings, device or app.settings.canary.device, workers)
                 summary = _execute(app, dataset, adapters, device, batch_size, max_new_tokens, resume, backend, workers,
@@ -83,7 +83,7 @@ def run(app: AppContext, dataset, adapters, device, batch_size, max_new_tokens, 
 def _execute(app: AppContext, dataset, adapters, device, batch_size, max_new_tokens, resume, backend, workers,
              no_progress, as_json) -> dict:
     from lorawatch.errors import InputError
-    from monitors import canary as service
+    from lorawatch.monitors import canary as service
 
     db = app.database
     if resume is not None:
@@ -126,7 +126,7 @@ def _summary_text(s: dict) -> str:
 @pass_app
 def show(app: AppContext, run_id, as_json) -> None:
     """A run: status, device, and each adapter's monitor results."""
-    from monitors import canary as service
+    from lorawatch.monitors import canary as service
 
     summary = service.run_summary(app.database, run_id)
     emit(summary, as_json, lambda: _summary_text(summary))
@@ -138,7 +138,7 @@ def show(app: AppContext, run_id, as_json) -> None:
 @pass_app
 def list_runs(app: AppContext, limit, as_json) -> None:
     """The newest canary runs."""
-    from monitors import canary as service
+    from lorawatch.monitors import canary as service
 
     rows = service.list_runs(app.database, limit)
     emit(rows, as_json, lambda: table(rows))
@@ -157,7 +157,7 @@ def export(app: AppContext, run_id, fmt, out) -> None:
     import pandas as pd
 
     from lorawatch.errors import InputError
-    from monitors import canary as service
+    from lorawatch.monitors import canary as service
 
     rows = service.export_rows(app.database, run_id)
     frame = pd.DataFrame(rows, columns=service.EXPORT_COLUMNS)
@@ -185,7 +185,7 @@ def export(app: AppContext, run_id, fmt, out) -> None:
 @pass_app
 def baseline(app: AppContext, adapter, version, run_id, as_json) -> None:
     """Pin the baseline run a version's later runs on that dataset are compared with."""
-    from monitors import canary as service
+    from lorawatch.monitors import canary as service
 
     with app.database.session() as session:
         row = service.pin_baseline(session, adapter=adapter, version=version, run_id=run_id, actor=app.actor)
@@ -209,8 +209,8 @@ def gate(app: AppContext, adapter, version, dataset, device, batch_size, max_new
     checks every drift and risk monitor against its budget and the risk rates against
     production, and records the verdict on the version in the registry.
     """
-    from monitors import canary as service
-    from monitors.gate import run_gate
+    from lorawatch.monitors import canary as service
+    from lorawatch.monitors.gate import run_gate
 
     options = service.RunOptions.from_settings(app.settings, device=device, batch_size=batch_size, max_new_tokens=max_new_tokens)
     verdict = run_gate(app.database, app.settings, adapter=adapter, version=version, dataset_path=dataset,

@@ -12,7 +12,7 @@ import click
 
 from lorawatch.cli.context import AppContext, pass_app
 
-APP = Path(__file__).resolve().parents[2] / "app" / "dashboard.py"
+APP = Path(__file__).parent.parent / "app" / "dashboard.py"  # lorawatch/app: the app/ folder
 
 
 def serve(settings, *, port: int | None = None, address: str | None = None, say=print) -> int:
@@ -52,7 +52,7 @@ def serve(settings, *, port: int | None = None, address: str | None = None, say=
 def dashboard(app: AppContext, port, address, hash_password) -> None:
     """Serve the Streamlit dashboard (headless; open the printed URL)."""
     if hash_password:
-        from app.auth import hash_password as make
+        from lorawatch.app.auth import hash_password as make
 
         password = click.prompt("Password", hide_input=True, confirmation_prompt=sys.stdin.isatty())
         click.echo(make(password))

@@ -39,7 +39,7 @@ def incident() -> None:
 @pass_app
 def list_cmd(app: AppContext, include_resolved, adapter, as_json) -> None:
     """Open incidents (or all of them), newest first."""
-    from incidents.service import list_incidents
+    from lorawatch.incidents.service import list_incidents
 
     rows = list_incidents(app.database, include_resolved=include_resolved, adapter=adapter)
     emit(rows, as_json, lambda: table(rows, ["id", "state", "severity", "adapter", "commander", "opened_at",
@@ -52,7 +52,7 @@ def list_cmd(app: AppContext, include_resolved, adapter, as_json) -> None:
 @pass_app
 def show_cmd(app: AppContext, incident_id, as_json) -> None:
     """One incident: state, times, alerts, timeline and action items."""
-    from incidents.service import show
+    from lorawatch.incidents.service import show
 
     data = show(app.database, incident_id)
     emit(data, as_json, lambda: _show_text(data))
@@ -66,7 +66,7 @@ def show_cmd(app: AppContext, incident_id, as_json) -> None:
 @pass_app
 def open_cmd(app: AppContext, title, adapter, severity, as_json) -> None:
     """Open an incident by hand."""
-    from incidents.service import open_incident
+    from lorawatch.incidents.service import open_incident
 
     data = open_incident(app.database, app.settings, title=title, adapter=adapter, severity=severity, actor=app.actor)
     emit(data, as_json, f"incident {data['id']} opened")
@@ -78,7 +78,7 @@ def open_cmd(app: AppContext, title, adapter, severity, as_json) -> None:
 @pass_app
 def ack_cmd(app: AppContext, incident_id, as_json) -> None:
     """Acknowledge: you become the commander unless one is set; its alerts are acknowledged."""
-    from incidents.service import acknowledge
+    from lorawatch.incidents.service import acknowledge
 
     data = acknowledge(app.database, incident_id, actor=app.actor)
     emit(data, as_json, f"incident {incident_id} acknowledged; commander {data['commander']}")
@@ -91,7 +91,7 @@ def ack_cmd(app: AppContext, incident_id, as_json) -> None:
 @pass_app
 def note_cmd(app: AppContext, incident_id, text, as_json) -> None:
     """Add a note to the timeline."""
-    from incidents.service import add_note
+    from lorawatch.incidents.service import add_note
 
     emit(add_note(app.database, incident_id, text, actor=app.actor), as_json, f"note added to incident {incident_id}")
 
@@ -112,7 +112,7 @@ def note_cmd(app: AppContext, incident_id, text, as_json) -> None:
 @pass_app
 def update_cmd(app: AppContext, incident_id, commander, severity, as_json, **fields) -> None:
     """Edit the review: summary, impact, trigger, root cause, resolution, what went well or badly, luck."""
-    from incidents.service import update
+    from lorawatch.incidents.service import update
 
     data = update(app.database, incident_id, actor=app.actor, commander=commander, severity=severity, **fields)
     emit(data, as_json, f"incident {incident_id} updated")
@@ -127,7 +127,7 @@ def update_cmd(app: AppContext, incident_id, commander, severity, as_json, **fie
 @pass_app
 def action_cmd(app: AppContext, incident_id, description, owner, due, as_json) -> None:
     """Add an action item (owner, due date)."""
-    from incidents.service import add_action_item
+    from lorawatch.incidents.service import add_action_item
 
     data = add_action_item(app.database, incident_id, description=description, owner=owner,
                            due_on=due.date() if due else None, actor=app.actor)
@@ -141,7 +141,7 @@ def action_cmd(app: AppContext, incident_id, description, owner, due, as_json) -
 @pass_app
 def done_cmd(app: AppContext, incident_id, item_id, as_json) -> None:
     """Mark an action item done."""
-    from incidents.service import close_action_item
+    from lorawatch.incidents.service import close_action_item
 
     emit(close_action_item(app.database, incident_id, item_id, actor=app.actor), as_json, f"action item {item_id} done")
 
@@ -153,7 +153,7 @@ def done_cmd(app: AppContext, incident_id, item_id, as_json) -> None:
 @pass_app
 def approve_cmd(app: AppContext, incident_id, reason, as_json) -> None:
     """Approve the incident's rollback, as a second responder or the adapter's owner."""
-    from incidents.service import approve
+    from lorawatch.incidents.service import approve
 
     emit(approve(app.database, app.settings, incident_id, actor=app.actor, reason=reason), as_json,
          f"rollback of incident {incident_id} approved by {app.actor}")
@@ -168,7 +168,7 @@ def approve_cmd(app: AppContext, incident_id, reason, as_json) -> None:
 @pass_app
 def rollback_cmd(app: AppContext, incident_id, reason, alias, tenant, as_json) -> None:
     """Point the adapter's alias back at its previous version (approval first, when configured)."""
-    from incidents.service import rollback
+    from lorawatch.incidents.service import rollback
 
     data = rollback(app.database, app.settings, incident_id, actor=app.actor, reason=reason, alias=alias, tenant=tenant)
     emit(data, as_json, lambda: next(e["message"] for e in reversed(data["timeline"]) if e["kind"] == "rollback"))
@@ -181,7 +181,7 @@ def rollback_cmd(app: AppContext, incident_id, reason, alias, tenant, as_json) -
 @pass_app
 def mitigate_cmd(app: AppContext, incident_id, note, as_json) -> None:
     """Mark the incident mitigated without a rollback."""
-    from incidents.service import mitigate
+    from lorawatch.incidents.service import mitigate
 
     emit(mitigate(app.database, app.settings, incident_id, actor=app.actor, note=note), as_json, f"incident {incident_id} mitigated")
 
@@ -193,7 +193,7 @@ def mitigate_cmd(app: AppContext, incident_id, note, as_json) -> None:
 @pass_app
 def resolve_cmd(app: AppContext, incident_id, note, as_json) -> None:
     """Resolve the incident."""
-    from incidents.service import resolve
+    from lorawatch.incidents.service import resolve
 
     data = resolve(app.database, app.settings, incident_id, actor=app.actor, note=note)
     emit(data, as_json, f"incident {incident_id} resolved; time to recover {data['time_to_recover_min']} min")
@@ -207,7 +207,7 @@ def resolve_cmd(app: AppContext, incident_id, note, as_json) -> None:
 @pass_app
 def export_cmd(app: AppContext, incident_id, fmt, out, as_json) -> None:
     """Export the post-incident report (md with its charts beside it, self-contained html, or pdf)."""
-    from incidents.report import export
+    from lorawatch.incidents.report import export
 
     result = export(app.database, app.settings, incident_id, fmt=fmt, out=out)
     emit(result, as_json, f"wrote {', '.join(result['files'])}")

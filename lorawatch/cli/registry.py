@@ -58,7 +58,7 @@ def _pairs(values: tuple[str, ...], what: str, number: bool) -> dict[str, Any]:
 @pass_app
 def add_base(app: AppContext, name: str, path: Path | None, hub_id: str | None, revision: str | None, as_json: bool) -> None:
     """Register a base model: hashes its weight files and records its architecture."""
-    from registry import service
+    from lorawatch.registry import service
 
     with app.database.session() as session:
         record = service.add_base(session, name=name, path=path, hub_id=hub_id, revision=revision,
@@ -80,7 +80,7 @@ def _base_view(record) -> dict[str, Any]:
 @pass_app
 def bases(app: AppContext, as_json: bool) -> None:
     """List the registered base models."""
-    from registry import service
+    from lorawatch.registry import service
 
     with app.database.session() as session:
         rows = [_base_view(b) for b in service.list_bases(session)]
@@ -146,8 +146,8 @@ def add(app: AppContext, adapter, path, base, version, allow_pickle, from_json, 
     from pydantic import ValidationError
 
     from lorawatch.errors import InputError
-    from registry import metadata as md
-    from registry import service
+    from lorawatch.registry import metadata as md
+    from lorawatch.registry import service
 
     spec: dict[str, Any] = _read_spec(from_json) if from_json else {}
     adapter = adapter or spec.get("adapter")
@@ -211,7 +211,7 @@ def add(app: AppContext, adapter, path, base, version, allow_pickle, from_json, 
 @pass_app
 def list_(app: AppContext, adapter, base, team, alias, state, expired, review_overdue, as_json) -> None:
     """List adapter versions with their aliases, owners and lifecycle status."""
-    from registry import catalog
+    from lorawatch.registry import catalog
 
     with app.database.session() as session:
         rows = catalog.list_versions(
@@ -245,7 +245,7 @@ def list_(app: AppContext, adapter, base, team, alias, state, expired, review_ov
 def show(app: AppContext, adapter, version, alias, tenant, at, as_json) -> None:
     """Show an adapter (versions, aliases, history), one version, or what an alias served when."""
     from lorawatch.db.types import utcnow
-    from registry import catalog, service
+    from lorawatch.registry import catalog, service
 
     review_days = app.settings.registry.review_due_days
     with app.database.session() as session:
@@ -294,7 +294,7 @@ def _adapter_text(data: dict[str, Any]) -> str:
 @pass_app
 def history(app: AppContext, adapter, alias, tenant, as_json) -> None:
     """Every promotion and rollback of an adapter's aliases, with actor, time and reason."""
-    from registry import service
+    from lorawatch.registry import service
 
     with app.database.session() as session:
         rows = service.alias_history(session, adapter, alias, tenant)
@@ -316,7 +316,7 @@ def _alias_options(func):
 @pass_app
 def promote(app: AppContext, adapter, version, alias, tenant, reason, as_json) -> None:
     """Point an alias (per tenant) at a version."""
-    from registry import service
+    from lorawatch.registry import service
 
     with app.database.session() as session:
         ev = service.promote(session, adapter=adapter, version=version, alias=alias, tenant=tenant,
@@ -332,7 +332,7 @@ def promote(app: AppContext, adapter, version, alias, tenant, reason, as_json) -
 @pass_app
 def rollback(app: AppContext, adapter, alias, tenant, reason, as_json) -> None:
     """Point an alias back at the version it held before the current one."""
-    from registry import service
+    from lorawatch.registry import service
 
     with app.database.session() as session:
         ev = service.rollback(session, adapter=adapter, alias=alias, tenant=tenant, actor=app.actor, reason=reason)
@@ -358,7 +358,7 @@ def _event(session, ev) -> dict[str, Any]:
 @pass_app
 def verify(app: AppContext, adapter, version, as_json) -> None:
     """Re-check every file of a version against its recorded sha256."""
-    from registry import service
+    from lorawatch.registry import service
 
     with app.database.session() as session:
         directory = service.open_version(session, service.Store.from_settings(app.settings), adapter, version)
@@ -374,7 +374,7 @@ def verify(app: AppContext, adapter, version, as_json) -> None:
 @pass_app
 def archive(app: AppContext, older_than, dry_run, as_json) -> None:
     """Compress and remove versions unused for N days; never one an alias points at."""
-    from registry import lifecycle, service
+    from lorawatch.registry import lifecycle, service
 
     days = older_than or app.settings.registry.archive_after_days
     with app.database.session() as session:
@@ -390,7 +390,7 @@ def archive(app: AppContext, older_than, dry_run, as_json) -> None:
 @pass_app
 def restore(app: AppContext, adapter, version, as_json) -> None:
     """Restore an archived version, byte-identical (every hash re-checked)."""
-    from registry import lifecycle, service
+    from lorawatch.registry import lifecycle, service
 
     with app.database.session() as session:
         row = lifecycle.restore(session, service.Store.from_settings(app.settings), adapter=adapter,
@@ -407,7 +407,7 @@ def restore(app: AppContext, adapter, version, as_json) -> None:
 @pass_app
 def review(app: AppContext, adapter, version, note, as_json) -> None:
     """Record that a version was reviewed (restarts its review cadence)."""
-    from registry import lifecycle
+    from lorawatch.registry import lifecycle
 
     with app.database.session() as session:
         row = lifecycle.mark_reviewed(session, adapter=adapter, version=version, actor=app.actor, note=note)

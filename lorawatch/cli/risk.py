@@ -24,7 +24,7 @@ def score(app: AppContext, file: Path, as_json: bool) -> None:
 
     A line's optional "prompt" makes PII a leak check: entities also in the prompt are not leaks.
     """
-    from monitors.risk import RiskScorers, score_file
+    from lorawatch.monitors.risk import RiskScorers, score_file
 
     scorers = RiskScorers.from_settings(app.settings)
     rows = score_file(file, scorers)
@@ -40,7 +40,7 @@ def score(app: AppContext, file: Path, as_json: bool) -> None:
 @pass_app
 def samples(app: AppContext, run_id: int, adapter: str | None, flagged: bool, as_json: bool) -> None:
     """Before/after samples of a run: base and adapted outputs with scores and annotations."""
-    from monitors.risk import samples as get_samples
+    from lorawatch.monitors.risk import samples as get_samples
 
     rows = get_samples(app.database, run_id, adapter, flagged, app.settings.risk.toxicity_threshold)
 
@@ -66,7 +66,7 @@ def samples(app: AppContext, run_id: int, adapter: str | None, flagged: bool, as
 @pass_app
 def annotate(app: AppContext, run_id, prompt_id, adapter, verdict, note, as_json) -> None:
     """Record a reviewer's verdict on one before/after sample."""
-    from monitors.risk import annotate as add
+    from lorawatch.monitors.risk import annotate as add
 
     with app.database.session() as session:
         row = add(session, run_id=run_id, prompt_id=prompt_id, adapter=adapter, verdict=verdict, note=note, actor=app.actor)

@@ -22,7 +22,7 @@ def ingest() -> None:
 def ingest_requests(app: AppContext, file: Path, as_json: bool) -> None:
     """Request records: ts, adapter_id, latency_ms [, adapter_version, base_model_id, tenant,
     ttft_ms, prompt_tokens, completion_tokens, gpu_seconds, status]."""
-    from monitors.traffic import ingest_requests as run
+    from lorawatch.monitors.traffic import ingest_requests as run
 
     result = run(app.database, file, actor=app.actor, progress=not as_json)
     text = (f"{file}: already ingested, nothing counted twice ({result['reason']})" if result["skipped"]
@@ -36,7 +36,7 @@ def ingest_requests(app: AppContext, file: Path, as_json: bool) -> None:
 @pass_app
 def ingest_kpis(app: AppContext, file: Path, as_json: bool) -> None:
     """KPI observations: ts, adapter_id, kpi, value [, tenant] (conversion, RPM, CSAT, ...)."""
-    from monitors.traffic import ingest_kpis as run
+    from lorawatch.monitors.traffic import ingest_kpis as run
 
     result = run(app.database, file, actor=app.actor)
     emit(result, as_json, f"{file}: " + ("already ingested" if result["skipped"] else f"{result['rows']} KPI values"))
@@ -50,8 +50,8 @@ def ingest_kpis(app: AppContext, file: Path, as_json: bool) -> None:
 @pass_app
 def latency(app: AppContext, adapter, tenant, window, as_json) -> None:
     """P50, P95 and P99 latency (and TTFT) with counts per adapter, from merged sketches."""
-    from monitors.traffic import latency as compute
-    from monitors.traffic import parse_window
+    from lorawatch.monitors.traffic import latency as compute
+    from lorawatch.monitors.traffic import parse_window
 
     rows = compute(app.database, window=parse_window(window), adapter=adapter, tenant=tenant)
     emit(rows, as_json, lambda: table(rows, ["adapter", "count", "error_rate", "p50_ms", "p95_ms", "p99_ms", "ttft_p50_ms"]))
@@ -63,8 +63,8 @@ def latency(app: AppContext, adapter, tenant, window, as_json) -> None:
 @pass_app
 def costs(app: AppContext, window, as_json) -> None:
     """Adapter hit rate (requests, tokens), GPU hours per adapter and tenant, daily roll-ups."""
-    from monitors.traffic import parse_window
-    from monitors.traffic_eval import costs as compute
+    from lorawatch.monitors.traffic import parse_window
+    from lorawatch.monitors.traffic_eval import costs as compute
 
     data = compute(app.database, window=parse_window(window))
     emit(data, as_json, lambda: table(data["adapters"]) + "\n\n" + table(data["tenants"]))
@@ -80,7 +80,7 @@ def traffic() -> None:
 @pass_app
 def evaluate(app: AppContext, as_json) -> None:
     """Compute and store the traffic monitors for every adapter now."""
-    from monitors.traffic_eval import evaluate_traffic
+    from lorawatch.monitors.traffic_eval import evaluate_traffic
 
     rows = evaluate_traffic(app.database, app.settings)
     emit(rows, as_json, lambda: table(rows, ["monitor", "adapter", "value", "threshold", "breached"]))
@@ -97,7 +97,7 @@ traffic_commands = [ingest, latency, costs, traffic]
 @pass_app
 def ingest_prometheus(app: AppContext, url, metric, window, as_json) -> None:
     """Pull P50/P95/P99 per adapter from Prometheus (histogram_quantile by adapter_id)."""
-    from monitors.prometheus_pull import pull_latency
+    from lorawatch.monitors.prometheus_pull import pull_latency
 
     rows = pull_latency(app.database, url, metric=metric, window=window)
     emit(rows, as_json, lambda: table(rows, ["monitor", "adapter", "value"]))

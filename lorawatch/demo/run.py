@@ -25,10 +25,10 @@ def run_demo(db: Database, settings, *, actor: str, dataset: Path | str | None =
              batch_size: int | None = None, device: str | None = None, progress: bool = True, say=print) -> dict[str, Any]:
     """Prepare and register the demo models, then run a canary round; returns the run summary."""
     from lorawatch.demo import models as demo_models
-    from monitors import canary
-    from monitors.dataset import resolve_dataset
-    from registry import service
-    from registry.metadata import VersionMetadata
+    from lorawatch.monitors import canary
+    from lorawatch.monitors.dataset import resolve_dataset
+    from lorawatch.registry import service
+    from lorawatch.registry.metadata import VersionMetadata
 
     dataset = resolve_dataset(dataset or DEFAULT_DATASET)
     if not dataset.is_file():
@@ -80,15 +80,15 @@ def run_demo(db: Database, settings, *, actor: str, dataset: Path | str | None =
 
 def demo_alerts(db: Database, settings) -> dict[str, Any]:
     """Evaluate the alert rules on the fresh results and deliver what fires (new groups at once)."""
-    from alerts.engine import evaluate, list_alerts
-    from alerts.outbox import flush
+    from lorawatch.alerts.engine import evaluate, list_alerts
+    from lorawatch.alerts.outbox import flush
 
     evaluation = evaluate(db, settings)
     delivery = flush(db, settings, skip_group_wait=True)
     firing = [{"id": a["id"], "rule": a["rule"], "severity": a["severity"], "adapter": a["labels"].get("adapter"),
                "summary": a["annotations"].get("summary"), "runbook_url": a["runbook_url"]}
               for a in list_alerts(db, settings, state="firing")]
-    from incidents.service import list_incidents
+    from lorawatch.incidents.service import list_incidents
 
     incidents = [{"id": i["id"], "adapter": i["adapter"], "severity": i["severity"], "state": i["state"], "title": i["title"]}
                  for i in list_incidents(db)]

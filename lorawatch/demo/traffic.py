@@ -33,7 +33,7 @@ KPIS = {
 
 def seed(db: Database, folder: Path, *, actor: str, days: int = 14, kpi_days: int = 35) -> dict[str, Any]:
     """Write and ingest the demo's request logs and KPI table; returns what was ingested."""
-    from monitors.traffic import ingest_kpis, ingest_requests
+    from lorawatch.monitors.traffic import ingest_kpis, ingest_requests
 
     folder.mkdir(parents=True, exist_ok=True)
     end = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
