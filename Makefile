@@ -18,7 +18,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install lock clean
+.PHONY: demo test check install lock clean
 
 install: $(STAMP)
 
@@ -41,6 +41,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# What CI checks before the tests: lint, format, the import contract (layers, no cycles), types.
+check: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 # Resolve pyproject.toml again (PyPI and uv needed) and rewrite requirements/py3.*.txt.
 lock: $(STAMP)

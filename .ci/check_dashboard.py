@@ -32,8 +32,13 @@ for page in PAGES:
 with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-proc = subprocess.Popen([sys.executable, "-m", "lorawatch", "dashboard", "--port", str(port)], env=dict(os.environ),
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+proc = subprocess.Popen(
+    [sys.executable, "-m", "lorawatch", "dashboard", "--port", str(port)],
+    env=dict(os.environ),
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+    start_new_session=True,
+)
 try:
     results = check_pages(shutil.which("chromium"), f"http://127.0.0.1:{port}", PAGES, shots)
 finally:

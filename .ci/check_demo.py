@@ -3,20 +3,34 @@
 import json
 import sys
 
-summary = json.load(open(sys.argv[1]))
+with open(sys.argv[1]) as handle:
+    summary = json.load(handle)
 assert summary["status"] == "complete", summary["status"]
 by = {a["adapter"]: a["monitors"] for a in summary["adapters"]}
 healthy, drifted, risky = by["support-healthy"], by["support-drifted"], by["support-risky"]
 for name, monitors in by.items():
-    print(f"{name:16} " + "  ".join(f"{k}={v['value']:.3f}{'!' if v['breached'] else ''}" for k, v in sorted(monitors.items())))
-assert drifted["logit_kl"]["value"] > 2 * healthy["logit_kl"]["value"], "the drifted adapter's KL should clearly exceed the healthy one's"
-assert risky["pii_leak_rate"]["breached"] and risky["toxicity_rate"]["breached"], "the risky adapter should breach both budgets"
-assert not healthy["pii_leak_rate"]["breached"] and not healthy["toxicity_rate"]["breached"], "the healthy adapter should breach neither"
+    print(
+        f"{name:16} "
+        + "  ".join(f"{k}={v['value']:.3f}{'!' if v['breached'] else ''}" for k, v in sorted(monitors.items()))
+    )
+assert drifted["logit_kl"]["value"] > 2 * healthy["logit_kl"]["value"], (
+    "the drifted adapter's KL should clearly exceed the healthy one's"
+)
+assert risky["pii_leak_rate"]["breached"] and risky["toxicity_rate"]["breached"], (
+    "the risky adapter should breach both budgets"
+)
+assert not healthy["pii_leak_rate"]["breached"] and not healthy["toxicity_rate"]["breached"], (
+    "the healthy adapter should breach neither"
+)
 alerts = summary["alerts"]
 fired = {(a["adapter"], a["rule"]) for a in alerts["firing"]}
 for adapter, rule in sorted(fired):
     print(f"alert firing: {rule} on {adapter}")
-assert {("support-risky", "pii_leak"), ("support-risky", "toxicity_budget"), ("support-drifted", "logit_drift")} <= fired, fired
+assert {
+    ("support-risky", "pii_leak"),
+    ("support-risky", "toxicity_budget"),
+    ("support-drifted", "logit_drift"),
+} <= fired, fired
 assert not any(adapter == "support-healthy" for adapter, _ in fired), "the healthy adapter should raise no alert"
 assert ("support-risky", "kpi_drop") in fired, "the risky adapter's seeded CSAT drop should fire kpi_drop"
 assert summary["traffic"]["requests"] > 10_000 or summary["traffic"]["requests"] == 0, summary["traffic"]

@@ -22,6 +22,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from lorawatch.alerts.matchers import Matcher, matches_all, parse_matchers
+from lorawatch.alerts.silences import active_silences
 from lorawatch.db.models import Alert, Notification, NotificationGroup
 from lorawatch.durations import parse_duration
 
@@ -45,15 +46,25 @@ class Route:
 
 def build_routes(settings) -> Route:
     """The routing tree with every node's inherited values resolved."""
+
     def build(node, parent: Route | None, path: str) -> Route:
         route = Route(
             receiver=node.receiver or (parent.receiver if parent else "default"),
             matchers=parse_matchers(node.matchers),
             group_by=node.group_by if node.group_by is not None else (parent.group_by if parent else ["alertname"]),
-            group_wait=parse_duration(node.group_wait) if node.group_wait else (parent.group_wait if parent else timedelta(seconds=30)),
-            group_interval=parse_duration(node.group_interval) if node.group_interval else (parent.group_interval if parent else timedelta(minutes=5)),
-            repeat_interval=parse_duration(node.repeat_interval) if node.repeat_interval else (parent.repeat_interval if parent else timedelta(hours=4)),
-            continue_=node.continue_, routes=[], path=path)
+            group_wait=parse_duration(node.group_wait)
+            if node.group_wait
+            else (parent.group_wait if parent else timedelta(seconds=30)),
+            group_interval=parse_duration(node.group_interval)
+            if node.group_interval
+            else (parent.group_interval if parent else timedelta(minutes=5)),
+            repeat_interval=parse_duration(node.repeat_interval)
+            if node.repeat_interval
+            else (parent.repeat_interval if parent else timedelta(hours=4)),
+            continue_=node.continue_,
+            routes=[],
+            path=path,
+        )
         route.routes = [build(child, route, f"{path}.{i}") for i, child in enumerate(node.routes)]
         return route
 
@@ -76,7 +87,10 @@ def match_routes(route: Route, labels: dict[str, str]) -> list[Route]:
 
 def inhibited_fingerprints(alerts: list[Alert], settings) -> set[str]:
     """Fingerprints of alerts muted by an inhibition rule (a firing source with equal labels)."""
-    rules = [(parse_matchers(r.source_matchers), parse_matchers(r.target_matchers), r.equal) for r in settings.alerts.inhibit_rules]
+    rules = [
+        (parse_matchers(r.source_matchers), parse_matchers(r.target_matchers), r.equal)
+        for r in settings.alerts.inhibit_rules
+    ]
     firing = [a for a in alerts if a.state == "firing"]
     muted: set[str] = set()
     for source_m, target_m, equal in rules:
@@ -88,7 +102,8 @@ def inhibited_fingerprints(alerts: list[Alert], settings) -> set[str]:
                 continue
             for source in sources:
                 if source.fingerprint != target.fingerprint and all(
-                        source.labels.get(k, "") == target.labels.get(k, "") for k in equal):
+                    source.labels.get(k, "") == target.labels.get(k, "") for k in equal
+                ):
                     muted.add(target.fingerprint)
                     break
     return muted
@@ -96,8 +111,6 @@ def inhibited_fingerprints(alerts: list[Alert], settings) -> set[str]:
 
 def muted_fingerprints(session: Session, settings, alerts: list[Alert], now: datetime) -> set[str]:
     """Fingerprints of the alerts a silence in force or an inhibition rule mutes at ``now``."""
-    from lorawatch.alerts.engine import active_silences
-
     silences = active_silences(session, now)
     silenced = {a.fingerprint for a in alerts if any(matches_all(m, a.labels) for _, m in silences)}
     return silenced | inhibited_fingerprints(alerts, settings)
@@ -113,8 +126,9 @@ def group_key(route: Route, labels: dict[str, str]) -> tuple[str, dict[str, str]
     return hashlib.sha256(text.encode()).hexdigest()[:32], group_labels
 
 
-def dispatch(session: Session, settings, now: datetime, *, skip_group_wait: bool = False,
-             muted: set[str] | None = None) -> list[Notification]:
+def dispatch(
+    session: Session, settings, now: datetime, *, skip_group_wait: bool = False, muted: set[str] | None = None
+) -> list[Notification]:
     """Queue the notifications due at ``now`` into the outbox (in the caller's transaction).
 
     ``skip_group_wait`` sends new groups at once (the demo, and ``notify flush --no-wait``);
@@ -126,8 +140,11 @@ def dispatch(session: Session, settings, now: datetime, *, skip_group_wait: bool
     notified_fps = {fp for g in groups.values() for fp in (g.notified or {})}
     alerts = list(session.scalars(select(Alert).where(Alert.state.in_(("firing", "pending")))))
     if notified_fps:
-        alerts += list(session.scalars(select(Alert).where(Alert.state.not_in(("firing", "pending")),
-                                                           Alert.fingerprint.in_(notified_fps))))
+        alerts += list(
+            session.scalars(
+                select(Alert).where(Alert.state.not_in(("firing", "pending")), Alert.fingerprint.in_(notified_fps))
+            )
+        )
     if muted is None:
         muted = muted_fingerprints(session, settings, alerts, now)
     members: dict[tuple[str, str], list[Alert]] = {}
@@ -141,8 +158,9 @@ def dispatch(session: Session, settings, now: datetime, *, skip_group_wait: bool
             route_of[gk] = route
             members.setdefault(gk, []).append(alert)
             if gk not in groups and alert.state == "firing":
-                group = NotificationGroup(receiver=route.receiver, group_key=key, group_labels=labels,
-                                          first_seen_at=now, notified={})
+                group = NotificationGroup(
+                    receiver=route.receiver, group_key=key, group_labels=labels, first_seen_at=now, notified={}
+                )
                 session.add(group)
                 groups[gk] = group
     queued: list[Notification] = []
@@ -152,8 +170,9 @@ def dispatch(session: Session, settings, now: datetime, *, skip_group_wait: bool
         firing = [a for a in in_group if a.state == "firing" and a.fingerprint not in muted]
         notified = dict(group.notified or {})
         by_fp = {a.fingerprint: a for a in in_group}
-        to_resolve = [by_fp[fp] for fp, st in notified.items()
-                      if st == "firing" and fp in by_fp and by_fp[fp].state == "resolved"]
+        to_resolve = [
+            by_fp[fp] for fp, st in notified.items() if st == "firing" and fp in by_fp and by_fp[fp].state == "resolved"
+        ]
         gone = [fp for fp, st in notified.items() if fp not in by_fp or by_fp[fp].state not in ("firing", "resolved")]
         receiver = receivers.get(gk[0])
         if receiver is None:
@@ -190,8 +209,9 @@ def dispatch(session: Session, settings, now: datetime, *, skip_group_wait: bool
         if group.id is None:
             session.flush()
         payload = build_payload(group, route, settings, firing, to_resolve, now)
-        note = Notification(receiver=gk[0], group_id=group.id, status="pending", payload=payload, created_at=now,
-                            next_attempt_at=now)
+        note = Notification(
+            receiver=gk[0], group_id=group.id, status="pending", payload=payload, created_at=now, next_attempt_at=now
+        )
         session.add(note)
         queued.append(note)
         group.last_notified_at = now
@@ -224,10 +244,13 @@ def alert_payload(alert: Alert, settings, status: str) -> dict[str, Any]:
     }
 
 
-def build_payload(group: NotificationGroup, route: Route, settings, firing: list[Alert], resolved: list[Alert],
-                  now: datetime) -> dict[str, Any]:
+def build_payload(
+    group: NotificationGroup, route: Route, settings, firing: list[Alert], resolved: list[Alert], now: datetime
+) -> dict[str, Any]:
     """The Alertmanager v4 webhook payload of one group notification (channels render from it)."""
-    items = [alert_payload(a, settings, "firing") for a in firing] + [alert_payload(a, settings, "resolved") for a in resolved]
+    items = [alert_payload(a, settings, "firing") for a in firing] + [
+        alert_payload(a, settings, "resolved") for a in resolved
+    ]
     common_labels = _common([i["labels"] for i in items])
     common_annotations = _common([{k: v for k, v in i["annotations"].items()} for i in items])
     return {

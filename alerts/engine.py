@@ -1,4 +1,4 @@
-"""Rule evaluation and alert states, acknowledgements and silences.
+"""Rule evaluation, alert states and acknowledgements (silences: ``lorawatch.alerts.silences``).
 
 States follow Prometheus: a series whose condition holds makes its alert *pending*; after
 ``for`` it is *firing*; when the condition stops holding (or the series disappears) a pending
@@ -9,7 +9,8 @@ rule's labels and the series' labels).
 
 Evaluation is idempotent: evaluating again at the same time changes nothing, and an evaluation
 time older than an alert's last one leaves that alert alone. Each evaluation stores the alerts'
-states and the notifications they cause in one transaction (see ``lorawatch.alerts.dispatch``).
+states and the notifications they cause in one transaction (see ``lorawatch.alerts.dispatch``);
+the hooks registered in ``lorawatch.alerts.hooks`` (incidents opening) run in it too.
 """
 
 from __future__ import annotations
@@ -22,14 +23,19 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from lorawatch.alerts.matchers import matches_all, parse_matchers
-from lorawatch.alerts.rules import Rule, load_rules
-from lorawatch.alerts.sources import Sample, SeriesReader
 from lorawatch import audit
+from lorawatch.alerts import hooks
+from lorawatch.alerts.dispatch import dispatch as run_dispatch
+from lorawatch.alerts.dispatch import inhibited_fingerprints, muted_fingerprints
+from lorawatch.alerts.matchers import matches_all
+from lorawatch.alerts.rules import Rule, load_rules
+from lorawatch.alerts.silences import active_silences
+from lorawatch.alerts.sources import Sample, SeriesReader
 from lorawatch.db import Database
-from lorawatch.db.models import Alert, AlertEvent, Silence
+from lorawatch.db.models import Alert, AlertEvent
 from lorawatch.db.types import utcnow
-from lorawatch.errors import ConflictError, InputError, NotFoundError
+from lorawatch.errors import ConflictError, NotFoundError
+from lorawatch.monitors.traffic_eval import evaluate_traffic
 
 OPEN_STATES = ("pending", "firing")
 
@@ -45,8 +51,15 @@ def alert_labels(rule: Rule, sample: Sample) -> dict[str, str]:
     return {**sample.labels, **rule.labels, "alertname": rule.id, "severity": rule.severity}
 
 
-def evaluate(db: Database, settings, *, now: datetime | None = None, rules: list[Rule] | None = None,
-             traffic: bool = True, dispatch: bool = True) -> dict[str, Any]:
+def evaluate(
+    db: Database,
+    settings,
+    *,
+    now: datetime | None = None,
+    rules: list[Rule] | None = None,
+    traffic: bool = True,
+    dispatch: bool = True,
+) -> dict[str, Any]:
     """Evaluate every rule at ``now`` (default: the current time), store states and notifications.
 
     With ``traffic`` the traffic monitors (SLO burn rates, P99, KPI drops) are computed first,
@@ -55,8 +68,6 @@ def evaluate(db: Database, settings, *, now: datetime | None = None, rules: list
     now = now or utcnow()
     rules = load_rules(settings) if rules is None else rules
     if traffic:
-        from lorawatch.monitors.traffic_eval import evaluate_traffic
-
         evaluate_traffic(db, settings, now=now)
     transitions: list[dict[str, Any]] = []
     with db.session() as session:
@@ -76,8 +87,15 @@ def evaluate(db: Database, settings, *, now: datetime | None = None, rules: list
                 if alert is None:
                     if not holds:
                         continue
-                    alert = Alert(fingerprint=fp, rule_id=rule.id, labels=labels, annotations={}, severity=rule.severity,
-                                  state="inactive", last_eval_at=now)
+                    alert = Alert(
+                        fingerprint=fp,
+                        rule_id=rule.id,
+                        labels=labels,
+                        annotations={},
+                        severity=rule.severity,
+                        state="inactive",
+                        last_eval_at=now,
+                    )
                     session.add(alert)
                     existing[fp] = alert
                 elif alert.last_eval_at > now:
@@ -94,17 +112,20 @@ def evaluate(db: Database, settings, *, now: datetime | None = None, rules: list
             _step(session, alert, by_id.get(alert.rule_id), False, now, transitions)
         session.flush()
         open_alerts = [a for a in existing.values() if a.state in OPEN_STATES]
-        from lorawatch.alerts.dispatch import dispatch as run_dispatch
-        from lorawatch.alerts.dispatch import muted_fingerprints
-        from lorawatch.incidents.service import sync_with_alerts
-
         muted = muted_fingerprints(session, settings, open_alerts, now)
-        incidents_opened = sync_with_alerts(session, settings, now, transitions, muted)
+        reactions = hooks.run_after_evaluation(session, settings, now, transitions, muted)
         notifications = run_dispatch(session, settings, now, muted=muted) if dispatch else []
-        result = {"evaluated_at": now, "rules": len(rules), "series": series, "transitions": transitions,
-                  "firing": sum(a.state == "firing" for a in open_alerts),
-                  "pending": sum(a.state == "pending" for a in open_alerts),
-                  "notifications_queued": len(notifications), "incidents_opened": incidents_opened}
+        result = {
+            "evaluated_at": now,
+            "rules": len(rules),
+            "series": series,
+            "transitions": transitions,
+            "firing": sum(a.state == "firing" for a in open_alerts),
+            "pending": sum(a.state == "pending" for a in open_alerts),
+            "notifications_queued": len(notifications),
+            "incidents_opened": [],
+            **reactions,
+        }
     return result
 
 
@@ -112,8 +133,9 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _step(session: Session, alert: Alert, rule: Rule | None, holds: bool, now: datetime,
-          transitions: list[dict[str, Any]]) -> None:
+def _step(
+    session: Session, alert: Alert, rule: Rule | None, holds: bool, now: datetime, transitions: list[dict[str, Any]]
+) -> None:
     """Advance one alert's state machine to ``now``."""
     before = alert.state
     if holds:
@@ -136,25 +158,48 @@ def _step(session: Session, alert: Alert, rule: Rule | None, holds: bool, now: d
         if alert.id is None:
             session.flush()
         session.add(AlertEvent(alert_id=alert.id, ts=now, from_state=before, to_state=alert.state, value=alert.value))
-        transitions.append({"alert": alert.id, "fingerprint": alert.fingerprint, "rule": alert.rule_id,
-                            "labels": alert.labels, "from": before, "to": alert.state, "value": alert.value})
+        transitions.append(
+            {
+                "alert": alert.id,
+                "fingerprint": alert.fingerprint,
+                "rule": alert.rule_id,
+                "labels": alert.labels,
+                "from": before,
+                "to": alert.state,
+                "value": alert.value,
+            }
+        )
 
 
 def describe(alert: Alert, *, silenced_by: list[int] | None = None, inhibited: bool = False) -> dict[str, Any]:
     """One alert as a plain dict (for ``--json`` and the dashboard)."""
-    return {"id": alert.id, "fingerprint": alert.fingerprint, "rule": alert.rule_id, "state": alert.state,
-            "severity": alert.severity, "labels": alert.labels, "annotations": alert.annotations, "value": alert.value,
-            "threshold": alert.threshold, "runbook_url": alert.runbook_url, "active_at": alert.active_at,
-            "fired_at": alert.fired_at, "resolved_at": alert.resolved_at, "acked_by": alert.acked_by,
-            "acked_at": alert.acked_at, "ack_comment": alert.ack_comment, "silenced_by": silenced_by or [],
-            "inhibited": inhibited, "context": alert.context}
+    return {
+        "id": alert.id,
+        "fingerprint": alert.fingerprint,
+        "rule": alert.rule_id,
+        "state": alert.state,
+        "severity": alert.severity,
+        "labels": alert.labels,
+        "annotations": alert.annotations,
+        "value": alert.value,
+        "threshold": alert.threshold,
+        "runbook_url": alert.runbook_url,
+        "active_at": alert.active_at,
+        "fired_at": alert.fired_at,
+        "resolved_at": alert.resolved_at,
+        "acked_by": alert.acked_by,
+        "acked_at": alert.acked_at,
+        "ack_comment": alert.ack_comment,
+        "silenced_by": silenced_by or [],
+        "inhibited": inhibited,
+        "context": alert.context,
+    }
 
 
-def list_alerts(db: Database, settings, *, state: str = "open", adapter: str | None = None,
-                now: datetime | None = None) -> list[dict[str, Any]]:
+def list_alerts(
+    db: Database, settings, *, state: str = "open", adapter: str | None = None, now: datetime | None = None
+) -> list[dict[str, Any]]:
     """Alerts by state: open (pending and firing), firing, pending, resolved, silenced or all."""
-    from lorawatch.alerts.dispatch import inhibited_fingerprints
-
     now = now or utcnow()
     with db.session() as session:
         alerts = list(session.scalars(select(Alert).order_by(Alert.id)))
@@ -166,25 +211,34 @@ def list_alerts(db: Database, settings, *, state: str = "open", adapter: str | N
                 continue
             by = [s.id for s, matchers in silences if matches_all(matchers, alert.labels)]
             muted = bool(by) or alert.fingerprint in inhibited
-            keep = {"open": alert.state in OPEN_STATES, "all": True, "silenced": alert.state in OPEN_STATES and muted}.get(
-                state, alert.state == state)
+            keep = {
+                "open": alert.state in OPEN_STATES,
+                "all": True,
+                "silenced": alert.state in OPEN_STATES and muted,
+            }.get(state, alert.state == state)
             if keep:
                 out.append(describe(alert, silenced_by=by, inhibited=alert.fingerprint in inhibited))
     severity_order = {"critical": 0, "warning": 1, "info": 2}
-    out.sort(key=lambda a: ({"firing": 0, "pending": 1}.get(a["state"], 2), severity_order.get(a["severity"], 3), a["id"]))
+    out.sort(
+        key=lambda a: ({"firing": 0, "pending": 1}.get(a["state"], 2), severity_order.get(a["severity"], 3), a["id"])
+    )
     return out
 
 
 def find_alert(session: Session, ref: str) -> Alert:
     """An alert by id or fingerprint."""
-    query = select(Alert).where(Alert.id == int(ref)) if ref.isdigit() else select(Alert).where(Alert.fingerprint == ref)
+    query = (
+        select(Alert).where(Alert.id == int(ref)) if ref.isdigit() else select(Alert).where(Alert.fingerprint == ref)
+    )
     alert = session.scalar(query)
     if alert is None:
         raise NotFoundError(f"alert {ref!r} does not exist", fix="see `lorawatch alerts list --state all`")
     return alert
 
 
-def acknowledge(db: Database, ref: str, *, actor: str, comment: str | None = None, now: datetime | None = None) -> dict[str, Any]:
+def acknowledge(
+    db: Database, ref: str, *, actor: str, comment: str | None = None, now: datetime | None = None
+) -> dict[str, Any]:
     """Acknowledge an open alert: it stays open but is not repeated to receivers."""
     now = now or utcnow()
     with db.session() as session:
@@ -192,66 +246,19 @@ def acknowledge(db: Database, ref: str, *, actor: str, comment: str | None = Non
         if alert.state not in OPEN_STATES:
             raise ConflictError(f"alert {alert.id} is {alert.state}; only pending or firing alerts can be acknowledged")
         alert.acked_by, alert.acked_at, alert.ack_comment = actor, now, comment
-        session.add(AlertEvent(alert_id=alert.id, ts=now, from_state=alert.state, to_state=alert.state, actor=actor,
-                               value=alert.value))
-        audit.record(session, actor=actor, action="alert.ack", object_type="alert", object_id=str(alert.id),
-                     reason=comment, details={"fingerprint": alert.fingerprint, "labels": alert.labels}, ts=now)
+        session.add(
+            AlertEvent(
+                alert_id=alert.id, ts=now, from_state=alert.state, to_state=alert.state, actor=actor, value=alert.value
+            )
+        )
+        audit.record(
+            session,
+            actor=actor,
+            action="alert.ack",
+            object_type="alert",
+            object_id=str(alert.id),
+            reason=comment,
+            details={"fingerprint": alert.fingerprint, "labels": alert.labels},
+            ts=now,
+        )
         return describe(alert)
-
-
-def active_silences(session: Session, now: datetime) -> list[tuple[Silence, list]]:
-    """Silences in force at ``now`` with their parsed matchers."""
-    rows = session.scalars(select(Silence).where(Silence.starts_at <= now, Silence.ends_at > now))
-    return [(s, parse_matchers(s.matchers)) for s in rows]
-
-
-def add_silence(db: Database, *, matchers: list[str], duration: timedelta | None = None, until: datetime | None = None,
-                starts_at: datetime | None = None, comment: str, actor: str) -> dict[str, Any]:
-    """Create a silence; matchers are validated first and nothing is stored when one is wrong."""
-    parsed = parse_matchers(matchers)
-    if not parsed:
-        raise InputError("a silence needs at least one matcher", fix='add --matcher \'adapter="support-bot"\'')
-    if not comment or not comment.strip():
-        raise InputError("a silence needs a comment saying why", fix="add --comment \"...\"")
-    start = starts_at or utcnow()
-    end = until or (start + duration if duration else None)
-    if end is None or end <= start:
-        raise InputError("a silence must end after it starts", fix="give --duration 2h or --until a later time")
-    with db.session() as session:
-        silence = Silence(matchers=[str(m) for m in parsed], starts_at=start, ends_at=end, created_by=actor, comment=comment)
-        session.add(silence)
-        session.flush()
-        audit.record(session, actor=actor, action="silence.create", object_type="silence", object_id=str(silence.id),
-                     reason=comment, details={"matchers": silence.matchers, "ends_at": end.isoformat()})
-        return _silence_dict(silence)
-
-
-def expire_silence(db: Database, silence_id: int, *, actor: str, now: datetime | None = None) -> dict[str, Any]:
-    """End a silence now."""
-    now = now or utcnow()
-    with db.session() as session:
-        silence = session.get(Silence, silence_id)
-        if silence is None:
-            raise NotFoundError(f"silence {silence_id} does not exist", fix="see `lorawatch alerts silences --all`")
-        if silence.ends_at <= now:
-            raise ConflictError(f"silence {silence_id} already ended at {silence.ends_at.isoformat()}")
-        silence.ends_at = now
-        audit.record(session, actor=actor, action="silence.expire", object_type="silence", object_id=str(silence_id))
-        return _silence_dict(silence)
-
-
-def list_silences(db: Database, *, include_expired: bool = False, now: datetime | None = None) -> list[dict[str, Any]]:
-    """Silences in force (or all of them)."""
-    now = now or utcnow()
-    with db.session() as session:
-        query = select(Silence).order_by(Silence.id)
-        if not include_expired:
-            query = query.where(Silence.ends_at > now)
-        return [_silence_dict(s, now) for s in session.scalars(query)]
-
-
-def _silence_dict(s: Silence, now: datetime | None = None) -> dict[str, Any]:
-    now = now or utcnow()
-    state = "active" if s.starts_at <= now < s.ends_at else ("pending" if now < s.starts_at else "expired")
-    return {"id": s.id, "matchers": s.matchers, "starts_at": s.starts_at, "ends_at": s.ends_at, "state": state,
-            "created_by": s.created_by, "comment": s.comment}

@@ -38,14 +38,18 @@ def parse_matcher(text: str) -> Matcher:
     """Parse one matcher; raises InputError naming the matcher and the syntax."""
     match = _MATCHER.match(text)
     if not match:
-        raise InputError(f"matcher {text!r} is not valid", fix='write name="value", name!="value", name=~"regex" or name!~"regex"')
+        raise InputError(
+            f"matcher {text!r} is not valid", fix='write name="value", name!="value", name=~"regex" or name!~"regex"'
+        )
     name, op, quoted, bare = match.groups()
     value = bytes(quoted, "utf-8").decode("unicode_escape") if quoted is not None else bare
     if op in ("=~", "!~"):
         try:
             re.compile(value)
         except re.error as exc:
-            raise InputError(f"matcher {text!r} has an invalid regular expression: {exc}", fix="correct the regex") from None
+            raise InputError(
+                f"matcher {text!r} has an invalid regular expression: {exc}", fix="correct the regex"
+            ) from None
     return Matcher(name, op, value)
 
 

@@ -20,10 +20,11 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, or_, select
 
@@ -48,10 +49,11 @@ class Outcome:
     retry_after_s: float | None = None
 
 
-def backoff_delay(attempt: int, *, initial: float, maximum: float, rng: random.Random, multiplier: float = 1.5,
-                  jitter: float = 0.5) -> float:
+def backoff_delay(
+    attempt: int, *, initial: float, maximum: float, rng: random.Random, multiplier: float = 1.5, jitter: float = 0.5
+) -> float:
     """The delay before retry number ``attempt`` (0-based): exponential, jittered, capped."""
-    base = min(initial * multiplier ** attempt, maximum)
+    base = min(initial * multiplier**attempt, maximum)
     return min(base * rng.uniform(1 - jitter, 1 + jitter), maximum)
 
 
@@ -69,8 +71,8 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max((when - (now or datetime.now(timezone.utc))).total_seconds(), 0.0)
+        when = when.replace(tzinfo=UTC)
+    return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
 
 
 def _scrub(text: str, secrets: list[str]) -> str:
@@ -133,15 +135,30 @@ class _Sender:
             return Outcome(False, error=_scrub(f"{type(exc).__name__}: {exc}", request.secrets))
         if response.status_code in request.ok_statuses:
             return Outcome(True, status_code=response.status_code)
-        retry_after = parse_retry_after(response.headers.get("Retry-After")) if response.status_code in (429, 503) else None
+        retry_after = (
+            parse_retry_after(response.headers.get("Retry-After")) if response.status_code in (429, 503) else None
+        )
         body = _scrub(response.text[:300].strip(), request.secrets)
-        return Outcome(False, status_code=response.status_code, error=f"HTTP {response.status_code}: {body}",
-                       retry_after_s=retry_after)
+        return Outcome(
+            False,
+            status_code=response.status_code,
+            error=f"HTTP {response.status_code}: {body}",
+            retry_after_s=retry_after,
+        )
 
 
-def flush(db: Database, settings, *, now: datetime | None = None, deadline_s: float | None = None,
-          receivers: list[str] | None = None, dispatch_first: bool = True, skip_group_wait: bool = False, sleep: Callable[[float], None] = time.sleep,
-          rng: random.Random | None = None) -> dict[str, Any]:
+def flush(
+    db: Database,
+    settings,
+    *,
+    now: datetime | None = None,
+    deadline_s: float | None = None,
+    receivers: list[str] | None = None,
+    dispatch_first: bool = True,
+    skip_group_wait: bool = False,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: random.Random | None = None,
+) -> dict[str, Any]:
     """Queue what is due, then deliver pending notifications until done or the deadline passes.
 
     ``now`` is the flush's start on the alerts' clock (tests drive it); times recorded during
@@ -150,7 +167,9 @@ def flush(db: Database, settings, *, now: datetime | None = None, deadline_s: fl
     start_wall = now or utcnow()
     start_mono = time.monotonic()
     clock = lambda: start_wall + timedelta(seconds=time.monotonic() - start_mono)  # noqa: E731
-    deadline_s = deadline_s if deadline_s is not None else parse_duration(settings.alerts.flush_deadline).total_seconds()
+    deadline_s = (
+        deadline_s if deadline_s is not None else parse_duration(settings.alerts.flush_deadline).total_seconds()
+    )
     end = start_mono + deadline_s
     rng = rng or random.Random()
     queued = 0
@@ -162,9 +181,15 @@ def flush(db: Database, settings, *, now: datetime | None = None, deadline_s: fl
     configured = settings.alerts.all_receivers
     lease = timedelta(seconds=deadline_s + max((r.timeout_s for r in configured.values()), default=10) + 30)
     with db.session() as session:
-        query = (select(Notification).where(Notification.status == "pending", Notification.next_attempt_at <= start_wall,
-                                            or_(Notification.claimed_until.is_(None), Notification.claimed_until < start_wall))
-                 .order_by(Notification.id))
+        query = (
+            select(Notification)
+            .where(
+                Notification.status == "pending",
+                Notification.next_attempt_at <= start_wall,
+                or_(Notification.claimed_until.is_(None), Notification.claimed_until < start_wall),
+            )
+            .order_by(Notification.id)
+        )
         if receivers:
             query = query.where(Notification.receiver.in_(receivers))
         claimed: dict[str, list[int]] = {}
@@ -189,7 +214,7 @@ def flush(db: Database, settings, *, now: datetime | None = None, deadline_s: fl
                     counts["delivered"] += 1
                 else:
                     counts["deferred"] += len(ids) - position
-                    _release(db, ids[position + 1:])
+                    _release(db, ids[position + 1 :])
                     break
         with lock:
             results[name] = counts
@@ -200,8 +225,13 @@ def flush(db: Database, settings, *, now: datetime | None = None, deadline_s: fl
     total = {k: sum(r[k] for r in results.values()) for k in ("delivered", "deferred", "attempts")}
     with db.session() as session:
         pending = session.scalar(select(func.count()).select_from(Notification).where(Notification.status == "pending"))
-    return {"queued": queued, **total, "pending": pending, "receivers": results,
-            "seconds": round(time.monotonic() - start_mono, 3)}
+    return {
+        "queued": queued,
+        **total,
+        "pending": pending,
+        "receivers": results,
+        "seconds": round(time.monotonic() - start_mono, 3),
+    }
 
 
 def _deliver(db: Database, note_id: int, sender: _Sender, settings, end: float, clock, sleep, rng) -> tuple[bool, int]:
@@ -218,18 +248,40 @@ def _deliver(db: Database, note_id: int, sender: _Sender, settings, end: float, 
         with db.session() as session:
             note = session.get(Notification, note_id)
             note.attempts += 1
-            session.add(DeliveryAttempt(notification_id=note_id, ts=ts, ok=outcome.ok, status_code=outcome.status_code,
-                                        error=outcome.error, retry_after_s=outcome.retry_after_s, duration_ms=duration_ms))
+            session.add(
+                DeliveryAttempt(
+                    notification_id=note_id,
+                    ts=ts,
+                    ok=outcome.ok,
+                    status_code=outcome.status_code,
+                    error=outcome.error,
+                    retry_after_s=outcome.retry_after_s,
+                    duration_ms=duration_ms,
+                )
+            )
             if outcome.ok:
                 note.status, note.delivered_at, note.claimed_until, note.last_error = "sent", ts, None, None
                 return True, attempt
             note.last_error = outcome.error
-            delay = outcome.retry_after_s if outcome.retry_after_s is not None else backoff_delay(
-                note.attempts - 1, initial=settings.alerts.retry_initial_s, maximum=settings.alerts.retry_max_s, rng=rng)
+            delay = (
+                outcome.retry_after_s
+                if outcome.retry_after_s is not None
+                else backoff_delay(
+                    note.attempts - 1,
+                    initial=settings.alerts.retry_initial_s,
+                    maximum=settings.alerts.retry_max_s,
+                    rng=rng,
+                )
+            )
             if time.monotonic() + delay > end:
                 note.next_attempt_at, note.claimed_until = ts + timedelta(seconds=delay), None
-                log.warning("notification %s to %s deferred after %s attempts: %s", note_id, note.receiver, note.attempts,
-                            outcome.error)
+                log.warning(
+                    "notification %s to %s deferred after %s attempts: %s",
+                    note_id,
+                    note.receiver,
+                    note.attempts,
+                    outcome.error,
+                )
                 return False, attempt
         sleep(delay)
 
@@ -251,16 +303,38 @@ def list_notifications(db: Database, *, status: str | None = None, limit: int = 
         query = select(Notification).order_by(Notification.id.desc()).limit(limit)
         if status:
             query = query.where(Notification.status == status)
-        return [{"id": n.id, "receiver": n.receiver, "status": n.status, "payload_status": n.payload.get("status"),
-                 "alerts": len(n.payload.get("alerts", [])), "group": n.payload.get("groupLabels"), "created_at": n.created_at,
-                 "attempts": n.attempts, "next_attempt_at": n.next_attempt_at if n.status == "pending" else None,
-                 "delivered_at": n.delivered_at, "last_error": n.last_error} for n in session.scalars(query)]
+        return [
+            {
+                "id": n.id,
+                "receiver": n.receiver,
+                "status": n.status,
+                "payload_status": n.payload.get("status"),
+                "alerts": len(n.payload.get("alerts", [])),
+                "group": n.payload.get("groupLabels"),
+                "created_at": n.created_at,
+                "attempts": n.attempts,
+                "next_attempt_at": n.next_attempt_at if n.status == "pending" else None,
+                "delivered_at": n.delivered_at,
+                "last_error": n.last_error,
+            }
+            for n in session.scalars(query)
+        ]
 
 
 def attempts_of(db: Database, note_id: int) -> list[dict[str, Any]]:
     """Every delivery attempt of one notification, oldest first."""
     with db.session() as session:
-        rows = session.scalars(select(DeliveryAttempt).where(DeliveryAttempt.notification_id == note_id)
-                               .order_by(DeliveryAttempt.id))
-        return [{"ts": a.ts, "ok": a.ok, "status_code": a.status_code, "error": a.error, "retry_after_s": a.retry_after_s,
-                 "duration_ms": a.duration_ms} for a in rows]
+        rows = session.scalars(
+            select(DeliveryAttempt).where(DeliveryAttempt.notification_id == note_id).order_by(DeliveryAttempt.id)
+        )
+        return [
+            {
+                "ts": a.ts,
+                "ok": a.ok,
+                "status_code": a.status_code,
+                "error": a.error,
+                "retry_after_s": a.retry_after_s,
+                "duration_ms": a.duration_ms,
+            }
+            for a in rows
+        ]

@@ -47,7 +47,14 @@ METRICS = {
     "adapter_review_overdue_days": "days a served version's review is overdue (negative: days left)",
 }
 
-OPERATORS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le, "==": operator.eq, "!=": operator.ne}
+OPERATORS = {
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
 _CONDITION = re.compile(r"^\s*(>=|<=|==|!=|>|<)\s*(-?[0-9.]+(?:e-?[0-9]+)?)\s*$")
 _ID = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -146,11 +153,18 @@ class Rule:
 
     def describe(self) -> dict[str, Any]:
         """A plain summary for listings and ``--json``."""
-        return {"id": self.id, "source": f"monitor:{self.monitor}" if self.monitor else f"metric:{self.metric}",
-                "condition": "breached" if self.op is None else f"{self.op} {self.threshold:g}",
-                "selector": [str(m) for m in self.selector], "for": format_duration(self.for_),
-                "keep_firing_for": format_duration(self.keep_firing_for), "severity": self.severity,
-                "labels": self.labels, "runbook": self.runbook_url, "file": f"{self.source}:{self.line}" if self.line else self.source}
+        return {
+            "id": self.id,
+            "source": f"monitor:{self.monitor}" if self.monitor else f"metric:{self.metric}",
+            "condition": "breached" if self.op is None else f"{self.op} {self.threshold:g}",
+            "selector": [str(m) for m in self.selector],
+            "for": format_duration(self.for_),
+            "keep_firing_for": format_duration(self.keep_firing_for),
+            "severity": self.severity,
+            "labels": self.labels,
+            "runbook": self.runbook_url,
+            "file": f"{self.source}:{self.line}" if self.line else self.source,
+        }
 
 
 def _template_env():
@@ -170,19 +184,33 @@ def _compile(spec: RuleSpec, source: str, line: int | None, runbook_base: str | 
         try:
             templates[key] = env.from_string(text)
         except TemplateSyntaxError as exc:
-            raise ConfigError(f"rule {spec.id}: annotation {key!r} is not a valid template: {exc.message}",
-                              where=f"{source}:{line}" if line else source,
-                              fix="use {{ labels.adapter }}, {{ value }}, {{ threshold }}, {{ context.version }}") from None
+            raise ConfigError(
+                f"rule {spec.id}: annotation {key!r} is not a valid template: {exc.message}",
+                where=f"{source}:{line}" if line else source,
+                fix="use {{ labels.adapter }}, {{ value }}, {{ threshold }}, {{ context.version }}",
+            ) from None
     op = threshold = None
     if spec.condition != "breached":
         match = _CONDITION.match(spec.condition)
         op, threshold = match.group(1), float(match.group(2))
     return Rule(
-        id=spec.id, monitor=spec.monitor, metric=spec.metric, selector=parse_matchers(spec.selector), op=op,
-        threshold=threshold, for_=parse_duration(spec.for_), keep_firing_for=parse_duration(spec.keep_firing_for),
-        severity=spec.severity, labels=dict(spec.labels), annotations=dict(spec.annotations),
-        runbook_url=spec.runbook_url or runbook_url(spec.id, runbook_base, dashboard_url), lookback=parse_duration(spec.lookback),
-        versions=spec.versions, source=source, line=line, templates=templates,
+        id=spec.id,
+        monitor=spec.monitor,
+        metric=spec.metric,
+        selector=parse_matchers(spec.selector),
+        op=op,
+        threshold=threshold,
+        for_=parse_duration(spec.for_),
+        keep_firing_for=parse_duration(spec.keep_firing_for),
+        severity=spec.severity,
+        labels=dict(spec.labels),
+        annotations=dict(spec.annotations),
+        runbook_url=spec.runbook_url or runbook_url(spec.id, runbook_base, dashboard_url),
+        lookback=parse_duration(spec.lookback),
+        versions=spec.versions,
+        source=source,
+        line=line,
+        templates=templates,
     )
 
 
@@ -198,7 +226,9 @@ def runbook_path(rule_id: str) -> Path:
     return RUNBOOKS_DIR / f"{rule_id}.md"
 
 
-def load_file(path: Path, *, runbook_base: str | None = None, dashboard_url: str = "http://127.0.0.1:8501") -> list[Rule]:
+def load_file(
+    path: Path, *, runbook_base: str | None = None, dashboard_url: str = "http://127.0.0.1:8501"
+) -> list[Rule]:
     """Load and validate one rules file."""
     import yaml
 
@@ -206,7 +236,9 @@ def load_file(path: Path, *, runbook_base: str | None = None, dashboard_url: str
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError("rules file does not exist", where=where, fix="correct the path in [alerts] rules_files") from None
+        raise ConfigError(
+            "rules file does not exist", where=where, fix="correct the path in [alerts] rules_files"
+        ) from None
     except UnicodeDecodeError:
         raise ConfigError("rules file is not UTF-8 text", where=where, fix="save it as UTF-8") from None
     try:
@@ -215,45 +247,71 @@ def load_file(path: Path, *, runbook_base: str | None = None, dashboard_url: str
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
-        raise ConfigError(f"invalid YAML: {getattr(exc, 'problem', exc)}", where=f"{where}{line}",
-                          fix="correct the YAML syntax") from None
+        raise ConfigError(
+            f"invalid YAML: {getattr(exc, 'problem', exc)}", where=f"{where}{line}", fix="correct the YAML syntax"
+        ) from None
     if not isinstance(data, dict) or not isinstance(data.get("groups"), list):
-        raise ConfigError('a rules file is a mapping with a "groups" list', where=f"{where}:1",
-                          fix="start the file with groups: and a list of {name, rules}")
+        raise ConfigError(
+            'a rules file is a mapping with a "groups" list',
+            where=f"{where}:1",
+            fix="start the file with groups: and a list of {name, rules}",
+        )
     rules: list[Rule] = []
     seen: dict[str, int | None] = {}
     for g_index, group in enumerate(data["groups"]):
         g_node = _item(_value(root, "groups"), g_index)
         if not isinstance(group, dict) or not isinstance(group.get("rules"), list):
-            raise ConfigError('a group needs "name" and a "rules" list', where=f"{where}:{_line(g_node)}",
-                              fix="write - name: ... and rules: [...]")
+            raise ConfigError(
+                'a group needs "name" and a "rules" list',
+                where=f"{where}:{_line(g_node)}",
+                fix="write - name: ... and rules: [...]",
+            )
         for r_index, raw in enumerate(group["rules"]):
             node = _item(_value(g_node, "rules"), r_index)
             line = _line(node)
             rule_id = raw.get("id", "?") if isinstance(raw, dict) else "?"
             if not isinstance(raw, dict):
-                raise ConfigError("a rule is a mapping", where=f"{where}:{line}", fix="write id:, monitor: ... under - ")
+                raise ConfigError(
+                    "a rule is a mapping", where=f"{where}:{line}", fix="write id:, monitor: ... under - "
+                )
             try:
                 spec = RuleSpec.model_validate(raw)
             except ValidationError as exc:
                 err = exc.errors()[0]
                 key = str(err["loc"][0]) if err["loc"] else None
                 if key is None:  # a rule-level check: point at the key it is about
-                    key = next((k for k, word in (("monitor", "unknown monitor"), ("metric", "unknown metric"),
-                                                  ("labels", "label ")) if word in err["msg"]), None)
+                    key = next(
+                        (
+                            k
+                            for k, word in (
+                                ("monitor", "unknown monitor"),
+                                ("metric", "unknown metric"),
+                                ("labels", "label "),
+                            )
+                            if word in err["msg"]
+                        ),
+                        None,
+                    )
                 key_line = _line(_value(node, "for" if key == "for_" else key)) if key else None
                 message = err["msg"].removeprefix("Value error, ")
                 if err["type"] == "extra_forbidden":
                     message = f"unknown key {key!r}; known: {', '.join(sorted(f.alias or n for n, f in RuleSpec.model_fields.items()))}"
                 elif err["type"] == "missing":
                     message = f"missing key {key!r}"
-                raise ConfigError(f"rule {rule_id}: {message}" + (f" (key {key!r})" if err["loc"] and err["type"] not in ("extra_forbidden", "missing") else ""),
-                                  where=f"{where}:{key_line or line}", fix="see the rules format in alerts/rules.py or the README") from None
+                raise ConfigError(
+                    f"rule {rule_id}: {message}"
+                    + (f" (key {key!r})" if err["loc"] and err["type"] not in ("extra_forbidden", "missing") else ""),
+                    where=f"{where}:{key_line or line}",
+                    fix="see the rules format in alerts/rules.py or the README",
+                ) from None
             except InputError as exc:
                 raise ConfigError(f"rule {rule_id}: {exc.what}", where=f"{where}:{line}", fix=exc.fix) from None
             if spec.id in seen:
-                raise ConfigError(f"rule {spec.id} is defined twice (first at line {seen[spec.id]})",
-                                  where=f"{where}:{line}", fix="give each rule its own id")
+                raise ConfigError(
+                    f"rule {spec.id} is defined twice (first at line {seen[spec.id]})",
+                    where=f"{where}:{line}",
+                    fix="give each rule its own id",
+                )
             seen[spec.id] = line
             try:
                 rules.append(_compile(spec, where, line, runbook_base, dashboard_url))
@@ -304,14 +362,20 @@ def load_rules(settings, *, include_disabled: bool = False) -> list[Rule]:
             path = settings.source.parent / path
         for rule in load_file(path, runbook_base=base_url, dashboard_url=settings.alerts.dashboard_url):
             if rule.id in user_seen:
-                raise ConfigError(f"rule {rule.id} is defined twice (also in {user_seen[rule.id]})",
-                                  where=f"{rule.source}:{rule.line}", fix="give each rule its own id")
+                raise ConfigError(
+                    f"rule {rule.id} is defined twice (also in {user_seen[rule.id]})",
+                    where=f"{rule.source}:{rule.line}",
+                    fix="give each rule its own id",
+                )
             user_seen[rule.id] = f"{rule.source}:{rule.line}"
             by_id[rule.id] = rule
     unknown = [r for r in settings.alerts.disabled_rules if r not in by_id]
     if unknown:
-        raise ConfigError(f"disabled_rules names unknown rule {unknown[0]!r}", where="[alerts] disabled_rules",
-                          fix=f"use one of: {', '.join(sorted(by_id))}")
+        raise ConfigError(
+            f"disabled_rules names unknown rule {unknown[0]!r}",
+            where="[alerts] disabled_rules",
+            fix=f"use one of: {', '.join(sorted(by_id))}",
+        )
     if include_disabled:
         return list(by_id.values())
     return [r for r in by_id.values() if r.id not in settings.alerts.disabled_rules]

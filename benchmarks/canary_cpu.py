@@ -41,8 +41,9 @@ def emit(**fields) -> None:
     """One measurement as a JSON line."""
     import torch
 
-    fields.update(torch=torch.__version__, threads=torch.get_num_threads(),
-                  cpu_capability=torch.backends.cpu.get_cpu_capability())
+    fields.update(
+        torch=torch.__version__, threads=torch.get_num_threads(), cpu_capability=torch.backends.cpu.get_cpu_capability()
+    )
     print(json.dumps(fields), flush=True)
 
 
@@ -71,7 +72,13 @@ def runner(models, prompts, keys, batch_size: int) -> dict:
             scored += int(sum(scores["scored_tokens"]))
             generated += sum(len(t) for t in generation.token_ids)
         generated += sum(len(t) for t in base.token_ids)
-    return {"seconds": time.perf_counter() - start, "kl": kl, "outputs": outputs, "scored": scored, "generated": generated}
+    return {
+        "seconds": time.perf_counter() - start,
+        "kl": kl,
+        "outputs": outputs,
+        "scored": scored,
+        "generated": generated,
+    }
 
 
 def plain(models, prompts, keys, batch_size: int) -> dict:
@@ -100,7 +107,13 @@ def plain(models, prompts, keys, batch_size: int) -> dict:
                 for i, prompt in enumerate(chunk):
                     kl[(prompt.id, key)] = float(per_token[rows == i].mean())
                     outputs[(prompt.id, key)] = generation.token_ids[i]
-    return {"seconds": time.perf_counter() - start, "kl": kl, "outputs": outputs, "scored": scored, "generated": generated}
+    return {
+        "seconds": time.perf_counter() - start,
+        "kl": kl,
+        "outputs": outputs,
+        "scored": scored,
+        "generated": generated,
+    }
 
 
 def command(base_dir: Path, dataset: Path, args) -> dict:
@@ -126,9 +139,22 @@ def command(base_dir: Path, dataset: Path, args) -> dict:
             run("registry", "add", spec.name, "--path", str(shipped_adapter(spec)), "--base", "smollm2", "--json")
         adapters = [a for spec in DEMO_ADAPTERS for a in ("--adapter", spec.name)]
         start = time.perf_counter()
-        summary = json.loads(run("canary", "run", "--dataset", str(dataset), *adapters, "--device", "cpu",
-                                 "--batch-size", str(args.batch_size), "--max-new-tokens", str(args.max_new_tokens),
-                                 "--json"))
+        summary = json.loads(
+            run(
+                "canary",
+                "run",
+                "--dataset",
+                str(dataset),
+                *adapters,
+                "--device",
+                "cpu",
+                "--batch-size",
+                str(args.batch_size),
+                "--max-new-tokens",
+                str(args.max_new_tokens),
+                "--json",
+            )
+        )
         seconds = time.perf_counter() - start
     return {"seconds": seconds, "status": summary["status"], "prompts": summary["prompts_done"]}
 
@@ -139,8 +165,12 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--cache", type=Path, default=Path.home() / ".lorawatch" / "demo" / "models",
-                        help="where the SmolLM2 base is prepared")
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path.home() / ".lorawatch" / "demo" / "models",
+        help="where the SmolLM2 base is prepared",
+    )
     parser.add_argument("--skip-command", action="store_true", help="only the runner and the plain way")
     parser.add_argument("--profile", action="store_true", help="profile one runner batch (torch profiler)")
     args = parser.parse_args()
@@ -163,8 +193,13 @@ def main() -> None:
     model, tokenizer = load_base(str(base_dir), None, choice)
     peft = attach_adapters(model, {spec.name: shipped_adapter(spec) for spec in DEMO_ADAPTERS})
     models = CanaryModels(peft, tokenizer, choice.device, args.max_new_tokens)
-    shape = dict(dataset=dataset.name, prompts=len(prompts), adapters=len(keys), batch_size=args.batch_size,
-                 max_new_tokens=args.max_new_tokens)
+    shape = dict(
+        dataset=dataset.name,
+        prompts=len(prompts),
+        adapters=len(keys),
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+    )
 
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
@@ -179,22 +214,40 @@ def main() -> None:
     runner(models, prompts[: args.batch_size], keys, args.batch_size)  # warm-up: one batch
     fast = runner(models, prompts, keys, args.batch_size)
     pairs = len(prompts) * len(keys)
-    emit(name="runner", **shape, seconds=round(fast["seconds"], 2), pairs_per_s=round(pairs / fast["seconds"], 2),
-         scored_tok_per_s=round(fast["scored"] / fast["seconds"]), new_tok_per_s=round(fast["generated"] / fast["seconds"], 1))
+    emit(
+        name="runner",
+        **shape,
+        seconds=round(fast["seconds"], 2),
+        pairs_per_s=round(pairs / fast["seconds"], 2),
+        scored_tok_per_s=round(fast["scored"] / fast["seconds"]),
+        new_tok_per_s=round(fast["generated"] / fast["seconds"], 1),
+    )
     slow = plain(models, prompts, keys, args.batch_size)
     diffs = [abs(fast["kl"][k] - v) / max(abs(v), 1e-6) for k, v in slow["kl"].items()]
     same = sum(fast["outputs"][k] == v for k, v in slow["outputs"].items())
-    emit(name="plain_peft_generate_and_forward", **shape, seconds=round(slow["seconds"], 2),
-         pairs_per_s=round(pairs / slow["seconds"], 2), scored_tok_per_s=round(slow["scored"] / slow["seconds"]),
-         new_tok_per_s=round(slow["generated"] / slow["seconds"], 1),
-         runner_speedup=round(slow["seconds"] / fast["seconds"], 2),
-         kl_max_relative_difference=round(max(diffs), 6), outputs_identical=f"{same}/{len(slow['outputs'])}")
+    emit(
+        name="plain_peft_generate_and_forward",
+        **shape,
+        seconds=round(slow["seconds"], 2),
+        pairs_per_s=round(pairs / slow["seconds"], 2),
+        scored_tok_per_s=round(slow["scored"] / slow["seconds"]),
+        new_tok_per_s=round(slow["generated"] / slow["seconds"], 1),
+        runner_speedup=round(slow["seconds"] / fast["seconds"], 2),
+        kl_max_relative_difference=round(max(diffs), 6),
+        outputs_identical=f"{same}/{len(slow['outputs'])}",
+    )
     if not args.skip_command:
         del models, peft, model
         result = command(base_dir, dataset.path, args)
-        emit(name="command", **shape, seconds=round(result["seconds"], 2), pairs_per_s=round(pairs / result["seconds"], 2),
-             status=result["status"], note="lorawatch canary run in this process: model load, drift, embeddings, "
-                                           "content risk and database writes included")
+        emit(
+            name="command",
+            **shape,
+            seconds=round(result["seconds"], 2),
+            pairs_per_s=round(pairs / result["seconds"], 2),
+            status=result["status"],
+            note="lorawatch canary run in this process: model load, drift, embeddings, "
+            "content risk and database writes included",
+        )
 
 
 if __name__ == "__main__":

@@ -48,19 +48,35 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--naive-prompts", type=int, default=16)
     parser.add_argument("--small", action="store_true", help="Tiny shapes, for a CPU smoke run.")
-    parser.add_argument("--cache", choices=["dynamic", "static"], default=None,
-                        help="KV cache for generation (default: what the runner picks for the device).")
+    parser.add_argument(
+        "--cache",
+        choices=["dynamic", "static"],
+        default=None,
+        help="KV cache for generation (default: what the runner picks for the device).",
+    )
     parser.add_argument("--skip-naive", action="store_true", help="Only the runner (for trying generation settings).")
-    parser.add_argument("--peft-scoring", action="store_true",
-                        help="Score with one PEFT pass per adapter instead of the grouped pass (what the runner did before).")
+    parser.add_argument(
+        "--peft-scoring",
+        action="store_true",
+        help="Score with one PEFT pass per adapter instead of the grouped pass (what the runner did before).",
+    )
     parser.add_argument("--gen-prompt", type=int, default=128, help="Prompt tokens for generation (the anchors' 128).")
     parser.add_argument("--gen-batch", type=int, default=256, help="Prompts per grouped generation batch.")
-    parser.add_argument("--hf-prompts", type=int, default=32, help="Prompts for PEFT's generate per adapter, for comparison (0: none).")
-    parser.add_argument("--adapter-dtype", choices=["model", "float32"], default="model",
-                        help="LoRA weights in the model's dtype, or in fp32 as PeftModel.from_pretrained loads them "
-                             "onto a bf16 base (then PEFT adds an fp32 delta and rounds once).")
-    parser.add_argument("--profile", action="store_true",
-                        help="Only profile the runner's scoring of one batch (torch profiler): the top kernels by device time.")
+    parser.add_argument(
+        "--hf-prompts", type=int, default=32, help="Prompts for PEFT's generate per adapter, for comparison (0: none)."
+    )
+    parser.add_argument(
+        "--adapter-dtype",
+        choices=["model", "float32"],
+        default="model",
+        help="LoRA weights in the model's dtype, or in fp32 as PeftModel.from_pretrained loads them "
+        "onto a bf16 base (then PEFT adds an fp32 delta and rounds once).",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="Only profile the runner's scoring of one batch (torch profiler): the top kernels by device time.",
+    )
     args = parser.parse_args()
 
     import torch
@@ -74,8 +90,13 @@ def main() -> None:
     if args.small:
         args.prompts, args.length, args.batch, args.new_tokens, args.naive_prompts = 16, 32, 8, 8, 4
         args.gen_prompt, args.gen_batch, args.hf_prompts = 8, 8, 4
-    model, cfg, n_params = build([f"a{i}" for i in range(args.adapters)], args.small, device, dtype,
-                                 adapter_dtype=torch.float32 if args.adapter_dtype == "float32" else None)
+    model, cfg, n_params = build(
+        [f"a{i}" for i in range(args.adapters)],
+        args.small,
+        device,
+        dtype,
+        adapter_dtype=torch.float32 if args.adapter_dtype == "float32" else None,
+    )
     names = [f"a{i}" for i in range(args.adapters)]
     generator = torch.Generator().manual_seed(1)
     ids = torch.randint(1, cfg.vocab_size - 1, (args.prompts, args.length), generator=generator).tolist()
@@ -90,9 +111,16 @@ def main() -> None:
             torch.cuda.synchronize()
 
     def emit(**kw):
-        kw.update(torch=torch.__version__, device=torch.cuda.get_device_name() if cuda else "cpu", N=args.adapters,
-                  adapter_dtype=args.adapter_dtype,
-                  P=args.prompts, L=args.length, BS=args.batch, new_tokens=args.new_tokens)
+        kw.update(
+            torch=torch.__version__,
+            device=torch.cuda.get_device_name() if cuda else "cpu",
+            N=args.adapters,
+            adapter_dtype=args.adapter_dtype,
+            P=args.prompts,
+            L=args.length,
+            BS=args.batch,
+            new_tokens=args.new_tokens,
+        )
         print(json.dumps(kw), flush=True)
 
     def runner(generate: bool):
@@ -136,9 +164,15 @@ def main() -> None:
     sync()
     score_s = time.perf_counter() - t0
     flops = 2 * n_params
-    emit(name="runner_scoring", grouped=not args.peft_scoring, seconds=round(score_s, 3), scored_tokens=scored, tok_per_s=round(scored / score_s),
-         tflops=round(scored * flops / score_s / 1e12, 1),
-         peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None)
+    emit(
+        name="runner_scoring",
+        grouped=not args.peft_scoring,
+        seconds=round(score_s, 3),
+        scored_tokens=scored,
+        tok_per_s=round(scored / score_s),
+        tflops=round(scored * flops / score_s / 1e12, 1),
+        peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+    )
 
     if args.skip_naive:
         args.naive_prompts = 0
@@ -158,11 +192,20 @@ def main() -> None:
     if args.naive_prompts:
         naive_s = (time.perf_counter() - t0) * args.prompts / args.naive_prompts
         naive_tokens = args.adapters * args.prompts * (args.length - 1)
-        emit(name="naive_extrapolated", seconds=round(naive_s, 3), scored_tokens=naive_tokens,
-             tok_per_s=round(naive_tokens / naive_s), tflops=round(naive_tokens * flops / naive_s / 1e12, 2))
+        emit(
+            name="naive_extrapolated",
+            seconds=round(naive_s, 3),
+            scored_tokens=naive_tokens,
+            tok_per_s=round(naive_tokens / naive_s),
+            tflops=round(naive_tokens * flops / naive_s / 1e12, 2),
+        )
         diffs = [abs(a - b) / max(abs(b), 1e-6) for n in names for a, b in zip(kl_runner[n], naive_kl[n])]
-        emit(name="kl_agreement", max_relative_difference=round(max(diffs), 4), compared=len(diffs),
-             speedup=round((scored / score_s) / (naive_tokens / naive_s), 1))
+        emit(
+            name="kl_agreement",
+            max_relative_difference=round(max(diffs), 4),
+            compared=len(diffs),
+            speedup=round((scored / score_s) / (naive_tokens / naive_s), 1),
+        )
 
     # generation: every (prompt, adapter) decodes --new-tokens greedy tokens from a --gen-prompt-token prompt
     gen_prompts = [row[: args.gen_prompt] for row in ids]
@@ -193,20 +236,34 @@ def main() -> None:
         torch.cuda.reset_peak_memory_stats()
     fast_out, fast_s, base_tokens = generation(True, gen_prompts)
     generated = sum(len(t) for rows in fast_out.values() for t in rows)
-    emit(name="runner_generation", decoder="grouped static cache" + (" + CUDA graph" if cuda else ""), seconds=round(fast_s, 3),
-         prompt_tokens=args.gen_prompt, generated_tokens=generated, generated_tok_per_s=round(generated / fast_s),
-         with_base_tok_per_s=round((generated + base_tokens) / fast_s), gen_batch=args.gen_batch,
-         peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None)
+    emit(
+        name="runner_generation",
+        decoder="grouped static cache" + (" + CUDA graph" if cuda else ""),
+        seconds=round(fast_s, 3),
+        prompt_tokens=args.gen_prompt,
+        generated_tokens=generated,
+        generated_tok_per_s=round(generated / fast_s),
+        with_base_tok_per_s=round((generated + base_tokens) / fast_s),
+        gen_batch=args.gen_batch,
+        peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+    )
     if args.hf_prompts:
         hf_prompts = gen_prompts[: args.hf_prompts]
         models.generation_config.min_new_tokens = args.new_tokens
         hf_out, hf_s, _ = generation(False, hf_prompts)
         hf_generated = sum(len(t) for rows in hf_out.values() for t in rows)
         same = sum(a[:16] == b[:16] for n in names for a, b in zip(fast_out[n], hf_out[n]))
-        emit(name="peft_generate_per_adapter", cache=models.generation_config.cache_implementation or "dynamic",
-             prompts=len(hf_prompts), seconds=round(hf_s, 3), generated_tokens=hf_generated,
-             generated_tok_per_s=round(hf_generated / hf_s), speedup=round((generated / fast_s) / (hf_generated / hf_s), 1),
-             first16_identical=f"{same}/{len(hf_prompts) * len(names)}")
+        emit(
+            name="peft_generate_per_adapter",
+            cache=models.generation_config.cache_implementation or "dynamic",
+            prompts=len(hf_prompts),
+            seconds=round(hf_s, 3),
+            generated_tokens=hf_generated,
+            generated_tok_per_s=round(hf_generated / hf_s),
+            speedup=round((generated / fast_s) / (hf_generated / hf_s), 1),
+            first16_identical=f"{same}/{len(hf_prompts) * len(names)}",
+        )
+
 
 if __name__ == "__main__":
     main()

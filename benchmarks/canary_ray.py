@@ -58,14 +58,20 @@ class RandomWorker(CanaryWorker):
     """A ``CanaryWorker`` whose models come from a config (random weights) instead of the registry."""
 
     def __init__(self, spec) -> None:
-        super().__init__(spec, models=build_models(list(spec.adapters), spec.base_hub == "small", spec.max_new_tokens),
-                         featurize=False)
+        super().__init__(
+            spec,
+            models=build_models(list(spec.adapters), spec.base_hub == "small", spec.max_new_tokens),
+            featurize=False,
+        )
 
     def gpu(self) -> str:
         import torch
 
-        return f"{torch.cuda.get_device_name()} (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')})" \
-            if torch.cuda.is_available() else "cpu"
+        return (
+            f"{torch.cuda.get_device_name()} (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')})"
+            if torch.cuda.is_available()
+            else "cpu"
+        )
 
 
 def main() -> None:
@@ -75,9 +81,12 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=256)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--layouts", default="1x64,2x64,2x8",
-                        help="WORKERSxADAPTERS_PER_WORKER, comma-separated: 2x64 splits the batches of one 16-adapter "
-                             "shard over 2 workers, 2x8 gives each worker 8 adapters.")
+    parser.add_argument(
+        "--layouts",
+        default="1x64,2x64,2x8",
+        help="WORKERSxADAPTERS_PER_WORKER, comma-separated: 2x64 splits the batches of one 16-adapter "
+        "shard over 2 workers, 2x8 gives each worker 8 adapters.",
+    )
     parser.add_argument("--small", action="store_true", help="Tiny shapes on the CPU, for a smoke run.")
     args = parser.parse_args()
     if args.small:
@@ -93,18 +102,31 @@ def main() -> None:
 
     # the workers import this script's helpers (benchmarks.random_llama) from the checkout
     path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    ray.init(include_dashboard=False, logging_level="WARNING", runtime_env={"env_vars": {**WORKER_ENV, "PYTHONPATH": path}})
+    ray.init(
+        include_dashboard=False, logging_level="WARNING", runtime_env={"env_vars": {**WORKER_ENV, "PYTHONPATH": path}}
+    )
     resources = ray.cluster_resources()
     keys = [f"a{i}" for i in range(args.adapters)]
     version_ids = {k: i for i, k in enumerate(keys)}
     vocab = 1024 if args.small else 128256
     rng = random.Random(1)
-    prompts = [CanaryPrompt(id=f"p{i}", prompt=str(rng.randrange(1, vocab - 1)),
-                            reference=" ".join(str(rng.randrange(1, vocab - 1)) for _ in range(args.length - 1)))
-               for i in range(args.prompts)]
-    batches = [prompts[s: s + args.batch] for s in range(0, len(prompts), args.batch)]
-    spec = WorkerSpec(base_path=None, base_hub="small" if args.small else "llama-1b", base_files=None,
-                      adapters={k: ("", None, k) for k in keys}, device="auto", max_new_tokens=args.new_tokens)
+    prompts = [
+        CanaryPrompt(
+            id=f"p{i}",
+            prompt=str(rng.randrange(1, vocab - 1)),
+            reference=" ".join(str(rng.randrange(1, vocab - 1)) for _ in range(args.length - 1)),
+        )
+        for i in range(args.prompts)
+    ]
+    batches = [prompts[s : s + args.batch] for s in range(0, len(prompts), args.batch)]
+    spec = WorkerSpec(
+        base_path=None,
+        base_hub="small" if args.small else "llama-1b",
+        base_files=None,
+        adapters={k: ("", None, k) for k in keys},
+        device="auto",
+        max_new_tokens=args.new_tokens,
+    )
     results, single = {}, None
     for name in args.layouts.split(","):
         workers, per_worker = (int(x) for x in name.split("x"))
@@ -116,7 +138,7 @@ def main() -> None:
         load = time.perf_counter() - load
         kl, totals = {}, {"pairs": 0, "scored": 0, "generated": 0}
 
-        def on_rows(rows) -> None:
+        def on_rows(rows, kl=kl, totals=totals) -> None:
             for r in rows.results:
                 kl[(r["prompt_id"], r["adapter_version_id"])] = r["kl_mean"]
                 totals["pairs"] += 1
@@ -129,12 +151,23 @@ def main() -> None:
         for a in actors:
             ray.kill(a)
         results[name] = kl
-        line = {"layout": name, "workers": layout.workers, "adapters": args.adapters,
-                "adapters_per_worker": [len(layout.shards[s]) for s in layout.shard_of],
-                "prompts": args.prompts, "length": args.length, "batch": args.batch, "new_tokens": args.new_tokens,
-                "seconds": round(seconds, 3), "pairs": totals["pairs"], "pairs_per_s": round(totals["pairs"] / seconds, 1),
-                "scored_tok_s": round(totals["scored"] / seconds), "new_tok_s": round(totals["generated"] / seconds),
-                "load_and_warmup_s": round(load, 1), "gpus": gpus}
+        line = {
+            "layout": name,
+            "workers": layout.workers,
+            "adapters": args.adapters,
+            "adapters_per_worker": [len(layout.shards[s]) for s in layout.shard_of],
+            "prompts": args.prompts,
+            "length": args.length,
+            "batch": args.batch,
+            "new_tokens": args.new_tokens,
+            "seconds": round(seconds, 3),
+            "pairs": totals["pairs"],
+            "pairs_per_s": round(totals["pairs"] / seconds, 1),
+            "scored_tok_s": round(totals["scored"] / seconds),
+            "new_tok_s": round(totals["generated"] / seconds),
+            "load_and_warmup_s": round(load, 1),
+            "gpus": gpus,
+        }
         if single is None:
             single = line
         else:

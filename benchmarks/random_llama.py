@@ -39,11 +39,27 @@ def build(names: list[str], small: bool, device, dtype, seeded: bool = False, ad
 
     torch.manual_seed(0)
     if small:
-        cfg = LlamaConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                          num_key_value_heads=2, vocab_size=1024, max_position_embeddings=1024, tie_word_embeddings=True)
+        cfg = LlamaConfig(
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=1024,
+            max_position_embeddings=1024,
+            tie_word_embeddings=True,
+        )
     else:
-        cfg = LlamaConfig(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-                          num_key_value_heads=8, vocab_size=128256, max_position_embeddings=4096, tie_word_embeddings=True)
+        cfg = LlamaConfig(
+            hidden_size=2048,
+            intermediate_size=8192,
+            num_hidden_layers=16,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            vocab_size=128256,
+            max_position_embeddings=4096,
+            tie_word_embeddings=True,
+        )
     with torch.device(device):
         base = LlamaForCausalLM(cfg).to(dtype)
     base.eval()

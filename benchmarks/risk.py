@@ -30,14 +30,16 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=4, help="How many times the labelled set is scored for timing.")
     args = parser.parse_args()
 
-    from lorawatch.settings import RiskSettings
     from lorawatch.monitors.pii import PiiDetector
     from lorawatch.monitors.risk_eval import pii_scores, toxicity_auc
     from lorawatch.monitors.toxicity import ProfanityCheckScorer, build_scorer
     from lorawatch.registry.files import sha256_file
+    from lorawatch.settings import RiskSettings
     from tests.tiny_models import build_detoxify_checkpoint
 
-    items = [json.loads(line) for line in (ROOT / "benchmarks" / "data" / "risk-labelled-v1.jsonl").read_text().splitlines()]
+    items = [
+        json.loads(line) for line in (ROOT / "benchmarks" / "data" / "risk-labelled-v1.jsonl").read_text().splitlines()
+    ]
     texts = [i["text"] for i in items] * args.repeat
     print(f"labelled set: {len(items)} texts; timing over {len(texts)} texts")
 
@@ -52,8 +54,14 @@ def main() -> None:
     rate("toxicity: profanity-check (batched)", profanity.score)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint, config_dir = build_detoxify_checkpoint(Path(tmp))
-        detox = build_scorer(RiskSettings(toxicity_backend="detoxify", detoxify_checkpoint=str(checkpoint),
-                                          detoxify_sha256=sha256_file(checkpoint), detoxify_config_path=str(config_dir)))
+        detox = build_scorer(
+            RiskSettings(
+                toxicity_backend="detoxify",
+                detoxify_checkpoint=str(checkpoint),
+                detoxify_sha256=sha256_file(checkpoint),
+                detoxify_config_path=str(config_dir),
+            )
+        )
         rate("toxicity: detoxify tiny checkpoint (batch 64)", detox.score)
     risk = RiskSettings()
     detector = PiiDetector(risk.pii_entities, risk.pii_score_threshold, risk.spacy_model)

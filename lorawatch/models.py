@@ -34,8 +34,10 @@ def pick_device(preference: str = "auto") -> DeviceChoice:
     if preference not in {"auto", "cpu", "cuda"}:
         raise InputError(f"device {preference!r} is not one of auto, cpu, cuda", fix="pass --device auto|cpu|cuda")
     if preference == "cuda" and not torch.cuda.is_available():
-        raise DependencyError("--device cuda was asked for, but torch sees no CUDA device",
-                              fix="run on a GPU machine with a CUDA build of torch, or use --device cpu")
+        raise DependencyError(
+            "--device cuda was asked for, but torch sees no CUDA device",
+            fix="run on a GPU machine with a CUDA build of torch, or use --device cpu",
+        )
     if preference in {"auto", "cuda"} and torch.cuda.is_available():
         return DeviceChoice(torch.device("cuda", torch.cuda.current_device()), torch.bfloat16)
     return DeviceChoice(torch.device("cpu"), torch.float32)
@@ -88,8 +90,11 @@ def load_base(path: str | None, hub_id: str | None, choice: DeviceChoice):
         tokenizer = load_tokenizer(source, extra)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=choice.dtype, local_files_only=True, **extra)
     except OSError as exc:
-        raise InputError(f"cannot load the base model: {str(exc).splitlines()[0]}", where=source,
-                         fix="check the registered path; nothing is downloaded") from None
+        raise InputError(
+            f"cannot load the base model: {str(exc).splitlines()[0]}",
+            where=source,
+            fix="check the registered path; nothing is downloaded",
+        ) from None
     model.to(choice.device).eval()
     return model, tokenizer
 

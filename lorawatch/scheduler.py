@@ -28,62 +28,26 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 
+from lorawatch.cron import crontab_trigger
 from lorawatch.db import Database
 from lorawatch.db.models import JobLease, JobRun
 from lorawatch.db.types import utcnow
 from lorawatch.durations import parse_duration
 from lorawatch.errors import LoraWatchError, NotFoundError
+from lorawatch.jobs import EPOCH, occurrence, run_dict
 
 log = logging.getLogger(__name__)
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_CRON_WINDOWS = [timedelta(minutes=2), timedelta(hours=2), timedelta(days=2), timedelta(days=9), timedelta(days=33),
-                 timedelta(days=370)]
-
 Clock = Callable[[], datetime]
-
-
-def _cron(expr: str):
-    from lorawatch.cron import crontab_trigger
-
-    return crontab_trigger(expr)
-
-
-def occurrence(job, now: datetime) -> datetime | None:
-    """The job's latest fire time at or before ``now`` (None when it never fired yet)."""
-    if job.every:
-        step = parse_duration(job.every).total_seconds()
-        seconds = (now - EPOCH).total_seconds()
-        return EPOCH + timedelta(seconds=(seconds // step) * step)
-    trigger = _cron(job.cron)
-    for window in _CRON_WINDOWS:
-        fire = trigger.get_next_fire_time(None, now - window)
-        if fire is None or fire > now:
-            continue
-        latest = fire
-        while True:
-            nxt = trigger.get_next_fire_time(latest, latest + timedelta(seconds=1))
-            if nxt is None or nxt > now:
-                return latest.astimezone(timezone.utc)
-            latest = nxt
-    return None
-
-
-def next_fire(job, now: datetime) -> datetime | None:
-    """The job's next fire time after ``now``."""
-    if job.every:
-        step = parse_duration(job.every).total_seconds()
-        return occurrence(job, now) + timedelta(seconds=step)
-    fire = _cron(job.cron).get_next_fire_time(None, now + timedelta(microseconds=1))
-    return fire.astimezone(timezone.utc) if fire else None
 
 
 def holder_id() -> str:
@@ -98,15 +62,23 @@ class Claim:
     attempt: int
 
 
-def claim(db: Database, settings, name: str, scheduled_for: datetime, now: datetime, *, trigger: str = "schedule") -> Claim | None:
+def claim(
+    db: Database, settings, name: str, scheduled_for: datetime, now: datetime, *, trigger: str = "schedule"
+) -> Claim | None:
     """Claim one occurrence of a job; None when it ran, is running elsewhere, or the job is leased."""
     job = settings.scheduler.all_jobs[name]
     stale = parse_duration(settings.scheduler.stale_after)
     holder = holder_id()
     try:
         with db.session() as session:
-            runs = list(session.scalars(select(JobRun).where(JobRun.job == name, JobRun.scheduled_for == scheduled_for)
-                                        .order_by(JobRun.attempt).with_for_update()))
+            runs = list(
+                session.scalars(
+                    select(JobRun)
+                    .where(JobRun.job == name, JobRun.scheduled_for == scheduled_for)
+                    .order_by(JobRun.attempt)
+                    .with_for_update()
+                )
+            )
             attempt = 1
             if runs:
                 last = runs[-1]
@@ -116,14 +88,25 @@ def claim(db: Database, settings, name: str, scheduled_for: datetime, now: datet
                     return None
                 _mark_stale(last, now)
                 attempt = last.attempt + 1
-            for other in session.scalars(select(JobRun).where(JobRun.job == name, JobRun.status == "running",
-                                                              JobRun.heartbeat_at <= now - stale)):
+            for other in session.scalars(
+                select(JobRun).where(JobRun.job == name, JobRun.status == "running", JobRun.heartbeat_at <= now - stale)
+            ):
                 _mark_stale(other, now)
             lease = session.get(JobLease, name, with_for_update=True)
             if lease is not None and lease.expires_at > now:
                 return None
-            run = JobRun(job=name, kind=job.kind, scheduled_for=scheduled_for, attempt=attempt, trigger=trigger,
-                         status="running", started_at=now, heartbeat_at=now, host=socket.gethostname(), pid=os.getpid())
+            run = JobRun(
+                job=name,
+                kind=job.kind,
+                scheduled_for=scheduled_for,
+                attempt=attempt,
+                trigger=trigger,
+                status="running",
+                started_at=now,
+                heartbeat_at=now,
+                host=socket.gethostname(),
+                pid=os.getpid(),
+            )
             session.add(run)
             session.flush()
             if lease is None:
@@ -165,8 +148,15 @@ class _Heartbeat(threading.Thread):
                 log.exception("heartbeat of job %s failed", self.claim.job)
 
 
-def run_job(db: Database, settings, name: str, *, clock: Clock = utcnow, scheduled_for: datetime | None = None,
-            trigger: str = "schedule") -> dict[str, Any] | None:
+def run_job(
+    db: Database,
+    settings,
+    name: str,
+    *,
+    clock: Clock = utcnow,
+    scheduled_for: datetime | None = None,
+    trigger: str = "schedule",
+) -> dict[str, Any] | None:
     """Claim and run one occurrence of a job (default: its latest); None when not ours to run."""
     jobs = settings.scheduler.all_jobs
     if name not in jobs:
@@ -202,7 +192,7 @@ def run_job(db: Database, settings, name: str, *, clock: Clock = utcnow, schedul
         lease = session.get(JobLease, name)
         if lease is not None and lease.run_id == got.run_id:
             session.delete(lease)
-        return _run_dict(run)
+        return run_dict(run)
 
 
 def _jsonable(value: Any) -> Any:
@@ -230,7 +220,9 @@ def run_now(db: Database, settings, name: str, *, clock: Clock = utcnow) -> dict
     now = clock()
     result = run_job(db, settings, name, clock=clock, scheduled_for=now, trigger="manual")
     if result is None:
-        raise ConflictError(f"job {name!r} is running elsewhere (its lease is held)", fix="wait for it, see `lorawatch jobs list`")
+        raise ConflictError(
+            f"job {name!r} is running elsewhere (its lease is held)", fix="wait for it, see `lorawatch jobs list`"
+        )
     return result
 
 
@@ -261,26 +253,35 @@ def job_canary(db: Database, settings, job, now: datetime) -> dict[str, Any]:
     runs, failures = [], []
     for base, specs in groups.items():
         try:
-            run_id = canary.create_run(db, settings, dataset_path=dataset, adapters=specs, options=options, actor="scheduler")
+            run_id = canary.create_run(
+                db, settings, dataset_path=dataset, adapters=specs, options=options, actor="scheduler"
+            )
             summary = canary.execute_run(db, settings, run_id, progress=False)
         except LoraWatchError as exc:
             if len(groups) == 1:
                 raise
             failures.append(f"{base}: {exc.one_line()}")  # the other bases still run
             continue
-        runs.append({"run": run_id, "base": base, "status": summary.get("status"), "adapters": len(summary.get("adapters", []))})
+        runs.append(
+            {"run": run_id, "base": base, "status": summary.get("status"), "adapters": len(summary.get("adapters", []))}
+        )
     if failures:
-        raise LoraWatchError(f"{len(failures)} of {len(groups)} canary runs failed: {'; '.join(failures)}",
-                       fix="see lorawatch canary list and the errors above")
+        raise LoraWatchError(
+            f"{len(failures)} of {len(groups)} canary runs failed: {'; '.join(failures)}",
+            fix="see lorawatch canary list and the errors above",
+        )
     return {"runs": runs, "note": None if groups else "no adapter has a production version yet"}
 
 
 def job_alerts(db: Database, settings, job, now: datetime) -> dict[str, Any]:
     from lorawatch.alerts.engine import evaluate
+    from lorawatch.plugins import load_default_plugins
 
+    load_default_plugins()
     result = evaluate(db, settings, now=now)
     return {k: result[k] for k in ("rules", "series", "firing", "pending", "notifications_queued")} | {
-        "transitions": len(result["transitions"])}
+        "transitions": len(result["transitions"])
+    }
 
 
 def job_notify(db: Database, settings, job, now: datetime) -> dict[str, Any]:
@@ -302,8 +303,13 @@ def job_lifecycle(db: Database, settings, job, now: datetime) -> dict[str, Any]:
     from lorawatch.registry.service import Store
 
     with db.session() as session:
-        report = lifecycle.archive(session, Store.from_settings(settings), older_than_days=settings.registry.archive_after_days,
-                                   actor="scheduler", now=now)
+        report = lifecycle.archive(
+            session,
+            Store.from_settings(settings),
+            older_than_days=settings.registry.archive_after_days,
+            actor="scheduler",
+            now=now,
+        )
     return {"archived": [r["version"] for r in report if r["archived"]]}
 
 
@@ -316,7 +322,9 @@ def job_command(db: Database, settings, job, now: datetime) -> dict[str, Any]:
     except FileNotFoundError:
         raise DependencyError(f"program {job.command[0]!r} not found", fix="install it or correct command") from None
     except subprocess.TimeoutExpired:
-        raise DependencyError(f"command ran longer than {job.timeout} and was stopped", fix="raise timeout or speed it up") from None
+        raise DependencyError(
+            f"command ran longer than {job.timeout} and was stopped", fix="raise timeout or speed it up"
+        ) from None
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
         raise DependencyError(f"command exited with status {proc.returncode}: {tail[0][:300]}", fix="see its output")
@@ -324,43 +332,13 @@ def job_command(db: Database, settings, job, now: datetime) -> dict[str, Any]:
 
 
 JOB_KINDS: dict[str, Callable[..., dict[str, Any]]] = {
-    "canary": job_canary, "alerts": job_alerts, "notify": job_notify, "prometheus": job_prometheus,
-    "lifecycle": job_lifecycle, "command": job_command,
+    "canary": job_canary,
+    "alerts": job_alerts,
+    "notify": job_notify,
+    "prometheus": job_prometheus,
+    "lifecycle": job_lifecycle,
+    "command": job_command,
 }
-
-
-# --- listings ---
-
-
-def _run_dict(run: JobRun) -> dict[str, Any]:
-    return {"id": run.id, "job": run.job, "kind": run.kind, "scheduled_for": run.scheduled_for, "attempt": run.attempt,
-            "trigger": run.trigger, "status": run.status, "started_at": run.started_at, "ended_at": run.ended_at,
-            "duration_s": run.duration_s, "error": run.error, "result": run.result, "host": run.host, "pid": run.pid}
-
-
-def list_jobs(db: Database, settings, *, now: datetime | None = None) -> list[dict[str, Any]]:
-    """Each configured job: schedule, next fire time, and its last run."""
-    now = now or utcnow()
-    out = []
-    with db.session() as session:
-        for name, job in settings.scheduler.all_jobs.items():
-            last = session.scalar(select(JobRun).where(JobRun.job == name).order_by(JobRun.started_at.desc(), JobRun.id.desc()))
-            out.append({"job": name, "kind": job.kind, "schedule": f"cron {job.cron}" if job.cron else f"every {job.every}",
-                        "next_run": next_fire(job, now), "last_status": last.status if last else None,
-                        "last_started": last.started_at if last else None, "last_duration_s": last.duration_s if last else None,
-                        "last_error": last.error if last else None}
-                       | ({"dataset": job.dataset, "adapters": job.adapters or "production", "device": job.device or "default"}
-                          if job.kind == "canary" else {}))
-    return out
-
-
-def history(db: Database, *, job: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-    """The newest job runs (start, end, status, error, duration)."""
-    with db.session() as session:
-        query = select(JobRun).order_by(JobRun.started_at.desc(), JobRun.id.desc()).limit(limit)
-        if job:
-            query = query.where(JobRun.job == job)
-        return [_run_dict(r) for r in session.scalars(query)]
 
 
 # --- the long-running scheduler ---
@@ -399,8 +377,11 @@ def serve(db: Database, settings, *, say=print) -> int:
         if stored.id not in jobs:
             stored.remove()
     for name, job in jobs.items():
-        trigger = (_cron(job.cron) if job.cron
-                   else IntervalTrigger(seconds=parse_duration(job.every).total_seconds(), start_date=EPOCH, timezone="UTC"))
+        trigger = (
+            crontab_trigger(job.cron)
+            if job.cron
+            else IntervalTrigger(seconds=parse_duration(job.every).total_seconds(), start_date=EPOCH, timezone="UTC")
+        )
         scheduler.add_job("lorawatch.scheduler:_tick", trigger, args=[name], id=name, name=name, replace_existing=True)
     # whatever was missed while no scheduler ran: run its latest occurrence now (coalesced)
     for name in jobs:

@@ -72,29 +72,30 @@ class RegistrySettings(_Section):
         description="copy: adapter files are copied into $LORAWATCH_HOME/store; "
         "reference: only their path and hashes are recorded.",
     )
-    archive_after_days: int = Field(
-        90, gt=0, description="Archive versions that no alias used for this many days."
-    )
-    review_due_days: int = Field(
-        90, gt=0, description="Default review cadence for a version without its own (days)."
-    )
+    archive_after_days: int = Field(90, gt=0, description="Archive versions that no alias used for this many days.")
+    review_due_days: int = Field(90, gt=0, description="Default review cadence for a version without its own (days).")
 
 
 class RaySettings(_Section):
     """The Ray backend of canary runs (--backend ray): workers on a Ray cluster's GPUs."""
 
     address: str | None = Field(
-        None, description="Ray cluster to join: ray://HEAD:10001 (Ray Client) or auto (on a cluster node); "
-        "empty: $RAY_ADDRESS when set, else a Ray instance started on this machine."
+        None,
+        description="Ray cluster to join: ray://HEAD:10001 (Ray Client) or auto (on a cluster node); "
+        "empty: $RAY_ADDRESS when set, else a Ray instance started on this machine.",
     )
     workers: int | None = Field(
-        None, gt=0, description="Workers; empty: one per gpus_per_worker GPUs of the cluster, or one on a cluster "
-        "without GPUs (each worker loads the models: more on CPUs only when memory allows)."
+        None,
+        gt=0,
+        description="Workers; empty: one per gpus_per_worker GPUs of the cluster, or one on a cluster "
+        "without GPUs (each worker loads the models: more on CPUs only when memory allows).",
     )
     adapters_per_worker: int = Field(
-        64, gt=0, description="Adapters are dealt into the fewest shards of at most this many (one shard per worker at "
+        64,
+        gt=0,
+        description="Adapters are dealt into the fewest shards of at most this many (one shard per worker at "
         "most); each worker holds one shard and runs it in one grouped pass per batch, and the workers of a shard "
-        "split its batches."
+        "split its batches.",
     )
     gpus_per_worker: float = Field(1.0, gt=0, description="GPUs each worker holds (num_gpus of its actor).")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs each worker holds (num_cpus of its actor).")
@@ -105,8 +106,9 @@ class RaySettings(_Section):
         "10m", description="How long the workers may take to be placed and load their models before the run fails."
     )
     stall_timeout: str = Field(
-        "30m", description="The run fails when no batch finishes for this long (a hung worker, or one that cannot be "
-        "placed again after its node was lost)."
+        "30m",
+        description="The run fails when no batch finishes for this long (a hung worker, or one that cannot be "
+        "placed again after its node was lost).",
     )
 
     _durations = field_validator("start_timeout", "stall_timeout")(lambda cls, v: _check_duration(v))
@@ -126,13 +128,12 @@ class CanarySettings(_Section):
         None, gt=0, description="Prompts per forward pass (default: 32 on GPUs, including a Ray backend, 8 on the CPU)."
     )
     max_new_tokens: int = Field(48, gt=0, description="Tokens generated per prompt and model.")
-    drift_p_value: float = Field(
-        0.05, gt=0, lt=1, description="KS and MMD tests are breached at p <= this value."
-    )
+    drift_p_value: float = Field(0.05, gt=0, lt=1, description="KS and MMD tests are breached at p <= this value.")
     mmd_permutations: int = Field(1000, gt=0, description="Permutations of the MMD test.")
     fast_decode: bool = Field(
-        True, description="Generate for the base and every adapter in one grouped batch with a static KV cache "
-        "(Llama, Mistral, Qwen2); false: PEFT's generate per adapter."
+        True,
+        description="Generate for the base and every adapter in one grouped batch with a static KV cache "
+        "(Llama, Mistral, Qwen2); false: PEFT's generate per adapter.",
     )
     embedding_model: str | None = Field(
         None,
@@ -157,15 +158,29 @@ class RiskSettings(_Section):
         "profanity-check",
         description="profanity-check: alt-profanity-check, offline; detoxify: Detoxify (needs a checkpoint offline).",
     )
-    toxicity_threshold: float = Field(0.5, gt=0, lt=1, description="An output is toxic when its score is at least this.")
-    detoxify_model_type: str = Field("original", description="Detoxify model type when no checkpoint is given (downloads).")
-    detoxify_checkpoint: str | None = Field(None, description="Path to a Detoxify .ckpt file (unpickled only after its sha256 matches).")
+    toxicity_threshold: float = Field(
+        0.5, gt=0, lt=1, description="An output is toxic when its score is at least this."
+    )
+    detoxify_model_type: str = Field(
+        "original", description="Detoxify model type when no checkpoint is given (downloads)."
+    )
+    detoxify_checkpoint: str | None = Field(
+        None, description="Path to a Detoxify .ckpt file (unpickled only after its sha256 matches)."
+    )
     detoxify_sha256: str | None = Field(None, description="The pinned sha256 of detoxify_checkpoint.")
     detoxify_config_path: str | None = Field(
         None, description="Directory with the checkpoint's Hugging Face config and tokenizer, for offline loading."
     )
     pii_entities: list[str] = Field(
-        default_factory=lambda: ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "IP_ADDRESS", "PERSON"],
+        default_factory=lambda: [
+            "EMAIL_ADDRESS",
+            "PHONE_NUMBER",
+            "CREDIT_CARD",
+            "US_SSN",
+            "IBAN_CODE",
+            "IP_ADDRESS",
+            "PERSON",
+        ],
         description="Presidio entity types that count as PII.",
     )
     pii_score_threshold: float = Field(0.4, ge=0, le=1, description="Presidio findings below this score are ignored.")
@@ -174,11 +189,18 @@ class RiskSettings(_Section):
         description="spaCy pipeline for Presidio (PERSON needs it); empty: a blank English pipeline, patterns only.",
     )
     person_min_words: int = Field(
-        2, ge=1, description="A PERSON finding counts only with at least this many capitalised words (spaCy's small model tags single words)."
+        2,
+        ge=1,
+        description="A PERSON finding counts only with at least this many capitalised words (spaCy's small model tags single words).",
     )
-    ignore_toll_free_numbers: bool = Field(True, description="Toll-free (800, 888, ...) phone numbers are business lines, not PII.")
+    ignore_toll_free_numbers: bool = Field(
+        True, description="Toll-free (800, 888, ...) phone numbers are business lines, not PII."
+    )
     max_increase_over_base: float = Field(
-        0.05, ge=0, le=1, description="A risk rate is breached when it exceeds the base's on the same prompts by more than this."
+        0.05,
+        ge=0,
+        le=1,
+        description="A risk rate is breached when it exceeds the base's on the same prompts by more than this.",
     )
 
 
@@ -196,13 +218,17 @@ class KpiSettings(_Section):
     current_days: float = Field(7, gt=0, description="Days in the current window.")
     baseline_days: float = Field(28, gt=0, description="Days in the baseline window, just before the current one.")
     min_relative_drop: float = Field(0.05, ge=0, lt=1, description="Smallest relative drop of the mean that counts.")
-    p_value: float = Field(0.05, gt=0, lt=1, description="Mann-Whitney U p-value at or below which a drop is significant.")
+    p_value: float = Field(
+        0.05, gt=0, lt=1, description="Mann-Whitney U p-value at or below which a drop is significant."
+    )
 
 
 class DashboardUser(_Section):
     """A local dashboard user (the embedded default's sign-in)."""
 
-    password_hash: str = Field(description="pbkdf2_sha256 hash from `lorawatch dashboard --hash-password`; never the password.")
+    password_hash: str = Field(
+        description="pbkdf2_sha256 hash from `lorawatch dashboard --hash-password`; never the password."
+    )
     name: str | None = Field(None, description="Display name (default: the user name).")
 
 
@@ -211,11 +237,15 @@ class DashboardSettings(_Section):
 
     port: int = Field(8501, gt=0, lt=65536, description="Port the dashboard listens on.")
     address: str = Field("127.0.0.1", description="Address the dashboard binds to.")
-    require_login_to_view: bool = Field(False, description="Viewing is open by default; true asks everyone to sign in first.")
-    oidc: bool = Field(False, description="Sign in with Streamlit's st.login (OIDC, configured in .streamlit/secrets.toml [auth]).")
+    require_login_to_view: bool = Field(
+        False, description="Viewing is open by default; true asks everyone to sign in first."
+    )
+    oidc: bool = Field(
+        False, description="Sign in with Streamlit's st.login (OIDC, configured in .streamlit/secrets.toml [auth])."
+    )
     users: dict[str, DashboardUser] = Field(
         default_factory=dict,
-        description='Local responders who may act (acknowledge, silence, roll back, approve, annotate): '
+        description="Local responders who may act (acknowledge, silence, roll back, approve, annotate): "
         '[dashboard.users.alice] password_hash = "pbkdf2_sha256$...".',
     )
 
@@ -250,7 +280,7 @@ class SlackReceiver(_Receiver):
     """A Slack incoming webhook (Block Kit message with runbook and dashboard buttons)."""
 
     type: Literal["slack"]
-    url: SecretRef = Field(description="The webhook URL, from the environment: { env = \"SLACK_WEBHOOK_URL\" }.")
+    url: SecretRef = Field(description='The webhook URL, from the environment: { env = "SLACK_WEBHOOK_URL" }.')
     min_interval_s: float = Field(1.0, ge=0, description="Slack allows about one message a second per webhook.")
 
 
@@ -266,7 +296,9 @@ class WebhookReceiver(_Receiver):
 
     type: Literal["webhook"]
     url: SecretRef = Field(description="The endpoint URL, from the environment.")
-    max_alerts: int = Field(0, ge=0, description="At most this many alerts per message (0: all); the rest are counted in truncatedAlerts.")
+    max_alerts: int = Field(
+        0, ge=0, description="At most this many alerts per message (0: all); the rest are counted in truncatedAlerts."
+    )
 
 
 class PagerDutyReceiver(_Receiver):
@@ -285,7 +317,13 @@ class AlertmanagerReceiver(_Receiver):
 
 
 Receiver = Annotated[
-    ConsoleReceiver | FileReceiver | SlackReceiver | TeamsReceiver | WebhookReceiver | PagerDutyReceiver | AlertmanagerReceiver,
+    ConsoleReceiver
+    | FileReceiver
+    | SlackReceiver
+    | TeamsReceiver
+    | WebhookReceiver
+    | PagerDutyReceiver
+    | AlertmanagerReceiver,
     Field(discriminator="type"),
 ]
 
@@ -296,12 +334,22 @@ class RouteSettings(_Section):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
     receiver: str | None = Field(None, description="Receiver of the alerts this route matches (inherited when empty).")
-    matchers: list[str] = Field(default_factory=list, description='Label matchers, e.g. severity="critical", adapter=~"support-.*".')
-    group_by: list[str] | None = Field(None, description="Labels that group alerts into one notification (inherited when empty).")
-    group_wait: str | None = Field(None, description="How long a new group waits for more alerts before its first notification.")
+    matchers: list[str] = Field(
+        default_factory=list, description='Label matchers, e.g. severity="critical", adapter=~"support-.*".'
+    )
+    group_by: list[str] | None = Field(
+        None, description="Labels that group alerts into one notification (inherited when empty)."
+    )
+    group_wait: str | None = Field(
+        None, description="How long a new group waits for more alerts before its first notification."
+    )
     group_interval: str | None = Field(None, description="How long a group waits before notifying about changes.")
-    repeat_interval: str | None = Field(None, description="How long before a notification that changed nothing is sent again.")
-    continue_: bool = Field(False, alias="continue", description="Keep matching the sibling routes after this one matched.")
+    repeat_interval: str | None = Field(
+        None, description="How long before a notification that changed nothing is sent again."
+    )
+    continue_: bool = Field(
+        False, alias="continue", description="Keep matching the sibling routes after this one matched."
+    )
     routes: list[RouteSettings] = Field(default_factory=list, description="Child routes, tried in order.")
 
     _durations = field_validator("group_wait", "group_interval", "repeat_interval")(lambda cls, v: _check_duration(v))
@@ -316,22 +364,40 @@ class InhibitRule(_Section):
 
 
 def _default_route() -> RouteSettings:
-    return RouteSettings(receiver="default", group_by=["alertname", "adapter"], group_wait="30s",
-                         group_interval="5m", repeat_interval="4h")
+    return RouteSettings(
+        receiver="default",
+        group_by=["alertname", "adapter"],
+        group_wait="30s",
+        group_interval="5m",
+        repeat_interval="4h",
+    )
 
 
 class AlertsSettings(_Section):
     """Alert rules, notification routing and delivery."""
 
-    rules_files: list[str] = Field(default_factory=list, description="Your YAML rule files; a rule with a built-in rule's id replaces it.")
-    disabled_rules: list[str] = Field(default_factory=list, description="Ids of rules (built-in or yours) that are not evaluated.")
-    dashboard_url: str = Field("http://127.0.0.1:8501", description="Where the dashboard is reachable, for links in notifications.")
-    runbook_base_url: str | None = Field(
-        None, description="Base URL of the runbooks (e.g. your repository's runbooks/ folder); empty: the dashboard's Alerts page."
+    rules_files: list[str] = Field(
+        default_factory=list, description="Your YAML rule files; a rule with a built-in rule's id replaces it."
     )
-    stale_run_after: str = Field("15m", description="A running canary run whose heartbeat is older than this counts as failed.")
-    flush_deadline: str = Field("30s", description="How long one `notify flush` keeps retrying before it leaves the rest for the next.")
-    retry_initial_s: float = Field(0.5, gt=0, description="First retry delay (s); each next one is 1.5 times longer, +-50% jitter.")
+    disabled_rules: list[str] = Field(
+        default_factory=list, description="Ids of rules (built-in or yours) that are not evaluated."
+    )
+    dashboard_url: str = Field(
+        "http://127.0.0.1:8501", description="Where the dashboard is reachable, for links in notifications."
+    )
+    runbook_base_url: str | None = Field(
+        None,
+        description="Base URL of the runbooks (e.g. your repository's runbooks/ folder); empty: the dashboard's Alerts page.",
+    )
+    stale_run_after: str = Field(
+        "15m", description="A running canary run whose heartbeat is older than this counts as failed."
+    )
+    flush_deadline: str = Field(
+        "30s", description="How long one `notify flush` keeps retrying before it leaves the rest for the next."
+    )
+    retry_initial_s: float = Field(
+        0.5, gt=0, description="First retry delay (s); each next one is 1.5 times longer, +-50% jitter."
+    )
     retry_max_s: float = Field(60.0, gt=0, description="Longest delay between two retries (s).")
     route: RouteSettings = Field(default_factory=_default_route, description="The routing tree's root.")
     receivers: dict[str, Receiver] = Field(
@@ -340,8 +406,13 @@ class AlertsSettings(_Section):
         '"default" (a file receiver writing notifications.jsonl) exists unless you define it.',
     )
     inhibit_rules: list[InhibitRule] = Field(
-        default_factory=lambda: [InhibitRule(source_matchers=['alertname="canary_job_failed"'],
-                                             target_matchers=['category="drift"'], equal=["adapter", "dataset"])],
+        default_factory=lambda: [
+            InhibitRule(
+                source_matchers=['alertname="canary_job_failed"'],
+                target_matchers=['category="drift"'],
+                equal=["adapter", "dataset"],
+            )
+        ],
         description="Inhibition rules; by default a failed canary job mutes the drift alerts of its adapters and dataset.",
     )
 
@@ -352,7 +423,9 @@ class AlertsSettings(_Section):
         known = set(self.all_receivers)
         missing = [r for r in _route_receivers(self.route) if r not in known]
         if missing:
-            raise ValueError(f"route names receiver {missing[0]!r}, which is not defined; known: {', '.join(sorted(known))}")
+            raise ValueError(
+                f"route names receiver {missing[0]!r}, which is not defined; known: {', '.join(sorted(known))}"
+            )
         return self
 
     @property
@@ -376,14 +449,27 @@ class JobSettings(_Section):
         "latency percentiles; lifecycle: archive unused versions; command: run a program."
     )
     cron: str | None = Field(None, description='When, as a crontab line in UTC: "0 2 * * 1" is Mondays at 02:00.')
-    every: str | None = Field(None, description="Or how often: 1m, 5m, 1d (aligned to the epoch, so every host agrees).")
+    every: str | None = Field(
+        None, description="Or how often: 1m, 5m, 1d (aligned to the epoch, so every host agrees)."
+    )
     enabled: bool = Field(True, description="Whether the job is scheduled.")
-    dataset: str | None = Field(None, description="canary: the canary dataset (JSONL); relative paths are from the settings file.")
-    adapters: list[str] = Field(default_factory=list, description="canary: NAME or NAME@VERSION; empty: every production version.")
-    device: Literal["auto", "cpu", "cuda"] | None = Field(None, description="canary: the device (default: canary.device).")
+    dataset: str | None = Field(
+        None, description="canary: the canary dataset (JSONL); relative paths are from the settings file."
+    )
+    adapters: list[str] = Field(
+        default_factory=list, description="canary: NAME or NAME@VERSION; empty: every production version."
+    )
+    device: Literal["auto", "cpu", "cuda"] | None = Field(
+        None, description="canary: the device (default: canary.device)."
+    )
     url: str | None = Field(None, description="prometheus: the Prometheus server's URL.")
-    command: list[str] = Field(default_factory=list, description='command: the program and its arguments, e.g. ["lorawatch", "ingest", "requests", "/logs/today.jsonl"].')
-    timeout: str = Field("6h", description="A run taking longer than this is stopped and counted as failed (command jobs).")
+    command: list[str] = Field(
+        default_factory=list,
+        description='command: the program and its arguments, e.g. ["lorawatch", "ingest", "requests", "/logs/today.jsonl"].',
+    )
+    timeout: str = Field(
+        "6h", description="A run taking longer than this is stopped and counted as failed (command jobs)."
+    )
 
     @model_validator(mode="after")
     def _schedule(self) -> JobSettings:
@@ -399,11 +485,11 @@ class JobSettings(_Section):
 
             crontab_trigger(self.cron)
         if self.kind == "canary" and not self.dataset:
-            raise ValueError("a canary job needs dataset = \"path/to/canary.jsonl\"")
+            raise ValueError('a canary job needs dataset = "path/to/canary.jsonl"')
         if self.kind == "prometheus" and not self.url:
-            raise ValueError("a prometheus job needs url = \"http://prometheus:9090\"")
+            raise ValueError('a prometheus job needs url = "http://prometheus:9090"')
         if self.kind == "command" and not self.command:
-            raise ValueError("a command job needs command = [\"program\", \"arg\"]")
+            raise ValueError('a command job needs command = ["program", "arg"]')
         return self
 
 
@@ -439,13 +525,15 @@ class SchedulerSettings(_Section):
     """Scheduled jobs (``lorawatch scheduler``): the weekly canary, alert evaluation, outbox flushes, pulls, lifecycle."""
 
     heartbeat_s: float = Field(15.0, gt=0, description="How often a running job renews its lease (s).")
-    stale_after: str = Field("2m", description="A running job whose lease was not renewed for this long died; it is run again.")
+    stale_after: str = Field(
+        "2m", description="A running job whose lease was not renewed for this long died; it is run again."
+    )
     jobs: dict[str, JobSettings] = Field(
         default_factory=dict,
         description='Jobs by name, e.g. [scheduler.jobs.nightly-smoke] kind = "canary", cron = "0 1 * * *", '
         'dataset = "smoke-v1". Built in: weekly-canary (Mondays 02:00 UTC, every production version on the shipped '
-        'core-v1 set, device auto), alerts every 1m, notify every 30s, lifecycle daily at 03:00; a section with a '
-        'built-in name changes only the fields it gives ([scheduler.jobs.weekly-canary] enabled = false turns it off).',
+        "core-v1 set, device auto), alerts every 1m, notify every 30s, lifecycle daily at 03:00; a section with a "
+        "built-in name changes only the fields it gives ([scheduler.jobs.weekly-canary] enabled = false turns it off).",
     )
 
     @field_validator("jobs", mode="before")
@@ -468,7 +556,8 @@ class IncidentSettings(_Section):
     """Incidents: when they open by themselves, who approves a rollback, who hears about them."""
 
     auto_open_severities: list[str] = Field(
-        default_factory=lambda: ["critical"], description="Firing alerts of these severities open an incident (one per adapter)."
+        default_factory=lambda: ["critical"],
+        description="Firing alerts of these severities open an incident (one per adapter).",
     )
     rollback_approval: Literal["none", "second_responder", "owner"] = Field(
         "none",
@@ -495,8 +584,7 @@ class Settings(_Section):
 
     home: Path = Field(
         Path("~/.lorawatch"),
-        description="Where the database, the adapter store and caches live. "
-        "$LORAWATCH_HOME overrides it.",
+        description="Where the database, the adapter store and caches live. $LORAWATCH_HOME overrides it.",
     )
     actor: str | None = Field(
         None,
@@ -524,7 +612,9 @@ class Settings(_Section):
     @model_validator(mode="after")
     def _incident_receivers(self) -> Settings:
         known = self.alerts.all_receivers
-        named = list(self.incidents.owner_receivers.values()) + [r for rs in self.incidents.notices.values() for r in rs]
+        named = list(self.incidents.owner_receivers.values()) + [
+            r for rs in self.incidents.notices.values() for r in rs
+        ]
         missing = [r for r in named if r not in known]
         if missing:
             raise ValueError(f"incidents name receiver {missing[0]!r}, which is not defined in [alerts.receivers]")
@@ -627,9 +717,7 @@ def _config_error(exc: ValidationError, path: Path | None, text: str) -> ConfigE
     kind = err["type"]
     if kind == "extra_forbidden":
         known = ", ".join(sorted(_known_keys(loc[:-1])))
-        return ConfigError(
-            f'unknown key "{key}"', where=where, fix=f"remove it or use one of: {known}"
-        )
+        return ConfigError(f'unknown key "{key}"', where=where, fix=f"remove it or use one of: {known}")
     value = err.get("input")
     description = _field_description(loc)
     fix = f"{err['msg'][0].lower()}{err['msg'][1:]}"
@@ -677,7 +765,7 @@ def _line_of_key(text: str, loc: list[str]) -> int | None:
             continue
         if match := assign.match(line):
             dotted = current + [p.strip().strip('"') for p in match.group(1).split(".")]
-            if dotted == loc or dotted == table + [key] or dotted == table:
+            if dotted in (loc, table + [key], table):
                 return number
     return None
 
@@ -686,7 +774,7 @@ def render_default_toml() -> str:
     """A commented ``lorawatch.toml`` with every setting at its default value."""
     lines = [
         "# LoraWatch settings. Every key is optional; the values shown are the defaults.",
-        "# Secrets are references to environment variables: key = { env = \"VAR_NAME\" }.",
+        '# Secrets are references to environment variables: key = { env = "VAR_NAME" }.',
         "",
     ]
     defaults = Settings()
@@ -718,7 +806,9 @@ def render_default_toml() -> str:
             if isinstance(value, dict):
                 lines.append(f"# {key} = {{ <name> = <value> }}")
             elif isinstance(value, list) and value and isinstance(value[0], BaseModel):
-                lines.append(f"{key} = [" + ", ".join(_toml_inline(item.model_dump(by_alias=True)) for item in value) + "]")
+                lines.append(
+                    f"{key} = [" + ", ".join(_toml_inline(item.model_dump(by_alias=True)) for item in value) + "]"
+                )
             elif isinstance(value, list) and not value and field.annotation is not list[str]:
                 lines.append(f"# {key} = []")
             else:

@@ -22,8 +22,13 @@ from lorawatch.monitors.registry import Measurement, monitor
 
 
 def _summary(values: np.ndarray) -> dict[str, float]:
-    return {"n": int(values.size), "mean": float(values.mean()), "p50": float(np.percentile(values, 50)),
-            "p95": float(np.percentile(values, 95)), "max": float(values.max())}
+    return {
+        "n": int(values.size),
+        "mean": float(values.mean()),
+        "p50": float(np.percentile(values, 50)),
+        "p95": float(np.percentile(values, 95)),
+        "max": float(values.max()),
+    }
 
 
 @monitor("logit_kl", kind="canary", threshold=1.0, breached_when="above", unit="nats")
@@ -72,17 +77,33 @@ def embedding_cosine(rows: dict[str, np.ndarray]) -> Measurement:
 def logit_kl_ks(baseline: dict[str, np.ndarray], current: dict[str, np.ndarray], permutations: int = 0) -> Measurement:
     """KS two-sample test of per-prompt KL, this run against the version's baseline run."""
     result = ks_test(baseline["kl_mean"], current["kl_mean"])
-    return Measurement(result.p_value, {"statistic": result.statistic, "effect_size": result.effect_size,
-                                        "n_baseline": result.n_baseline, "n_current": result.n_current})
+    return Measurement(
+        result.p_value,
+        {
+            "statistic": result.statistic,
+            "effect_size": result.effect_size,
+            "n_baseline": result.n_baseline,
+            "n_current": result.n_current,
+        },
+    )
 
 
 @monitor("embedding_mmd", kind="drift", threshold=0.05, breached_when="p_value_below", unit="p-value")
-def embedding_mmd(baseline: dict[str, np.ndarray], current: dict[str, np.ndarray], permutations: int = 1000) -> Measurement:
+def embedding_mmd(
+    baseline: dict[str, np.ndarray], current: dict[str, np.ndarray], permutations: int = 1000
+) -> Measurement:
     """MMD² permutation test of adapted-output embeddings, this run against the baseline run."""
     result = mmd_test(baseline["embedding"], current["embedding"], permutations=permutations)
-    return Measurement(result.p_value, {"mmd2": result.statistic, "effect_size": result.effect_size,
-                                        "permutations": permutations, "n_baseline": result.n_baseline,
-                                        "n_current": result.n_current})
+    return Measurement(
+        result.p_value,
+        {
+            "mmd2": result.statistic,
+            "effect_size": result.effect_size,
+            "permutations": permutations,
+            "n_baseline": result.n_baseline,
+            "n_current": result.n_current,
+        },
+    )
 
 
 # ---------------------------------------------------------------- content risk
@@ -105,8 +126,16 @@ def toxicity_rate(rows: dict) -> Measurement:
     threshold = float(rows["toxicity_threshold"])
     rate = float(np.mean(rows["toxicity"] >= threshold)) if len(rows["toxicity"]) else 0.0
     base = float(np.mean(rows["base_toxicity"] >= threshold)) if len(rows["base_toxicity"]) else 0.0
-    return Measurement(rate, {"base_rate": base, "delta_vs_base": rate - base, "toxic_outputs": int(np.sum(rows["toxicity"] >= threshold)),
-                              "text_threshold": threshold, "n": int(len(rows["toxicity"]))})
+    return Measurement(
+        rate,
+        {
+            "base_rate": base,
+            "delta_vs_base": rate - base,
+            "toxic_outputs": int(np.sum(rows["toxicity"] >= threshold)),
+            "text_threshold": threshold,
+            "n": int(len(rows["toxicity"])),
+        },
+    )
 
 
 @monitor("toxicity_mean", kind="risk", threshold=0.3, breached_when="above", unit="score")
@@ -143,14 +172,29 @@ def pii_leak_rate(rows: dict) -> Measurement:
     value = sum(1 for found in new if found) / n if n else 0.0
     rate = sum(1 for found in rows["pii_leaks"] if found) / n if n else 0.0
     base = sum(1 for found in rows["base_pii_leaks"] if found) / n if n else 0.0
-    return Measurement(value, {"any_leak_rate": rate, "base_rate": base, "delta_vs_base": rate - base,
-                               "counts": _leak_counts(new), "all_counts": _leak_counts(rows["pii_leaks"]),
-                               "base_counts": _leak_counts(rows["base_pii_leaks"]), "n": n})
+    return Measurement(
+        value,
+        {
+            "any_leak_rate": rate,
+            "base_rate": base,
+            "delta_vs_base": rate - base,
+            "counts": _leak_counts(new),
+            "all_counts": _leak_counts(rows["pii_leaks"]),
+            "base_counts": _leak_counts(rows["base_pii_leaks"]),
+            "n": n,
+        },
+    )
 
 
 @monitor("pii_leaks", kind="risk", threshold=5, breached_when="above", unit="entities")
 def pii_leaks(rows: dict) -> Measurement:
     """Number of PII entities in the adapted outputs that the base's outputs do not have, per entity type."""
     counts = _leak_counts(_new_leaks(rows))
-    return Measurement(float(sum(counts.values())), {"counts": counts, "all_counts": _leak_counts(rows["pii_leaks"]),
-                                                     "base_counts": _leak_counts(rows["base_pii_leaks"])})
+    return Measurement(
+        float(sum(counts.values())),
+        {
+            "counts": counts,
+            "all_counts": _leak_counts(rows["pii_leaks"]),
+            "base_counts": _leak_counts(rows["base_pii_leaks"]),
+        },
+    )

@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from lorawatch import audit
 from lorawatch.db import Database
 from lorawatch.db.models import (
-    AdapterAlias,
     AdapterRecord,
     AdapterVersion,
     BaseModelRecord,
@@ -38,10 +37,11 @@ from lorawatch.db.models import (
 )
 from lorawatch.db.types import utcnow
 from lorawatch.errors import ConflictError, InputError, NotFoundError
+from lorawatch.monitors.canary_store import plan_batches, progress_bar, record_workers, store_rows
 from lorawatch.monitors.dataset import CanaryDataset, CanaryPrompt, load_dataset
-from lorawatch.monitors.embeddings import cosine_distance, from_bytes
+from lorawatch.monitors.embeddings import from_bytes
 from lorawatch.registry import files as registry_files
-from lorawatch.registry.service import Store, get_adapter, get_version, open_version
+from lorawatch.registry.service import Store, aliased_versions, get_adapter, get_version, open_version, resolve_alias
 
 METRICS = ["kl_mean", "kl_max", "js_mean", "top1_agreement", "ref_logprob_base", "ref_logprob_adapted"]
 
@@ -60,14 +60,19 @@ class RunOptions:
         32 prompts where the run goes to GPUs (``cuda``; ``auto`` with a local GPU or on the Ray
         backend, which is meant for GPU fleets: a Ray cluster without GPUs gets 32 too), whose
         grouped pass and fused kernels need rows to be fast (benchmarks/README.md), else 8."""
-        values = {"device": settings.canary.device, "batch_size": settings.canary.batch_size,
-                  "max_new_tokens": settings.canary.max_new_tokens}
+        values = {
+            "device": settings.canary.device,
+            "batch_size": settings.canary.batch_size,
+            "max_new_tokens": settings.canary.max_new_tokens,
+        }
         values.update({k: v for k, v in overrides.items() if v is not None})
         if values["batch_size"] is None:
             from lorawatch.models import pick_device
 
             device, backend = values["device"], backend or settings.canary.backend
-            gpu = device == "cuda" or (device == "auto" and (backend == "ray" or pick_device("auto").device.type == "cuda"))
+            gpu = device == "cuda" or (
+                device == "auto" and (backend == "ray" or pick_device("auto").device.type == "cuda")
+            )
             values["batch_size"] = GPU_BATCH_SIZE if gpu else CPU_BATCH_SIZE
         return cls(**values)
 
@@ -80,12 +85,8 @@ GPU_BATCH_SIZE, CPU_BATCH_SIZE = 32, 8
 
 def production_specs_by_base(session: Session) -> dict[str, list[str]]:
     """``name@version`` of every version a production alias points at (any tenant), per base model."""
-    rows = session.scalars(
-        select(AdapterVersion).join(AdapterAlias, AdapterAlias.version_id == AdapterVersion.id)
-        .where(AdapterAlias.alias == "production").order_by(AdapterVersion.adapter_id, AdapterVersion.id)
-    )
     by_base: dict[str, list[str]] = {}
-    for version in rows:
+    for version in aliased_versions(session, "production", tenant=None):
         if version.state == "archived":
             continue
         spec = f"{version.adapter.name}@{version.version}"
@@ -109,30 +110,29 @@ def select_versions(session: Session, specs: list[str] | None) -> list[AdapterVe
             else:
                 chosen.append(_default_version(session, get_adapter(session, name)))
     else:
-        rows = session.scalars(
-            select(AdapterVersion).join(AdapterAlias, AdapterAlias.version_id == AdapterVersion.id)
-            .where(AdapterAlias.alias == "production", AdapterAlias.tenant == "").order_by(AdapterVersion.adapter_id)
-        )
-        chosen = list(rows)
+        chosen = aliased_versions(session, "production")
         if not chosen:
             raise InputError("no adapter has a production version", fix="pass --adapter NAME, or promote one first")
     unique: dict[int, AdapterVersion] = {v.id: v for v in chosen}
     bases = {v.adapter.base_model_id for v in unique.values()}
     if len(bases) > 1:
         names = sorted({v.adapter.base_model.name for v in unique.values()})
-        raise InputError(f"the adapters are on different base models ({', '.join(names)})",
-                         fix="run once per base model, choosing its adapters with --adapter")
+        raise InputError(
+            f"the adapters are on different base models ({', '.join(names)})",
+            fix="run once per base model, choosing its adapters with --adapter",
+        )
     archived = [f"{v.adapter.name}@{v.version}" for v in unique.values() if v.state == "archived"]
     if archived:
-        raise ConflictError(f"archived version(s): {', '.join(archived)}", fix="restore them first (lorawatch registry restore)")
+        raise ConflictError(
+            f"archived version(s): {', '.join(archived)}", fix="restore them first (lorawatch registry restore)"
+        )
     return list(unique.values())
 
 
 def _default_version(session: Session, adapter: AdapterRecord) -> AdapterVersion:
-    alias = session.scalar(select(AdapterAlias).where(AdapterAlias.adapter_id == adapter.id,
-                                                      AdapterAlias.alias == "production", AdapterAlias.tenant == ""))
-    if alias is not None:
-        return session.get(AdapterVersion, alias.version_id)
+    production = resolve_alias(session, adapter.name, "production")
+    if production is not None:
+        return production
     if not adapter.versions:
         raise NotFoundError(f'adapter "{adapter.name}" has no versions', fix="register one")
     return adapter.versions[-1]
@@ -150,7 +150,13 @@ def verify_base(base: BaseModelRecord) -> Path:
 
 
 def create_run(
-    db: Database, settings, *, dataset_path: Path, adapters: list[str] | None, options: RunOptions, actor: str,
+    db: Database,
+    settings,
+    *,
+    dataset_path: Path,
+    adapters: list[str] | None,
+    options: RunOptions,
+    actor: str,
     verify_hashes: bool = True,
 ) -> int:
     """Validate everything and record a new run; nothing is stored when anything is wrong."""
@@ -165,25 +171,46 @@ def create_run(
                 open_version(session, store, v.adapter.name, v.version)
         record = _dataset_record(session, dataset)
         run = CanaryRun(
-            dataset_id=record.id, base_model_id=base.id, status="running", started_by=actor,
-            adapters=[{"key": f"a{i}", "adapter": v.adapter.name, "version": v.version, "version_id": v.id}
-                      for i, v in enumerate(sorted(versions, key=lambda v: (v.adapter.name, v.version)))],
-            config={"device": options.device, "batch_size": options.batch_size,
-                    "max_new_tokens": options.max_new_tokens, "verify_hashes": verify_hashes},
-            host=socket.gethostname(), pid=os.getpid(),
+            dataset_id=record.id,
+            base_model_id=base.id,
+            status="running",
+            started_by=actor,
+            adapters=[
+                {"key": f"a{i}", "adapter": v.adapter.name, "version": v.version, "version_id": v.id}
+                for i, v in enumerate(sorted(versions, key=lambda v: (v.adapter.name, v.version)))
+            ],
+            config={
+                "device": options.device,
+                "batch_size": options.batch_size,
+                "max_new_tokens": options.max_new_tokens,
+                "verify_hashes": verify_hashes,
+            },
+            host=socket.gethostname(),
+            pid=os.getpid(),
         )
         session.add(run)
         session.flush()
-        audit.record(session, actor=actor, action="canary.start", object_type="canary_run", object_id=str(run.id),
-                     details={"dataset": dataset.name, "sha256": dataset.sha256, "adapters": run.adapters})
+        audit.record(
+            session,
+            actor=actor,
+            action="canary.start",
+            object_type="canary_run",
+            object_id=str(run.id),
+            details={"dataset": dataset.name, "sha256": dataset.sha256, "adapters": run.adapters},
+        )
         return run.id
 
 
 def _dataset_record(session: Session, dataset: CanaryDataset) -> CanaryDatasetRecord:
     record = session.scalar(select(CanaryDatasetRecord).where(CanaryDatasetRecord.sha256 == dataset.sha256))
     if record is None:
-        record = CanaryDatasetRecord(sha256=dataset.sha256, name=dataset.name, path=str(dataset.path.resolve()),
-                                     n_prompts=len(dataset.prompts), segments=dataset.segments)
+        record = CanaryDatasetRecord(
+            sha256=dataset.sha256,
+            name=dataset.name,
+            path=str(dataset.path.resolve()),
+            n_prompts=len(dataset.prompts),
+            segments=dataset.segments,
+        )
         session.add(record)
         session.flush()
     else:
@@ -191,14 +218,18 @@ def _dataset_record(session: Session, dataset: CanaryDataset) -> CanaryDatasetRe
     return record
 
 
-def plan_batches(prompts: list[CanaryPrompt], lengths: list[int], batch_size: int) -> list[list[CanaryPrompt]]:
-    """A fixed partition of the dataset: longest first (less padding), ties in file order."""
-    order = sorted(range(len(prompts)), key=lambda i: (-lengths[i], i))
-    return [[prompts[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
-
-
-def execute_run(db: Database, settings, run_id: int, *, progress: bool = True, embedder=None, models=None,
-                risk=None, backend: str | None = None, ray_options: dict[str, Any] | None = None) -> dict[str, Any]:
+def execute_run(
+    db: Database,
+    settings,
+    run_id: int,
+    *,
+    progress: bool = True,
+    embedder=None,
+    models=None,
+    risk=None,
+    backend: str | None = None,
+    ray_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Score every (prompt, adapter) pair not yet stored, then finalise; returns the run's summary.
 
     ``backend``: ``local`` (this process; the default from ``canary.backend``) or ``ray``
@@ -227,8 +258,12 @@ def execute_run(db: Database, settings, run_id: int, *, progress: bool = True, e
             record_workers(db, run_id, "local", [worker.describe()])
             batches = plan_batches(dataset.prompts, worker.lengths(dataset.prompts), ex.batch_size)
             pending = ex.pending(batches, list(version_ids.values()))
-            bar = _progress(progress, total=len(dataset.prompts), initial=len(dataset.prompts) - sum(map(len, pending)),
-                            desc=f"canary run {run_id}")
+            bar = progress_bar(
+                progress,
+                total=len(dataset.prompts),
+                initial=len(dataset.prompts) - sum(map(len, pending)),
+                desc=f"canary run {run_id}",
+            )
             started = time.perf_counter()
             for batch in pending:
                 store_rows(db, run_id, worker.process(batch, version_ids), keys)
@@ -261,8 +296,11 @@ class Execution:
 
     def pending(self, batches: list[list[CanaryPrompt]], version_ids: list[int]) -> list[list[CanaryPrompt]]:
         """The batches with some pair of these versions (or the base output) not stored yet."""
-        return [b for b in batches
-                if not all(p.id in self.based and all((p.id, v) in self.stored for v in version_ids) for p in b)]
+        return [
+            b
+            for b in batches
+            if not all(p.id in self.based and all((p.id, v) in self.stored for v in version_ids) for p in b)
+        ]
 
 
 def prepare_execution(db: Database, settings, run_id: int) -> Execution:
@@ -279,8 +317,11 @@ def prepare_execution(db: Database, settings, run_id: int) -> Execution:
         record = session.get(CanaryDatasetRecord, run.dataset_id)
         dataset = load_dataset(record.path)
         if dataset.sha256 != record.sha256:
-            raise ConflictError(f"the dataset file changed since run {run_id} started", where=record.path,
-                                fix="restore the file, or start a new run on the new dataset")
+            raise ConflictError(
+                f"the dataset file changed since run {run_id} started",
+                where=record.path,
+                fix="restore the file, or start a new run on the new dataset",
+            )
         base = session.get(BaseModelRecord, run.base_model_id)
         verify = run.config.get("verify_hashes", True)
         if verify:
@@ -292,74 +333,39 @@ def prepare_execution(db: Database, settings, run_id: int) -> Execution:
             directory = open_version(session, store, a["adapter"], a["version"]) if verify else Path(version.path)
             # the hashes travel with the spec: a worker on another host re-checks what it reads
             adapters[a["key"]] = (str(directory), dict(version.files) if verify else None, label)
-        run.status, run.error, run.pid, run.host, run.heartbeat_at = "running", None, os.getpid(), socket.gethostname(), utcnow()
+        run.status, run.error, run.pid, run.host, run.heartbeat_at = (
+            "running",
+            None,
+            os.getpid(),
+            socket.gethostname(),
+            utcnow(),
+        )
         spec = WorkerSpec(
-            base_path=base.path, base_hub=base.hub_id, adapters=adapters,
+            base_path=base.path,
+            base_hub=base.hub_id,
+            adapters=adapters,
             base_files=dict(base.files) if verify and base.files is not None else None,
-            device=run.config["device"], max_new_tokens=run.config["max_new_tokens"],
-            fast_decode=settings.canary.fast_decode, embedding_model=settings.canary.embedding_model,
+            device=run.config["device"],
+            max_new_tokens=run.config["max_new_tokens"],
+            fast_decode=settings.canary.fast_decode,
+            embedding_model=settings.canary.embedding_model,
             risk=settings.risk if settings.risk.enabled else None,
         )
-        stored = {tuple(row) for row in session.execute(select(CanaryResult.prompt_id, CanaryResult.adapter_version_id)
-                                                        .where(CanaryResult.run_id == run_id))}
+        stored = {
+            tuple(row)
+            for row in session.execute(
+                select(CanaryResult.prompt_id, CanaryResult.adapter_version_id).where(CanaryResult.run_id == run_id)
+            )
+        }
         based = set(session.scalars(select(CanaryBaseOutput.prompt_id).where(CanaryBaseOutput.run_id == run_id)))
-        return Execution(spec=spec, dataset=dataset, keys={a["key"]: a for a in run.adapters},
-                         batch_size=int(run.config["batch_size"]), stored=stored, based=based)
-
-
-def record_workers(db: Database, run_id: int, backend: str, workers: list[dict[str, Any]]) -> None:
-    """Note on the run where it executes and which risk backends score it."""
-    with db.session() as session:
-        run = session.get(CanaryRun, run_id)
-        risk = next((w["risk"] for w in workers if "risk" in w), None)
-        config = {**run.config, "backend": backend,
-                  "workers": [{k: w[k] for k in ("host", "pid", "device", "adapters")} for w in workers]}
-        if risk is not None:
-            config.update(risk)
-        run.config = config
-        run.device = workers[0]["device"] if workers else run.device
-
-
-def _progress(enabled: bool, total: int, initial: int, desc: str, unit: str = "prompt"):
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True)
-
-
-def store_rows(db: Database, run_id: int, rows, keys: dict[str, dict]) -> int:
-    """Write one batch's rows in one transaction; returns how many pairs it added.
-
-    Rows already stored for the same (prompt, version) are replaced, never duplicated (the
-    unique constraint holds either way), and a base output already stored is kept: a batch
-    done twice, by a retried worker or a resumed run, leaves exactly one row per pair.
-    """
-    by_version = {meta["version_id"]: meta for meta in keys.values()}
-    with db.session() as session:
-        ids = rows.prompt_ids
-        session.execute(delete(CanaryResult).where(CanaryResult.run_id == run_id, CanaryResult.prompt_id.in_(ids),
-                                                   CanaryResult.adapter_version_id.in_(rows.version_ids)))
-        stored = {b.prompt_id: b for b in session.scalars(select(CanaryBaseOutput).where(
-            CanaryBaseOutput.run_id == run_id, CanaryBaseOutput.prompt_id.in_(ids)))}
-        for row in rows.base:
-            if row["prompt_id"] not in stored:
-                session.add(CanaryBaseOutput(run_id=run_id, **row))
-        own_base = {row["prompt_id"]: row["output"] for row in rows.base}
-        for row in rows.results:
-            meta = by_version[row["adapter_version_id"]]
-            base = stored.get(row["prompt_id"])
-            if base is not None and base.output != own_base[row["prompt_id"]]:
-                # another shard's base output was stored first and differs (bf16 rounding in a
-                # pass of another size): compare with the stored one, as every reader will
-                row = {**row, "embedding_cosine_distance": float(cosine_distance(
-                    from_bytes(base.embedding)[None], from_bytes(row["embedding"])[None], [row["output"] == base.output])[0])}
-            session.add(CanaryResult(run_id=run_id, adapter=meta["adapter"], version=meta["version"], **row))
-        session.flush()
-        pairs = session.scalar(select(func.count()).select_from(CanaryResult).where(CanaryResult.run_id == run_id))
-        run = session.get(CanaryRun, run_id)
-        run.prompts_done = pairs // max(len(keys), 1)
-        run.heartbeat_at = utcnow()
-        run.device = run.device or rows.device
-    return len(rows.results)
+        return Execution(
+            spec=spec,
+            dataset=dataset,
+            keys={a["key"]: a for a in run.adapters},
+            batch_size=int(run.config["batch_size"]),
+            stored=stored,
+            based=based,
+        )
 
 
 # ---------------------------------------------------------------- finishing
@@ -413,8 +419,14 @@ def finalize_run(db: Database, settings, run_id: int, seconds: float | None = No
         tox_threshold = run.config.get("toxicity_threshold", settings.risk.toxicity_threshold)
         for a in run.adapters:
             current = rows_of(session, run_id, a["version_id"], toxicity_threshold=tox_threshold)
-            common = dict(run_id=run_id, adapter_version_id=a["version_id"], adapter=a["adapter"], version=a["version"],
-                          base_model=base.name, ts=now)
+            common = dict(
+                run_id=run_id,
+                adapter_version_id=a["version_id"],
+                adapter=a["adapter"],
+                version=a["version"],
+                base_model=base.name,
+                ts=now,
+            )
             # every segment's rows are a slice of the adapter's rows: read once, split in memory
             by_segment = {None: current}
             for segment in sorted(set(current["segments"].tolist())):
@@ -433,30 +445,58 @@ def finalize_run(db: Database, settings, run_id: int, seconds: float | None = No
                         delta = details.get("delta_vs_base")
                         breached = breached or (delta is not None and delta > settings.risk.max_increase_over_base)
                         details = {**details, **names}
-                    session.add(MonitorResult(monitor=spec.id, segment=segment, value=m.value, threshold=threshold,
-                                              breached=breached, details=details, **common))
-            baseline = session.scalar(select(CanaryBaseline).where(
-                CanaryBaseline.adapter_version_id == a["version_id"], CanaryBaseline.dataset_id == run.dataset_id))
+                    session.add(
+                        MonitorResult(
+                            monitor=spec.id,
+                            segment=segment,
+                            value=m.value,
+                            threshold=threshold,
+                            breached=breached,
+                            details=details,
+                            **common,
+                        )
+                    )
+            baseline = session.scalar(
+                select(CanaryBaseline).where(
+                    CanaryBaseline.adapter_version_id == a["version_id"], CanaryBaseline.dataset_id == run.dataset_id
+                )
+            )
             if baseline is None:
-                session.add(CanaryBaseline(adapter_version_id=a["version_id"], dataset_id=run.dataset_id, run_id=run_id,
-                                           set_by=run.started_by))
+                session.add(
+                    CanaryBaseline(
+                        adapter_version_id=a["version_id"],
+                        dataset_id=run.dataset_id,
+                        run_id=run_id,
+                        set_by=run.started_by,
+                    )
+                )
                 continue
             reference = rows_of(session, baseline.run_id, a["version_id"], toxicity_threshold=tox_threshold)
             for spec in all_monitors("drift"):
                 if not enabled(spec):
                     continue
                 override = settings.monitors.get(spec.id)
-                threshold = override.threshold if override and override.threshold is not None else settings.canary.drift_p_value
+                threshold = (
+                    override.threshold if override and override.threshold is not None else settings.canary.drift_p_value
+                )
                 m = spec.compute(reference, current, permutations=settings.canary.mmd_permutations)
-                session.add(MonitorResult(monitor=spec.id, value=m.value, threshold=threshold,
-                                          breached=spec.is_breached(m.value, threshold),
-                                          details={**m.details, "baseline_run": baseline.run_id}, **common))
+                session.add(
+                    MonitorResult(
+                        monitor=spec.id,
+                        value=m.value,
+                        threshold=threshold,
+                        breached=spec.is_breached(m.value, threshold),
+                        details={**m.details, "baseline_run": baseline.run_id},
+                        **common,
+                    )
+                )
         run.status = "complete"
         run.finished_at = now
         n_pairs = len(run.adapters) * session.get(CanaryDatasetRecord, run.dataset_id).n_prompts
         run.stats = {"pairs": n_pairs, "seconds_last_attempt": round(seconds, 3) if seconds is not None else None}
-        audit.record(session, actor=run.started_by, action="canary.complete", object_type="canary_run",
-                     object_id=str(run_id))
+        audit.record(
+            session, actor=run.started_by, action="canary.complete", object_type="canary_run", object_id=str(run_id)
+        )
     return run_summary(db, run_id)
 
 
@@ -468,14 +508,23 @@ def pin_baseline(session: Session, *, adapter: str, version: str, run_id: int, a
         raise ConflictError(f"run {run_id} is not a complete run", fix="pick a complete run (lorawatch canary list)")
     if row.id not in {a["version_id"] for a in run.adapters}:
         raise InputError(f"run {run_id} did not cover {adapter}@{version}", fix="pick a run that covered it")
-    baseline = session.scalar(select(CanaryBaseline).where(CanaryBaseline.adapter_version_id == row.id,
-                                                           CanaryBaseline.dataset_id == run.dataset_id))
+    baseline = session.scalar(
+        select(CanaryBaseline).where(
+            CanaryBaseline.adapter_version_id == row.id, CanaryBaseline.dataset_id == run.dataset_id
+        )
+    )
     if baseline is None:
         baseline = CanaryBaseline(adapter_version_id=row.id, dataset_id=run.dataset_id, run_id=run_id, set_by=actor)
         session.add(baseline)
     baseline.run_id, baseline.pinned, baseline.set_by, baseline.set_at = run_id, True, actor, utcnow()
-    audit.record(session, actor=actor, action="canary.baseline", object_type="adapter_version",
-                 object_id=f"{adapter}@{version}", details={"run": run_id})
+    audit.record(
+        session,
+        actor=actor,
+        action="canary.baseline",
+        object_type="adapter_version",
+        object_id=f"{adapter}@{version}",
+        details={"run": run_id},
+    )
     return baseline
 
 
@@ -490,18 +539,37 @@ def run_summary(db: Database, run_id: int) -> dict[str, Any]:
             raise NotFoundError(f"no canary run {run_id}", fix="list runs with `lorawatch canary list`")
         dataset = session.get(CanaryDatasetRecord, run.dataset_id)
         base = session.get(BaseModelRecord, run.base_model_id)
-        results = list(session.scalars(select(MonitorResult).where(MonitorResult.run_id == run_id, MonitorResult.segment.is_(None))
-                                       .order_by(MonitorResult.adapter, MonitorResult.monitor)))
+        results = list(
+            session.scalars(
+                select(MonitorResult)
+                .where(MonitorResult.run_id == run_id, MonitorResult.segment.is_(None))
+                .order_by(MonitorResult.adapter, MonitorResult.monitor)
+            )
+        )
         adapters = []
         for a in run.adapters:
-            monitors = {r.monitor: {"value": r.value, "threshold": r.threshold, "breached": r.breached, "details": r.details}
-                        for r in results if r.adapter_version_id == a["version_id"]}
+            monitors = {
+                r.monitor: {"value": r.value, "threshold": r.threshold, "breached": r.breached, "details": r.details}
+                for r in results
+                if r.adapter_version_id == a["version_id"]
+            }
             adapters.append({"adapter": a["adapter"], "version": a["version"], "monitors": monitors})
         return {
-            "run": run.id, "status": run.status, "dataset": dataset.name, "dataset_sha256": dataset.sha256,
-            "base": base.name, "device": run.device, "prompts": dataset.n_prompts, "prompts_done": run.prompts_done,
-            "started_at": run.started_at, "finished_at": run.finished_at, "heartbeat_at": run.heartbeat_at,
-            "started_by": run.started_by, "config": run.config, "error": run.error, "stats": run.stats,
+            "run": run.id,
+            "status": run.status,
+            "dataset": dataset.name,
+            "dataset_sha256": dataset.sha256,
+            "base": base.name,
+            "device": run.device,
+            "prompts": dataset.n_prompts,
+            "prompts_done": run.prompts_done,
+            "started_at": run.started_at,
+            "finished_at": run.finished_at,
+            "heartbeat_at": run.heartbeat_at,
+            "started_by": run.started_by,
+            "config": run.config,
+            "error": run.error,
+            "stats": run.stats,
             "adapters": adapters,
         }
 
@@ -513,18 +581,51 @@ def list_runs(db: Database, limit: int = 20) -> list[dict[str, Any]]:
             select(CanaryRun, CanaryDatasetRecord.name, BaseModelRecord.name)
             .join(CanaryDatasetRecord, CanaryRun.dataset_id == CanaryDatasetRecord.id)
             .join(BaseModelRecord, CanaryRun.base_model_id == BaseModelRecord.id)
-            .order_by(CanaryRun.id.desc()).limit(limit)
+            .order_by(CanaryRun.id.desc())
+            .limit(limit)
         ).all()
-        return [{"run": r.id, "status": r.status, "dataset": ds, "base": base, "adapters": len(r.adapters),
-                 "prompts_done": r.prompts_done, "started_at": r.started_at, "finished_at": r.finished_at,
-                 "device": r.device} for r, ds, base in rows]
+        return [
+            {
+                "run": r.id,
+                "status": r.status,
+                "dataset": ds,
+                "base": base,
+                "adapters": len(r.adapters),
+                "prompts_done": r.prompts_done,
+                "started_at": r.started_at,
+                "finished_at": r.finished_at,
+                "device": r.device,
+            }
+            for r, ds, base in rows
+        ]
 
 
 EXPORT_COLUMNS = [
-    "run_id", "prompt_id", "segment", "adapter_id", "adapter_version", "scored_on", "scored_tokens", "kl_mean", "kl_max",
-    "js_mean", "top1_agreement", "ref_logprob_base", "ref_logprob_adapted", "ref_logprob_delta",
-    "embedding_cosine_distance", "output", "base_output", "new_tokens", "latency_ms", "tokens_per_s", "base_latency_ms",
-    "toxicity", "base_toxicity", "pii_leaks", "base_pii_leaks",
+    "run_id",
+    "prompt_id",
+    "segment",
+    "adapter_id",
+    "adapter_version",
+    "scored_on",
+    "scored_tokens",
+    "kl_mean",
+    "kl_max",
+    "js_mean",
+    "top1_agreement",
+    "ref_logprob_base",
+    "ref_logprob_adapted",
+    "ref_logprob_delta",
+    "embedding_cosine_distance",
+    "output",
+    "base_output",
+    "new_tokens",
+    "latency_ms",
+    "tokens_per_s",
+    "base_latency_ms",
+    "toxicity",
+    "base_toxicity",
+    "pii_leaks",
+    "base_pii_leaks",
 ]
 
 
@@ -533,20 +634,43 @@ def export_rows(db: Database, run_id: int) -> list[dict[str, Any]]:
     with db.session() as session:
         if session.get(CanaryRun, run_id) is None:
             raise NotFoundError(f"no canary run {run_id}", fix="list runs with `lorawatch canary list`")
-        base = {b.prompt_id: b for b in session.scalars(select(CanaryBaseOutput).where(CanaryBaseOutput.run_id == run_id))}
+        base = {
+            b.prompt_id: b for b in session.scalars(select(CanaryBaseOutput).where(CanaryBaseOutput.run_id == run_id))
+        }
         rows = []
-        for r in session.scalars(select(CanaryResult).where(CanaryResult.run_id == run_id)
-                                 .order_by(CanaryResult.adapter, CanaryResult.prompt_id)):
+        for r in session.scalars(
+            select(CanaryResult)
+            .where(CanaryResult.run_id == run_id)
+            .order_by(CanaryResult.adapter, CanaryResult.prompt_id)
+        ):
             b = base.get(r.prompt_id)
-            rows.append({
-                "run_id": run_id, "prompt_id": r.prompt_id, "segment": r.segment, "adapter_id": r.adapter,
-                "adapter_version": r.version, "scored_on": r.scored_on, "scored_tokens": r.scored_tokens,
-                "kl_mean": r.kl_mean, "kl_max": r.kl_max, "js_mean": r.js_mean, "top1_agreement": r.top1_agreement,
-                "ref_logprob_base": r.ref_logprob_base, "ref_logprob_adapted": r.ref_logprob_adapted,
-                "ref_logprob_delta": r.ref_logprob_delta, "embedding_cosine_distance": r.embedding_cosine_distance,
-                "output": r.output, "base_output": b.output if b else None, "new_tokens": r.new_tokens,
-                "latency_ms": r.latency_ms, "tokens_per_s": r.tokens_per_s, "base_latency_ms": b.latency_ms if b else None,
-                "toxicity": r.toxicity, "base_toxicity": b.toxicity if b else None,
-                "pii_leaks": r.pii_leaks, "base_pii_leaks": b.pii_leaks if b else None,
-            })
+            rows.append(
+                {
+                    "run_id": run_id,
+                    "prompt_id": r.prompt_id,
+                    "segment": r.segment,
+                    "adapter_id": r.adapter,
+                    "adapter_version": r.version,
+                    "scored_on": r.scored_on,
+                    "scored_tokens": r.scored_tokens,
+                    "kl_mean": r.kl_mean,
+                    "kl_max": r.kl_max,
+                    "js_mean": r.js_mean,
+                    "top1_agreement": r.top1_agreement,
+                    "ref_logprob_base": r.ref_logprob_base,
+                    "ref_logprob_adapted": r.ref_logprob_adapted,
+                    "ref_logprob_delta": r.ref_logprob_delta,
+                    "embedding_cosine_distance": r.embedding_cosine_distance,
+                    "output": r.output,
+                    "base_output": b.output if b else None,
+                    "new_tokens": r.new_tokens,
+                    "latency_ms": r.latency_ms,
+                    "tokens_per_s": r.tokens_per_s,
+                    "base_latency_ms": b.latency_ms if b else None,
+                    "toxicity": r.toxicity,
+                    "base_toxicity": b.toxicity if b else None,
+                    "pii_leaks": r.pii_leaks,
+                    "base_pii_leaks": b.pii_leaks if b else None,
+                }
+            )
         return rows

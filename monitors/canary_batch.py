@@ -68,7 +68,9 @@ class CanaryModels:
         self.grouped_scoring = fast_decode
         self._grouped = None
         self.generation_config = GenerationConfig(
-            max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.pad_id,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=self.pad_id,
             eos_token_id=sorted(self.eos_ids) or None,
         )
 
@@ -96,8 +98,8 @@ class CanaryModels:
         input_ids = torch.full((len(prompt_ids), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompt_ids), width), dtype=torch.long)
         for i, ids in enumerate(prompt_ids):
-            input_ids[i, width - len(ids):] = torch.tensor(ids)
-            mask[i, width - len(ids):] = 1
+            input_ids[i, width - len(ids) :] = torch.tensor(ids)
+            mask[i, width - len(ids) :] = 1
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         _sync(self.device)
         start = time.perf_counter()
@@ -121,11 +123,15 @@ class CanaryModels:
         from lorawatch.monitors.fast_decode import GroupedDecoder, supported
 
         if self._grouped is None or self._grouped.keys != list(adapter_keys):
-            self._grouped = GroupedDecoder(self.peft, adapter_keys) if supported(self.peft, adapter_keys) is None else False
+            self._grouped = (
+                GroupedDecoder(self.peft, adapter_keys) if supported(self.peft, adapter_keys) is None else False
+            )
         return self._grouped or None
 
     @torch.no_grad()
-    def generate_all(self, prompt_ids: list[list[int]], adapter_keys: list[str]) -> tuple[Generation, dict[str, Generation]] | None:
+    def generate_all(
+        self, prompt_ids: list[list[int]], adapter_keys: list[str]
+    ) -> tuple[Generation, dict[str, Generation]] | None:
         """Greedy outputs of the base and every adapter in one grouped batch; None when it does not apply.
 
         Each model's ``seconds`` is its share of the whole (the groups decode together).
@@ -155,8 +161,13 @@ class CanaryModels:
                 positions.append(len(p) - 1 + j)
                 labels.append(token)
         to = self.device
-        return (input_ids.to(to), mask.to(to), torch.tensor(rows, device=to), torch.tensor(positions, device=to),
-                torch.tensor(labels, device=to))
+        return (
+            input_ids.to(to),
+            mask.to(to),
+            torch.tensor(rows, device=to),
+            torch.tensor(positions, device=to),
+            torch.tensor(labels, device=to),
+        )
 
     @torch.no_grad()
     def hidden(self, input_ids, mask, rows, positions) -> torch.Tensor:
@@ -178,8 +189,9 @@ def run_batch(models: CanaryModels, prompts: list[CanaryPrompt], adapter_keys: l
     return BatchResult(prompts=prompts, base=base, scored_on=scored_on, adapters=adapters)
 
 
-def score_and_generate(models: CanaryModels, prompt_ids: list[list[int]], references: list[list[int] | None],
-                       adapter_keys: list[str]) -> tuple[Generation, list[str], dict[str, dict]]:
+def score_and_generate(
+    models: CanaryModels, prompt_ids: list[list[int]], references: list[list[int] | None], adapter_keys: list[str]
+) -> tuple[Generation, list[str], dict[str, dict]]:
     """The work of one batch on token ids (what ``run_batch`` and the GPU benchmark call)."""
     peft = models.peft
     grouped = models.generate_all(prompt_ids, adapter_keys)
@@ -201,12 +213,16 @@ def score_and_generate(models: CanaryModels, prompt_ids: list[list[int]], refere
     for key in adapter_keys:
         if grouped is None:
             peft.set_adapter(key)
-        adapters[key] = {"scores": scores[key], "generation": generations[key] if grouped is not None else models.generate(prompt_ids)}
+        adapters[key] = {
+            "scores": scores[key],
+            "generation": generations[key] if grouped is not None else models.generate(prompt_ids),
+        }
     return base, scored_on, adapters
 
 
-def score_adapters(models: CanaryModels, prompt_ids: list[list[int]], targets: list[list[int]],
-                   adapter_keys: list[str]) -> dict[str, dict[str, list[float]]]:
+def score_adapters(
+    models: CanaryModels, prompt_ids: list[list[int]], targets: list[list[int]], adapter_keys: list[str]
+) -> dict[str, dict[str, list[float]]]:
     """Teacher-forced drift scores of every adapter: the base's hidden states are computed
     once for the batch and shared by all adapters."""
     peft = models.peft
@@ -228,8 +244,16 @@ def score_adapters(models: CanaryModels, prompt_ids: list[list[int]], targets: l
         else:
             peft.set_adapter(key)
             adapted_hidden = models.hidden(input_ids, mask, rows, positions)
-        result[key] = score(models.lm_head, base_hidden, adapted_hidden, labels, rows, len(prompt_ids),
-                            softcap=models.softcap, base_logprobs=cached).means()
+        result[key] = score(
+            models.lm_head,
+            base_hidden,
+            adapted_hidden,
+            labels,
+            rows,
+            len(prompt_ids),
+            softcap=models.softcap,
+            base_logprobs=cached,
+        ).means()
         del adapted_hidden
     del cached
     return result

@@ -5,7 +5,7 @@ Each actor is a ``lorawatch.monitors.canary_worker.CanaryWorker`` (the code the 
 its own process); it turns batches into rows and never touches the database. This process,
 the driver, owns the run: it plans the batches once, spreads each shard's pending batches over
 the workers holding it, and writes every batch's rows as they arrive, one
-transaction each (``lorawatch.monitors.canary.store_rows``), into the shared store (PostgreSQL when the
+transaction each (``lorawatch.monitors.canary_store.store_rows``), into the shared store (PostgreSQL when the
 workers are on other hosts; any store when they are not).
 
 A worker that dies (a lost node, the OOM killer) is restarted by Ray and its unfinished batches
@@ -52,8 +52,10 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise DependencyError("the Ray backend needs Ray, which is not installed",
-                              fix="pip install 'lorawatch[ray]' (or use --backend local)") from None
+        raise DependencyError(
+            "the Ray backend needs Ray, which is not installed",
+            fix="pip install 'lorawatch[ray]' (or use --backend local)",
+        ) from None
     return ray
 
 
@@ -65,13 +67,20 @@ def connect(address: str | None) -> bool:
     if address and address not in {"auto", "local"}:
         _probe(address)
     try:
-        ray.init(address=address or None, include_dashboard=False, runtime_env={"env_vars": WORKER_ENV},
-                 # workers' output stays in Ray's session logs: stdout is the command's (one JSON document with --json)
-                 logging_level="WARNING", log_to_driver=False)
+        ray.init(
+            address=address or None,
+            include_dashboard=False,
+            runtime_env={"env_vars": WORKER_ENV},
+            # workers' output stays in Ray's session logs: stdout is the command's (one JSON document with --json)
+            logging_level="WARNING",
+            log_to_driver=False,
+        )
     except ConnectionError as exc:
         where = address or "$RAY_ADDRESS"
-        raise InputError(f"cannot reach the Ray cluster at {where}: {exc}",
-                         fix="check --address (ray://HEAD:10001, or auto on a cluster node) and that the cluster is up") from None
+        raise InputError(
+            f"cannot reach the Ray cluster at {where}: {exc}",
+            fix="check --address (ray://HEAD:10001, or auto on a cluster node) and that the cluster is up",
+        ) from None
     return True
 
 
@@ -85,17 +94,27 @@ def _probe(address: str, timeout: float = 5.0) -> None:
     if scheme == "ray" and not port.isdigit():  # Ray Client's default port
         host, port = hostport, "10001"
     if not host or not port.isdigit():
-        raise InputError(f"Ray address {address!r} is not HOST:PORT, ray://HOST[:PORT] or auto",
-                         fix="pass --address ray://HEAD:10001 (Ray Client), or HEAD:6379 or auto from a node of the cluster")
+        raise InputError(
+            f"Ray address {address!r} is not HOST:PORT, ray://HOST[:PORT] or auto",
+            fix="pass --address ray://HEAD:10001 (Ray Client), or HEAD:6379 or auto from a node of the cluster",
+        )
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
     except OSError as exc:
-        raise InputError(f"cannot reach the Ray cluster at {address}: {exc}",
-                         fix="check --address and that the cluster is up") from None
+        raise InputError(
+            f"cannot reach the Ray cluster at {address}: {exc}", fix="check --address and that the cluster is up"
+        ) from None
 
 
-def plan(keys: list[str], device: str, resources: dict[str, float], workers: int | None, gpus_per_worker: float,
-         cpus_per_worker: float, adapters_per_worker: int = 64) -> RayPlan:
+def plan(
+    keys: list[str],
+    device: str,
+    resources: dict[str, float],
+    workers: int | None,
+    gpus_per_worker: float,
+    cpus_per_worker: float,
+    adapters_per_worker: int = 64,
+) -> RayPlan:
     """Shards, workers and per-worker resources from the cluster's resources.
 
     Workers: one per ``gpus_per_worker`` GPUs (``cuda``, or ``auto`` on a cluster with GPUs);
@@ -110,30 +129,49 @@ def plan(keys: list[str], device: str, resources: dict[str, float], workers: int
     gpus = float(resources.get("GPU", 0.0))
     cpus = float(resources.get("CPU", 0.0))
     if device == "cuda" and gpus <= 0:
-        raise DependencyError("--device cuda was asked for, but the Ray cluster has no GPUs",
-                              fix="add GPU nodes to the cluster, or pass --device cpu")
+        raise DependencyError(
+            "--device cuda was asked for, but the Ray cluster has no GPUs",
+            fix="add GPU nodes to the cluster, or pass --device cpu",
+        )
     on_gpu = device == "cuda" or (device == "auto" and gpus > 0)
     capacity = int(gpus // gpus_per_worker) if on_gpu else int(cpus // cpus_per_worker)
     if workers is not None and workers > capacity:
         unit = f"{gpus_per_worker:g} GPU(s)" if on_gpu else f"{cpus_per_worker:g} CPU(s)"
-        raise InputError(f"{workers} workers of {unit} each were asked for; the Ray cluster has room for {capacity}",
-                         fix=f"pass --workers {max(capacity, 1)} or fewer, or add nodes to the cluster first")
+        raise InputError(
+            f"{workers} workers of {unit} each were asked for; the Ray cluster has room for {capacity}",
+            fix=f"pass --workers {max(capacity, 1)} or fewer, or add nodes to the cluster first",
+        )
     if capacity < 1:
-        raise DependencyError(f"the Ray cluster has no room for one worker ({gpus:g} GPUs, {cpus:g} CPUs)",
-                              fix="lower canary.ray.gpus_per_worker or cpus_per_worker, or add nodes")
+        raise DependencyError(
+            f"the Ray cluster has no room for one worker ({gpus:g} GPUs, {cpus:g} CPUs)",
+            fix="lower canary.ray.gpus_per_worker or cpus_per_worker, or add nodes",
+        )
     n = workers if workers is not None else (capacity if on_gpu else 1)
     n_shards = max(1, min(n, -(-len(keys) // max(adapters_per_worker, 1))))
     ordered = sorted(keys, key=lambda k: (len(k), k))  # a0, a1, ..., a10 in numeric order
     shards = [ordered[i::n_shards] for i in range(n_shards)]
-    return RayPlan(workers=n, gpus_per_worker=gpus_per_worker if on_gpu else 0.0, cpus_per_worker=cpus_per_worker,
-                   device="cuda" if on_gpu else "cpu", shards=shards, shard_of=[i % n_shards for i in range(n)])
+    return RayPlan(
+        workers=n,
+        gpus_per_worker=gpus_per_worker if on_gpu else 0.0,
+        cpus_per_worker=cpus_per_worker,
+        device="cuda" if on_gpu else "cpu",
+        shards=shards,
+        shard_of=[i % n_shards for i in range(n)],
+    )
 
 
 def preflight(settings, device: str, workers: int | None) -> None:
     """Refuse what the connected cluster cannot run (no GPUs for cuda, more workers than fit)."""
     cfg = settings.canary.ray
-    plan(["a0"], device, import_ray().cluster_resources(), workers or cfg.workers, cfg.gpus_per_worker,
-         cfg.cpus_per_worker, cfg.adapters_per_worker)
+    plan(
+        ["a0"],
+        device,
+        import_ray().cluster_resources(),
+        workers or cfg.workers,
+        cfg.gpus_per_worker,
+        cfg.cpus_per_worker,
+        cfg.adapters_per_worker,
+    )
 
 
 def _deferring(worker_class):
@@ -175,8 +213,10 @@ def start_workers(spec, layout: RayPlan, max_restarts: int, worker_factory=None)
     from lorawatch.monitors.canary_worker import CanaryWorker
 
     actor = ray.remote(_deferring(worker_factory or CanaryWorker)).options(
-        num_gpus=layout.gpus_per_worker, num_cpus=layout.cpus_per_worker,
-        max_restarts=max_restarts, max_task_retries=max_restarts,
+        num_gpus=layout.gpus_per_worker,
+        num_cpus=layout.cpus_per_worker,
+        max_restarts=max_restarts,
+        max_task_retries=max_restarts,
     )
     actors = []
     try:
@@ -196,9 +236,11 @@ def wait_ready(actors, layout: RayPlan, timeout_s: float) -> list[dict]:
     ready, pending = ray.wait(refs, num_returns=len(refs), timeout=timeout_s)
     if pending:
         unit = f"{layout.gpus_per_worker:g} GPU(s)" if layout.gpus_per_worker else f"{layout.cpus_per_worker:g} CPU(s)"
-        raise DependencyError(f"{len(pending)} of {len(refs)} Ray workers did not start within {timeout_s:g} s "
-                              f"(each needs {unit}; other jobs may hold them)",
-                              fix="free or add resources, lower --workers, or raise canary.ray.start_timeout")
+        raise DependencyError(
+            f"{len(pending)} of {len(refs)} Ray workers did not start within {timeout_s:g} s "
+            f"(each needs {unit}; other jobs may hold them)",
+            fix="free or add resources, lower --workers, or raise canary.ray.start_timeout",
+        )
     return ray.get(refs)
 
 
@@ -216,7 +258,10 @@ def run_on_ray(db, run_id: int, execution, *, progress: bool, options: dict[str,
 
     ray = import_ray()
     cfg = settings.canary.ray
-    with _RAY_LOCK, contextlib.redirect_stdout(sys.stderr):  # Ray prints workers' errors on stdout; ours is the caller's
+    with (
+        _RAY_LOCK,
+        contextlib.redirect_stdout(sys.stderr),
+    ):  # Ray prints workers' errors on stdout; ours is the caller's
         started_here = connect(options.get("address") or cfg.address)
         try:
             return _run(ray, db, run_id, execution, progress, options, cfg)
@@ -228,13 +273,20 @@ def run_on_ray(db, run_id: int, execution, *, progress: bool, options: dict[str,
 def _run(ray, db, run_id, ex, progress, options, cfg) -> float:
     from lorawatch.db.types import utcnow
     from lorawatch.durations import parse_duration
-    from lorawatch.monitors.canary import _progress, plan_batches, record_workers, store_rows
+    from lorawatch.monitors.canary_store import plan_batches, progress_bar, record_workers, store_rows
 
     spec, dataset, keys, version_ids = ex.spec, ex.dataset, ex.keys, ex.version_ids
     actors = []
     try:
-        layout = plan(list(keys), spec.device, ray.cluster_resources(), options.get("workers") or cfg.workers,
-                      cfg.gpus_per_worker, cfg.cpus_per_worker, cfg.adapters_per_worker)
+        layout = plan(
+            list(keys),
+            spec.device,
+            ray.cluster_resources(),
+            options.get("workers") or cfg.workers,
+            cfg.gpus_per_worker,
+            cfg.cpus_per_worker,
+            cfg.adapters_per_worker,
+        )
         actors = start_workers(spec, layout, cfg.max_restarts)
         record_workers(db, run_id, "ray", wait_ready(actors, layout, parse_duration(cfg.start_timeout).total_seconds()))
         lengths = ray.get(actors[0].lengths.remote(dataset.prompts))
@@ -242,8 +294,13 @@ def _run(ray, db, run_id, ex, progress, options, cfg) -> float:
         work = [ex.pending(batches, [version_ids[k] for k in shard]) for shard in layout.shards]
         total = len(dataset.prompts) * len(keys)
         remaining = sum(len(b) * len(shard) for shard, shard_work in zip(layout.shards, work) for b in shard_work)
-        bar = _progress(progress, total=total, initial=total - remaining,
-                        desc=f"canary run {run_id} on {layout.workers} Ray worker(s)", unit="pair")
+        bar = progress_bar(
+            progress,
+            total=total,
+            initial=total - remaining,
+            desc=f"canary run {run_id} on {layout.workers} Ray worker(s)",
+            unit="pair",
+        )
 
         def on_rows(rows) -> None:
             bar.update(store_rows(db, run_id, rows, keys))
@@ -255,8 +312,15 @@ def _run(ray, db, run_id, ex, progress, options, cfg) -> float:
                 session.get(CanaryRun, run_id).heartbeat_at = utcnow()
 
         started = time.perf_counter()
-        dispatch(actors, layout.shard_of, work, version_ids, on_rows, on_wait=on_wait,
-                 stall_s=parse_duration(cfg.stall_timeout).total_seconds())
+        dispatch(
+            actors,
+            layout.shard_of,
+            work,
+            version_ids,
+            on_rows,
+            on_wait=on_wait,
+            stall_s=parse_duration(cfg.stall_timeout).total_seconds(),
+        )
         bar.close()
         return time.perf_counter() - started
     finally:
@@ -264,8 +328,17 @@ def _run(ray, db, run_id, ex, progress, options, cfg) -> float:
             ray.kill(a)
 
 
-def dispatch(actors, shard_of: list[int], work: list[list[list]], version_ids: dict[str, int], on_rows,
-             depth: int = 2, on_wait=None, stall_s: float | None = None, poll_s: float = 60.0) -> None:
+def dispatch(
+    actors,
+    shard_of: list[int],
+    work: list[list[list]],
+    version_ids: dict[str, int],
+    on_rows,
+    depth: int = 2,
+    on_wait=None,
+    stall_s: float | None = None,
+    poll_s: float = 60.0,
+) -> None:
     """Run every shard's batches (``work[s]``) on the workers that hold that shard, and hand each
     batch's rows to ``on_rows`` as they finish.
 
@@ -294,9 +367,12 @@ def dispatch(actors, shard_of: list[int], work: list[list[list]], version_ids: d
         ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=timeout)
         if not ready:
             if stall_s is not None and time.monotonic() - last >= stall_s:
-                raise DependencyError(f"no batch finished in {stall_s:g} s ({len(in_flight)} in flight): a worker hangs "
-                                      "or cannot be placed again", fix="look at the workers' logs in Ray's session "
-                                      "directory; --resume the run once the cluster is healthy")
+                raise DependencyError(
+                    f"no batch finished in {stall_s:g} s ({len(in_flight)} in flight): a worker hangs "
+                    "or cannot be placed again",
+                    fix="look at the workers' logs in Ray's session "
+                    "directory; --resume the run once the cluster is healthy",
+                )
             if on_wait is not None:
                 on_wait()
             continue

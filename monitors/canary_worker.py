@@ -74,8 +74,13 @@ class CanaryWorker:
             choice = pick_device(spec.device)
             model, tokenizer = load_base(spec.base_path, spec.base_hub, choice)
             dirs = {key: Path(directory) for key, (directory, _, _) in spec.adapters.items()}
-            models = CanaryModels(attach_adapters(model, dirs), tokenizer, choice.device, spec.max_new_tokens,
-                                  fast_decode=spec.fast_decode)
+            models = CanaryModels(
+                attach_adapters(model, dirs),
+                tokenizer,
+                choice.device,
+                spec.max_new_tokens,
+                fast_decode=spec.fast_decode,
+            )
             self.device_label = choice.label
         else:
             self.device_label = str(models.device)
@@ -148,31 +153,57 @@ def featurize(result, version_ids: dict[str, int], embedder, risk, device_label:
 
         toxicity, pii = risk.score([prompt_text(p) for p in prompts] * (len(keys) + 1), texts)
     base_ms = result.base.seconds * 1000.0
-    base_rows = [dict(prompt_id=p.id, segment=p.segment, output=result.base.texts[i],
-                      new_tokens=len(result.base.token_ids[i]), latency_ms=base_ms,
-                      embedding=to_bytes(base_vectors[i]), toxicity=toxicity[i], pii_leaks=pii[i])
-                 for i, p in enumerate(prompts)]
+    base_rows = [
+        dict(
+            prompt_id=p.id,
+            segment=p.segment,
+            output=result.base.texts[i],
+            new_tokens=len(result.base.token_ids[i]),
+            latency_ms=base_ms,
+            embedding=to_bytes(base_vectors[i]),
+            toxicity=toxicity[i],
+            pii_leaks=pii[i],
+        )
+        for i, p in enumerate(prompts)
+    ]
     results = []
     for k, key in enumerate(keys):
         gen = result.adapters[key]["generation"]
         scores = result.adapters[key]["scores"]
-        adapted = vectors[n * (k + 1): n * (k + 2)]
+        adapted = vectors[n * (k + 1) : n * (k + 2)]
         same = [a == b for a, b in zip(gen.texts, result.base.texts)]
         distance = cosine_distance(base_vectors, adapted, same) if embedder is not None else np.zeros(n)
         latency_ms = gen.seconds * 1000.0
         for i, p in enumerate(prompts):
             new_tokens = len(gen.token_ids[i])
-            results.append(dict(
-                prompt_id=p.id, segment=p.segment, adapter_version_id=version_ids[key],
-                scored_tokens=int(scores["scored_tokens"][i]), scored_on=result.scored_on[i],
-                kl_mean=scores["kl_mean"][i], kl_max=scores["kl_max"][i], js_mean=scores["js_mean"][i],
-                top1_agreement=scores["top1_agreement"][i], ref_logprob_base=scores["ref_logprob_base"][i],
-                ref_logprob_adapted=scores["ref_logprob_adapted"][i],
-                ref_logprob_delta=scores["ref_logprob_adapted"][i] - scores["ref_logprob_base"][i],
-                output=gen.texts[i], new_tokens=new_tokens, latency_ms=latency_ms,
-                tokens_per_s=new_tokens / gen.seconds if gen.seconds > 0 else 0.0,
-                embedding_cosine_distance=float(distance[i]), embedding=to_bytes(adapted[i]),
-                toxicity=toxicity[n * (k + 1) + i], pii_leaks=pii[n * (k + 1) + i],
-            ))
-    return BatchRows(prompt_ids=[p.id for p in prompts], version_ids=list(version_ids.values()), base=base_rows,
-                     results=results, device=device_label)
+            results.append(
+                dict(
+                    prompt_id=p.id,
+                    segment=p.segment,
+                    adapter_version_id=version_ids[key],
+                    scored_tokens=int(scores["scored_tokens"][i]),
+                    scored_on=result.scored_on[i],
+                    kl_mean=scores["kl_mean"][i],
+                    kl_max=scores["kl_max"][i],
+                    js_mean=scores["js_mean"][i],
+                    top1_agreement=scores["top1_agreement"][i],
+                    ref_logprob_base=scores["ref_logprob_base"][i],
+                    ref_logprob_adapted=scores["ref_logprob_adapted"][i],
+                    ref_logprob_delta=scores["ref_logprob_adapted"][i] - scores["ref_logprob_base"][i],
+                    output=gen.texts[i],
+                    new_tokens=new_tokens,
+                    latency_ms=latency_ms,
+                    tokens_per_s=new_tokens / gen.seconds if gen.seconds > 0 else 0.0,
+                    embedding_cosine_distance=float(distance[i]),
+                    embedding=to_bytes(adapted[i]),
+                    toxicity=toxicity[n * (k + 1) + i],
+                    pii_leaks=pii[n * (k + 1) + i],
+                )
+            )
+    return BatchRows(
+        prompt_ids=[p.id for p in prompts],
+        version_ids=list(version_ids.values()),
+        base=base_rows,
+        results=results,
+        device=device_label,
+    )

@@ -44,7 +44,9 @@ class CanaryPrompt:
 
     def text(self) -> str:
         """The user's last words, for display."""
-        return self.prompt if self.prompt is not None else self.messages[-1]["content"]
+        if self.prompt is not None or self.messages is None:
+            return self.prompt or ""
+        return self.messages[-1]["content"]
 
 
 @dataclass(frozen=True)
@@ -91,10 +93,15 @@ def load_dataset(path: Path | str) -> CanaryDataset:
         raw = path.read_bytes()
     except FileNotFoundError:
         shipped = ", ".join(shipped_datasets())
-        raise DatasetError("canary dataset not found", where=str(path),
-                           fix=f"pass an existing .jsonl file or a shipped set ({shipped})") from None
+        raise DatasetError(
+            "canary dataset not found",
+            where=str(path),
+            fix=f"pass an existing .jsonl file or a shipped set ({shipped})",
+        ) from None
     except OSError as exc:
-        raise DatasetError(f"cannot read it ({exc.strerror})", where=str(path), fix="check the path and permissions") from None
+        raise DatasetError(
+            f"cannot read it ({exc.strerror})", where=str(path), fix="check the path and permissions"
+        ) from None
     if not raw.strip():
         raise DatasetError("the dataset is empty", where=str(path), fix="add one JSON object per line")
     prompts: list[CanaryPrompt] = []
@@ -104,18 +111,26 @@ def load_dataset(path: Path | str) -> CanaryDataset:
         try:
             line = line_bytes.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise DatasetError(f"invalid UTF-8 at column {exc.start + 1}", where=where, fix="save the file as UTF-8") from None
+            raise DatasetError(
+                f"invalid UTF-8 at column {exc.start + 1}", where=where, fix="save the file as UTF-8"
+            ) from None
         if not line.strip():
             continue
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise DatasetError(f"invalid JSON ({exc.msg} at column {exc.colno})", where=where,
-                               fix="write one complete JSON object per line") from None
+            raise DatasetError(
+                f"invalid JSON ({exc.msg} at column {exc.colno})",
+                where=where,
+                fix="write one complete JSON object per line",
+            ) from None
         prompt = _parse(obj, where)
         if prompt.id in seen:
-            raise DatasetError(f'duplicate id "{prompt.id}" (first on line {seen[prompt.id]})', where=where,
-                               fix="give every prompt a unique id")
+            raise DatasetError(
+                f'duplicate id "{prompt.id}" (first on line {seen[prompt.id]})',
+                where=where,
+                fix="give every prompt a unique id",
+            )
         seen[prompt.id] = number
         prompts.append(CanaryPrompt(**{**prompt.__dict__, "line": number}))
     if not prompts:
@@ -128,8 +143,11 @@ def _parse(obj: Any, where: str) -> CanaryPrompt:
         raise DatasetError("a line must be a JSON object", where=where, fix='write {"id": ..., "prompt": ...}')
     unknown = set(obj) - KNOWN_KEYS
     if unknown:
-        raise DatasetError(f"unknown key(s) {', '.join(sorted(unknown))}", where=where,
-                           fix=f"use only: {', '.join(sorted(KNOWN_KEYS))}")
+        raise DatasetError(
+            f"unknown key(s) {', '.join(sorted(unknown))}",
+            where=where,
+            fix=f"use only: {', '.join(sorted(KNOWN_KEYS))}",
+        )
     pid = obj.get("id")
     if not isinstance(pid, str) or not pid.strip():
         raise DatasetError('missing "id"', where=where, fix='give the line a unique string "id"')
@@ -140,21 +158,29 @@ def _parse(obj: Any, where: str) -> CanaryPrompt:
     messages = None
     if has_prompt:
         if not isinstance(obj["prompt"], str) or not obj["prompt"].strip():
-            raise DatasetError(f'prompt "{pid}": "prompt" must be a non-empty string', where=where, fix="write the prompt text")
+            raise DatasetError(
+                f'prompt "{pid}": "prompt" must be a non-empty string', where=where, fix="write the prompt text"
+            )
     else:
         messages = _messages(obj["messages"], pid, where)
     reference = obj.get("reference")
     if reference is not None and (not isinstance(reference, str) or not reference.strip()):
-        raise DatasetError(f'prompt "{pid}": "reference" must be a non-empty string', where=where,
-                           fix="write the reference answer or leave the key out")
+        raise DatasetError(
+            f'prompt "{pid}": "reference" must be a non-empty string',
+            where=where,
+            fix="write the reference answer or leave the key out",
+        )
     segment = obj.get("segment", "default")
     if not isinstance(segment, str) or not segment.strip():
         raise DatasetError(f'prompt "{pid}": "segment" must be a non-empty string', where=where, fix="name the segment")
     tags = obj.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-        raise DatasetError(f'prompt "{pid}": "tags" must be a list of strings', where=where, fix='write "tags": ["a", "b"]')
-    return CanaryPrompt(id=pid, prompt=obj.get("prompt"), messages=messages, reference=reference,
-                        segment=segment, tags=tuple(tags))
+        raise DatasetError(
+            f'prompt "{pid}": "tags" must be a list of strings', where=where, fix='write "tags": ["a", "b"]'
+        )
+    return CanaryPrompt(
+        id=pid, prompt=obj.get("prompt"), messages=messages, reference=reference, segment=segment, tags=tuple(tags)
+    )
 
 
 def _messages(value: Any, pid: str, where: str) -> tuple[dict[str, str], ...]:
@@ -164,9 +190,14 @@ def _messages(value: Any, pid: str, where: str) -> tuple[dict[str, str], ...]:
     result = []
     for i, m in enumerate(value):
         if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-            raise DatasetError(f'prompt "{pid}": message {i + 1} needs a role ({", ".join(sorted(ROLES))}) and a content string',
-                               where=where, fix=fix)
+            raise DatasetError(
+                f'prompt "{pid}": message {i + 1} needs a role ({", ".join(sorted(ROLES))}) and a content string',
+                where=where,
+                fix=fix,
+            )
         result.append({"role": m["role"], "content": m["content"]})
     if result[-1]["role"] != "user":
-        raise DatasetError(f'prompt "{pid}": the last message must be from the user', where=where, fix="end with a user turn")
+        raise DatasetError(
+            f'prompt "{pid}": the last message must be from the user', where=where, fix="end with a user turn"
+        )
     return tuple(result)

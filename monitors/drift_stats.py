@@ -32,7 +32,9 @@ def ks_test(baseline: np.ndarray, current: np.ndarray) -> TestResult:
     if np.array_equal(np.sort(baseline), np.sort(current)):
         return TestResult(0.0, 1.0, 0.0, len(baseline), len(current))
     result = ks_2samp(baseline, current)
-    return TestResult(float(result.statistic), float(result.pvalue), float(result.statistic), len(baseline), len(current))
+    return TestResult(
+        float(result.statistic), float(result.pvalue), float(result.statistic), len(baseline), len(current)
+    )
 
 
 def mmd_test(baseline: np.ndarray, current: np.ndarray, permutations: int = 1000, seed: int = 42) -> TestResult:

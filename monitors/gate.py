@@ -19,8 +19,19 @@ from lorawatch.registry.service import get_version, resolve_alias
 COMPARED_WITH_PRODUCTION = ("toxicity_rate", "pii_leak_rate")
 
 
-def run_gate(db: Database, settings, *, adapter: str, version: str, dataset_path: Path, options: canary.RunOptions,
-             actor: str, embedder=None, risk=None) -> dict[str, Any]:
+def run_gate(
+    db: Database,
+    settings,
+    *,
+    adapter: str,
+    version: str,
+    dataset_path: Path,
+    options: canary.RunOptions,
+    actor: str,
+    embedder=None,
+    risk=None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Run the candidate (and production, when it differs) and decide; returns the verdict."""
     with db.session() as session:
         candidate = get_version(session, adapter, version)
@@ -29,49 +40,66 @@ def run_gate(db: Database, settings, *, adapter: str, version: str, dataset_path
     specs = [f"{adapter}@{version}"] + ([f"{adapter}@{compare}"] if compare else [])
     run_id = canary.create_run(db, settings, dataset_path=dataset_path, adapters=specs, options=options, actor=actor)
     # one candidate (and production): this process, whatever canary.backend says
-    summary = canary.execute_run(db, settings, run_id, progress=options_progress(options), embedder=embedder, risk=risk,
-                                 backend="local")
+    summary = canary.execute_run(db, settings, run_id, progress=progress, embedder=embedder, risk=risk, backend="local")
     by_version = {a["version"]: a["monitors"] for a in summary["adapters"]}
     checks = _checks(by_version[version], by_version.get(compare) if compare else None, settings)
     passed = all(c["passed"] for c in checks)
     with db.session() as session:
         row = get_version(session, adapter, version)
-        session.add(GateVerdict(adapter_version_id=row.id, run_id=run_id, passed=passed, checks=checks,
-                                compared_with=f"{adapter}@{compare}" if compare else None, actor=actor))
-        audit.record(session, actor=actor, action="gate.pass" if passed else "gate.fail", object_type="adapter_version",
-                     object_id=f"{adapter}@{version}", details={"run": run_id, "failed": [c["check"] for c in checks if not c["passed"]]})
-    return {"adapter": adapter, "version": version, "passed": passed, "run": run_id,
-            "compared_with": f"{adapter}@{compare}" if compare else None, "checks": checks,
-            "toxicity_backend": summary["config"].get("toxicity_backend"), "pii_detector": summary["config"].get("pii_detector")}
-
-
-def options_progress(options: canary.RunOptions) -> bool:
-    """Gates run in pipelines: a progress bar only when asked for."""
-    return bool(getattr(options, "progress", False))
+        session.add(
+            GateVerdict(
+                adapter_version_id=row.id,
+                run_id=run_id,
+                passed=passed,
+                checks=checks,
+                compared_with=f"{adapter}@{compare}" if compare else None,
+                actor=actor,
+            )
+        )
+        audit.record(
+            session,
+            actor=actor,
+            action="gate.pass" if passed else "gate.fail",
+            object_type="adapter_version",
+            object_id=f"{adapter}@{version}",
+            details={"run": run_id, "failed": [c["check"] for c in checks if not c["passed"]]},
+        )
+    return {
+        "adapter": adapter,
+        "version": version,
+        "passed": passed,
+        "run": run_id,
+        "compared_with": f"{adapter}@{compare}" if compare else None,
+        "checks": checks,
+        "toxicity_backend": summary["config"].get("toxicity_backend"),
+        "pii_detector": summary["config"].get("pii_detector"),
+    }
 
 
 def _checks(candidate: dict[str, dict], production: dict[str, dict] | None, settings) -> list[dict[str, Any]]:
     checks = []
     for monitor_id, result in sorted(candidate.items()):
-        checks.append({"check": f"{monitor_id} within budget", "monitor": monitor_id, "value": result["value"],
-                       "threshold": result["threshold"], "passed": not result["breached"]})
+        checks.append(
+            {
+                "check": f"{monitor_id} within budget",
+                "monitor": monitor_id,
+                "value": result["value"],
+                "threshold": result["threshold"],
+                "passed": not result["breached"],
+            }
+        )
     if production is not None:
         allowed = settings.risk.max_increase_over_base
         for monitor_id in COMPARED_WITH_PRODUCTION:
             if monitor_id in candidate and monitor_id in production:
                 mine, theirs = candidate[monitor_id]["value"], production[monitor_id]["value"]
-                checks.append({"check": f"{monitor_id} not above production + {allowed:g}", "monitor": monitor_id,
-                               "value": mine, "production": theirs, "passed": mine <= theirs + allowed})
+                checks.append(
+                    {
+                        "check": f"{monitor_id} not above production + {allowed:g}",
+                        "monitor": monitor_id,
+                        "value": mine,
+                        "production": theirs,
+                        "passed": mine <= theirs + allowed,
+                    }
+                )
     return checks
-
-
-def latest_verdict(session, version_id: int) -> dict[str, Any] | None:
-    """The newest gate verdict of a version, for registry views."""
-    from sqlalchemy import select
-
-    row = session.scalar(select(GateVerdict).where(GateVerdict.adapter_version_id == version_id)
-                         .order_by(GateVerdict.ts.desc(), GateVerdict.id.desc()).limit(1))
-    if row is None:
-        return None
-    return {"passed": row.passed, "run": row.run_id, "ts": row.ts, "actor": row.actor, "compared_with": row.compared_with,
-            "failed": [c["check"] for c in row.checks if not c["passed"]]}

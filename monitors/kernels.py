@@ -37,6 +37,7 @@ except ImportError:  # CPU installs without triton: the eager code runs instead
     class tl:  # noqa: N801 - only so the kernels' annotations evaluate
         constexpr = None
 
+
 LOG2 = math.log(2.0)
 NORMS = {"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm"}
 
@@ -127,8 +128,23 @@ def _pow2(n: int) -> int:
 
 
 @_jit
-def _rms_norm_kernel(X, R, W, OUT, XOUT, D, eps, sx, sr, so, sxo,
-                     HAS_R: tl.constexpr, ROUND: tl.constexpr, INTERP: tl.constexpr, BLOCK: tl.constexpr):
+def _rms_norm_kernel(
+    X,
+    R,
+    W,
+    OUT,
+    XOUT,
+    D,
+    eps,
+    sx,
+    sr,
+    so,
+    sxo,
+    HAS_R: tl.constexpr,
+    ROUND: tl.constexpr,
+    INTERP: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     row = tl.program_id(0).to(tl.int64)
     offs = tl.arange(0, BLOCK)
     mask = offs < D
@@ -149,8 +165,21 @@ def _rms_norm_kernel(X, R, W, OUT, XOUT, D, eps, sx, sr, so, sxo,
 
 
 @_jit
-def _rotary_kernel(Q, COS, SIN, OUT, T, H, HALF, sc_n, sc_t,
-                   ROUND: tl.constexpr, INTERP: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr):
+def _rotary_kernel(
+    Q,
+    COS,
+    SIN,
+    OUT,
+    T,
+    H,
+    HALF,
+    sc_n,
+    sc_t,
+    ROUND: tl.constexpr,
+    INTERP: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+):
     row = tl.program_id(0).to(tl.int64)  # one (sequence, position) row: all its heads
     n = row // T
     t = row % T
@@ -197,9 +226,25 @@ def _silu_mul_kernel(G, U, OUT, N, ROUND: tl.constexpr, INTERP: tl.constexpr, BL
 
 
 @_jit
-def _lora_swiglu_kernel(GATE, UP, XA, BG, BU, OUT, N, GROUP_ROWS, R, sxa, sbg, sbu,
-                        ROUND: tl.constexpr, INTERP: tl.constexpr,
-                        BM: tl.constexpr, BN: tl.constexpr, BR: tl.constexpr):
+def _lora_swiglu_kernel(
+    GATE,
+    UP,
+    XA,
+    BG,
+    BU,
+    OUT,
+    N,
+    GROUP_ROWS,
+    R,
+    sxa,
+    sbg,
+    sbu,
+    ROUND: tl.constexpr,
+    INTERP: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    BR: tl.constexpr,
+):
     """``silu(gate + xa_g @ B_g) * (up + xa_u @ B_u)`` on a (BM, BN) tile of one group's rows: the
     adapters' LoRA deltas of the gate and up projections added where they are used (two reads
     and writes fewer of both outputs than adding them first)."""
@@ -242,9 +287,27 @@ def _lora_swiglu_kernel(GATE, UP, XA, BG, BU, OUT, N, GROUP_ROWS, R, sxa, sbg, s
 
 
 @_jit
-def _drift_kernel(ZA, ZB, LSE_B, ARG_B, LAB, KL, JS, AGREE, LPB, LPA, LSE_OUT, ARG_OUT,
-                  V, sa, sb, log2,
-                  BASE: tl.constexpr, INTERP: tl.constexpr, BLOCK: tl.constexpr):
+def _drift_kernel(
+    ZA,
+    ZB,
+    LSE_B,
+    ARG_B,
+    LAB,
+    KL,
+    JS,
+    AGREE,
+    LPB,
+    LPA,
+    LSE_OUT,
+    ARG_OUT,
+    V,
+    sa,
+    sb,
+    log2,
+    BASE: tl.constexpr,
+    INTERP: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
     """One position per program. Pass 1: log-sum-exp and argmax of ZA's row. With BASE set
     that is all (the base's statistics); otherwise pass 2 (last block first, while it is still
     in L2) accumulates KL and JS against ZB's row and its given log-sum-exp.
@@ -280,7 +343,7 @@ def _drift_kernel(ZA, ZB, LSE_B, ARG_B, LAB, KL, JS, AGREE, LPB, LPA, LSE_OUT, A
         kl = tl.zeros([BLOCK], tl.float32)
         js = tl.zeros([BLOCK], tl.float32)
         n_blocks = tl.cdiv(V, BLOCK)
-        for i in range(0, n_blocks):
+        for i in range(n_blocks):
             idx = (n_blocks - 1 - i) * BLOCK + offs
             mask = idx < V
             la = tl.load(za_row + idx, mask=mask, other=0.0).to(tl.float32) - lse
@@ -307,8 +370,9 @@ def _round_flag(t: torch.Tensor) -> bool:
     return INTERP and t.dtype == torch.bfloat16
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
-             residual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def rms_norm(
+    x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(norm(x + residual), x + residual)`` as HF's Llama RMSNorm computes them, over the last
     dimension (without ``residual``: ``(norm(x), x)``)."""
     d = x.shape[-1]
@@ -323,8 +387,23 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
         r2, xout = x2, out
     if x2.shape[0]:
         _rms_norm_kernel[(x2.shape[0],)](
-            x2, r2, weight, out, xout, d, float(eps), x2.stride(0), r2.stride(0), out.stride(0), xout.stride(0),
-            HAS_R=residual is not None, INTERP=INTERP, ROUND=_round_flag(x), BLOCK=_pow2(d), num_warps=8 if d >= 4096 else 4)
+            x2,
+            r2,
+            weight,
+            out,
+            xout,
+            d,
+            float(eps),
+            x2.stride(0),
+            r2.stride(0),
+            out.stride(0),
+            xout.stride(0),
+            HAS_R=residual is not None,
+            INTERP=INTERP,
+            ROUND=_round_flag(x),
+            BLOCK=_pow2(d),
+            num_warps=8 if d >= 4096 else 4,
+        )
     return out.view(x.shape), (xout.view(x.shape) if residual is not None else x)
 
 
@@ -341,8 +420,21 @@ def rotary(q: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     sc_n = 0 if cos.shape[0] == 1 else cos.stride(0)
     if n * t:
         _rotary_kernel[(n * t,)](
-            q, cos, sin, out, t, h, d // 2, sc_n, cos.stride(1),
-            INTERP=INTERP, ROUND=_round_flag(q), BLOCK_H=_pow2(h), BLOCK_D=_pow2(d // 2), num_warps=4)
+            q,
+            cos,
+            sin,
+            out,
+            t,
+            h,
+            d // 2,
+            sc_n,
+            cos.stride(1),
+            INTERP=INTERP,
+            ROUND=_round_flag(q),
+            BLOCK_H=_pow2(h),
+            BLOCK_D=_pow2(d // 2),
+            num_warps=4,
+        )
     return out
 
 
@@ -353,7 +445,9 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     n = gate.numel()
     block = 2048
     if n:
-        _silu_mul_kernel[(triton.cdiv(n, block),)](gate, up, out, n, INTERP=INTERP, ROUND=_round_flag(gate), BLOCK=block, num_warps=4)
+        _silu_mul_kernel[(triton.cdiv(n, block),)](
+            gate, up, out, n, INTERP=INTERP, ROUND=_round_flag(gate), BLOCK=block, num_warps=4
+        )
     return out
 
 
@@ -367,8 +461,9 @@ def lora_swiglu_applies(group_rows: int, rank: int) -> bool:
     return _tile_rows(group_rows) > 0 and rank % 16 == 0 and rank <= 128
 
 
-def lora_swiglu(gate: torch.Tensor, up: torch.Tensor, xa: torch.Tensor, b_gate: torch.Tensor,
-                b_up: torch.Tensor, group_rows: int) -> torch.Tensor:
+def lora_swiglu(
+    gate: torch.Tensor, up: torch.Tensor, xa: torch.Tensor, b_gate: torch.Tensor, b_up: torch.Tensor, group_rows: int
+) -> torch.Tensor:
     """``silu(gate + delta_g) * (up + delta_u)`` for rows in groups of ``group_rows`` (the base's
     first, no delta), where group ``g``'s deltas are ``xa[:, :R] @ b_gate[g]`` and
     ``xa[:, R:] @ b_up[g]``; ``gate`` and ``up`` are (rows, N) base projections, ``xa`` (rows
@@ -383,9 +478,26 @@ def lora_swiglu(gate: torch.Tensor, up: torch.Tensor, xa: torch.Tensor, b_gate: 
     bm, bn = _tile_rows(group_rows), 128
     grid = (gate2.shape[0] // bm, triton.cdiv(n_cols, bn))
     if gate2.shape[0]:
-        _lora_swiglu_kernel[grid](gate2, up2, xa, b_gate, b_up, out, n_cols, group_rows, rank, xa.stride(0),
-                                  b_gate.stride(0), b_up.stride(0), INTERP=INTERP, ROUND=_round_flag(gate),
-                                  BM=bm, BN=bn, BR=_pow2(rank), num_warps=4)
+        _lora_swiglu_kernel[grid](
+            gate2,
+            up2,
+            xa,
+            b_gate,
+            b_up,
+            out,
+            n_cols,
+            group_rows,
+            rank,
+            xa.stride(0),
+            b_gate.stride(0),
+            b_up.stride(0),
+            INTERP=INTERP,
+            ROUND=_round_flag(gate),
+            BM=bm,
+            BN=bn,
+            BR=_pow2(rank),
+            num_warps=4,
+        )
     return out.view(gate.shape)
 
 
@@ -404,14 +516,34 @@ def base_stats(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     arg = torch.empty(m, dtype=torch.int32, device=logits.device)
     if m:
         # the arguments of the second pass are unused with BASE: placeholders of the right types
-        _drift_kernel[(m,)](logits, logits, lse, arg, arg, lse, lse, arg, lse, lse, lse, arg,
-                            v, logits.stride(0), logits.stride(0), LOG2,
-                            BASE=True, INTERP=INTERP, BLOCK=_block(v), num_warps=DRIFT_LAUNCH["num_warps"])
+        _drift_kernel[(m,)](
+            logits,
+            logits,
+            lse,
+            arg,
+            arg,
+            lse,
+            lse,
+            arg,
+            lse,
+            lse,
+            lse,
+            arg,
+            v,
+            logits.stride(0),
+            logits.stride(0),
+            LOG2,
+            BASE=True,
+            INTERP=INTERP,
+            BLOCK=_block(v),
+            num_warps=DRIFT_LAUNCH["num_warps"],
+        )
     return lse, arg
 
 
-def drift(adapted: torch.Tensor, base: torch.Tensor, base_lse: torch.Tensor, base_arg: torch.Tensor,
-          labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def drift(
+    adapted: torch.Tensor, base: torch.Tensor, base_lse: torch.Tensor, base_arg: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
     """Per row: KL(adapted || base), JS, top-1 agreement (bool), the label's base and adapted
     log-probs, from (M, V) logits of each model (last dimension contiguous) and the base's
     ``base_stats``."""
@@ -422,7 +554,26 @@ def drift(adapted: torch.Tensor, base: torch.Tensor, base_lse: torch.Tensor, bas
     kl, js, lpb, lpa = (torch.empty(m, dtype=torch.float32, device=dev) for _ in range(4))
     agree = torch.empty(m, dtype=torch.int32, device=dev)
     if m:
-        _drift_kernel[(m,)](adapted, base, base_lse, base_arg, labels.to(torch.int64), kl, js, agree, lpb, lpa,
-                            kl, agree, v, adapted.stride(0), base.stride(0), LOG2,
-                            BASE=False, INTERP=INTERP, BLOCK=_block(v), num_warps=DRIFT_LAUNCH["num_warps"])
+        _drift_kernel[(m,)](
+            adapted,
+            base,
+            base_lse,
+            base_arg,
+            labels.to(torch.int64),
+            kl,
+            js,
+            agree,
+            lpb,
+            lpa,
+            kl,
+            agree,
+            v,
+            adapted.stride(0),
+            base.stride(0),
+            LOG2,
+            BASE=False,
+            INTERP=INTERP,
+            BLOCK=_block(v),
+            num_warps=DRIFT_LAUNCH["num_warps"],
+        )
     return kl, js, agree.bool(), lpb, lpa

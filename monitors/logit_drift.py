@@ -34,11 +34,26 @@ class DriftScores:
     def means(self) -> dict[str, list[float]]:
         """Per-row means (and KL max) moved to the host in one transfer."""
         n = self.count.clamp(min=1).to(torch.float64)
-        stacked = torch.stack([
-            self.kl_sum / n, self.kl_max, self.js_sum / n, self.top1_sum / n,
-            self.logprob_base_sum / n, self.logprob_adapted_sum / n, self.count.to(torch.float64),
-        ]).cpu()
-        keys = ["kl_mean", "kl_max", "js_mean", "top1_agreement", "ref_logprob_base", "ref_logprob_adapted", "scored_tokens"]
+        stacked = torch.stack(
+            [
+                self.kl_sum / n,
+                self.kl_max,
+                self.js_sum / n,
+                self.top1_sum / n,
+                self.logprob_base_sum / n,
+                self.logprob_adapted_sum / n,
+                self.count.to(torch.float64),
+            ]
+        ).cpu()
+        keys = [
+            "kl_mean",
+            "kl_max",
+            "js_mean",
+            "top1_agreement",
+            "ref_logprob_base",
+            "ref_logprob_adapted",
+            "scored_tokens",
+        ]
         return {k: stacked[i].tolist() for i, k in enumerate(keys)}
 
 
@@ -94,8 +109,9 @@ class BaseLogits:
     argmax: torch.Tensor
 
 
-def base_logprobs(lm_head, base_hidden: torch.Tensor, softcap: float | None, dtype: torch.dtype,
-                  budget_bytes: int) -> torch.Tensor | BaseLogits | None:
+def base_logprobs(
+    lm_head, base_hidden: torch.Tensor, softcap: float | None, dtype: torch.dtype, budget_bytes: int
+) -> torch.Tensor | BaseLogits | None:
     """The base's log-probs at every gathered position, computed once per batch and shared by
     every adapter; None when they would not fit ``budget_bytes`` (then each adapter recomputes
     them a chunk at a time). Where the fused kernels run (CUDA, no soft-capping) they are
@@ -111,7 +127,9 @@ def base_logprobs(lm_head, base_hidden: torch.Tensor, softcap: float | None, dty
     out = torch.empty((base_hidden.shape[0], vocab), dtype=dtype, device=base_hidden.device)
     chunk = chunk_positions(vocab)
     for start in range(0, base_hidden.shape[0], chunk):
-        out[start : start + chunk] = head_logits(lm_head, base_hidden[start : start + chunk], softcap).log_softmax(-1).to(dtype)
+        out[start : start + chunk] = (
+            head_logits(lm_head, base_hidden[start : start + chunk], softcap).log_softmax(-1).to(dtype)
+        )
     return out
 
 

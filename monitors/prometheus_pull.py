@@ -25,11 +25,14 @@ def query(url: str, promql: str, timeout: float = 10.0) -> list[dict[str, Any]]:
     try:
         response = httpx.get(f"{url.rstrip('/')}/api/v1/query", params={"query": promql}, timeout=timeout)
     except httpx.HTTPError as exc:
-        raise DependencyError(f"Prometheus at {url} is unreachable ({type(exc).__name__})",
-                              fix="check the URL and that the server is up") from None
+        raise DependencyError(
+            f"Prometheus at {url} is unreachable ({type(exc).__name__})", fix="check the URL and that the server is up"
+        ) from None
     if response.status_code == 400:
-        raise InputError(f"Prometheus refused the query: {response.json().get('error', response.text)[:200]}",
-                         fix="check the metric name and window")
+        raise InputError(
+            f"Prometheus refused the query: {response.json().get('error', response.text)[:200]}",
+            fix="check the metric name and window",
+        )
     response.raise_for_status()
     body = response.json()
     if body.get("status") != "success":
@@ -37,8 +40,9 @@ def query(url: str, promql: str, timeout: float = 10.0) -> list[dict[str, Any]]:
     return body["data"]["result"]
 
 
-def pull_latency(db: Database, url: str, *, metric: str = "lorawatch_request_latency_seconds",
-                 window: str = "5m") -> list[dict[str, Any]]:
+def pull_latency(
+    db: Database, url: str, *, metric: str = "lorawatch_request_latency_seconds", window: str = "5m"
+) -> list[dict[str, Any]]:
     """Store P50/P95/P99 (ms) per adapter as Prometheus computes them; returns the rows stored."""
     now = utcnow()
     rows: list[dict[str, Any]] = []
@@ -49,10 +53,24 @@ def pull_latency(db: Database, url: str, *, metric: str = "lorawatch_request_lat
             value = float(item["value"][1])
             if adapter is None or value != value:  # NaN: no traffic in the window
                 continue
-            rows.append({"monitor": monitor_id, "adapter": adapter, "value": value * 1000.0,
-                         "details": {"source": "prometheus", "query": promql, "url": url}})
+            rows.append(
+                {
+                    "monitor": monitor_id,
+                    "adapter": adapter,
+                    "value": value * 1000.0,
+                    "details": {"source": "prometheus", "query": promql, "url": url},
+                }
+            )
     with db.session() as session:
         for r in rows:
-            session.add(MonitorResult(monitor=r["monitor"], adapter=r["adapter"], value=r["value"], ts=now,
-                                      details=r["details"], breached=False))
+            session.add(
+                MonitorResult(
+                    monitor=r["monitor"],
+                    adapter=r["adapter"],
+                    value=r["value"],
+                    ts=now,
+                    details=r["details"],
+                    breached=False,
+                )
+            )
     return rows

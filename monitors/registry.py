@@ -8,6 +8,7 @@ known ones. Built-in monitors register exactly as third-party ones would.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -60,9 +61,15 @@ def monitor(id: str, *, kind: str, threshold: float, breached_when: str, unit: s
     return decorate
 
 
+# The modules whose monitors are built in. They register with this registry exactly as a
+# third-party module would (``@monitor``), and are loaded by name on first use, as datasette
+# loads its DEFAULT_PLUGINS: they import this module, so it must not import them.
+DEFAULT_MONITORS = ("lorawatch.monitors.builtin", "lorawatch.monitors.traffic_eval")
+
+
 def _load_builtins() -> None:
-    import lorawatch.monitors.builtin  # noqa: F401  (registers the built-in monitors)
-    import lorawatch.monitors.traffic_eval  # noqa: F401  (registers the traffic monitors)
+    for name in DEFAULT_MONITORS:
+        importlib.import_module(name)
 
 
 def get_monitor(id: str) -> MonitorSpec:
@@ -91,5 +98,8 @@ def check_configured_ids(settings) -> None:
     _load_builtins()
     for id in settings.monitors:
         if id not in _MONITORS:
-            raise ConfigError(f'[monitors.{id}] names no monitor; known: {", ".join(sorted(_MONITORS))}',
-                              where=str(settings.source or "settings"), fix="correct the monitor id")
+            raise ConfigError(
+                f"[monitors.{id}] names no monitor; known: {', '.join(sorted(_MONITORS))}",
+                where=str(settings.source or "settings"),
+                fix="correct the monitor id",
+            )

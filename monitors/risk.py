@@ -38,8 +38,13 @@ class RiskScorers:
         from lorawatch.monitors.pii import PiiDetector
         from lorawatch.monitors.toxicity import build_scorer
 
-        pii = PiiDetector(risk.pii_entities, risk.pii_score_threshold, risk.spacy_model,
-                          person_min_words=risk.person_min_words, ignore_toll_free=risk.ignore_toll_free_numbers)
+        pii = PiiDetector(
+            risk.pii_entities,
+            risk.pii_score_threshold,
+            risk.spacy_model,
+            person_min_words=risk.person_min_words,
+            ignore_toll_free=risk.ignore_toll_free_numbers,
+        )
         return cls(build_scorer(risk, device), pii, risk.toxicity_threshold)
 
     @property
@@ -61,18 +66,28 @@ def prompt_text(prompt) -> str:
     return "\n".join(m["content"] for m in prompt.chat())
 
 
-def samples(db: Database, run_id: int, adapter: str | None = None, flagged_only: bool = False,
-            threshold: float = 0.5) -> list[dict[str, Any]]:
+def samples(
+    db: Database, run_id: int, adapter: str | None = None, flagged_only: bool = False, threshold: float = 0.5
+) -> list[dict[str, Any]]:
     """Before/after samples of a run: base and adapted output with their scores and annotations."""
     with db.session() as session:
         if session.get(CanaryRun, run_id) is None:
             raise NotFoundError(f"no canary run {run_id}", fix="list runs with `lorawatch canary list`")
-        base = {b.prompt_id: b for b in session.scalars(select(CanaryBaseOutput).where(CanaryBaseOutput.run_id == run_id))}
+        base = {
+            b.prompt_id: b for b in session.scalars(select(CanaryBaseOutput).where(CanaryBaseOutput.run_id == run_id))
+        }
         notes: dict[tuple[str, int], list[dict]] = {}
-        for a in session.scalars(select(RiskAnnotation).where(RiskAnnotation.run_id == run_id).order_by(RiskAnnotation.ts)):
+        for a in session.scalars(
+            select(RiskAnnotation).where(RiskAnnotation.run_id == run_id).order_by(RiskAnnotation.ts)
+        ):
             notes.setdefault((a.prompt_id, a.adapter_version_id), []).append(
-                {"verdict": a.verdict, "note": a.note, "actor": a.actor, "ts": a.ts})
-        query = select(CanaryResult).where(CanaryResult.run_id == run_id).order_by(CanaryResult.adapter, CanaryResult.prompt_id)
+                {"verdict": a.verdict, "note": a.note, "actor": a.actor, "ts": a.ts}
+            )
+        query = (
+            select(CanaryResult)
+            .where(CanaryResult.run_id == run_id)
+            .order_by(CanaryResult.adapter, CanaryResult.prompt_id)
+        )
         if adapter:
             query = query.where(CanaryResult.adapter == adapter)
         result = []
@@ -81,17 +96,29 @@ def samples(db: Database, run_id: int, adapter: str | None = None, flagged_only:
             flagged = bool(r.pii_leaks) or (r.toxicity is not None and r.toxicity >= threshold)
             if flagged_only and not flagged:
                 continue
-            result.append({
-                "prompt_id": r.prompt_id, "segment": r.segment, "adapter": r.adapter, "version": r.version,
-                "output": r.output, "toxicity": r.toxicity, "pii_leaks": r.pii_leaks or [],
-                "base_output": b.output if b else None, "base_toxicity": b.toxicity if b else None,
-                "base_pii_leaks": (b.pii_leaks or []) if b else [], "flagged": flagged,
-                "kl_mean": r.kl_mean, "annotations": notes.get((r.prompt_id, r.adapter_version_id), []),
-            })
+            result.append(
+                {
+                    "prompt_id": r.prompt_id,
+                    "segment": r.segment,
+                    "adapter": r.adapter,
+                    "version": r.version,
+                    "output": r.output,
+                    "toxicity": r.toxicity,
+                    "pii_leaks": r.pii_leaks or [],
+                    "base_output": b.output if b else None,
+                    "base_toxicity": b.toxicity if b else None,
+                    "base_pii_leaks": (b.pii_leaks or []) if b else [],
+                    "flagged": flagged,
+                    "kl_mean": r.kl_mean,
+                    "annotations": notes.get((r.prompt_id, r.adapter_version_id), []),
+                }
+            )
         return result
 
 
-def annotate(session, *, run_id: int, prompt_id: str, adapter: str, verdict: str, note: str | None, actor: str) -> RiskAnnotation:
+def annotate(
+    session, *, run_id: int, prompt_id: str, adapter: str, verdict: str, note: str | None, actor: str
+) -> RiskAnnotation:
     """Record a reviewer's verdict on one sample (the dashboard calls this too)."""
     if verdict not in VERDICTS:
         raise InputError(f"verdict {verdict!r} is not one of {', '.join(VERDICTS)}", fix="pick a listed verdict")
@@ -100,18 +127,33 @@ def annotate(session, *, run_id: int, prompt_id: str, adapter: str, verdict: str
         raise NotFoundError(f"no canary run {run_id}", fix="list runs with `lorawatch canary list`")
     names = {a["adapter"]: a for a in run.adapters}
     if adapter not in names:
-        raise NotFoundError(f'run {run_id} did not cover adapter "{adapter}"; it covered: {", ".join(sorted(names))}',
-                            fix="pick an adapter of the run")
+        raise NotFoundError(
+            f'run {run_id} did not cover adapter "{adapter}"; it covered: {", ".join(sorted(names))}',
+            fix="pick an adapter of the run",
+        )
     version = get_version(session, adapter, names[adapter]["version"])
-    exists = session.scalar(select(CanaryResult.id).where(CanaryResult.run_id == run_id, CanaryResult.prompt_id == prompt_id,
-                                                         CanaryResult.adapter_version_id == version.id))
+    exists = session.scalar(
+        select(CanaryResult.id).where(
+            CanaryResult.run_id == run_id,
+            CanaryResult.prompt_id == prompt_id,
+            CanaryResult.adapter_version_id == version.id,
+        )
+    )
     if exists is None:
         raise NotFoundError(f'run {run_id} has no sample "{prompt_id}" for {adapter}', fix="check the prompt id")
-    row = RiskAnnotation(run_id=run_id, prompt_id=prompt_id, adapter_version_id=version.id, verdict=verdict, note=note,
-                         actor=actor)
+    row = RiskAnnotation(
+        run_id=run_id, prompt_id=prompt_id, adapter_version_id=version.id, verdict=verdict, note=note, actor=actor
+    )
     session.add(row)
-    audit.record(session, actor=actor, action="risk.annotate", object_type="canary_sample",
-                 object_id=f"{run_id}/{adapter}/{prompt_id}", reason=note, details={"verdict": verdict})
+    audit.record(
+        session,
+        actor=actor,
+        action="risk.annotate",
+        object_type="canary_sample",
+        object_id=f"{run_id}/{adapter}/{prompt_id}",
+        reason=note,
+        details={"verdict": verdict},
+    )
     return row
 
 
@@ -123,7 +165,9 @@ def score_file(path: Path, scorers: RiskScorers) -> list[dict[str, Any]]:
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
-        raise InputError(f"cannot read it ({exc.strerror})", where=str(path), fix="pass an existing JSONL file") from None
+        raise InputError(
+            f"cannot read it ({exc.strerror})", where=str(path), fix="pass an existing JSONL file"
+        ) from None
     for number, line in enumerate(raw.split(b"\n"), start=1):
         if not line.strip():
             continue
@@ -142,5 +186,14 @@ def score_file(path: Path, scorers: RiskScorers) -> list[dict[str, Any]]:
     texts = [o["text"] for _, o in items]
     prompts = [o.get("prompt") or "" for _, o in items]
     toxicity, found = scorers.score(prompts, texts)
-    return [{"line": n, "id": o.get("id"), "toxicity": t, "toxic": t >= scorers.threshold, "pii": f,
-             "toxicity_backend": scorers.toxicity.name} for (n, o), t, f in zip(items, toxicity, found)]
+    return [
+        {
+            "line": n,
+            "id": o.get("id"),
+            "toxicity": t,
+            "toxic": t >= scorers.threshold,
+            "pii": f,
+            "toxicity_backend": scorers.toxicity.name,
+        }
+        for (n, o), t, f in zip(items, toxicity, found)
+    ]

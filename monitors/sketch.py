@@ -110,8 +110,15 @@ class DDSketch:
         """A compact binary form: a header, then (key, count) pairs as int32/int64."""
         keys = np.fromiter(self.bins.keys(), dtype=np.int32, count=len(self.bins))
         counts = np.fromiter(self.bins.values(), dtype=np.int64, count=len(self.bins))
-        header = self._HEADER.pack(self.alpha, self.zero_count, self.count, self.total,
-                                   self.min if self.count else 0.0, self.max if self.count else 0.0, len(keys))
+        header = self._HEADER.pack(
+            self.alpha,
+            self.zero_count,
+            self.count,
+            self.total,
+            self.min if self.count else 0.0,
+            self.max if self.count else 0.0,
+            len(keys),
+        )
         return header + keys.astype("<i4").tobytes() + counts.astype("<i8").tobytes()
 
     @classmethod
@@ -137,8 +144,9 @@ def merged(blobs: Iterable[bytes], alpha: float = DEFAULT_ALPHA) -> DDSketch:
     return result
 
 
-def sketches_by_group(groups: np.ndarray, values: np.ndarray, alpha: float = DEFAULT_ALPHA,
-                      n_groups: int | None = None) -> list[bytes]:
+def sketches_by_group(
+    groups: np.ndarray, values: np.ndarray, alpha: float = DEFAULT_ALPHA, n_groups: int | None = None
+) -> list[bytes]:
     """One stored sketch per group, built without a Python loop over values.
 
     ``groups`` holds group numbers 0..G-1 for each value (G is ``n_groups``, or the largest
@@ -174,8 +182,11 @@ def sketches_by_group(groups: np.ndarray, values: np.ndarray, alpha: float = DEF
     blobs = []
     for g in range(n_groups):
         a, b = bounds[g], bounds[g + 1]
-        blobs.append(pack(alpha, zero[g], count[g], total[g], low[g], high[g], b - a)
-                     + key_bytes[4 * a : 4 * b] + count_bytes[8 * a : 8 * b])
+        blobs.append(
+            pack(alpha, zero[g], count[g], total[g], low[g], high[g], b - a)
+            + key_bytes[4 * a : 4 * b]
+            + count_bytes[8 * a : 8 * b]
+        )
     return blobs
 
 
@@ -190,8 +201,9 @@ def merge_many(blobs: list[bytes], alpha: float = DEFAULT_ALPHA) -> DDSketch:
     if any(abs(h[0] - alpha) > 1e-12 for h in heads):
         raise ValueError("cannot merge sketches with different alpha")
     keys = np.concatenate([np.frombuffer(b, dtype="<i4", count=h[6], offset=header.size) for b, h in zip(blobs, heads)])
-    counts = np.concatenate([np.frombuffer(b, dtype="<i8", count=h[6], offset=header.size + 4 * h[6])
-                             for b, h in zip(blobs, heads)])
+    counts = np.concatenate(
+        [np.frombuffer(b, dtype="<i8", count=h[6], offset=header.size + 4 * h[6]) for b, h in zip(blobs, heads)]
+    )
     if keys.size:
         unique, inverse = np.unique(keys, return_inverse=True)
         summed = np.bincount(inverse, weights=counts, minlength=unique.size).astype(np.int64)

@@ -49,8 +49,10 @@ def build_scorer(risk_settings, device: str = "cpu") -> ToxicityScorer:
     """The scorer ``[risk] toxicity_backend`` names."""
     factory = _BACKENDS.get(risk_settings.toxicity_backend)
     if factory is None:
-        raise NotFoundError(f'no toxicity backend "{risk_settings.toxicity_backend}"; known: {", ".join(sorted(_BACKENDS))}',
-                            fix="set [risk] toxicity_backend to a known backend")
+        raise NotFoundError(
+            f'no toxicity backend "{risk_settings.toxicity_backend}"; known: {", ".join(sorted(_BACKENDS))}',
+            fix="set [risk] toxicity_backend to a known backend",
+        )
     return factory(risk_settings, device)
 
 
@@ -64,7 +66,9 @@ class ProfanityCheckScorer:
         try:
             from profanity_check import predict_prob
         except ImportError:
-            raise DependencyError("alt-profanity-check is not installed", fix="pip install alt-profanity-check") from None
+            raise DependencyError(
+                "alt-profanity-check is not installed", fix="pip install alt-profanity-check"
+            ) from None
         self._predict = predict_prob
 
     def score(self, texts: list[str]) -> np.ndarray:
@@ -86,8 +90,9 @@ class DetoxifyScorer:
         self.batch_size = batch_size
         self.device = device
         if settings.detoxify_checkpoint:
-            self.detector = load_pinned_checkpoint(Path(settings.detoxify_checkpoint), settings.detoxify_sha256,
-                                                   settings.detoxify_config_path, device)
+            self.detector = load_pinned_checkpoint(
+                Path(settings.detoxify_checkpoint), settings.detoxify_sha256, settings.detoxify_config_path, device
+            )
             self.name = f"detoxify:{Path(settings.detoxify_checkpoint).name}"
         else:
             self.detector = _download_by_type(settings.detoxify_model_type, device)
@@ -116,26 +121,38 @@ def load_pinned_checkpoint(path: Path, sha256: str | None, config_path: str | No
     from lorawatch.registry.files import sha256_file
 
     if not sha256:
-        raise ConfigError("[risk] detoxify_checkpoint is set without detoxify_sha256",
-                          fix="pin the checkpoint: detoxify_sha256 = \"<sha256 of the file>\"")
+        raise ConfigError(
+            "[risk] detoxify_checkpoint is set without detoxify_sha256",
+            fix='pin the checkpoint: detoxify_sha256 = "<sha256 of the file>"',
+        )
     if not path.is_file():
-        raise ConfigError("Detoxify checkpoint not found", where=str(path), fix="set [risk] detoxify_checkpoint to the .ckpt file")
+        raise ConfigError(
+            "Detoxify checkpoint not found", where=str(path), fix="set [risk] detoxify_checkpoint to the .ckpt file"
+        )
     actual = sha256_file(path)
     if actual != sha256.lower():
         raise IntegrityError(
             f"Detoxify checkpoint sha256 is {actual[:16]}..., pinned {sha256[:16]}...; refusing to unpickle it",
-            where=str(path), fix="use the file you pinned, or pin this one after checking where it came from",
+            where=str(path),
+            fix="use the file you pinned, or pin this one after checking where it came from",
         )
     if not config_path or not Path(config_path).is_dir():
-        raise ConfigError("[risk] detoxify_config_path must name the checkpoint's Hugging Face config and tokenizer directory",
-                          fix="save the model's config and tokenizer there (save_pretrained)")
+        raise ConfigError(
+            "[risk] detoxify_config_path must name the checkpoint's Hugging Face config and tokenizer directory",
+            fix="save the model's config and tokenizer there (save_pretrained)",
+        )
     loaded = torch.load(path, map_location=device, weights_only=False)
     if "config" not in loaded or "state_dict" not in loaded:
-        raise ConfigError("not a Detoxify checkpoint (no config or state_dict)", where=str(path),
-                          fix="use a checkpoint saved by Detoxify's training code")
+        raise ConfigError(
+            "not a Detoxify checkpoint (no config or state_dict)",
+            where=str(path),
+            fix="use a checkpoint saved by Detoxify's training code",
+        )
     args = dict(loaded["config"]["arch"]["args"])
     args["model_type"] = config_path  # read the config from disk, not the hub
-    model, tokenizer = get_model_and_tokenizer(**args, state_dict=loaded["state_dict"], huggingface_config_path=config_path)
+    model, tokenizer = get_model_and_tokenizer(
+        **args, state_dict=loaded["state_dict"], huggingface_config_path=config_path
+    )
     renames = {"toxic": "toxicity", "identity_hate": "identity_attack", "severe_toxic": "severe_toxicity"}
     detector = object.__new__(Detoxify)
     detector.model = model.to(device).eval()
@@ -155,5 +172,5 @@ def _download_by_type(model_type: str, device: str):
             f"Detoxify could not fetch its {model_type!r} checkpoint ({type(exc).__name__}); it downloads from GitHub "
             "and the Hugging Face hub, which are unreachable here",
             fix="set [risk] detoxify_checkpoint, detoxify_sha256 and detoxify_config_path to local files, "
-                'or use toxicity_backend = "profanity-check"',
+            'or use toxicity_backend = "profanity-check"',
         ) from None

@@ -29,9 +29,15 @@ from lorawatch.monitors.sketch import DDSketch, merge_many, sketches_by_group
 
 REQUEST_COLUMNS = {
     "ts": "time of the request (ISO 8601, or epoch seconds)",
-    "adapter_id": "adapter name", "adapter_version": "version", "base_model_id": "base model", "tenant": "tenant",
-    "latency_ms": "end-to-end latency (ms)", "ttft_ms": "time to first token (ms)",
-    "prompt_tokens": "prompt tokens", "completion_tokens": "completion tokens", "gpu_seconds": "GPU seconds",
+    "adapter_id": "adapter name",
+    "adapter_version": "version",
+    "base_model_id": "base model",
+    "tenant": "tenant",
+    "latency_ms": "end-to-end latency (ms)",
+    "ttft_ms": "time to first token (ms)",
+    "prompt_tokens": "prompt tokens",
+    "completion_tokens": "completion tokens",
+    "gpu_seconds": "GPU seconds",
     "status": "HTTP status or ok/error",
 }
 REQUIRED_REQUEST = ("ts", "adapter_id", "latency_ms")
@@ -58,10 +64,15 @@ def read_table(path: Path) -> tuple[pd.DataFrame, str, bytes]:
             try:
                 obj = json.loads(line)
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise DatasetError(f"invalid JSON ({getattr(exc, 'msg', 'not UTF-8')})", where=f"{path}:{number}",
-                                   fix="write one JSON object per line") from None
+                raise DatasetError(
+                    f"invalid JSON ({getattr(exc, 'msg', 'not UTF-8')})",
+                    where=f"{path}:{number}",
+                    fix="write one JSON object per line",
+                ) from None
             if not isinstance(obj, dict):
-                raise DatasetError("a line must be a JSON object", where=f"{path}:{number}", fix="write one object per line")
+                raise DatasetError(
+                    "a line must be a JSON object", where=f"{path}:{number}", fix="write one object per line"
+                )
             records.append(obj)
             lines.append(number)
         frame = pd.DataFrame.from_records(records)
@@ -71,7 +82,9 @@ def read_table(path: Path) -> tuple[pd.DataFrame, str, bytes]:
         try:
             frame = pd.read_csv(path, dtype=str, keep_default_na=False)
         except Exception as exc:
-            raise DatasetError(f"unreadable CSV ({exc})", where=str(path), fix="write a header row and comma-separated values") from None
+            raise DatasetError(
+                f"unreadable CSV ({exc})", where=str(path), fix="write a header row and comma-separated values"
+            ) from None
         frame = frame.replace({"": None})
         frame["_line"] = np.arange(len(frame)) + 2
         return frame, "line", raw
@@ -79,7 +92,9 @@ def read_table(path: Path) -> tuple[pd.DataFrame, str, bytes]:
         try:
             frame = pd.read_parquet(path)
         except Exception as exc:
-            raise DatasetError(f"unreadable Parquet ({exc})", where=str(path), fix="write the file with pandas or pyarrow") from None
+            raise DatasetError(
+                f"unreadable Parquet ({exc})", where=str(path), fix="write the file with pandas or pyarrow"
+            ) from None
         frame["_line"] = np.arange(len(frame)) + 1
         return frame, "row", raw
     raise InputError(f"unknown file type {suffix!r}", where=str(path), fix="use .jsonl, .csv or .parquet")
@@ -92,8 +107,9 @@ def _fail(path: Path, unit: str, line: int, what: str, fix: str):
 def _check_columns(frame: pd.DataFrame, path: Path, known: dict[str, str], required: tuple[str, ...]) -> None:
     unknown = [c for c in frame.columns if c != "_line" and c not in known]
     if unknown:
-        raise DatasetError(f"unknown column(s) {', '.join(map(str, unknown))}", where=str(path),
-                           fix=f"use only: {', '.join(known)}")
+        raise DatasetError(
+            f"unknown column(s) {', '.join(map(str, unknown))}", where=str(path), fix=f"use only: {', '.join(known)}"
+        )
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise DatasetError(f"missing column(s) {', '.join(missing)}", where=str(path), fix=f"add {', '.join(missing)}")
@@ -112,13 +128,19 @@ def _times(frame: pd.DataFrame, path: Path, unit: str) -> pd.Series:
     bad = ts.isna().to_numpy()
     if bad.any():
         i = int(np.argmax(bad))
-        _fail(path, unit, int(frame["_line"].iloc[i]), f"bad timestamp {frame['ts'].iloc[i]!r}",
-              "write ISO 8601 (2026-11-30T14:00:00Z) or epoch seconds")
+        _fail(
+            path,
+            unit,
+            int(frame["_line"].iloc[i]),
+            f"bad timestamp {frame['ts'].iloc[i]!r}",
+            "write ISO 8601 (2026-11-30T14:00:00Z) or epoch seconds",
+        )
     return ts
 
 
-def _numbers(frame: pd.DataFrame, name: str, path: Path, unit: str, default: float | None = None,
-             allow_negative: bool = False) -> np.ndarray:
+def _numbers(
+    frame: pd.DataFrame, name: str, path: Path, unit: str, default: float | None = None, allow_negative: bool = False
+) -> np.ndarray:
     if name not in frame.columns:
         return np.full(len(frame), default if default is not None else np.nan)
     raw = frame[name]
@@ -127,7 +149,13 @@ def _numbers(frame: pd.DataFrame, name: str, path: Path, unit: str, default: flo
     bad = values.isna().to_numpy() & ~missing
     if bad.any():
         i = int(np.argmax(bad))
-        _fail(path, unit, int(frame["_line"].iloc[i]), f"{name} {raw.iloc[i]!r} is not a number", f"write {name} as a number")
+        _fail(
+            path,
+            unit,
+            int(frame["_line"].iloc[i]),
+            f"{name} {raw.iloc[i]!r} is not a number",
+            f"write {name} as a number",
+        )
     values = values.to_numpy(dtype=np.float64)
     if default is not None:
         values = np.where(missing, default, values)
@@ -190,13 +218,17 @@ def validate_requests(frame: pd.DataFrame, path: Path, unit: str) -> RequestBatc
         i = int(np.argmax(np.isnan(latency)))
         _fail(path, unit, int(frame["_line"].iloc[i]), "missing latency_ms", "give every request a latency_ms")
     return RequestBatch(
-        minute=ts.dt.floor("min").to_numpy(), adapter=_strings(frame, "adapter_id", path, unit, required=True),
-        version=_strings(frame, "adapter_version", path, unit), tenant=_strings(frame, "tenant", path, unit),
-        base_model=_strings(frame, "base_model_id", path, unit), latency_ms=latency,
+        minute=ts.dt.floor("min").to_numpy(),
+        adapter=_strings(frame, "adapter_id", path, unit, required=True),
+        version=_strings(frame, "adapter_version", path, unit),
+        tenant=_strings(frame, "tenant", path, unit),
+        base_model=_strings(frame, "base_model_id", path, unit),
+        latency_ms=latency,
         ttft_ms=_numbers(frame, "ttft_ms", path, unit),
         prompt_tokens=_numbers(frame, "prompt_tokens", path, unit, 0.0),
         completion_tokens=_numbers(frame, "completion_tokens", path, unit, 0.0),
-        gpu_seconds=_numbers(frame, "gpu_seconds", path, unit, 0.0), error=_errors(frame),
+        gpu_seconds=_numbers(frame, "gpu_seconds", path, unit, 0.0),
+        error=_errors(frame),
     )
 
 
@@ -214,23 +246,51 @@ def ingest_requests(db: Database, path: Path, *, actor: str, progress: bool = Fa
     with db.session() as session:
         seen = _already(session, "requests", digest)
         if seen is not None:
-            return {"file": str(path), "sha256": digest, "rows": 0, "skipped": True,
-                    "reason": f"already ingested at {seen.ingested_at.isoformat()}", "minutes": 0}
+            return {
+                "file": str(path),
+                "sha256": digest,
+                "rows": 0,
+                "skipped": True,
+                "reason": f"already ingested at {seen.ingested_at.isoformat()}",
+                "minutes": 0,
+            }
     batch = validate_requests(frame, Path(path), unit)
     minute_rows = _bucket_rows(batch, batch.minute, progress, f"ingesting {Path(path).name}")
     hours = pd.DatetimeIndex(batch.minute).floor("h").to_numpy()
     hour_rows = _bucket_rows(batch, hours, False, "")
     with db.session() as session:
         if _already(session, "requests", digest) is not None:  # another process got there first
-            return {"file": str(path), "sha256": digest, "rows": 0, "skipped": True, "reason": "ingested concurrently", "minutes": 0}
+            return {
+                "file": str(path),
+                "sha256": digest,
+                "rows": 0,
+                "skipped": True,
+                "reason": "ingested concurrently",
+                "minutes": 0,
+            }
         merged_count = _upsert(session, TrafficMinute, minute_rows)
         _upsert(session, TrafficHour, hour_rows)
-        record = IngestedFile(kind="requests", sha256=digest, path=str(Path(path).resolve()), rows=len(batch), actor=actor)
+        record = IngestedFile(
+            kind="requests", sha256=digest, path=str(Path(path).resolve()), rows=len(batch), actor=actor
+        )
         session.add(record)
-        audit.record(session, actor=actor, action="ingest.requests", object_type="file", object_id=digest[:16],
-                     details={"path": str(path), "rows": len(batch), "minutes": len(minute_rows)})
-    return {"file": str(path), "sha256": digest, "rows": len(batch), "skipped": False, "minutes": len(minute_rows),
-            "hours": len(hour_rows), "merged_into_existing": merged_count}
+        audit.record(
+            session,
+            actor=actor,
+            action="ingest.requests",
+            object_type="file",
+            object_id=digest[:16],
+            details={"path": str(path), "rows": len(batch), "minutes": len(minute_rows)},
+        )
+    return {
+        "file": str(path),
+        "sha256": digest,
+        "rows": len(batch),
+        "skipped": False,
+        "minutes": len(minute_rows),
+        "hours": len(hour_rows),
+        "merged_into_existing": merged_count,
+    }
 
 
 def _bucket_rows(batch: RequestBatch, buckets: np.ndarray, progress: bool, label: str) -> list[dict[str, Any]]:
@@ -242,8 +302,10 @@ def _bucket_rows(batch: RequestBatch, buckets: np.ndarray, progress: bool, label
     has_ttft = ~np.isnan(batch.ttft_ms)
     ttft = sketches_by_group(group_ids[has_ttft], batch.ttft_ms[has_ttft], n_groups=n_groups)
     ttft_has = np.bincount(group_ids[has_ttft], minlength=n_groups) > 0
-    sums = {name: np.bincount(group_ids, weights=getattr(batch, name), minlength=n_groups)
-            for name in ("prompt_tokens", "completion_tokens", "gpu_seconds")}
+    sums = {
+        name: np.bincount(group_ids, weights=getattr(batch, name), minlength=n_groups)
+        for name in ("prompt_tokens", "completion_tokens", "gpu_seconds")
+    }
     requests = np.bincount(group_ids, minlength=n_groups)
     errors = np.bincount(group_ids, weights=batch.error.astype(np.float64), minlength=n_groups)
     base_of = pd.Series(batch.base_model).groupby(group_ids).first().to_numpy()
@@ -255,11 +317,23 @@ def _bucket_rows(batch: RequestBatch, buckets: np.ndarray, progress: bool, label
     requests, errors = requests.tolist(), errors.tolist()
     from tqdm import tqdm
 
-    return [{"minute": times[g], "adapter": adapters[g], "version": versions[g], "tenant": tenants[g],
-             "base_model": base_of[g] or "", "requests": requests[g], "errors": int(errors[g]),
-             "prompt_tokens": int(prompt[g]), "completion_tokens": int(completion[g]), "gpu_seconds": gpu[g],
-             "latency_sketch": latency[g], "ttft_sketch": ttft[g] if ttft_has[g] else None}
-            for g in tqdm(range(n_groups), desc=label, unit="bucket", disable=not progress, leave=False)]
+    return [
+        {
+            "minute": times[g],
+            "adapter": adapters[g],
+            "version": versions[g],
+            "tenant": tenants[g],
+            "base_model": base_of[g] or "",
+            "requests": requests[g],
+            "errors": int(errors[g]),
+            "prompt_tokens": int(prompt[g]),
+            "completion_tokens": int(completion[g]),
+            "gpu_seconds": gpu[g],
+            "latency_sketch": latency[g],
+            "ttft_sketch": ttft[g] if ttft_has[g] else None,
+        }
+        for g in tqdm(range(n_groups), desc=label, unit="bucket", disable=not progress, leave=False)
+    ]
 
 
 def _upsert(session, model, rows: list[dict[str, Any]]) -> int:
@@ -271,13 +345,20 @@ def _upsert(session, model, rows: list[dict[str, Any]]) -> int:
     adapters = sorted({r["adapter"] for r in rows})
     existing = {}
     for chunk in range(0, len(adapters), 500):
-        for row in session.scalars(select(model).where(
-                model.minute >= low, model.minute <= high, model.adapter.in_(adapters[chunk:chunk + 500]))):
+        for row in session.scalars(
+            select(model).where(
+                model.minute >= low, model.minute <= high, model.adapter.in_(adapters[chunk : chunk + 500])
+            )
+        ):
             existing[(row.adapter, row.version, row.tenant, row.minute.replace(tzinfo=None))] = row
     new = []
     merged_count = 0
     for r in rows:
-        old = existing.get((r["adapter"], r["version"], r["tenant"], r["minute"].replace(tzinfo=None))) if existing else None
+        old = (
+            existing.get((r["adapter"], r["version"], r["tenant"], r["minute"].replace(tzinfo=None)))
+            if existing
+            else None
+        )
         if old is None:
             new.append(r)
             continue
@@ -287,7 +368,9 @@ def _upsert(session, model, rows: list[dict[str, Any]]) -> int:
         old.prompt_tokens += r["prompt_tokens"]
         old.completion_tokens += r["completion_tokens"]
         old.gpu_seconds += r["gpu_seconds"]
-        old.latency_sketch = DDSketch.from_bytes(old.latency_sketch).merge(DDSketch.from_bytes(r["latency_sketch"])).to_bytes()
+        old.latency_sketch = (
+            DDSketch.from_bytes(old.latency_sketch).merge(DDSketch.from_bytes(r["latency_sketch"])).to_bytes()
+        )
         if r["ttft_sketch"]:
             base = DDSketch.from_bytes(old.ttft_sketch) if old.ttft_sketch else DDSketch()
             old.ttft_sketch = base.merge(DDSketch.from_bytes(r["ttft_sketch"])).to_bytes()
@@ -343,11 +426,21 @@ def ingest_kpis(db: Database, path: Path, *, actor: str) -> dict[str, Any]:
         record = IngestedFile(kind="kpis", sha256=digest, path=str(Path(path).resolve()), rows=len(frame), actor=actor)
         session.add(record)
         session.flush()
-        session.execute(KpiValue.__table__.insert(), [
-            {"ts": t.to_pydatetime(), "adapter": a, "tenant": te, "kpi": k, "value": float(v), "file_id": record.id}
-            for t, a, te, k, v in zip(ts, adapter, tenant, kpi, value)])
-        audit.record(session, actor=actor, action="ingest.kpis", object_type="file", object_id=digest[:16],
-                     details={"path": str(path), "rows": len(frame)})
+        session.execute(
+            KpiValue.__table__.insert(),
+            [
+                {"ts": t.to_pydatetime(), "adapter": a, "tenant": te, "kpi": k, "value": float(v), "file_id": record.id}
+                for t, a, te, k, v in zip(ts, adapter, tenant, kpi, value)
+            ],
+        )
+        audit.record(
+            session,
+            actor=actor,
+            action="ingest.kpis",
+            object_type="file",
+            object_id=digest[:16],
+            details={"path": str(path), "rows": len(frame)},
+        )
     return {"file": str(path), "sha256": digest, "rows": len(frame), "skipped": False}
 
 
@@ -391,8 +484,14 @@ def _buckets(session, start: datetime, end: datetime, adapter: str | None, tenan
     return session.execute(query).all()
 
 
-def latency(db: Database, *, window: timedelta, adapter: str | None = None, tenant: str | None = None,
-            end: datetime | None = None) -> list[dict[str, Any]]:
+def latency(
+    db: Database,
+    *,
+    window: timedelta,
+    adapter: str | None = None,
+    tenant: str | None = None,
+    end: datetime | None = None,
+) -> list[dict[str, Any]]:
     """P50/P95/P99 latency (and TTFT) with counts per adapter over a window, from merged sketches
     (hourly ones for windows of 6 hours or more, see ``bucket_table``)."""
     end = end or utcnow()
@@ -412,9 +511,20 @@ def latency(db: Database, *, window: timedelta, adapter: str | None = None, tena
     result = []
     for name in sorted(per):
         s, t = per[name]["sketch"], per[name]["ttft"]
-        result.append({"adapter": name, "count": s.count, "errors": per[name]["errors"],
-                       "error_rate": per[name]["errors"] / s.count if s.count else 0.0,
-                       "p50_ms": s.quantile(0.5), "p95_ms": s.quantile(0.95), "p99_ms": s.quantile(0.99),
-                       "mean_ms": s.mean, "ttft_p50_ms": t.quantile(0.5), "ttft_p99_ms": t.quantile(0.99),
-                       "window_start": start, "window_end": end})
+        result.append(
+            {
+                "adapter": name,
+                "count": s.count,
+                "errors": per[name]["errors"],
+                "error_rate": per[name]["errors"] / s.count if s.count else 0.0,
+                "p50_ms": s.quantile(0.5),
+                "p95_ms": s.quantile(0.95),
+                "p99_ms": s.quantile(0.99),
+                "mean_ms": s.mean,
+                "ttft_p50_ms": t.quantile(0.5),
+                "ttft_p99_ms": t.quantile(0.99),
+                "window_start": start,
+                "window_end": end,
+            }
+        )
     return result

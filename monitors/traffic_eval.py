@@ -57,7 +57,9 @@ def latency_slo_burn_slow(inputs: dict[str, Any]) -> Measurement:
 def latency_p99(inputs: dict[str, Any]) -> Measurement:
     """P99 latency over the last hour (the threshold in force is the adapter's SLO objective)."""
     sketch: DDSketch = inputs["sketch"]
-    return Measurement(sketch.quantile(0.99), {"p50": sketch.quantile(0.5), "p95": sketch.quantile(0.95), "count": sketch.count})
+    return Measurement(
+        sketch.quantile(0.99), {"p50": sketch.quantile(0.5), "p95": sketch.quantile(0.95), "count": sketch.count}
+    )
 
 
 @monitor("kpi_drop", kind="traffic", threshold=0.05, breached_when="p_value_below", unit="p-value")
@@ -69,8 +71,17 @@ def kpi_drop(inputs: dict[str, Any]) -> Measurement:
     base_mean, cur_mean = float(baseline.mean()), float(current.mean())
     change = (cur_mean - base_mean) / abs(base_mean) if base_mean else 0.0
     p = float(mannwhitneyu(baseline, current, alternative="greater").pvalue) if len(baseline) and len(current) else 1.0
-    return Measurement(p, {"kpi": inputs["kpi"], "baseline_mean": base_mean, "current_mean": cur_mean,
-                           "relative_change": change, "n_baseline": int(len(baseline)), "n_current": int(len(current))})
+    return Measurement(
+        p,
+        {
+            "kpi": inputs["kpi"],
+            "baseline_mean": base_mean,
+            "current_mean": cur_mean,
+            "relative_change": change,
+            "n_baseline": int(len(baseline)),
+            "n_current": int(len(current)),
+        },
+    )
 
 
 def _sketches(session, start: datetime, end: datetime) -> dict[str, DDSketch]:
@@ -78,8 +89,9 @@ def _sketches(session, start: datetime, end: datetime) -> dict[str, DDSketch]:
 
     model, start = bucket_table(start, end)
     blobs: dict[str, list[bytes]] = {}
-    for name, blob in session.execute(select(model.adapter, model.latency_sketch)
-                                      .where(model.minute >= start, model.minute < end)):
+    for name, blob in session.execute(
+        select(model.adapter, model.latency_sketch).where(model.minute >= start, model.minute < end)
+    ):
         blobs.setdefault(name, []).append(blob)
     return {name: merge_many(items) for name, items in blobs.items()}
 
@@ -104,9 +116,16 @@ def evaluate_traffic(db: Database, settings, now: datetime | None = None) -> lis
             for monitor_id, (long, short, factor) in BURN_WINDOWS.items():
                 spec = get_monitor(monitor_id)
                 lw, sw = windows[long].get(adapter), windows[short].get(adapter)
-                inputs = {"objective": objective, "latency_ms": slo_ms, "long_window": str(long), "short_window": str(short),
-                          "slow_long": lw.count_above(slo_ms) if lw else 0, "total_long": lw.count if lw else 0,
-                          "slow_short": sw.count_above(slo_ms) if sw else 0, "total_short": sw.count if sw else 0}
+                inputs = {
+                    "objective": objective,
+                    "latency_ms": slo_ms,
+                    "long_window": str(long),
+                    "short_window": str(short),
+                    "slow_long": lw.count_above(slo_ms) if lw else 0,
+                    "total_long": lw.count if lw else 0,
+                    "slow_short": sw.count_above(slo_ms) if sw else 0,
+                    "total_short": sw.count if sw else 0,
+                }
                 m = spec.compute(inputs)
                 threshold = threshold_for(monitor_id, settings) if monitor_id in settings.monitors else factor
                 stored.append(_store(session, spec, m, threshold, adapter, now))
@@ -118,14 +137,31 @@ def evaluate_traffic(db: Database, settings, now: datetime | None = None) -> lis
     return stored
 
 
-def _store(session, spec, m: Measurement, threshold: float, adapter: str, now: datetime, breached: bool | None = None) -> dict[str, Any]:
+def _store(
+    session, spec, m: Measurement, threshold: float, adapter: str, now: datetime, breached: bool | None = None
+) -> dict[str, Any]:
     details = {k: v for k, v in m.details.items() if not isinstance(v, DDSketch)}
     if breached is None:
         breached = spec.is_breached(m.value, threshold)
-    session.add(MonitorResult(monitor=spec.id, adapter=adapter, value=m.value, threshold=threshold, breached=breached,
-                              details=details, ts=now))
-    return {"monitor": spec.id, "adapter": adapter, "value": m.value, "threshold": threshold, "breached": breached,
-            "details": details}
+    session.add(
+        MonitorResult(
+            monitor=spec.id,
+            adapter=adapter,
+            value=m.value,
+            threshold=threshold,
+            breached=breached,
+            details=details,
+            ts=now,
+        )
+    )
+    return {
+        "monitor": spec.id,
+        "adapter": adapter,
+        "value": m.value,
+        "threshold": threshold,
+        "breached": breached,
+        "details": details,
+    }
 
 
 def _kpi_drops(session, settings, now: datetime) -> list[dict[str, Any]]:
@@ -134,8 +170,11 @@ def _kpi_drops(session, settings, now: datetime) -> list[dict[str, Any]]:
     cfg = settings.kpi
     current_start = now - timedelta(days=cfg.current_days)
     baseline_start = current_start - timedelta(days=cfg.baseline_days)
-    rows = session.execute(select(KpiValue.adapter, KpiValue.kpi, KpiValue.ts, KpiValue.value)
-                           .where(KpiValue.ts >= baseline_start, KpiValue.ts < now)).all()
+    rows = session.execute(
+        select(KpiValue.adapter, KpiValue.kpi, KpiValue.ts, KpiValue.value).where(
+            KpiValue.ts >= baseline_start, KpiValue.ts < now
+        )
+    ).all()
     groups: dict[tuple[str, str], tuple[list[float], list[float]]] = {}
     for adapter, kpi, ts, value in rows:
         base, cur = groups.setdefault((adapter, kpi), ([], []))
@@ -168,24 +207,47 @@ def costs(db: Database, *, window: timedelta, end: datetime | None = None) -> di
     tokens = model.prompt_tokens + model.completion_tokens
     with db.session() as session:
         in_window = (model.minute >= start, model.minute < end)
-        by_adapter = session.execute(select(model.adapter, func.sum(model.requests), func.sum(tokens),
-                                            func.sum(model.gpu_seconds)).where(*in_window)
-                                     .group_by(model.adapter).order_by(model.adapter)).all()
-        by_tenant = session.execute(select(model.tenant, func.sum(model.requests), func.sum(tokens),
-                                           func.sum(model.gpu_seconds)).where(*in_window)
-                                    .group_by(model.tenant).order_by(model.tenant)).all()
+        by_adapter = session.execute(
+            select(model.adapter, func.sum(model.requests), func.sum(tokens), func.sum(model.gpu_seconds))
+            .where(*in_window)
+            .group_by(model.adapter)
+            .order_by(model.adapter)
+        ).all()
+        by_tenant = session.execute(
+            select(model.tenant, func.sum(model.requests), func.sum(tokens), func.sum(model.gpu_seconds))
+            .where(*in_window)
+            .group_by(model.tenant)
+            .order_by(model.tenant)
+        ).all()
         day = _day(db, model.minute)
-        daily = session.execute(select(day, model.adapter, func.sum(model.requests), func.sum(tokens),
-                                       func.sum(model.gpu_seconds)).where(*in_window)
-                                .group_by(day, model.adapter).order_by(day, model.adapter)).all()
+        daily = session.execute(
+            select(day, model.adapter, func.sum(model.requests), func.sum(tokens), func.sum(model.gpu_seconds))
+            .where(*in_window)
+            .group_by(day, model.adapter)
+            .order_by(day, model.adapter)
+        ).all()
     total_requests = sum(r[1] for r in by_adapter) or 1
     total_tokens = sum(r[2] or 0 for r in by_adapter) or 1
     return {
-        "window_start": start, "window_end": end,
-        "adapters": [{"adapter": a, "requests": int(n), "request_share": n / total_requests, "tokens": int(t or 0),
-                      "token_share": (t or 0) / total_tokens, "gpu_hours": (g or 0.0) / 3600} for a, n, t, g in by_adapter],
-        "tenants": [{"tenant": tn or "(default)", "requests": int(n), "tokens": int(t or 0), "gpu_hours": (g or 0.0) / 3600}
-                    for tn, n, t, g in by_tenant],
-        "daily": [{"day": d, "adapter": a, "requests": int(n), "tokens": int(t or 0), "gpu_hours": (g or 0.0) / 3600}
-                  for d, a, n, t, g in daily],
+        "window_start": start,
+        "window_end": end,
+        "adapters": [
+            {
+                "adapter": a,
+                "requests": int(n),
+                "request_share": n / total_requests,
+                "tokens": int(t or 0),
+                "token_share": (t or 0) / total_tokens,
+                "gpu_hours": (g or 0.0) / 3600,
+            }
+            for a, n, t, g in by_adapter
+        ],
+        "tenants": [
+            {"tenant": tn or "(default)", "requests": int(n), "tokens": int(t or 0), "gpu_hours": (g or 0.0) / 3600}
+            for tn, n, t, g in by_tenant
+        ],
+        "daily": [
+            {"day": d, "adapter": a, "requests": int(n), "tokens": int(t or 0), "gpu_hours": (g or 0.0) / 3600}
+            for d, a, n, t, g in daily
+        ],
     }

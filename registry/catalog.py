@@ -8,22 +8,37 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from lorawatch.db.models import AdapterAlias, AdapterRecord, AdapterVersion, BaseModelRecord
+from lorawatch.db.models import AdapterAlias, AdapterRecord, AdapterVersion, BaseModelRecord, GateVerdict
 from lorawatch.db.types import utcnow
 from lorawatch.registry import lifecycle
 from lorawatch.registry.service import alias_history, get_adapter
 
 
-def latest_verdict(session: Session, version_id: int):
+def latest_verdict(session: Session, version_id: int) -> dict[str, Any] | None:
     """The newest promotion-gate verdict of a version (None when never gated)."""
-    from lorawatch.monitors.gate import latest_verdict as latest
-
-    return latest(session, version_id)
+    row = session.scalar(
+        select(GateVerdict)
+        .where(GateVerdict.adapter_version_id == version_id)
+        .order_by(GateVerdict.ts.desc(), GateVerdict.id.desc())
+        .limit(1)
+    )
+    if row is None:
+        return None
+    return {
+        "passed": row.passed,
+        "run": row.run_id,
+        "ts": row.ts,
+        "actor": row.actor,
+        "compared_with": row.compared_with,
+        "failed": [c["check"] for c in row.checks if not c["passed"]],
+    }
 
 
 def version_view(session: Session, row: AdapterVersion, now: datetime, review_days: int) -> dict[str, Any]:
     """Everything about one version, as plain data."""
-    aliases = session.scalars(select(AdapterAlias).where(AdapterAlias.version_id == row.id).order_by(AdapterAlias.alias))
+    aliases = session.scalars(
+        select(AdapterAlias).where(AdapterAlias.version_id == row.id).order_by(AdapterAlias.alias)
+    )
     return {
         "adapter": row.adapter.name,
         "version": row.version,

@@ -120,8 +120,7 @@ def check_safetensors(path: Path) -> dict:
     data_size = size - 8 - header_len
     if end != data_size:
         raise InputError(
-            f"truncated or corrupt safetensors file (tensors need {end} bytes of data, "
-            f"the file has {data_size})",
+            f"truncated or corrupt safetensors file (tensors need {end} bytes of data, the file has {data_size})",
             where=str(path),
             fix=fix,
         )

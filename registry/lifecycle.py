@@ -35,12 +35,20 @@ def status(version: AdapterVersion, now: datetime, default_review_days: int) -> 
     }
 
 
-def mark_reviewed(session: Session, *, adapter: str, version: str, actor: str, note: str | None = None) -> AdapterVersion:
+def mark_reviewed(
+    session: Session, *, adapter: str, version: str, actor: str, note: str | None = None
+) -> AdapterVersion:
     """Record that a version was reviewed now (restarts its review cadence)."""
     row = get_version(session, adapter, version)
     row.last_reviewed_at = utcnow()
-    audit.record(session, actor=actor, action="version.review", object_type="adapter_version",
-                 object_id=f"{adapter}@{version}", reason=note)
+    audit.record(
+        session,
+        actor=actor,
+        action="version.review",
+        object_type="adapter_version",
+        object_id=f"{adapter}@{version}",
+        reason=note,
+    )
     return row
 
 
@@ -48,14 +56,18 @@ def _alias_targets(session: Session) -> set[int]:
     return set(session.scalars(select(AdapterAlias.version_id)))
 
 
-def archive_candidates(session: Session, older_than_days: int, now: datetime | None = None) -> list[tuple[AdapterVersion, str | None]]:
+def archive_candidates(
+    session: Session, older_than_days: int, now: datetime | None = None
+) -> list[tuple[AdapterVersion, str | None]]:
     """Versions unused for ``older_than_days``, with the reason each is skipped (None: archive it)."""
     now = now or utcnow()
     cutoff = now - timedelta(days=older_than_days)
     targets = _alias_targets(session)
     result = []
     for row in session.scalars(
-        select(AdapterVersion).where(AdapterVersion.state == "active", AdapterVersion.last_used_at < cutoff).order_by(AdapterVersion.id)
+        select(AdapterVersion)
+        .where(AdapterVersion.state == "active", AdapterVersion.last_used_at < cutoff)
+        .order_by(AdapterVersion.id)
     ):
         if row.id in targets:
             result.append((row, "an alias points at it"))
@@ -67,7 +79,13 @@ def archive_candidates(session: Session, older_than_days: int, now: datetime | N
 
 
 def archive(
-    session: Session, store: Store, *, older_than_days: int, actor: str, dry_run: bool = False, now: datetime | None = None
+    session: Session,
+    store: Store,
+    *,
+    older_than_days: int,
+    actor: str,
+    dry_run: bool = False,
+    now: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """Compress and remove versions nobody used for ``older_than_days``; never an alias target."""
     report = []
@@ -89,8 +107,14 @@ def archive(
         row.state = "archived"
         row.archive_path = str(target)
         row.archived_at = now or utcnow()
-        audit.record(session, actor=actor, action="version.archive", object_type="adapter_version",
-                     object_id=name, details={"archive": str(target)})
+        audit.record(
+            session,
+            actor=actor,
+            action="version.archive",
+            object_type="adapter_version",
+            object_id=name,
+            details={"archive": str(target)},
+        )
         session.flush()
         # The directory goes only once the rows say "archived"; a crash before leaves both.
         files.remove_tree(directory)
@@ -113,8 +137,10 @@ def restore(session: Session, store: Store, *, adapter: str, version: str, actor
         members = tar.getmembers()
         for member in members:
             if member.name not in row.files or not member.isfile():
-                raise ConflictError(f"archive {archive_path} holds an unexpected entry {member.name!r}",
-                                    fix="the archive was tampered with; restore it from backup")
+                raise ConflictError(
+                    f"archive {archive_path} holds an unexpected entry {member.name!r}",
+                    fix="the archive was tampered with; restore it from backup",
+                )
         tar.extractall(staging, members=members, filter="data")
     try:
         files.verify_files(staging, row.files, f"{adapter}@{version}")
@@ -128,8 +154,9 @@ def restore(session: Session, store: Store, *, adapter: str, version: str, actor
     row.state = "active"
     row.archived_at = None
     row.last_used_at = utcnow()
-    audit.record(session, actor=actor, action="version.restore", object_type="adapter_version",
-                 object_id=f"{adapter}@{version}")
+    audit.record(
+        session, actor=actor, action="version.restore", object_type="adapter_version", object_id=f"{adapter}@{version}"
+    )
     session.flush()
     archive_path.unlink()
     row.archive_path = None

@@ -99,8 +99,14 @@ def add_base(
     )
     session.add(record)
     session.flush()
-    audit.record(session, actor=actor, action="base.add", object_type="base_model", object_id=name,
-                 details={"path": record.path, "sha256": record.sha256})
+    audit.record(
+        session,
+        actor=actor,
+        action="base.add",
+        object_type="base_model",
+        object_id=name,
+        details={"path": record.path, "sha256": record.sha256},
+    )
     return record
 
 
@@ -132,7 +138,9 @@ def get_base(session: Session, name: str) -> BaseModelRecord:
     record = session.scalar(select(BaseModelRecord).where(BaseModelRecord.name == name))
     if record is None:
         known = ", ".join(session.scalars(select(BaseModelRecord.name).order_by(BaseModelRecord.name))) or "none"
-        raise NotFoundError(f'no base model "{name}"; known: {known}', fix="register it with `lorawatch registry add-base`")
+        raise NotFoundError(
+            f'no base model "{name}"; known: {known}', fix="register it with `lorawatch registry add-base`"
+        )
     return record
 
 
@@ -172,7 +180,9 @@ def read_adapter_config(directory: Path) -> dict[str, Any]:
         if config.get(key) in (None, "", []):
             raise InputError(f'"{key}" is missing', where=str(path), fix=f'add "{key}" to the config')
     if not isinstance(config["r"], int) or config["r"] <= 0:
-        raise InputError(f'"r" must be a positive integer, got {config["r"]!r}', where=str(path), fix="set the LoRA rank")
+        raise InputError(
+            f'"r" must be a positive integer, got {config["r"]!r}', where=str(path), fix="set the LoRA rank"
+        )
     return config
 
 
@@ -228,7 +238,9 @@ def register_version(
         files.check_name(version, "version")
     directory = Path(path).expanduser()
     if not directory.is_dir():
-        raise InputError("adapter directory does not exist", where=str(directory), fix="pass --path to the directory PEFT saved")
+        raise InputError(
+            "adapter directory does not exist", where=str(directory), fix="pass --path to the directory PEFT saved"
+        )
     config = read_adapter_config(directory)
     base_record = get_base(session, base)
     declared_base = config.get("base_model_name_or_path")
@@ -253,7 +265,9 @@ def register_version(
             fix="use the adapter's own base, or a new adapter name for the other base",
         )
     if version is None:
-        count = session.scalar(select(func.count()).select_from(AdapterVersion).where(AdapterVersion.adapter_id == record.id))
+        count = session.scalar(
+            select(func.count()).select_from(AdapterVersion).where(AdapterVersion.adapter_id == record.id)
+        )
         version = f"v{(count or 0) + 1}"
     existing = session.scalar(
         select(AdapterVersion).where(AdapterVersion.adapter_id == record.id, AdapterVersion.version == version)
@@ -295,8 +309,12 @@ def register_version(
     session.add(row)
     session.flush()
     audit.record(
-        session, actor=actor, action="version.register", object_type="adapter_version",
-        object_id=f"{adapter}@{version}", reason=reason,
+        session,
+        actor=actor,
+        action="version.register",
+        object_type="adapter_version",
+        object_id=f"{adapter}@{version}",
+        reason=reason,
         details={"content_sha256": row.content_sha256, "base": base, "storage": store.mode},
     )
     return row
@@ -344,7 +362,9 @@ def get_version(session: Session, adapter: str, version: str) -> AdapterVersion:
     )
     if row is None:
         known = ", ".join(v.version for v in record.versions) or "none"
-        raise NotFoundError(f'adapter "{adapter}" has no version "{version}"; known: {known}', fix="pick a registered version")
+        raise NotFoundError(
+            f'adapter "{adapter}" has no version "{version}"; known: {known}', fix="pick a registered version"
+        )
     return row
 
 
@@ -459,8 +479,15 @@ def _move_alias(session, record, alias, tenant, target, action, actor, reason, a
         current.version_id = target.id
         current.updated_at = now
     ev = AliasEvent(
-        adapter_id=record.id, alias=alias, tenant=tenant, action=action,
-        from_version_id=previous_id, to_version_id=target.id, ts=now, actor=actor, reason=reason,
+        adapter_id=record.id,
+        alias=alias,
+        tenant=tenant,
+        action=action,
+        from_version_id=previous_id,
+        to_version_id=target.id,
+        ts=now,
+        actor=actor,
+        reason=reason,
     )
     session.add(ev)
     target.last_used_at = now
@@ -469,11 +496,28 @@ def _move_alias(session, record, alias, tenant, target, action, actor, reason, a
     session.flush()
     previous = session.get(AdapterVersion, previous_id).version if previous_id else None
     audit.record(
-        session, actor=actor, action=f"alias.{action}", object_type="adapter", object_id=record.name,
-        reason=reason, ts=now,
+        session,
+        actor=actor,
+        action=f"alias.{action}",
+        object_type="adapter",
+        object_id=record.name,
+        reason=reason,
+        ts=now,
         details={"alias": alias, "tenant": tenant, "from": previous, "to": target.version},
     )
     return ev
+
+
+def aliased_versions(
+    session: Session, alias: str = "production", tenant: str | None = DEFAULT_TENANT
+) -> list[AdapterVersion]:
+    """Every version ``alias`` points at now, in adapter order: the route's default
+    (``tenant`` empty), one tenant's own aliases, or (``tenant=None``) every tenant's."""
+    query = select(AdapterVersion).join(AdapterAlias, AdapterAlias.version_id == AdapterVersion.id)
+    query = query.where(AdapterAlias.alias == alias)
+    if tenant is not None:
+        query = query.where(AdapterAlias.tenant == tenant)
+    return list(session.scalars(query.order_by(AdapterVersion.adapter_id, AdapterVersion.id)))
 
 
 def resolve_alias(
@@ -484,7 +528,7 @@ def resolve_alias(
     A tenant without an alias of its own follows the route's default.
     """
     record = get_adapter(session, adapter)
-    for who in ([tenant, DEFAULT_TENANT] if tenant else [DEFAULT_TENANT]):
+    for who in [tenant, DEFAULT_TENANT] if tenant else [DEFAULT_TENANT]:
         if at is None:
             current = session.scalar(
                 select(AdapterAlias).where(
@@ -497,7 +541,9 @@ def resolve_alias(
         ev = session.scalar(
             select(AliasEvent)
             .where(
-                AliasEvent.adapter_id == record.id, AliasEvent.alias == alias, AliasEvent.tenant == who,
+                AliasEvent.adapter_id == record.id,
+                AliasEvent.alias == alias,
+                AliasEvent.tenant == who,
                 AliasEvent.ts <= at,
             )
             .order_by(AliasEvent.ts.desc(), AliasEvent.id.desc())
@@ -536,5 +582,7 @@ def alias_history(
 
 def aliases_of(session: Session, version: AdapterVersion) -> list[dict[str, str | None]]:
     """The aliases that point at a version now."""
-    rows = session.scalars(select(AdapterAlias).where(AdapterAlias.version_id == version.id).order_by(AdapterAlias.alias))
+    rows = session.scalars(
+        select(AdapterAlias).where(AdapterAlias.version_id == version.id).order_by(AdapterAlias.alias)
+    )
     return [{"alias": a.alias, "tenant": a.tenant or None} for a in rows]

@@ -68,9 +68,20 @@ def compile_locks() -> int:
     constraints.write_text(TORCH + "\n", encoding="utf-8")
     try:
         for python in PYTHONS:
-            command = ["uv", "pip", "compile", str(PYPROJECT), *[f"--extra={e}" for e in EXTRAS],
-                       f"--python-version={python}", f"--python-platform={PLATFORM}", "--generate-hashes",
-                       "--no-header", "--quiet", "-c", str(constraints)]
+            command = [
+                "uv",
+                "pip",
+                "compile",
+                str(PYPROJECT),
+                *[f"--extra={e}" for e in EXTRAS],
+                f"--python-version={python}",
+                f"--python-platform={PLATFORM}",
+                "--generate-hashes",
+                "--no-header",
+                "--quiet",
+                "-c",
+                str(constraints),
+            ]
             resolved = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT).stdout
             kept = [block for block in _blocks(resolved) if not LEFT_OUT.match(_normalize(block[0].split("==")[0]))]
             header = [
@@ -79,7 +90,9 @@ def compile_locks() -> int:
                 "# left out with the CUDA wheels (nvidia-*, cuda-*) that PyPI's torch depends on.",
                 f"{DIGEST_LINE}{requirements_digest()}",
             ]
-            lock_path(python).write_text("\n".join(header + [line for b in kept for line in b]) + "\n", encoding="utf-8")
+            lock_path(python).write_text(
+                "\n".join(header + [line for b in kept for line in b]) + "\n", encoding="utf-8"
+            )
             print(f"{lock_path(python).relative_to(ROOT)}: {len(kept)} packages")
     finally:
         constraints.unlink(missing_ok=True)
@@ -103,7 +116,7 @@ def check_locks() -> list[str]:
         from packaging.requirements import Requirement
     except ImportError:  # a bare venv: pip carries its own copy
         from pip._vendor.packaging.markers import default_environment
-        from pip._vendor.packaging.requirements import Requirement
+        from pip._vendor.packaging.requirements import Requirement  # type: ignore[assignment]
 
     project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
     wanted = list(project["dependencies"]) + [r for extra in EXTRAS for r in project["optional-dependencies"][extra]]
@@ -116,10 +129,18 @@ def check_locks() -> list[str]:
             problems.append(f"{where}: missing; run `make lock`")
             continue
         if f"{DIGEST_LINE}{digest}" not in path.read_text(encoding="utf-8"):
-            problems.append(f"{where}: pyproject.toml's requirements changed since the lock was written; run `make lock`")
+            problems.append(
+                f"{where}: pyproject.toml's requirements changed since the lock was written; run `make lock`"
+            )
         pinned = pins(path)
-        environment = {**default_environment(), "python_version": python, "python_full_version": f"{python}.0",
-                       "sys_platform": "linux", "platform_system": "Linux", "platform_machine": "x86_64"}
+        environment: dict[str, str] = {
+            **{key: str(value) for key, value in default_environment().items()},
+            "python_version": python,
+            "python_full_version": f"{python}.0",
+            "sys_platform": "linux",
+            "platform_system": "Linux",
+            "platform_machine": "x86_64",
+        }
         for text in wanted:
             requirement = Requirement(text)
             if requirement.marker is not None and not requirement.marker.evaluate(environment):
@@ -127,10 +148,14 @@ def check_locks() -> list[str]:
             name = _normalize(requirement.name)
             version = TORCH.split("==")[1] if name == "torch" else pinned.get(name)
             if version is None:
-                problems.append(f"{where}: {requirement.name} is required by pyproject.toml but not locked; run `make lock`")
+                problems.append(
+                    f"{where}: {requirement.name} is required by pyproject.toml but not locked; run `make lock`"
+                )
             elif not requirement.specifier.contains(version, prereleases=True):
-                problems.append(f"{where}: {requirement.name}=={version} is outside pyproject.toml's {requirement.specifier}; "
-                                "run `make lock`")
+                problems.append(
+                    f"{where}: {requirement.name}=={version} is outside pyproject.toml's {requirement.specifier}; "
+                    "run `make lock`"
+                )
     return problems
 
 

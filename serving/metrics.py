@@ -55,17 +55,49 @@ class AdapterMetrics:
         from prometheus_client import REGISTRY, Counter, Histogram
 
         registry = registry if registry is not None else REGISTRY
-        self.latency = Histogram("request_latency_seconds", "End-to-end request latency per adapter.", LABELS,
-                                 namespace=namespace, buckets=BUCKETS, registry=registry)
-        self.ttft = Histogram("time_to_first_token_seconds", "Time to first token per adapter.", LABELS,
-                              namespace=namespace, buckets=BUCKETS, registry=registry)
-        self.requests = Counter("requests_total", "Requests per adapter and status.", (*LABELS, "status"),
-                                namespace=namespace, registry=registry)
-        self.tokens = Counter("tokens_total", "Tokens processed per adapter (kind: prompt or completion).",
-                              (*LABELS, "kind"), namespace=namespace, registry=registry)
+        self.latency = Histogram(
+            "request_latency_seconds",
+            "End-to-end request latency per adapter.",
+            LABELS,
+            namespace=namespace,
+            buckets=BUCKETS,
+            registry=registry,
+        )
+        self.ttft = Histogram(
+            "time_to_first_token_seconds",
+            "Time to first token per adapter.",
+            LABELS,
+            namespace=namespace,
+            buckets=BUCKETS,
+            registry=registry,
+        )
+        self.requests = Counter(
+            "requests_total",
+            "Requests per adapter and status.",
+            (*LABELS, "status"),
+            namespace=namespace,
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "tokens_total",
+            "Tokens processed per adapter (kind: prompt or completion).",
+            (*LABELS, "kind"),
+            namespace=namespace,
+            registry=registry,
+        )
 
-    def observe(self, adapter_id: str, base_model_id: str, tenant: str, *, seconds: float, status: str = "ok",
-                prompt_tokens: int = 0, completion_tokens: int = 0, ttft_seconds: float | None = None) -> None:
+    def observe(
+        self,
+        adapter_id: str,
+        base_model_id: str,
+        tenant: str,
+        *,
+        seconds: float,
+        status: str = "ok",
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+        ttft_seconds: float | None = None,
+    ) -> None:
         """Record one finished request."""
         labels = (adapter_id, base_model_id, tenant or "")
         self.latency.labels(*labels).observe(seconds)
@@ -89,8 +121,14 @@ class AdapterMetrics:
         finally:
             now = time.perf_counter()
             ttft = request.first_token_at - request.started if request.first_token_at else None
-            self.observe(*request.labels, seconds=now - request.started, status=request.status,
-                         prompt_tokens=request.prompt_tokens, completion_tokens=request.completion_tokens, ttft_seconds=ttft)
+            self.observe(
+                *request.labels,
+                seconds=now - request.started,
+                status=request.status,
+                prompt_tokens=request.prompt_tokens,
+                completion_tokens=request.completion_tokens,
+                ttft_seconds=ttft,
+            )
 
 
 class AdapterMetricsMiddleware:
@@ -120,5 +158,10 @@ class AdapterMetricsMiddleware:
         try:
             await self.app(scope, receive, capture)
         finally:
-            self.metrics.observe(adapter, headers.get("x-base-model-id", self.default_base_model), headers.get("x-tenant", ""),
-                                 seconds=time.perf_counter() - started, status="ok" if status["code"] < 400 else "error")
+            self.metrics.observe(
+                adapter,
+                headers.get("x-base-model-id", self.default_base_model),
+                headers.get("x-tenant", ""),
+                seconds=time.perf_counter() - started,
+                status="ok" if status["code"] < 400 else "error",
+            )

@@ -32,8 +32,16 @@ def adapter_bytes(directory: Path) -> int:
 class AdapterPool:
     """Attach, keep and evict LoRA adapters on one base model under a memory budget."""
 
-    def __init__(self, model, loader: Callable[[str], Path | Awaitable[Path]], *, memory_budget_bytes: int,
-                 registry=None, attach: Callable | None = None, detach: Callable | None = None) -> None:
+    def __init__(
+        self,
+        model,
+        loader: Callable[[str], Path | Awaitable[Path]],
+        *,
+        memory_budget_bytes: int,
+        registry=None,
+        attach: Callable | None = None,
+        detach: Callable | None = None,
+    ) -> None:
         from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
         self.model = model  # a PeftModel, or a transformers model wrapped on the first attach
@@ -48,12 +56,21 @@ class AdapterPool:
         self.used = 0
         self.peak = 0
         registry = registry if registry is not None else REGISTRY
-        self.m_load = Histogram("lorawatch_pool_load_seconds", "Time to attach an adapter.", ["adapter_id"], registry=registry)
-        self.m_hits = Counter("lorawatch_pool_hits_total", "Requests whose adapter was attached.", ["adapter_id"], registry=registry)
-        self.m_misses = Counter("lorawatch_pool_misses_total", "Requests that had to attach their adapter.", ["adapter_id"],
-                                registry=registry)
-        self.m_evictions = Counter("lorawatch_pool_evictions_total", "Adapters evicted to stay in budget.", ["adapter_id"],
-                                   registry=registry)
+        self.m_load = Histogram(
+            "lorawatch_pool_load_seconds", "Time to attach an adapter.", ["adapter_id"], registry=registry
+        )
+        self.m_hits = Counter(
+            "lorawatch_pool_hits_total", "Requests whose adapter was attached.", ["adapter_id"], registry=registry
+        )
+        self.m_misses = Counter(
+            "lorawatch_pool_misses_total",
+            "Requests that had to attach their adapter.",
+            ["adapter_id"],
+            registry=registry,
+        )
+        self.m_evictions = Counter(
+            "lorawatch_pool_evictions_total", "Adapters evicted to stay in budget.", ["adapter_id"], registry=registry
+        )
         self.m_bytes = Gauge("lorawatch_pool_bytes", "Adapter weight bytes held.", registry=registry)
 
     async def warm(self, names: list[str]) -> None:
@@ -96,13 +113,17 @@ class AdapterPool:
 
     def _make_room(self, name: str, size: int) -> None:
         if size > self.budget:
-            raise ConflictError(f"adapter {name} needs {size} bytes, more than the pool's budget of {self.budget}",
-                                fix="raise memory_budget_bytes")
+            raise ConflictError(
+                f"adapter {name} needs {size} bytes, more than the pool's budget of {self.budget}",
+                fix="raise memory_budget_bytes",
+            )
         while self.used + size > self.budget:
             victim = next((n for n in self.loaded if n not in self.pinned), None)
             if victim is None:
-                raise ConflictError(f"no room for adapter {name}: every held adapter is pinned",
-                                    fix="pin fewer adapters or raise memory_budget_bytes")
+                raise ConflictError(
+                    f"no room for adapter {name}: every held adapter is pinned",
+                    fix="pin fewer adapters or raise memory_budget_bytes",
+                )
             freed = self.loaded.pop(victim)
             self._detach(self.model, victim)
             self.used -= freed

@@ -8,8 +8,16 @@ import time
 import urllib.request
 from pathlib import Path
 
-TITLES = {"overview": "Overview", "adapter": "Adapter", "alerts": "Alerts", "incidents": "Incidents",
-          "canary_runs": "Canary runs", "registry": "Registry", "costs": "Costs", "jobs": "Jobs"}
+TITLES = {
+    "overview": "Overview",
+    "adapter": "Adapter",
+    "alerts": "Alerts",
+    "incidents": "Incidents",
+    "canary_runs": "Canary runs",
+    "registry": "Registry",
+    "costs": "Costs",
+    "jobs": "Jobs",
+}
 
 
 def wait_until_up(url: str, timeout: float = 120) -> None:
@@ -37,7 +45,9 @@ def check_pages(binary: str, url: str, pages: list[str], shots: Path, timeout_ms
         browser = p.chromium.launch(executable_path=binary, args=["--no-sandbox", "--disable-dev-shm-usage"])
         page = browser.new_page(viewport={"width": 1440, "height": 1000})
         for name in pages:
-            page.goto(f"{url}/" + ("" if name == "overview" else name), wait_until="domcontentloaded", timeout=timeout_ms)
+            page.goto(
+                f"{url}/" + ("" if name == "overview" else name), wait_until="domcontentloaded", timeout=timeout_ms
+            )
             page.locator("h1", has_text=TITLES[name]).first.wait_for(timeout=timeout_ms)
             # Streamlit shows a "running" status widget while the script runs; wait for it to go
             deadline = time.monotonic() + timeout_ms / 1000

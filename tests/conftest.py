@@ -19,16 +19,31 @@ if "TRITON_INTERPRET" not in os.environ:
     # monitors.kernels reads this when it is first imported
     os.environ["TRITON_INTERPRET"] = "0" if torch.cuda.is_available() else "1"
 
+
 def pytest_report_header(config):
     """Which CPU kernels torch runs: drift figures are checked to hold whatever they are."""
     import torch
 
     chosen = os.environ.get("ATEN_CPU_CAPABILITY", "not set")
-    return (f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()} "
-            f"(ATEN_CPU_CAPABILITY={chosen}), {torch.get_num_threads()} threads")
+    return (
+        f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()} "
+        f"(ATEN_CPU_CAPABILITY={chosen}), {torch.get_num_threads()} threads"
+    )
 
+
+pytest_plugins = ["tests.canary_fixtures"]
 
 PG_URL = os.environ.get("LORAWATCH_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _default_plugins():
+    """What every entry point does first: incidents register with alert evaluation."""
+    from lorawatch.plugins import load_default_plugins
+
+    load_default_plugins()
+
+
 BACKENDS = ["db:sqlite"] + (["db:postgresql"] if PG_URL else [])
 
 
@@ -63,13 +78,57 @@ def database_url(request, tmp_path):
         admin.dispose()
 
 
-@pytest.fixture
-def db(database_url):
-    """A migrated database on each backend."""
+@pytest.fixture(scope="session")
+def _migrated_templates(tmp_path_factory):
+    """Each backend's schema, migrated once per session; ``db`` copies it (8 migrations per test
+    cost more than the tests they set up)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
     from lorawatch.db import Database
 
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    templates = {"db:sqlite": path}
+    template = Database(f"sqlite:///{path}")
+    template.upgrade()
+    template.dispose()  # the last connection checkpoints the WAL into the file that is copied
+    if PG_URL:
+        name = f"lw_template_{uuid.uuid4().hex[:12]}"
+        admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        database = Database(make_url(PG_URL).set(database=name).render_as_string(hide_password=False))
+        database.upgrade()
+        database.dispose()
+        templates["db:postgresql"] = name
+    yield templates
+    if PG_URL:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def db(database_url, _migrated_templates):
+    """A migrated database on each backend (a copy of the session's migrated template)."""
+    import shutil
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from lorawatch.db import Database
+
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        shutil.copyfile(_migrated_templates["db:sqlite"], url.database)
+    else:
+        admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE "{url.database}" WITH (FORCE)'))
+            conn.execute(text(f'CREATE DATABASE "{url.database}" TEMPLATE "{_migrated_templates["db:postgresql"]}"'))
+        admin.dispose()
     database = Database(database_url)
-    database.upgrade()
+    database.upgrade()  # a no-op on the copy; it checks the revision
     yield database
     database.dispose()
 

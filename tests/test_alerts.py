@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from lorawatch.durations import parse_duration
 from lorawatch.settings import Settings
 
 RULE_TESTS = Path(__file__).parent / "alert_rules" / "rule_tests.yaml"
-T0 = datetime(2026, 1, 5, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 5, tzinfo=UTC)
 
 
 def _settings(tmp_path, **alerts) -> Settings:
@@ -38,11 +38,22 @@ def _store(db, *, monitor, labels, ts, value, threshold=None, breached=None, run
     from lorawatch.db.models import MonitorResult
 
     with db.session() as session:
-        session.add(MonitorResult(ts=ts, monitor=monitor, adapter=labels.get("adapter"), version=labels.get("version"),
-                                  base_model=labels.get("base_model"), segment=labels.get("segment"),
-                                  tenant=labels.get("tenant"), value=value, threshold=threshold, run_id=run_id,
-                                  breached=bool(breached if breached is not None else (threshold is not None and value > threshold)),
-                                  details={k: v for k, v in labels.items() if k == "kpi"}))
+        session.add(
+            MonitorResult(
+                ts=ts,
+                monitor=monitor,
+                adapter=labels.get("adapter"),
+                version=labels.get("version"),
+                base_model=labels.get("base_model"),
+                segment=labels.get("segment"),
+                tenant=labels.get("tenant"),
+                value=value,
+                threshold=threshold,
+                run_id=run_id,
+                breached=bool(breached if breached is not None else (threshold is not None and value > threshold)),
+                details={k: v for k, v in labels.items() if k == "kpi"},
+            )
+        )
 
 
 def _open(db, settings, now):
@@ -82,8 +93,14 @@ def test_rules_promtool_style(case, db, tmp_path):
         for i, value in enumerate(series["values"]):
             if value == "_":
                 continue
-            _store(db, monitor=series["monitor"], labels=series["labels"], ts=start + i * step, value=float(value),
-                   threshold=series.get("threshold"))
+            _store(
+                db,
+                monitor=series["monitor"],
+                labels=series["labels"],
+                ts=start + i * step,
+                value=float(value),
+                threshold=series.get("threshold"),
+            )
     for check in case["eval"]:
         now = start + parse_duration(check["at"])
         result = evaluate(db, settings, now=now, rules=rules, traffic=False)
@@ -91,7 +108,9 @@ def test_rules_promtool_style(case, db, tmp_path):
         expected = check["alerts"]
         assert len(got) == len(expected), f"at {check['at']}: {[(a['rule'], a['labels'], a['state']) for a in got]}"
         for exp in expected:
-            assert any(_matches(a, exp) for a in got), f"at {check['at']}: no alert like {exp} in {[(a['labels'], a['state']) for a in got]}"
+            assert any(_matches(a, exp) for a in got), (
+                f"at {check['at']}: no alert like {exp} in {[(a['labels'], a['state']) for a in got]}"
+            )
         for exp in check.get("resolved", []):
             resolved = list_alerts(db, settings, state="resolved", now=now)
             assert any(_matches(a, exp) for a in resolved), f"at {check['at']}: {exp} not resolved"
@@ -103,7 +122,14 @@ def test_rules_promtool_style(case, db, tmp_path):
 
 
 def _fire(db, adapter, ts, monitor="toxicity_rate", value=0.5, version="1", **labels):
-    _store(db, monitor=monitor, labels={"adapter": adapter, "version": version, **labels}, ts=ts, value=value, threshold=0.05)
+    _store(
+        db,
+        monitor=monitor,
+        labels={"adapter": adapter, "version": version, **labels},
+        ts=ts,
+        value=value,
+        threshold=0.05,
+    )
 
 
 def _queued(db):
@@ -118,12 +144,20 @@ def _queued(db):
 def test_group_wait_interval_repeat_ack_and_send_resolved(db, tmp_path):
     from lorawatch.alerts.engine import acknowledge, evaluate
 
-    settings = _settings(tmp_path, route={"receiver": "default", "group_by": ["alertname"], "group_wait": "30s",
-                                          "group_interval": "5m", "repeat_interval": "4h"})
+    settings = _settings(
+        tmp_path,
+        route={
+            "receiver": "default",
+            "group_by": ["alertname"],
+            "group_wait": "30s",
+            "group_interval": "5m",
+            "repeat_interval": "4h",
+        },
+    )
     ev = lambda t: evaluate(db, settings, now=T0 + t, traffic=False)  # noqa: E731
     _fire(db, "a", T0)
     ev(timedelta(0))
-    assert _queued(db) == []                                   # group_wait holds the first notification
+    assert _queued(db) == []  # group_wait holds the first notification
     _fire(db, "b", T0 + timedelta(seconds=10))
     ev(timedelta(seconds=10))
     assert _queued(db) == []
@@ -134,18 +168,18 @@ def test_group_wait_interval_repeat_ack_and_send_resolved(db, tmp_path):
     _fire(db, "c", T0 + timedelta(minutes=1))
     ev(timedelta(minutes=1))
     ev(timedelta(minutes=5))
-    assert len(_queued(db)) == 1                               # a change waits for group_interval
+    assert len(_queued(db)) == 1  # a change waits for group_interval
     ev(timedelta(minutes=5, seconds=30))
     notes = _queued(db)
     assert len(notes) == 2 and len(notes[1][1]["alerts"]) == 3
     ev(timedelta(hours=2))
-    assert len(_queued(db)) == 2                               # unchanged: nothing before repeat_interval
+    assert len(_queued(db)) == 2  # unchanged: nothing before repeat_interval
     ev(timedelta(hours=4, minutes=5, seconds=30))
-    assert len(_queued(db)) == 3                               # repeated after 4h
+    assert len(_queued(db)) == 3  # repeated after 4h
     for alert_id in (1, 2, 3):
         acknowledge(db, str(alert_id), actor="oncall", comment="looking", now=T0 + timedelta(hours=5))
     ev(timedelta(hours=9))
-    assert len(_queued(db)) == 3                               # acknowledged: not repeated
+    assert len(_queued(db)) == 3  # acknowledged: not repeated
     _fire(db, "a", T0 + timedelta(hours=9, minutes=1), value=0.0)
     ev(timedelta(hours=9, minutes=1))
     notes = _queued(db)
@@ -156,34 +190,67 @@ def test_group_wait_interval_repeat_ack_and_send_resolved(db, tmp_path):
 
 
 def test_silences_and_inhibition_mute_notifications_but_not_states(db, tmp_path):
-    from lorawatch.alerts.engine import add_silence, evaluate, list_alerts
+    from lorawatch.alerts.engine import evaluate, list_alerts
+    from lorawatch.alerts.silences import add_silence
     from lorawatch.db.models import BaseModelRecord, CanaryDatasetRecord, CanaryRun
 
-    settings = _settings(tmp_path, route={"receiver": "default", "group_by": ["alertname", "adapter"], "group_wait": "0s"})
+    settings = _settings(
+        tmp_path, route={"receiver": "default", "group_by": ["alertname", "adapter"], "group_wait": "0s"}
+    )
     with db.session() as session:
         base = BaseModelRecord(name="smol", sha256="0" * 64, files={}, created_by="t")
         ds = CanaryDatasetRecord(sha256="1" * 64, name="core-v1", path="x", n_prompts=1, segments={})
         session.add_all([base, ds])
         session.flush()
-        ok = CanaryRun(dataset_id=ds.id, base_model_id=base.id, status="complete", started_by="t", config={},
-                       adapters=[{"adapter": "a", "version": "1", "version_id": 1}, {"adapter": "b", "version": "1", "version_id": 2}],
-                       started_at=T0 - timedelta(hours=1), heartbeat_at=T0 - timedelta(minutes=50))
-        dead = CanaryRun(dataset_id=ds.id, base_model_id=base.id, status="running", started_by="t", config={},
-                         adapters=[{"adapter": "b", "version": "1", "version_id": 2}],
-                         started_at=T0 - timedelta(minutes=40), heartbeat_at=T0 - timedelta(minutes=30))
+        ok = CanaryRun(
+            dataset_id=ds.id,
+            base_model_id=base.id,
+            status="complete",
+            started_by="t",
+            config={},
+            adapters=[
+                {"adapter": "a", "version": "1", "version_id": 1},
+                {"adapter": "b", "version": "1", "version_id": 2},
+            ],
+            started_at=T0 - timedelta(hours=1),
+            heartbeat_at=T0 - timedelta(minutes=50),
+        )
+        dead = CanaryRun(
+            dataset_id=ds.id,
+            base_model_id=base.id,
+            status="running",
+            started_by="t",
+            config={},
+            adapters=[{"adapter": "b", "version": "1", "version_id": 2}],
+            started_at=T0 - timedelta(minutes=40),
+            heartbeat_at=T0 - timedelta(minutes=30),
+        )
         session.add_all([ok, dead])
         session.flush()
         run_id, dead_id = ok.id, dead.id
     for adapter in ("a", "b"):
-        _store(db, monitor="logit_kl", labels={"adapter": adapter, "version": "1"}, ts=T0 - timedelta(minutes=50),
-               value=3.0, threshold=1.0, run_id=run_id)
-    add_silence(db, matchers=['adapter="a"'], starts_at=T0 - timedelta(minutes=1), duration=timedelta(hours=1),
-                comment="known, retraining", actor="oncall")
+        _store(
+            db,
+            monitor="logit_kl",
+            labels={"adapter": adapter, "version": "1"},
+            ts=T0 - timedelta(minutes=50),
+            value=3.0,
+            threshold=1.0,
+            run_id=run_id,
+        )
+    add_silence(
+        db,
+        matchers=['adapter="a"'],
+        starts_at=T0 - timedelta(minutes=1),
+        duration=timedelta(hours=1),
+        comment="known, retraining",
+        actor="oncall",
+    )
     evaluate(db, settings, now=T0, traffic=False)
     states = {(a["rule"], a["labels"]["adapter"]): a for a in list_alerts(db, settings, state="open", now=T0)}
     assert set(states) == {("logit_drift", "a"), ("logit_drift", "b"), ("canary_job_failed", "b")}
     assert states[("logit_drift", "a")]["silenced_by"] and not states[("logit_drift", "a")]["inhibited"]
-    assert states[("logit_drift", "b")]["inhibited"]           # b's latest run on core-v1 died (stale heartbeat)
+    assert states[("logit_drift", "b")]["inhibited"]  # b's latest run on core-v1 died (stale heartbeat)
     assert states[("canary_job_failed", "b")]["labels"]["dataset"] == "core-v1"
     assert states[("canary_job_failed", "b")]["context"]["run"] == dead_id
     sent = [a["labels"]["alertname"] + ":" + a["labels"]["adapter"] for _, p in _queued(db) for a in p["alerts"]]
@@ -197,10 +264,17 @@ def test_silences_and_inhibition_mute_notifications_but_not_states(db, tmp_path)
 def test_routes_send_by_labels_with_continue(db, tmp_path):
     from lorawatch.alerts.dispatch import build_routes, match_routes
 
-    settings = _settings(tmp_path, receivers={"pager": {"type": "console"}, "risk-team": {"type": "console"}},
-                         route={"receiver": "default", "routes": [
-                             {"matchers": ['severity="critical"'], "receiver": "pager", "continue": True},
-                             {"matchers": ['category="risk"'], "receiver": "risk-team", "group_by": ["adapter"]}]})
+    settings = _settings(
+        tmp_path,
+        receivers={"pager": {"type": "console"}, "risk-team": {"type": "console"}},
+        route={
+            "receiver": "default",
+            "routes": [
+                {"matchers": ['severity="critical"'], "receiver": "pager", "continue": True},
+                {"matchers": ['category="risk"'], "receiver": "risk-team", "group_by": ["adapter"]},
+            ],
+        },
+    )
     root = build_routes(settings)
     names = lambda labels: [r.receiver for r in match_routes(root, labels)]  # noqa: E731
     assert names({"severity": "critical", "category": "risk"}) == ["pager", "risk-team"]
@@ -298,8 +372,12 @@ def _all_receivers_settings(tmp_path, base: str, monkeypatch, **extra):
         "pager": {"type": "pagerduty", "routing_key": {"env": "LW_PD_KEY"}, "events_url": f"{base}/pd"},
         "slow": {"type": "webhook", "url": {"env": "LW_HANG_URL"}, "timeout_s": 0.5},
     }
-    route = {"receiver": "slack", "group_by": ["alertname"], "group_wait": "0s",
-             "routes": [{"receiver": name, "continue": True} for name in receivers]}
+    route = {
+        "receiver": "slack",
+        "group_by": ["alertname"],
+        "group_wait": "0s",
+        "routes": [{"receiver": name, "continue": True} for name in receivers],
+    }
     return _settings(tmp_path, receivers=receivers, route=route, retry_initial_s=0.05, **extra)
 
 
@@ -307,8 +385,15 @@ def test_delivery_retries_429_500_and_hangs_and_every_alert_arrives(db, tmp_path
     from lorawatch.alerts.engine import evaluate, fingerprint
     from lorawatch.alerts.outbox import attempts_of, flush, list_notifications
 
-    script = Script({"/slack": [(429, {"Retry-After": "1"}, 0), (200, {}, 0)], "/teams": [(200, {}, 0)],
-                     "/hook": [(500, {}, 0), (500, {}, 0), (200, {}, 0)], "/pd": [(202, {}, 0)], "/hang": [(200, {}, 3.0)]})
+    script = Script(
+        {
+            "/slack": [(429, {"Retry-After": "1"}, 0), (200, {}, 0)],
+            "/teams": [(200, {}, 0)],
+            "/hook": [(500, {}, 0), (500, {}, 0), (200, {}, 0)],
+            "/pd": [(202, {}, 0)],
+            "/hang": [(200, {}, 3.0)],
+        }
+    )
     base = http_server(script)
     settings = _all_receivers_settings(tmp_path, base, monkeypatch)
     _fire(db, "support-bot", T0)
@@ -328,10 +413,17 @@ def test_delivery_retries_429_500_and_hangs_and_every_alert_arrives(db, tmp_path
     assert [e["text"]["text"] for e in slack["blocks"][-1]["elements"]] == ["Runbook", "Dashboard"]
     teams = script.bodies("/teams")[0]["attachments"][0]
     assert teams["contentType"] == "application/vnd.microsoft.card.adaptive"
-    assert teams["content"]["actions"][0] == {"type": "Action.OpenUrl", "title": "Runbook",
-                                              "url": "http://127.0.0.1:8501/alerts?runbook=toxicity_budget"}
+    assert teams["content"]["actions"][0] == {
+        "type": "Action.OpenUrl",
+        "title": "Runbook",
+        "url": "http://127.0.0.1:8501/alerts?runbook=toxicity_budget",
+    }
     hook = script.bodies("/hook")[-1]
-    assert hook["version"] == "4" and hook["status"] == "firing" and hook["groupLabels"] == {"alertname": "toxicity_budget"}
+    assert (
+        hook["version"] == "4"
+        and hook["status"] == "firing"
+        and hook["groupLabels"] == {"alertname": "toxicity_budget"}
+    )
     assert {a["labels"]["adapter"] for a in hook["alerts"]} == {"support-bot", "billing-bot"}
     events = script.bodies("/pd")
     assert {e["dedup_key"] for e in events} == {a["fingerprint"] for a in hook["alerts"]}
@@ -355,7 +447,9 @@ def test_delivery_retries_429_500_and_hangs_and_every_alert_arrives(db, tmp_path
     assert len(script.bodies("/teams")) == 1 and len(script.bodies("/pd")) == 2
 
     # secrets never reach the database or the logs
-    dump = json.dumps([list_notifications(db)] + [attempts_of(db, n["id"]) for n in list_notifications(db)], default=str)
+    dump = json.dumps(
+        [list_notifications(db)] + [attempts_of(db, n["id"]) for n in list_notifications(db)], default=str
+    )
     dump += caplog.text
     for secret in ("SECRET-SLACK-TOKEN", "SECRET-TEAMS-SIG", "SECRET-HOOK", "SECRET-PD-ROUTING-KEY"):
         assert secret not in dump
@@ -368,8 +462,12 @@ def test_a_500_body_echoing_the_url_is_scrubbed(db, tmp_path, http_server, monke
     script = Script({"/hook": [(500, {}, 0)]})
     base = http_server(script)
     monkeypatch.setenv("LW_HOOK_URL", f"{base}/hook/SECRET-HOOK")
-    settings = _settings(tmp_path, receivers={"hook": {"type": "webhook", "url": {"env": "LW_HOOK_URL"}}},
-                         route={"receiver": "hook", "group_wait": "0s"}, retry_initial_s=0.05)
+    settings = _settings(
+        tmp_path,
+        receivers={"hook": {"type": "webhook", "url": {"env": "LW_HOOK_URL"}}},
+        route={"receiver": "hook", "group_wait": "0s"},
+        retry_initial_s=0.05,
+    )
     _fire(db, "a", T0)
     evaluate(db, settings, now=T0, traffic=False)
     flush(db, settings, now=T0, deadline_s=0.3)
@@ -383,8 +481,11 @@ def test_an_unset_secret_is_a_visible_failure_not_a_crash(db, tmp_path, monkeypa
     from lorawatch.alerts.outbox import flush, list_notifications
 
     monkeypatch.delenv("LW_UNSET_URL", raising=False)
-    settings = _settings(tmp_path, receivers={"slack": {"type": "slack", "url": {"env": "LW_UNSET_URL"}}},
-                         route={"receiver": "slack", "group_wait": "0s"})
+    settings = _settings(
+        tmp_path,
+        receivers={"slack": {"type": "slack", "url": {"env": "LW_UNSET_URL"}}},
+        route={"receiver": "slack", "group_wait": "0s"},
+    )
     _fire(db, "a", T0)
     evaluate(db, settings, now=T0, traffic=False)
     result = flush(db, settings, now=T0, deadline_s=0.2)
@@ -399,8 +500,11 @@ def test_slack_is_paced_at_one_message_a_second(db, tmp_path, http_server, monke
     script = Script({"/slack": [(200, {}, 0)]})
     base = http_server(script)
     monkeypatch.setenv("LW_SLACK_URL", f"{base}/slack/x")
-    settings = _settings(tmp_path, receivers={"slack": {"type": "slack", "url": {"env": "LW_SLACK_URL"}}},
-                         route={"receiver": "slack", "group_by": ["adapter"], "group_wait": "0s"})
+    settings = _settings(
+        tmp_path,
+        receivers={"slack": {"type": "slack", "url": {"env": "LW_SLACK_URL"}}},
+        route={"receiver": "slack", "group_by": ["adapter"], "group_wait": "0s"},
+    )
     for adapter in ("a", "b", "c"):
         _fire(db, adapter, T0)
     evaluate(db, settings, now=T0, traffic=False)
@@ -417,7 +521,9 @@ def _write_config(tmp_path, text: str) -> Path:
     return path
 
 
-def test_nothing_is_lost_when_processes_die_between_evaluation_and_flush(db, lw_env, tmp_path, http_server, monkeypatch):
+def test_nothing_is_lost_when_processes_die_between_evaluation_and_flush(
+    db, lw_env, tmp_path, http_server, monkeypatch
+):
     from sqlalchemy import select
 
     from lorawatch.alerts.outbox import flush, list_notifications
@@ -426,18 +532,35 @@ def test_nothing_is_lost_when_processes_die_between_evaluation_and_flush(db, lw_
 
     script = Script({"/hook": [(200, {}, 30.0), (200, {}, 0)]})
     base = http_server(script)
-    config = _write_config(tmp_path, '[alerts]\nretry_initial_s = 0.05\n[alerts.route]\nreceiver = "hook"\ngroup_wait = "0s"\n'
-                                     '[alerts.receivers.hook]\ntype = "webhook"\nurl = { env = "LW_HOOK_URL" }\ntimeout_s = 25\n')
-    env = {**os.environ, "LW_HOOK_URL": f"{base}/hook", "LORAWATCH_CONFIG": str(config), "LORAWATCH_DATABASE_URL": lw_env}
-    now = datetime.now(timezone.utc)
+    config = _write_config(
+        tmp_path,
+        '[alerts]\nretry_initial_s = 0.05\n[alerts.route]\nreceiver = "hook"\ngroup_wait = "0s"\n'
+        '[alerts.receivers.hook]\ntype = "webhook"\nurl = { env = "LW_HOOK_URL" }\ntimeout_s = 25\n',
+    )
+    env = {
+        **os.environ,
+        "LW_HOOK_URL": f"{base}/hook",
+        "LORAWATCH_CONFIG": str(config),
+        "LORAWATCH_DATABASE_URL": lw_env,
+    }
+    now = datetime.now(UTC)
     _fire(db, "support-bot", now - timedelta(minutes=1))
     # process 1 evaluates and exits: the notification is in the outbox, not yet sent
-    subprocess.run([sys.executable, "-m", "lorawatch", "alerts", "evaluate", "--no-traffic"], env=env, check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "lorawatch", "alerts", "evaluate", "--no-traffic"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     assert [n["status"] for n in list_notifications(db)] == ["pending"] and script.received == []
     # process 2 starts delivering and is killed while the receiver holds the request
-    proc = subprocess.Popen([sys.executable, "-m", "lorawatch", "notify", "flush"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lorawatch", "notify", "flush"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     while not script.received and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -450,7 +573,7 @@ def test_nothing_is_lost_when_processes_die_between_evaluation_and_flush(db, lw_
         lease_end = note.claimed_until
     settings = load_settings(config)
     monkeypatch.setenv("LW_HOOK_URL", f"{base}/hook")
-    assert flush(db, settings, now=datetime.now(timezone.utc), deadline_s=1)["delivered"] == 0  # still leased
+    assert flush(db, settings, now=datetime.now(UTC), deadline_s=1)["delivered"] == 0  # still leased
     result = flush(db, settings, now=lease_end + timedelta(seconds=1), deadline_s=5)
     assert result["delivered"] == 1 and result["pending"] == 0
     assert len(script.received) == 2 and script.received[1][2]["alerts"][0]["labels"]["adapter"] == "support-bot"
@@ -475,9 +598,17 @@ def alertmanager(tmp_path):
     port = _free_port()
     config = tmp_path / "alertmanager.yml"
     config.write_text("route:\n  receiver: blackhole\n  group_wait: 1s\nreceivers:\n  - name: blackhole\n")
-    proc = subprocess.Popen([binary, f"--config.file={config}", f"--storage.path={tmp_path / 'am-data'}",
-                             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.path={tmp_path / 'am-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     url = f"http://127.0.0.1:{port}"
     import httpx
 
@@ -504,13 +635,22 @@ def test_a_real_alertmanager_receives_and_lists_our_alerts(db, tmp_path, alertma
     from lorawatch.alerts.outbox import flush
 
     monkeypatch.setenv("LW_AM_URL", alertmanager)
-    settings = _settings(tmp_path, receivers={"am": {"type": "alertmanager", "url": {"env": "LW_AM_URL"}}},
-                         route={"receiver": "am", "group_by": ["alertname"], "group_wait": "0s", "group_interval": "1m"})
-    now = datetime.now(timezone.utc)
+    settings = _settings(
+        tmp_path,
+        receivers={"am": {"type": "alertmanager", "url": {"env": "LW_AM_URL"}}},
+        route={"receiver": "am", "group_by": ["alertname"], "group_wait": "0s", "group_interval": "1m"},
+    )
+    now = datetime.now(UTC)
     earlier = now - timedelta(minutes=3)
     _fire(db, "support-bot", earlier - timedelta(seconds=5), version="7")
-    _store(db, monitor="logit_kl", labels={"adapter": "support-bot", "version": "7"}, ts=earlier - timedelta(seconds=5),
-           value=2.5, threshold=1.0)
+    _store(
+        db,
+        monitor="logit_kl",
+        labels={"adapter": "support-bot", "version": "7"},
+        ts=earlier - timedelta(seconds=5),
+        value=2.5,
+        threshold=1.0,
+    )
     evaluate(db, settings, now=earlier, traffic=False)
     assert flush(db, settings, now=earlier, deadline_s=10)["delivered"] == 2
     listed = httpx.get(f"{alertmanager}/api/v2/alerts", timeout=5).json()
@@ -519,10 +659,18 @@ def test_a_real_alertmanager_receives_and_lists_our_alerts(db, tmp_path, alertma
     tox = by_name["toxicity_budget"]
     assert tox["labels"]["adapter"] == "support-bot" and tox["labels"]["version"] == "7"
     assert tox["labels"]["severity"] == "critical" and tox["status"]["state"] == "active"
-    assert tox["annotations"]["runbook_url"].endswith("runbook=toxicity_budget") and tox["annotations"]["value"] == "0.5"
+    assert (
+        tox["annotations"]["runbook_url"].endswith("runbook=toxicity_budget") and tox["annotations"]["value"] == "0.5"
+    )
     # the drift resolves: after group_interval our resolved notification ends it in Alertmanager too
-    _store(db, monitor="logit_kl", labels={"adapter": "support-bot", "version": "7"}, ts=now - timedelta(seconds=1),
-           value=0.2, threshold=1.0)
+    _store(
+        db,
+        monitor="logit_kl",
+        labels={"adapter": "support-bot", "version": "7"},
+        ts=now - timedelta(seconds=1),
+        value=0.2,
+        threshold=1.0,
+    )
     evaluate(db, settings, now=now, traffic=False)
     assert flush(db, settings, now=now, deadline_s=10)["delivered"] == 1
     listed = httpx.get(f"{alertmanager}/api/v2/alerts", params={"active": "true"}, timeout=5).json()
@@ -532,21 +680,45 @@ def test_a_real_alertmanager_receives_and_lists_our_alerts(db, tmp_path, alertma
 # --- rules files, runbooks, CLI ---
 
 BAD_RULES = {
-    "unknown key": ("groups:\n  - name: g\n    rules:\n      - id: r1\n        monitor: logit_kl\n        threshhold: 2\n",
-                    ":6", "rule r1: unknown key 'threshhold'"),
-    "bad condition": ("groups:\n  - name: g\n    rules:\n      - id: ok_rule\n        monitor: logit_kl\n"
-                      "      - id: r2\n        monitor: logit_kl\n        condition: 'above 2'\n", ":8", "rule r2:"),
-    "unknown monitor": ("groups:\n  - name: g\n    rules:\n      - id: r3\n        monitor: logit_kll\n", ":5",
-                        "rule r3: unknown monitor 'logit_kll'"),
-    "duplicate id": ("groups:\n  - name: g\n    rules:\n      - id: r4\n        monitor: logit_kl\n"
-                     "      - id: r4\n        monitor: logit_js\n", ":6", "rule r4 is defined twice"),
-    "bad template": ("groups:\n  - name: g\n    rules:\n      - id: r5\n        monitor: logit_kl\n"
-                     "        annotations: {summary: '{{ labels.adapter '}\n", ":4", "rule r5: annotation 'summary'"),
+    "unknown key": (
+        "groups:\n  - name: g\n    rules:\n      - id: r1\n        monitor: logit_kl\n        threshhold: 2\n",
+        ":6",
+        "rule r1: unknown key 'threshhold'",
+    ),
+    "bad condition": (
+        "groups:\n  - name: g\n    rules:\n      - id: ok_rule\n        monitor: logit_kl\n"
+        "      - id: r2\n        monitor: logit_kl\n        condition: 'above 2'\n",
+        ":8",
+        "rule r2:",
+    ),
+    "unknown monitor": (
+        "groups:\n  - name: g\n    rules:\n      - id: r3\n        monitor: logit_kll\n",
+        ":5",
+        "rule r3: unknown monitor 'logit_kll'",
+    ),
+    "duplicate id": (
+        "groups:\n  - name: g\n    rules:\n      - id: r4\n        monitor: logit_kl\n"
+        "      - id: r4\n        monitor: logit_js\n",
+        ":6",
+        "rule r4 is defined twice",
+    ),
+    "bad template": (
+        "groups:\n  - name: g\n    rules:\n      - id: r5\n        monitor: logit_kl\n"
+        "        annotations: {summary: '{{ labels.adapter '}\n",
+        ":4",
+        "rule r5: annotation 'summary'",
+    ),
     "bad yaml": ("groups:\n  - name: g\n    rules:\n      - id: r6\n       monitor: [\n", ":5", "invalid YAML"),
-    "bad duration": ("groups:\n  - name: g\n    rules:\n      - id: r7\n        monitor: logit_kl\n        for: 5 minutes\n",
-                     ":6", "rule r7:"),
-    "metric without condition": ("groups:\n  - name: g\n    rules:\n      - id: r8\n        metric: canary_job_failed\n",
-                                 ":4", "rule r8: a metric has no breached flag"),
+    "bad duration": (
+        "groups:\n  - name: g\n    rules:\n      - id: r7\n        monitor: logit_kl\n        for: 5 minutes\n",
+        ":6",
+        "rule r7:",
+    ),
+    "metric without condition": (
+        "groups:\n  - name: g\n    rules:\n      - id: r8\n        metric: canary_job_failed\n",
+        ":4",
+        "rule r8: a metric has no breached flag",
+    ),
 }
 
 
@@ -568,7 +740,7 @@ def test_a_bad_rules_file_in_config_stops_evaluation_and_stores_nothing(cli, lw_
 
     (tmp_path / "mine.yaml").write_text(BAD_RULES["unknown monitor"][0])
     _write_config(tmp_path, '[alerts]\nrules_files = ["mine.yaml"]\n')
-    _fire(db, "a", datetime.now(timezone.utc) - timedelta(minutes=1))
+    _fire(db, "a", datetime.now(UTC) - timedelta(minutes=1))
     result = cli("alerts", "evaluate", "--no-traffic")
     assert result.code == 2 and "mine.yaml:5" in result.err and "rule r3" in result.err
     with db.session() as session:
@@ -576,8 +748,10 @@ def test_a_bad_rules_file_in_config_stops_evaluation_and_stores_nothing(cli, lw_
 
 
 def test_user_rules_replace_builtins_by_id_and_can_be_disabled(cli, lw_env, db, tmp_path):
-    (tmp_path / "mine.yaml").write_text("groups:\n  - name: mine\n    rules:\n      - id: logit_drift\n        monitor: logit_kl\n"
-                                        "        condition: '> 3'\n        severity: critical\n")
+    (tmp_path / "mine.yaml").write_text(
+        "groups:\n  - name: mine\n    rules:\n      - id: logit_drift\n        monitor: logit_kl\n"
+        "        condition: '> 3'\n        severity: critical\n"
+    )
     _write_config(tmp_path, '[alerts]\nrules_files = ["mine.yaml"]\ndisabled_rules = ["adapter_review_overdue"]\n')
     rules = {r["id"]: r for r in cli("alerts", "rules", "--json").json()}
     assert rules["logit_drift"]["condition"] == "> 3" and rules["logit_drift"]["severity"] == "critical"
@@ -600,7 +774,7 @@ def test_every_rule_has_a_runbook_with_every_section():
 
 def test_cli_evaluate_list_ack_silence_and_notify(cli, lw_env, db, tmp_path):
     _write_config(tmp_path, '[alerts.route]\nreceiver = "default"\ngroup_wait = "0s"\n')
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     _fire(db, "support-bot", now - timedelta(minutes=1))
     _fire(db, "billing-bot", now - timedelta(minutes=1))
     result = cli("alerts", "evaluate", "--no-traffic", "--json")
@@ -618,9 +792,13 @@ def test_cli_evaluate_list_ack_silence_and_notify(cli, lw_env, db, tmp_path):
     assert shown["acked_by"] == "tester" and [e["to"] for e in shown["events"]] == ["firing", "firing"]
     bad = cli("alerts", "silence", "-m", "adapter~support", "--comment", "x")
     assert bad.code == 2 and "matcher" in bad.err
-    silence = cli("alerts", "silence", "-m", 'adapter="billing-bot"', "--duration", "1h", "--comment", "deploy", "--json").json()
+    silence = cli(
+        "alerts", "silence", "-m", 'adapter="billing-bot"', "--duration", "1h", "--comment", "deploy", "--json"
+    ).json()
     assert silence["state"] == "active"
-    assert [a["labels"]["adapter"] for a in cli("alerts", "list", "--state", "silenced", "--json").json()] == ["billing-bot"]
+    assert [a["labels"]["adapter"] for a in cli("alerts", "list", "--state", "silenced", "--json").json()] == [
+        "billing-bot"
+    ]
     assert cli("alerts", "expire", silence["id"]).code == 0
     assert cli("alerts", "silences", "--json").json() == []
     flushed = cli("notify", "flush", "--json").json()
@@ -633,41 +811,70 @@ def test_cli_evaluate_list_ack_silence_and_notify(cli, lw_env, db, tmp_path):
     assert {"alert.ack", "silence.create", "silence.expire"} <= {e["action"] for e in audit}
 
 
-def test_a_rollback_resolves_the_rolled_back_versions_alerts_and_lifecycle_rules_fire(cli, lw_env, db, tmp_path, tiny_base,
-                                                                                       trained_adapter, second_adapter):
+def test_a_rollback_resolves_the_rolled_back_versions_alerts_and_lifecycle_rules_fire(
+    cli, lw_env, db, tmp_path, tiny_base, trained_adapter, second_adapter
+):
     from lorawatch.alerts.engine import evaluate, list_alerts
     from lorawatch.db.models import AdapterVersion
     from lorawatch.settings import load_settings
 
     assert cli("registry", "add-base", "tiny", "--path", tiny_base).code == 0
-    assert cli("registry", "add", "support", "--path", trained_adapter, "--base", "tiny", "--version", "v1",
-               "--data-expires", "2026-01-01").code == 0
+    assert (
+        cli(
+            "registry",
+            "add",
+            "support",
+            "--path",
+            trained_adapter,
+            "--base",
+            "tiny",
+            "--version",
+            "v1",
+            "--data-expires",
+            "2026-01-01",
+        ).code
+        == 0
+    )
     assert cli("registry", "add", "support", "--path", second_adapter, "--base", "tiny", "--version", "v2").code == 0
     for version in ("v1", "v2"):
         assert cli("registry", "promote", "support", "--version", version, "--reason", "release").code == 0
     with db.session() as session:
         ids = {v.version: v.id for v in session.query(AdapterVersion)}
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     from lorawatch.db.models import MonitorResult
 
     with db.session() as session:
         for version, value in (("v1", 0.0), ("v2", 0.4)):
-            session.add(MonitorResult(ts=now - timedelta(hours=1), monitor="toxicity_rate", adapter="support", version=version,
-                                      adapter_version_id=ids[version], value=value, threshold=0.05, breached=value > 0.05))
+            session.add(
+                MonitorResult(
+                    ts=now - timedelta(hours=1),
+                    monitor="toxicity_rate",
+                    adapter="support",
+                    version=version,
+                    adapter_version_id=ids[version],
+                    value=value,
+                    threshold=0.05,
+                    breached=value > 0.05,
+                )
+            )
     settings = load_settings()
     evaluate(db, settings, now=now, traffic=False)
     firing = {(a["rule"], a["labels"].get("version")) for a in list_alerts(db, settings, now=now)}
     assert ("toxicity_budget", "v2") in firing and ("toxicity_budget", "v1") not in firing
-    assert ("canary_job_missed", None) not in firing   # promoted minutes ago: not missed yet
+    assert ("canary_job_missed", None) not in firing  # promoted minutes ago: not missed yet
     assert cli("registry", "rollback", "support", "--reason", "toxic outputs").code == 0
     evaluate(db, settings, now=now + timedelta(minutes=1), traffic=False)
-    open_now = {(a["rule"], a["labels"].get("version")) for a in list_alerts(db, settings, now=now + timedelta(minutes=1))}
+    open_now = {
+        (a["rule"], a["labels"].get("version")) for a in list_alerts(db, settings, now=now + timedelta(minutes=1))
+    }
     assert ("toxicity_budget", "v2") not in open_now
-    assert ("adapter_data_expired", "v1") in open_now    # v1 serves again, and its data expired on 2026-01-01
+    assert ("adapter_data_expired", "v1") in open_now  # v1 serves again, and its data expired on 2026-01-01
     later = now + timedelta(days=9)
     evaluate(db, settings, now=later, traffic=False)
     rules = {a["rule"] for a in list_alerts(db, settings, now=later)}
-    assert "canary_job_missed" in rules                   # served for 9 days without a complete canary run
+    assert "canary_job_missed" in rules  # served for 9 days without a complete canary run
     evaluate(db, settings, now=now + timedelta(days=120), traffic=False)
-    overdue = [a for a in list_alerts(db, settings, now=now + timedelta(days=120)) if a["rule"] == "adapter_review_overdue"]
+    overdue = [
+        a for a in list_alerts(db, settings, now=now + timedelta(days=120)) if a["rule"] == "adapter_review_overdue"
+    ]
     assert overdue and overdue[0]["labels"]["version"] == "v1" and 29 < overdue[0]["value"] < 31

@@ -15,54 +15,20 @@ from sqlalchemy import func, select
 
 from lorawatch.db.models import Base, CanaryRun, MonitorResult
 from lorawatch.errors import IntegrityError
-from tests.tiny_models import independent_kl, write_canary_dataset
+from tests.tiny_models import independent_kl
 
 LORAWATCH = Path(sys.executable).parent / "lorawatch"
-
-
-@pytest.fixture(scope="session")
-def embedder():
-    from lorawatch.monitors.embeddings import Embedder
-
-    # On a GPU machine without the model package, a copy of the same model can be named here.
-    return Embedder(os.environ.get("LORAWATCH_TEST_EMBEDDING_MODEL"))
-
-
-@pytest.fixture
-def canary_file(tmp_path):
-    return write_canary_dataset(tmp_path / "canary.jsonl", n=24)
-
-
-@pytest.fixture
-def settings(lw_env, tmp_path):
-    """Settings for drift tests: content risk is tested in test_risk.py, so it is off here."""
-    from lorawatch.settings import load_settings
-
-    (tmp_path / "lorawatch.toml").write_text("[risk]\nenabled = false\n")
-    return load_settings()
-
-
-@pytest.fixture
-def registered(db, settings, tiny_base, trained_adapter, zero_adapter, second_adapter):
-    """The tiny base with three adapters: trained (v1 in production), zero, and other."""
-    from lorawatch.registry import service
-
-    store = service.Store.from_settings(settings)
-    with db.session() as s:
-        service.add_base(s, name="tiny", path=tiny_base, actor="t")
-        service.register_version(s, store, adapter="trained", path=trained_adapter, base="tiny", actor="t")
-        service.register_version(s, store, adapter="zero", path=zero_adapter, base="tiny", actor="t")
-        service.register_version(s, store, adapter="other", path=second_adapter, base="tiny", actor="t")
-        service.promote(s, adapter="trained", version="v1", actor="t", reason="r")
-    return store
 
 
 def run(db, settings, canary_file, adapters, embedder, verify=True, **options):
     from lorawatch.monitors import canary
 
-    opts = canary.RunOptions(device="cpu", batch_size=options.get("batch_size", 4), max_new_tokens=options.get("max_new_tokens", 12))
-    run_id = canary.create_run(db, settings, dataset_path=canary_file, adapters=adapters, options=opts, actor="t",
-                               verify_hashes=verify)
+    opts = canary.RunOptions(
+        device="cpu", batch_size=options.get("batch_size", 4), max_new_tokens=options.get("max_new_tokens", 12)
+    )
+    run_id = canary.create_run(
+        db, settings, dataset_path=canary_file, adapters=adapters, options=opts, actor="t", verify_hashes=verify
+    )
     return canary.execute_run(db, settings, run_id, progress=False, embedder=embedder)
 
 
@@ -90,8 +56,9 @@ def test_an_adapter_with_zero_b_does_not_move_the_model(db, settings, registered
     assert "logit_kl_ks" not in monitors_of(first, "zero")  # the first run is the baseline
 
 
-def test_a_trained_adapter_kl_matches_an_independent_computation(db, settings, registered, canary_file, embedder,
-                                                                 tiny_base, trained_adapter):
+def test_a_trained_adapter_kl_matches_an_independent_computation(
+    db, settings, registered, canary_file, embedder, tiny_base, trained_adapter
+):
     from lorawatch.monitors import canary
     from lorawatch.monitors.dataset import load_dataset
 
@@ -137,7 +104,8 @@ def _make_writable_copy(src: Path, dst: Path) -> None:
 
 
 def test_changed_adapter_weights_are_refused_and_with_hashes_bypassed_breach_drift(
-        db, settings, registered, canary_file, embedder, drifting_adapter):
+    db, settings, registered, canary_file, embedder, drifting_adapter
+):
     run(db, settings, canary_file, ["zero"], embedder)
     stored = registered.version_dir("zero", "v1") / "adapter_model.safetensors"
     _make_writable_copy(drifting_adapter / "adapter_model.safetensors", stored)
@@ -150,7 +118,8 @@ def test_changed_adapter_weights_are_refused_and_with_hashes_bypassed_breach_dri
 
 
 def test_a_changed_base_is_refused_and_with_hashes_bypassed_breaches_drift(
-        db, settings, canary_file, embedder, tmp_path, trained_adapter):
+    db, settings, canary_file, embedder, tmp_path, trained_adapter
+):
     from lorawatch.registry import service
     from tests.tiny_models import build_base
 
@@ -190,16 +159,39 @@ def test_monitor_results_are_stored_per_adapter_and_segment(db, settings, regist
 
 
 def test_the_cli_runs_shows_and_exports(cli, lw_env, db, registered, canary_file, tmp_path, settings):
-    result = cli("canary", "run", "--dataset", canary_file, "--device", "cpu", "--batch-size", "8",
-                 "--max-new-tokens", "6", "--json")
+    result = cli(
+        "canary",
+        "run",
+        "--dataset",
+        canary_file,
+        "--device",
+        "cpu",
+        "--batch-size",
+        "8",
+        "--max-new-tokens",
+        "6",
+        "--json",
+    )
     assert result.code == 0, result.err
     summary = result.json()
     assert summary["status"] == "complete" and summary["prompts_done"] == 24
     assert [a["adapter"] for a in summary["adapters"]] == ["trained"]  # the production version by default
     run_id = str(summary["run"])
     assert "trained@v1" in cli("canary", "show", run_id).out
-    required = ["prompt_id", "adapter_id", "adapter_version", "kl_mean", "kl_max", "js_mean", "top1_agreement",
-                "ref_logprob_delta", "embedding_cosine_distance", "output", "base_output", "latency_ms"]
+    required = [
+        "prompt_id",
+        "adapter_id",
+        "adapter_version",
+        "kl_mean",
+        "kl_max",
+        "js_mean",
+        "top1_agreement",
+        "ref_logprob_delta",
+        "embedding_cosine_distance",
+        "output",
+        "base_output",
+        "latency_ms",
+    ]
     jsonl = cli("canary", "export", run_id, "--format", "jsonl")
     lines = [json.loads(line) for line in jsonl.out.splitlines()]
     assert len(lines) == 24 and all(k in lines[0] for k in required)
@@ -237,8 +229,9 @@ def _bad_files(tmp_path: Path, good: Path) -> list[tuple[Path, str]]:
     return cases
 
 
-def test_a_malformed_canary_file_exits_2_naming_file_and_line_and_stores_nothing(cli, lw_env, db, registered,
-                                                                                  canary_file, tmp_path, settings):
+def test_a_malformed_canary_file_exits_2_naming_file_and_line_and_stores_nothing(
+    cli, lw_env, db, registered, canary_file, tmp_path, settings
+):
     from lorawatch.db import Database
 
     def counts():
@@ -262,9 +255,30 @@ def test_sigkill_mid_run_then_resume_gives_the_same_results(lw_env, db, register
 
     reference = run(db, settings, canary_file, ["trained", "other"], embedder, batch_size=1)
     env = dict(os.environ)
-    proc = subprocess.Popen([str(LORAWATCH), "canary", "run", "--dataset", str(canary_file), "--adapter", "trained",
-                             "--adapter", "other", "--device", "cpu", "--batch-size", "1", "--max-new-tokens", "12",
-                             "--no-progress", "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            str(LORAWATCH),
+            "canary",
+            "run",
+            "--dataset",
+            str(canary_file),
+            "--adapter",
+            "trained",
+            "--adapter",
+            "other",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "1",
+            "--max-new-tokens",
+            "12",
+            "--no-progress",
+            "--json",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     run_id = None
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -282,25 +296,30 @@ def test_sigkill_mid_run_then_resume_gives_the_same_results(lw_env, db, register
         assert killed.status == "running" and killed.finished_at is None
         assert 3 <= killed.prompts_done < 24
         assert s.scalar(select(func.count()).select_from(MonitorResult).where(MonitorResult.run_id == run_id)) == 0
-    resumed = subprocess.run([str(LORAWATCH), "canary", "run", "--resume", str(run_id), "--json"], env=env,
-                             capture_output=True, text=True)
+    resumed = subprocess.run(
+        [str(LORAWATCH), "canary", "run", "--resume", str(run_id), "--json"], env=env, capture_output=True, text=True
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["status"] == "complete"
     volatile = {"run_id", "latency_ms", "tokens_per_s", "base_latency_ms"}
 
     def stable(run_number):
-        return sorted(({k: v for k, v in r.items() if k not in volatile} for r in canary.export_rows(db, run_number)),
-                      key=lambda r: (r["adapter_id"], r["prompt_id"]))
+        return sorted(
+            ({k: v for k, v in r.items() if k not in volatile} for r in canary.export_rows(db, run_number)),
+            key=lambda r: (r["adapter_id"], r["prompt_id"]),
+        )
 
     assert stable(run_id) == stable(reference["run"])
-    again = subprocess.run([str(LORAWATCH), "canary", "run", "--resume", str(run_id)], env=env, capture_output=True, text=True)
+    again = subprocess.run(
+        [str(LORAWATCH), "canary", "run", "--resume", str(run_id)], env=env, capture_output=True, text=True
+    )
     assert again.returncode == 2 and "complete already" in again.stderr
 
 
 def test_selecting_adapters_on_different_bases_is_refused(db, settings, registered, canary_file, tmp_path):
+    from lorawatch.errors import InputError
     from lorawatch.monitors import canary
     from lorawatch.registry import service
-    from lorawatch.errors import InputError
     from tests.tiny_models import build_base, train_adapter
 
     other_base = build_base(tmp_path / "b2", seed=5, pretrain_steps=0)
@@ -309,8 +328,14 @@ def test_selecting_adapters_on_different_bases_is_refused(db, settings, register
         service.add_base(s, name="tiny2", path=other_base, actor="t")
         service.register_version(s, registered, adapter="elsewhere", path=adapter, base="tiny2", actor="t")
     with pytest.raises(InputError, match="different base models"):
-        canary.create_run(db, settings, dataset_path=canary_file, adapters=["trained", "elsewhere"],
-                          options=canary.RunOptions(device="cpu"), actor="t")
+        canary.create_run(
+            db,
+            settings,
+            dataset_path=canary_file,
+            adapters=["trained", "elsewhere"],
+            options=canary.RunOptions(device="cpu"),
+            actor="t",
+        )
 
 
 @pytest.mark.gpu

@@ -44,16 +44,25 @@ def test_the_dataset_id_is_the_sha256_of_the_content(tmp_path):
     assert load_dataset(path).sha256 != first.sha256
 
 
-@pytest.mark.parametrize("line,words", [
-    ('{"id": "a", "prompt": "x", "messages": [{"role": "user", "content": "y"}]}', ['both "prompt" and "messages"']),
-    ('{"id": "a", "messages": [{"role": "user", "content": "y"}, {"role": "assistant", "content": "z"}]}', ["last message"]),
-    ('{"id": "a", "messages": [{"role": "robot", "content": "y"}]}', ["needs a role"]),
-    ('{"id": "a", "prompt": "x", "tags": "t"}', ['"tags" must be a list']),
-    ('{"id": "a", "prompt": "x", "colour": 1}', ["unknown key(s) colour"]),
-    ('{"prompt": "x"}', ['missing "id"']),
-    ('["a"]', ["must be a JSON object"]),
-    ('{"id": "a", "prompt": "  "}', ["non-empty string"]),
-])
+@pytest.mark.parametrize(
+    "line,words",
+    [
+        (
+            '{"id": "a", "prompt": "x", "messages": [{"role": "user", "content": "y"}]}',
+            ['both "prompt" and "messages"'],
+        ),
+        (
+            '{"id": "a", "messages": [{"role": "user", "content": "y"}, {"role": "assistant", "content": "z"}]}',
+            ["last message"],
+        ),
+        ('{"id": "a", "messages": [{"role": "robot", "content": "y"}]}', ["needs a role"]),
+        ('{"id": "a", "prompt": "x", "tags": "t"}', ['"tags" must be a list']),
+        ('{"id": "a", "prompt": "x", "colour": 1}', ["unknown key(s) colour"]),
+        ('{"prompt": "x"}', ['missing "id"']),
+        ('["a"]', ["must be a JSON object"]),
+        ('{"id": "a", "prompt": "  "}', ["non-empty string"]),
+    ],
+)
 def test_each_malformed_line_is_named_with_file_and_line(tmp_path, line, words):
     from lorawatch.errors import DatasetError
 

@@ -19,7 +19,7 @@ import ray  # noqa: F401  (a dev dependency: `make test` installs it, and these 
 from sqlalchemy import func, select
 
 from lorawatch.db.models import CanaryResult, CanaryRun, MonitorResult
-from tests.test_canary import LORAWATCH, canary_file, embedder, registered, run, settings  # noqa: F401 (fixtures)
+from tests.test_canary import LORAWATCH, run
 
 ADAPTERS = ["trained", "zero", "other"]
 VOLATILE = {"run_id", "latency_ms", "tokens_per_s", "base_latency_ms"}
@@ -28,8 +28,10 @@ VOLATILE = {"run_id", "latency_ms", "tokens_per_s", "base_latency_ms"}
 def rows_of(db, run_id):
     from lorawatch.monitors import canary
 
-    return sorted(({k: v for k, v in r.items() if k not in VOLATILE} for r in canary.export_rows(db, run_id)),
-                  key=lambda r: (r["adapter_id"], r["prompt_id"]))
+    return sorted(
+        ({k: v for k, v in r.items() if k not in VOLATILE} for r in canary.export_rows(db, run_id)),
+        key=lambda r: (r["adapter_id"], r["prompt_id"]),
+    )
 
 
 def assert_same_rows(got, want):
@@ -45,25 +47,46 @@ def assert_same_rows(got, want):
 
 def monitor_values(db, run_id):
     with db.session() as s:
-        return {(r.adapter, r.monitor, r.segment): r.value
-                for r in s.scalars(select(MonitorResult).where(MonitorResult.run_id == run_id))}
+        return {
+            (r.adapter, r.monitor, r.segment): r.value
+            for r in s.scalars(select(MonitorResult).where(MonitorResult.run_id == run_id))
+        }
 
 
 def ray_cli(*args, batch_size=4):
-    return [str(LORAWATCH), "canary", "run", *[x for a in ADAPTERS for x in ("--adapter", a)], "--device", "cpu",
-            "--batch-size", str(batch_size), "--max-new-tokens", "12", "--backend", "ray", *args]
+    return [
+        str(LORAWATCH),
+        "canary",
+        "run",
+        *[x for a in ADAPTERS for x in ("--adapter", a)],
+        "--device",
+        "cpu",
+        "--batch-size",
+        str(batch_size),
+        "--max-new-tokens",
+        "12",
+        "--backend",
+        "ray",
+        *args,
+    ]
 
 
 @pytest.mark.slow
-def test_the_ray_backend_stores_what_the_local_backend_stores(lw_env, db, registered, canary_file, embedder, settings,
-                                                              tmp_path):
+def test_the_ray_backend_stores_what_the_local_backend_stores(
+    lw_env, db, registered, canary_file, embedder, settings, tmp_path
+):
     from lorawatch.settings import load_settings
 
     # content risk on (workers score toxicity and PII too), two adapters a worker at most (the adapters are sharded)
     (tmp_path / "lorawatch.toml").write_text("[risk]\nenabled = true\n[canary.ray]\nadapters_per_worker = 2\n")
     local = run(db, load_settings(), canary_file, ADAPTERS, embedder)
-    done = subprocess.run(ray_cli("--dataset", str(canary_file), "--workers", "2", "--json", "--no-progress"),
-                          capture_output=True, text=True, env=dict(os.environ), timeout=600)
+    done = subprocess.run(
+        ray_cli("--dataset", str(canary_file), "--workers", "2", "--json", "--no-progress"),
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert summary["status"] == "complete" and summary["prompts_done"] == 24
@@ -77,27 +100,37 @@ def test_the_ray_backend_stores_what_the_local_backend_stores(lw_env, db, regist
     assert summary["config"]["toxicity_backend"] == local["config"]["toxicity_backend"]
     got, want = monitor_values(db, summary["run"]), monitor_values(db, local["run"])
     assert want.keys() <= got.keys()  # the Ray run has drift tests too: the local run is its baseline
-    assert {k for k in got if k[1] in ("logit_kl_ks", "embedding_mmd")} == {(a, m, None) for a in ADAPTERS
-                                                                           for m in ("logit_kl_ks", "embedding_mmd")}
+    assert {k for k in got if k[1] in ("logit_kl_ks", "embedding_mmd")} == {
+        (a, m, None) for a in ADAPTERS for m in ("logit_kl_ks", "embedding_mmd")
+    }
     for key, value in want.items():
         assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-6, nan_ok=True), key
 
 
 @pytest.mark.slow
-def test_a_killed_ray_worker_is_restarted_and_no_pair_is_stored_twice(lw_env, db, registered, canary_file, embedder,
-                                                                       settings):
+def test_a_killed_ray_worker_is_restarted_and_no_pair_is_stored_twice(
+    lw_env, db, registered, canary_file, embedder, settings
+):
     local = run(db, settings, canary_file, ADAPTERS, embedder, batch_size=1)
-    proc = subprocess.Popen(ray_cli("--dataset", str(canary_file), "--workers", "2", "--json", "--no-progress",
-                                    batch_size=1),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    proc = subprocess.Popen(
+        ray_cli("--dataset", str(canary_file), "--workers", "2", "--json", "--no-progress", batch_size=1),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
     victim = run_id = stored_then = None
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         with db.session() as s:
-            latest = s.scalar(select(CanaryRun).where(CanaryRun.id != local["run"]).order_by(CanaryRun.id.desc()).limit(1))
+            latest = s.scalar(
+                select(CanaryRun).where(CanaryRun.id != local["run"]).order_by(CanaryRun.id.desc()).limit(1)
+            )
             workers = (latest.config.get("workers") if latest is not None else None) or []
             if len(workers) == 2:
-                stored = s.scalar(select(func.count()).select_from(CanaryResult).where(CanaryResult.run_id == latest.id))
+                stored = s.scalar(
+                    select(func.count()).select_from(CanaryResult).where(CanaryResult.run_id == latest.id)
+                )
                 if stored >= 3:  # a first batch (one prompt, three adapters) is stored
                     run_id, victim, stored_then = latest.id, workers[0]["pid"], stored
                     break
@@ -114,8 +147,9 @@ def test_a_killed_ray_worker_is_restarted_and_no_pair_is_stored_twice(lw_env, db
     summary = json.loads(out)
     assert summary["run"] == run_id and summary["status"] == "complete"
     with db.session() as s:
-        pairs = s.execute(select(CanaryResult.prompt_id, CanaryResult.adapter_version_id)
-                          .where(CanaryResult.run_id == run_id)).all()
+        pairs = s.execute(
+            select(CanaryResult.prompt_id, CanaryResult.adapter_version_id).where(CanaryResult.run_id == run_id)
+        ).all()
     assert len(pairs) == len(set(pairs)) == 24 * 3
     assert_same_rows(rows_of(db, run_id), rows_of(db, local["run"]))
 
@@ -130,21 +164,30 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.slow
-def test_a_killed_driver_is_resumed_on_ray_without_duplicates(lw_env, db, registered, canary_file, embedder, settings,
-                                                               tmp_path):
+def test_a_killed_driver_is_resumed_on_ray_without_duplicates(
+    lw_env, db, registered, canary_file, embedder, settings, tmp_path
+):
     local = run(db, settings, canary_file, ADAPTERS, embedder, batch_size=1)
     with (tmp_path / "lorawatch.toml").open("a") as f:  # two shards: each resumes its own pending batches
         f.write("[canary.ray]\nadapters_per_worker = 2\n")
-    proc = subprocess.Popen(ray_cli("--dataset", str(canary_file), "--workers", "2", "--json", "--no-progress",
-                                    batch_size=1),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    proc = subprocess.Popen(
+        ray_cli("--dataset", str(canary_file), "--workers", "2", "--json", "--no-progress", batch_size=1),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
     run_id = workers = None
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         with db.session() as s:
-            latest = s.scalar(select(CanaryRun).where(CanaryRun.id != local["run"]).order_by(CanaryRun.id.desc()).limit(1))
+            latest = s.scalar(
+                select(CanaryRun).where(CanaryRun.id != local["run"]).order_by(CanaryRun.id.desc()).limit(1)
+            )
             if latest is not None and latest.config.get("workers"):
-                stored = s.scalar(select(func.count()).select_from(CanaryResult).where(CanaryResult.run_id == latest.id))
+                stored = s.scalar(
+                    select(func.count()).select_from(CanaryResult).where(CanaryResult.run_id == latest.id)
+                )
                 if stored >= 3:
                     run_id, workers = latest.id, [w["pid"] for w in latest.config["workers"]]
                     break
@@ -160,21 +203,27 @@ def test_a_killed_driver_is_resumed_on_ray_without_duplicates(lw_env, db, regist
         assert s.get(CanaryRun, run_id).status == "running"
         stored = s.scalar(select(func.count()).select_from(CanaryResult).where(CanaryResult.run_id == run_id))
     assert 3 <= stored < 72
-    resumed = subprocess.run([str(LORAWATCH), "canary", "run", "--resume", str(run_id), "--backend", "ray", "--workers",
-                              "2", "--json"],
-                             capture_output=True, text=True, env=dict(os.environ), timeout=600)
+    resumed = subprocess.run(
+        [str(LORAWATCH), "canary", "run", "--resume", str(run_id), "--backend", "ray", "--workers", "2", "--json"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=600,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["status"] == "complete"
     with db.session() as s:
-        pairs = s.execute(select(CanaryResult.prompt_id, CanaryResult.adapter_version_id)
-                          .where(CanaryResult.run_id == run_id)).all()
+        pairs = s.execute(
+            select(CanaryResult.prompt_id, CanaryResult.adapter_version_id).where(CanaryResult.run_id == run_id)
+        ).all()
     assert len(pairs) == len(set(pairs)) == 24 * 3
     assert_same_rows(rows_of(db, run_id), rows_of(db, local["run"]))
 
 
 @pytest.mark.slow
-def test_a_file_changed_where_a_worker_runs_fails_the_run_with_the_integrity_error(lw_env, db, registered, canary_file,
-                                                                                  settings):
+def test_a_file_changed_where_a_worker_runs_fails_the_run_with_the_integrity_error(
+    lw_env, db, registered, canary_file, settings
+):
     """Workers re-check the hashes of what they read: a mismatch there is the user's IntegrityError
     (exit status 2 from the CLI), not a dead actor that Ray restarts."""
     from lorawatch.errors import IntegrityError
@@ -227,58 +276,114 @@ def test_shards_follow_the_cluster(lw_env):
         plan(keys, "cuda", {"CPU": 8.0}, None, 1.0, 1.0)
 
 
-def test_ray_options_without_the_ray_backend_and_an_unreachable_cluster_are_refused(lw_env, db, registered, canary_file):
-    done = subprocess.run([str(LORAWATCH), "canary", "run", "--dataset", str(canary_file), "--workers", "2"],
-                          capture_output=True, text=True, env=dict(os.environ))
+def test_ray_options_without_the_ray_backend_and_an_unreachable_cluster_are_refused(
+    lw_env, db, registered, canary_file
+):
+    done = subprocess.run(
+        [str(LORAWATCH), "canary", "run", "--dataset", str(canary_file), "--workers", "2"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+    )
     assert done.returncode == 2 and "--backend ray" in done.stderr
     import socket
 
     with socket.socket() as sock:  # a port nothing listens at
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    done = subprocess.run([str(LORAWATCH), "canary", "run", "--dataset", str(canary_file), "--backend", "ray",
-                           "--address", f"ray://127.0.0.1:{port}"], capture_output=True, text=True, env=dict(os.environ),
-                          timeout=60)
+    done = subprocess.run(
+        [
+            str(LORAWATCH),
+            "canary",
+            "run",
+            "--dataset",
+            str(canary_file),
+            "--backend",
+            "ray",
+            "--address",
+            f"ray://127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=60,
+    )
     assert done.returncode == 2 and f"cannot reach the Ray cluster at ray://127.0.0.1:{port}" in done.stderr
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(CanaryRun)) == 0
 
 
-def test_a_shard_whose_base_output_differs_is_compared_with_the_stored_one(lw_env, db, registered, canary_file,
-                                                                           settings):
+def test_a_shard_whose_base_output_differs_is_compared_with_the_stored_one(
+    lw_env, db, registered, canary_file, settings
+):
     """Two shards each generate the base's output; the first one stored is kept, and the second
     shard's embedding distances are computed against it, not against its own."""
     import numpy as np
 
-    from lorawatch.monitors import canary
+    from lorawatch.monitors import canary, canary_store
     from lorawatch.monitors.canary_worker import BatchRows
     from lorawatch.monitors.embeddings import to_bytes
 
     opts = canary.RunOptions(device="cpu", batch_size=4, max_new_tokens=4)
-    run_id = canary.create_run(db, settings, dataset_path=canary_file, adapters=["trained", "zero"], options=opts,
-                               actor="t", verify_hashes=False)
+    run_id = canary.create_run(
+        db,
+        settings,
+        dataset_path=canary_file,
+        adapters=["trained", "zero"],
+        options=opts,
+        actor="t",
+        verify_hashes=False,
+    )
     with db.session() as s:
         keys = {a["key"]: a for a in s.get(CanaryRun, run_id).adapters}
     e = np.eye(3, dtype=np.float32)
 
     def rows(key, base_output, base_vec, output, vec):
-        base = dict(prompt_id="p1", segment="s", output=base_output, new_tokens=2, latency_ms=1.0,
-                    embedding=to_bytes(base_vec), toxicity=None, pii_leaks=None)
-        result = dict(prompt_id="p1", segment="s", adapter_version_id=keys[key]["version_id"], scored_tokens=3,
-                      scored_on="reference", kl_mean=0.1, kl_max=0.2, js_mean=0.01, top1_agreement=1.0,
-                      ref_logprob_base=-1.0, ref_logprob_adapted=-1.0, ref_logprob_delta=0.0, output=output,
-                      new_tokens=2, latency_ms=1.0, tokens_per_s=2.0, embedding_cosine_distance=0.0,
-                      embedding=to_bytes(vec), toxicity=None, pii_leaks=None)
-        return BatchRows(prompt_ids=["p1"], version_ids=[keys[key]["version_id"]], base=[base], results=[result],
-                         device="cpu")
+        base = dict(
+            prompt_id="p1",
+            segment="s",
+            output=base_output,
+            new_tokens=2,
+            latency_ms=1.0,
+            embedding=to_bytes(base_vec),
+            toxicity=None,
+            pii_leaks=None,
+        )
+        result = dict(
+            prompt_id="p1",
+            segment="s",
+            adapter_version_id=keys[key]["version_id"],
+            scored_tokens=3,
+            scored_on="reference",
+            kl_mean=0.1,
+            kl_max=0.2,
+            js_mean=0.01,
+            top1_agreement=1.0,
+            ref_logprob_base=-1.0,
+            ref_logprob_adapted=-1.0,
+            ref_logprob_delta=0.0,
+            output=output,
+            new_tokens=2,
+            latency_ms=1.0,
+            tokens_per_s=2.0,
+            embedding_cosine_distance=0.0,
+            embedding=to_bytes(vec),
+            toxicity=None,
+            pii_leaks=None,
+        )
+        return BatchRows(
+            prompt_ids=["p1"], version_ids=[keys[key]["version_id"]], base=[base], results=[result], device="cpu"
+        )
 
-    assert canary.store_rows(db, run_id, rows("a0", "hello there", e[0], "hello there", e[0]), keys) == 1
+    assert canary_store.store_rows(db, run_id, rows("a0", "hello there", e[0], "hello there", e[0]), keys) == 1
     # the second shard's base said "hello world", like its adapter: its own distance would be 0
-    assert canary.store_rows(db, run_id, rows("a1", "hello world", e[1], "hello world", e[1]), keys) == 1
+    assert canary_store.store_rows(db, run_id, rows("a1", "hello world", e[1], "hello world", e[1]), keys) == 1
     with db.session() as s:
         (base,) = s.scalars(select(canary.CanaryBaseOutput).where(canary.CanaryBaseOutput.run_id == run_id)).all()
-        stored = {r.adapter_version_id: r.embedding_cosine_distance
-                  for r in s.scalars(select(CanaryResult).where(CanaryResult.run_id == run_id))}
+        stored = {
+            r.adapter_version_id: r.embedding_cosine_distance
+            for r in s.scalars(select(CanaryResult).where(CanaryResult.run_id == run_id))
+        }
         assert base.output == "hello there" and s.get(CanaryRun, run_id).prompts_done == 1
     assert stored[keys["a0"]["version_id"]] == 0.0
     assert stored[keys["a1"]["version_id"]] == pytest.approx(1.0)  # orthogonal to the stored base's embedding

@@ -78,8 +78,7 @@ def test_init_twice_keeps_schema_and_data(cli, lw_env, tmp_path):
     def snapshot():
         insp = inspect(database.engine)
         schema = {
-            t: sorted((c["name"], str(c["type"])) for c in insp.get_columns(t))
-            for t in sorted(insp.get_table_names())
+            t: sorted((c["name"], str(c["type"])) for c in insp.get_columns(t)) for t in sorted(insp.get_table_names())
         }
         with database.session() as session:
             rows = [(e.actor, e.action, e.reason) for e in audit.entries(session)]

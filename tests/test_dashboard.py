@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -37,8 +37,14 @@ def _render(page: str, at=None):
 
 
 def _texts(at) -> str:
-    parts = [m.value for m in at.markdown] + [t.value for t in at.title] + [i.value for i in at.info] + \
-            [s.value for s in at.success] + [c.value for c in at.caption] + [h.value for h in at.subheader]
+    parts = (
+        [m.value for m in at.markdown]
+        + [t.value for t in at.title]
+        + [i.value for i in at.info]
+        + [s.value for s in at.success]
+        + [c.value for c in at.caption]
+        + [h.value for h in at.subheader]
+    )
     return "\n".join(str(p) for p in parts)
 
 
@@ -56,29 +62,93 @@ def _seed(cli, db, tmp_path, tiny_base, trained_adapter, second_adapter):
     from lorawatch.settings import load_settings
 
     assert cli("registry", "add-base", "tiny", "--path", tiny_base).code == 0
-    assert cli("registry", "add", "support", "--path", trained_adapter, "--base", "tiny", "--version", "v1", "--team", "cx",
-               "--promote", "production").code == 0
-    assert cli("registry", "add", "support", "--path", second_adapter, "--base", "tiny", "--version", "v2", "--team", "cx",
-               "--promote", "production").code == 0
-    now = datetime.now(timezone.utc)
+    assert (
+        cli(
+            "registry",
+            "add",
+            "support",
+            "--path",
+            trained_adapter,
+            "--base",
+            "tiny",
+            "--version",
+            "v1",
+            "--team",
+            "cx",
+            "--promote",
+            "production",
+        ).code
+        == 0
+    )
+    assert (
+        cli(
+            "registry",
+            "add",
+            "support",
+            "--path",
+            second_adapter,
+            "--base",
+            "tiny",
+            "--version",
+            "v2",
+            "--team",
+            "cx",
+            "--promote",
+            "production",
+        ).code
+        == 0
+    )
+    now = datetime.now(UTC)
     with db.session() as session:
         for week in range(6):
             ts = now - timedelta(days=7 * (5 - week), minutes=5)
             risky = week == 5
-            for monitor, value, threshold in (("logit_kl", 2.4 if risky else 0.4, 1.0), ("toxicity_rate", 0.3 if risky else 0.0, 0.05),
-                                              ("pii_leak_rate", 0.0, 0.02), ("embedding_mmd", 0.5, 0.05)):
-                session.add(MonitorResult(ts=ts, monitor=monitor, adapter="support", version="v2" if risky else "v1",
-                                          value=value, threshold=threshold, breached=monitor != "embedding_mmd" and value > threshold))
+            for monitor, value, threshold in (
+                ("logit_kl", 2.4 if risky else 0.4, 1.0),
+                ("toxicity_rate", 0.3 if risky else 0.0, 0.05),
+                ("pii_leak_rate", 0.0, 0.02),
+                ("embedding_mmd", 0.5, 0.05),
+            ):
+                session.add(
+                    MonitorResult(
+                        ts=ts,
+                        monitor=monitor,
+                        adapter="support",
+                        version="v2" if risky else "v1",
+                        value=value,
+                        threshold=threshold,
+                        breached=monitor != "embedding_mmd" and value > threshold,
+                    )
+                )
     lines = []
     for i in range(600):
         ts = now - timedelta(minutes=600 - i)
-        lines.append(json.dumps({"ts": ts.isoformat(), "adapter_id": "support", "latency_ms": 120 + (i % 37) * 9,
-                                 "tenant": "acme" if i % 2 else "globex", "prompt_tokens": 40, "completion_tokens": 60,
-                                 "gpu_seconds": 0.05}))
+        lines.append(
+            json.dumps(
+                {
+                    "ts": ts.isoformat(),
+                    "adapter_id": "support",
+                    "latency_ms": 120 + (i % 37) * 9,
+                    "tenant": "acme" if i % 2 else "globex",
+                    "prompt_tokens": 40,
+                    "completion_tokens": 60,
+                    "gpu_seconds": 0.05,
+                }
+            )
+        )
     (tmp_path / "requests.jsonl").write_text("\n".join(lines) + "\n")
     assert cli("ingest", "requests", tmp_path / "requests.jsonl").code == 0
-    kpis = [json.dumps({"ts": (now - timedelta(days=d)).isoformat(), "adapter_id": "support", "kpi": "csat",
-                        "value": 4.5 - (0.4 if d < 3 else 0) + (d % 3) * 0.05}) for d in range(30)]
+    kpis = [
+        json.dumps(
+            {
+                "ts": (now - timedelta(days=d)).isoformat(),
+                "adapter_id": "support",
+                "kpi": "csat",
+                "value": 4.5 - (0.4 if d < 3 else 0) + (d % 3) * 0.05,
+            }
+        )
+        for d in range(30)
+    ]
     (tmp_path / "kpis.jsonl").write_text("\n".join(kpis) + "\n")
     assert cli("ingest", "kpis", tmp_path / "kpis.jsonl").code == 0
     evaluate(db, load_settings(), traffic=False)
@@ -91,8 +161,9 @@ password_hash = "{hash}"
 """
 
 
-def test_pages_render_with_data_and_only_a_signed_in_responder_can_act(cli, lw_env, db, tmp_path, tiny_base, trained_adapter,
-                                                                        second_adapter):
+def test_pages_render_with_data_and_only_a_signed_in_responder_can_act(
+    cli, lw_env, db, tmp_path, tiny_base, trained_adapter, second_adapter
+):
     from lorawatch.app.auth import hash_password
 
     (tmp_path / "lorawatch.toml").write_text(USERS.format(hash=hash_password("s3cret", iterations=1000)))
@@ -148,8 +219,9 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_a_real_browser_opens_every_page_of_a_running_dashboard(cli, lw_env, db, tmp_path, tiny_base, trained_adapter,
-                                                                second_adapter):
+def test_a_real_browser_opens_every_page_of_a_running_dashboard(
+    cli, lw_env, db, tmp_path, tiny_base, trained_adapter, second_adapter
+):
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         if os.environ.get("LORAWATCH_REQUIRE_CHROMIUM"):
@@ -158,9 +230,13 @@ def test_a_real_browser_opens_every_page_of_a_running_dashboard(cli, lw_env, db,
     _seed(cli, db, tmp_path, tiny_base, trained_adapter, second_adapter)
     port = _free_port()
     shots = Path(os.environ.get("LORAWATCH_SCREENSHOTS", tmp_path / "shots"))
-    proc = subprocess.Popen([sys.executable, "-m", "lorawatch", "dashboard", "--port", str(port)],
-                            env={**os.environ, "LORAWATCH_DATABASE_URL": lw_env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lorawatch", "dashboard", "--port", str(port)],
+        env={**os.environ, "LORAWATCH_DATABASE_URL": lw_env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         from tests.browser import check_pages
 

@@ -3,11 +3,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import text
 
 from lorawatch import audit
 from lorawatch.db import Database
-from lorawatch.db.models import AuditLog, Base
+from lorawatch.db.models import Base
 
 
 def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path):
@@ -39,11 +38,10 @@ def test_upgrade_is_idempotent_and_downgrade_removes_everything(db):
 
 
 def test_a_failed_transaction_writes_nothing(db):
-    with pytest.raises(RuntimeError):
-        with db.session() as session:
-            audit.record(session, actor="a", action="x", object_type="t", object_id="1")
-            session.flush()
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), db.session() as session:
+        audit.record(session, actor="a", action="x", object_type="t", object_id="1")
+        session.flush()
+        raise RuntimeError("boom")
     with db.session() as session:
         assert audit.entries(session) == []
 
@@ -60,9 +58,8 @@ def test_timestamps_come_back_in_utc(db):
 
 
 def test_naive_datetimes_are_refused(db):
-    with pytest.raises(Exception, match="naive datetime"):
-        with db.session() as session:
-            audit.record(session, actor="a", action="x", object_type="t", object_id="1", ts=datetime(2026, 1, 1))
+    with pytest.raises(Exception, match="naive datetime"), db.session() as session:
+        audit.record(session, actor="a", action="x", object_type="t", object_id="1", ts=datetime(2026, 1, 1))
 
 
 def test_passwords_never_show_in_the_safe_url():

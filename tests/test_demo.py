@@ -42,12 +42,18 @@ def test_each_shipped_adapter_matches_its_manifest_and_the_smollm2_shapes(spec, 
     assert set(config["target_modules"]) == PROJECTIONS and config["base_model_name_or_path"] == BASE_HUB_ID
     weights = directory / "adapter_model.safetensors"
     assert weights.stat().st_size < 4_000_000  # "a few MB": it lives in git
-    io = {"q_proj": ("hidden", "hidden"), "k_proj": ("hidden", "kv"), "v_proj": ("hidden", "kv"),
-          "o_proj": ("hidden", "hidden"), "gate_proj": ("hidden", "mlp"), "up_proj": ("hidden", "mlp"),
-          "down_proj": ("mlp", "hidden")}
+    io = {
+        "q_proj": ("hidden", "hidden"),
+        "k_proj": ("hidden", "kv"),
+        "v_proj": ("hidden", "kv"),
+        "o_proj": ("hidden", "hidden"),
+        "gate_proj": ("hidden", "mlp"),
+        "up_proj": ("hidden", "mlp"),
+        "down_proj": ("mlp", "hidden"),
+    }
     seen = set()
     with safe_open(weights, framework="pt") as handle:
-        for name in handle.keys():
+        for name in handle.keys():  # noqa: SIM118  (safe_open is not a dict)
             tensor = handle.get_tensor(name)
             layer = int(name.split(".layers.")[1].split(".")[0])
             projection = next(p for p in PROJECTIONS if f".{p}." in name)
@@ -68,8 +74,15 @@ def test_the_registry_accepts_every_shipped_adapter_with_the_manifest_digests(db
         # the registry checks the declared base by name, not by shape: the tiny base stands in for SmolLM2
         service.add_base(s, name="smollm2-135m-instruct", path=tiny_base, hub_id=BASE_HUB_ID, actor="t")
         for spec in DEMO_ADAPTERS:
-            version = service.register_version(s, store, adapter=spec.name, path=shipped_adapter(spec),
-                                               base="smollm2-135m-instruct", version="v1", actor="t")
+            version = service.register_version(
+                s,
+                store,
+                adapter=spec.name,
+                path=shipped_adapter(spec),
+                base="smollm2-135m-instruct",
+                version="v1",
+                actor="t",
+            )
             assert {name: entry["sha256"] for name, entry in version.files.items()} == manifest[spec.name]
 
 

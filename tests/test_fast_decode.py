@@ -22,8 +22,12 @@ def test_grouped_greedy_decoding_matches_peft_generate_per_adapter(device, tiny_
     peft = PeftModel.from_pretrained(model, trained_adapter, adapter_name="a")
     peft.load_adapter(second_adapter, adapter_name="b")
     peft.eval()
-    prompts = ["How do I reset my password?", "Transfer money between accounts using the app and then",
-               "The album", "Drink plenty of water and rest if you have"]
+    prompts = [
+        "How do I reset my password?",
+        "Transfer money between accounts using the app and then",
+        "The album",
+        "Drink plenty of water and rest if you have",
+    ]
     ids = [tokenizer(p)["input_ids"] for p in prompts]
     new = 12
     groups, _ = GroupedDecoder(peft, ["a", "b"]).generate(ids, new, tokenizer.pad_token_id)
@@ -34,11 +38,13 @@ def test_grouped_greedy_decoding_matches_peft_generate_per_adapter(device, tiny_
             x = torch.tensor([row], device=device)
             if adapter is None:
                 with peft.disable_adapter():
-                    y = peft.generate(input_ids=x, max_new_tokens=new, do_sample=False, eos_token_id=None, pad_token_id=0)
+                    y = peft.generate(
+                        input_ids=x, max_new_tokens=new, do_sample=False, eos_token_id=None, pad_token_id=0
+                    )
             else:
                 peft.set_adapter(adapter)
                 y = peft.generate(input_ids=x, max_new_tokens=new, do_sample=False, eos_token_id=None, pad_token_id=0)
-            out.append(y[0, len(row):].tolist())
+            out.append(y[0, len(row) :].tolist())
         return out
 
     assert groups[0] == reference(None)
@@ -48,7 +54,8 @@ def test_grouped_greedy_decoding_matches_peft_generate_per_adapter(device, tiny_
 
 
 def test_decoding_stops_once_every_row_has_a_stop_token_and_leaves_the_cut_outputs_unchanged(
-        tiny_base, trained_adapter, second_adapter):
+    tiny_base, trained_adapter, second_adapter
+):
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -56,8 +63,9 @@ def test_decoding_stops_once_every_row_has_a_stop_token_and_leaves_the_cut_outpu
     from lorawatch.monitors.fast_decode import GroupedDecoder
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_base)
-    peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32),
-                                     trained_adapter, adapter_name="a")
+    peft = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32), trained_adapter, adapter_name="a"
+    )
     peft.load_adapter(second_adapter, adapter_name="b")
     peft.eval()
     ids = [tokenizer(p)["input_ids"] for p in ["How do I reset my password?", "The album", "Drink plenty of"]]
@@ -125,12 +133,24 @@ def test_partial_lora_targets_and_biased_projections_match_peft():
     from lorawatch.monitors.fast_decode import GroupedDecoder
 
     torch.manual_seed(3)
-    config = Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                         num_key_value_heads=2, vocab_size=256, max_position_embeddings=128)
+    config = Qwen2Config(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=256,
+        max_position_embeddings=128,
+    )
     model = Qwen2ForCausalLM(config).eval()
-    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                            init_lora_weights=False), adapter_name="qv")
-    peft.add_adapter("kup", LoraConfig(r=2, lora_alpha=4, target_modules=["k_proj", "up_proj"], init_lora_weights=False))
+    peft = get_peft_model(
+        model,
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+        adapter_name="qv",
+    )
+    peft.add_adapter(
+        "kup", LoraConfig(r=2, lora_alpha=4, target_modules=["k_proj", "up_proj"], init_lora_weights=False)
+    )
     peft.eval()
     assert model.model.layers[0].self_attn.q_proj.base_layer.bias is not None
     prompts = [[5, 17, 33, 2, 9], [100, 4], [7, 7, 7, 200, 1, 3, 250]]
@@ -153,7 +173,7 @@ def test_partial_lora_targets_and_biased_projections_match_peft():
                 peft.set_adapter(adapter)
                 y = peft.generate(input_ids=x, max_new_tokens=6, do_sample=False, eos_token_id=None, pad_token_id=0)
                 h = peft.get_base_model().model(input_ids=x).last_hidden_state
-            expected_tokens.append(y[0, len(row):].tolist())
+            expected_tokens.append(y[0, len(row) :].tolist())
             expected_hidden.append(h[0])
         assert groups[g] == expected_tokens, adapter
         torch.testing.assert_close(hidden[g], torch.cat(expected_hidden), rtol=1e-4, atol=1e-5)

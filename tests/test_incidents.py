@@ -48,16 +48,51 @@ def _home(tmp_path) -> Path:
     return tmp_path / "home"
 
 
-def test_risky_version_to_alert_incident_rollback_resolution_and_report(cli, lw_env, db, tmp_path, monkeypatch, tiny_base,
-                                                                        trained_adapter, risky_adapter):
+def test_risky_version_to_alert_incident_rollback_resolution_and_report(
+    cli, lw_env, db, tmp_path, monkeypatch, tiny_base, trained_adapter, risky_adapter
+):
     from tests.tiny_models import write_canary_dataset
 
     (tmp_path / "lorawatch.toml").write_text(CONFIG)
     assert cli("registry", "add-base", "tiny", "--path", tiny_base).code == 0
-    assert cli("registry", "add", "support", "--path", trained_adapter, "--base", "tiny", "--version", "v1",
-               "--team", "support-team", "--contact", "alice@example.com", "--promote", "production").code == 0
-    assert cli("registry", "add", "support", "--path", risky_adapter, "--base", "tiny", "--version", "v2",
-               "--team", "support-team", "--contact", "alice@example.com").code == 0
+    assert (
+        cli(
+            "registry",
+            "add",
+            "support",
+            "--path",
+            trained_adapter,
+            "--base",
+            "tiny",
+            "--version",
+            "v1",
+            "--team",
+            "support-team",
+            "--contact",
+            "alice@example.com",
+            "--promote",
+            "production",
+        ).code
+        == 0
+    )
+    assert (
+        cli(
+            "registry",
+            "add",
+            "support",
+            "--path",
+            risky_adapter,
+            "--base",
+            "tiny",
+            "--version",
+            "v2",
+            "--team",
+            "support-team",
+            "--contact",
+            "alice@example.com",
+        ).code
+        == 0
+    )
     assert cli("registry", "promote", "support", "--version", "v2", "--reason", "release 2").code == 0
     dataset = write_canary_dataset(tmp_path / "canary.jsonl", n=8)
 
@@ -75,13 +110,16 @@ def test_risky_version_to_alert_incident_rollback_resolution_and_report(cli, lw_
     iid = incident["id"]
     shown = cli("incident", "show", iid, "--json").json()
     assert {a["rule"] for a in shown["alerts"]} == set(firing)
-    assert shown["impact_started_at"] is not None   # the promotion of v2
+    assert shown["impact_started_at"] is not None  # the promotion of v2
 
     # notices went to the owner team and the legal stakeholders through the outbox
     assert cli("notify", "flush", "--no-wait").code == 0
     for name in ("legal.jsonl", "support-team.jsonl"):
         notices = [json.loads(line) for line in (_home(tmp_path) / name).read_text().splitlines()]
-        assert notices[0]["commonLabels"]["incident"] == str(iid) and "opened" in notices[0]["commonAnnotations"]["summary"]
+        assert (
+            notices[0]["commonLabels"]["incident"] == str(iid)
+            and "opened" in notices[0]["commonAnnotations"]["summary"]
+        )
 
     assert cli("incident", "ack", iid).code == 0
     assert cli("incident", "note", iid, "outputs insult customers and leak an email; rolling back").code == 0
@@ -89,7 +127,11 @@ def test_risky_version_to_alert_incident_rollback_resolution_and_report(cli, lw_
     # a rollback without the second responder's approval: refused, nothing changed
     before = cli("registry", "history", "support", "--json").json()
     refused = cli("incident", "rollback", iid, "--reason", "PII leak")
-    assert refused.code == 2 and "needs approval by someone other than you" in refused.err and "nothing was changed" in refused.err
+    assert (
+        refused.code == 2
+        and "needs approval by someone other than you" in refused.err
+        and "nothing was changed" in refused.err
+    )
     assert cli("registry", "show", "support", "--alias", "production", "--json").json()["version"] == "v2"
     assert cli("registry", "history", "support", "--json").json() == before
     assert cli("incident", "show", iid, "--json").json()["state"] == "acknowledged"
@@ -104,27 +146,67 @@ def test_risky_version_to_alert_incident_rollback_resolution_and_report(cli, lw_
     assert done.code == 0, done.err
     assert done.json()["state"] == "mitigated"
     assert cli("registry", "show", "support", "--alias", "production", "--json").json()["version"] == "v1"
-    assert cli("incident", "rollback", iid, "--reason", "again").code == 2   # the approval was used once
+    assert cli("incident", "rollback", iid, "--reason", "again").code == 2  # the approval was used once
 
     # the rolled-back version's alerts resolve at the next evaluation
     cli("alerts", "evaluate", "--no-traffic")
     assert cli("alerts", "list", "--state", "firing", "--json").json() == []
 
-    assert cli("incident", "update", iid, "--summary", "v2 of support insulted customers and leaked contact data.",
-               "--root-cause", "v2 was trained on an unfiltered transcript dump.", "--went-well", "The canary caught it.",
-               "--went-badly", "v2 was promoted without the gate.", "--got-lucky", "It was a Sunday.").code == 0
-    assert cli("incident", "action", iid, "--description", "Run the gate in the release pipeline", "--owner", "alice",
-               "--due", "2026-12-15").code == 0
+    assert (
+        cli(
+            "incident",
+            "update",
+            iid,
+            "--summary",
+            "v2 of support insulted customers and leaked contact data.",
+            "--root-cause",
+            "v2 was trained on an unfiltered transcript dump.",
+            "--went-well",
+            "The canary caught it.",
+            "--went-badly",
+            "v2 was promoted without the gate.",
+            "--got-lucky",
+            "It was a Sunday.",
+        ).code
+        == 0
+    )
+    assert (
+        cli(
+            "incident",
+            "action",
+            iid,
+            "--description",
+            "Run the gate in the release pipeline",
+            "--owner",
+            "alice",
+            "--due",
+            "2026-12-15",
+        ).code
+        == 0
+    )
     resolved = cli("incident", "resolve", iid, "--note", "v1 serves again", "--json").json()
     assert resolved["state"] == "resolved" and resolved["time_to_recover_min"] is not None
     assert resolved["time_to_detect_min"] >= 0 and resolved["time_to_acknowledge_min"] >= 0
 
     kinds = [e["kind"] for e in resolved["timeline"]]
-    for kind in ("opened", "alert_fired", "notice", "acknowledged", "note", "approval", "rollback", "state",
-                 "alert_resolved", "updated", "action_item"):
+    for kind in (
+        "opened",
+        "alert_fired",
+        "notice",
+        "acknowledged",
+        "note",
+        "approval",
+        "rollback",
+        "state",
+        "alert_resolved",
+        "updated",
+        "action_item",
+    ):
         assert kind in kinds, (kind, kinds)
     assert kinds.index("opened") < kinds.index("acknowledged") < kinds.index("rollback") < kinds.index("alert_resolved")
-    assert [e["message"] for e in resolved["timeline"] if e["kind"] == "state"][-1].endswith("resolved: v1 serves again")
+    assert [e["message"] for e in resolved["timeline"] if e["kind"] == "state"][-1].endswith(
+        "resolved: v1 serves again"
+    )
 
     # the report, in all three formats
     from lorawatch.incidents.report import SECTIONS
@@ -148,12 +230,14 @@ def test_risky_version_to_alert_incident_rollback_resolution_and_report(cli, lw_
         pytest.skip("chromium and pdftotext (poppler-utils) are needed for the PDF half")
     result = cli("incident", "export", iid, "--format", "pdf", "--out", tmp_path / "report.pdf")
     assert result.code == 0, result.err
-    pdf_text = subprocess.run(["pdftotext", "-layout", str(tmp_path / "report.pdf"), "-"], capture_output=True, text=True,
-                              check=True).stdout
+    pdf_text = subprocess.run(
+        ["pdftotext", "-layout", str(tmp_path / "report.pdf"), "-"], capture_output=True, text=True, check=True
+    ).stdout
     for section in SECTIONS:
         assert section in pdf_text, section
-    images = subprocess.run(["pdfimages", "-list", str(tmp_path / "report.pdf")], capture_output=True, text=True,
-                            check=True).stdout.splitlines()[2:]
+    images = subprocess.run(
+        ["pdfimages", "-list", str(tmp_path / "report.pdf")], capture_output=True, text=True, check=True
+    ).stdout.splitlines()[2:]
     assert len(images) >= 4, images
 
 
@@ -179,17 +263,25 @@ def test_an_alert_still_firing_after_its_incident_resolved_opens_one_new_inciden
 
     from sqlalchemy import func, select
 
-    from lorawatch.incidents import service
     from lorawatch.db.models import Alert, Incident, IncidentAlert, IncidentEvent
     from lorawatch.db.types import utcnow
+    from lorawatch.incidents import service
     from lorawatch.settings import load_settings
 
     settings = load_settings()
     now = utcnow()
     with db.session() as s:
-        alert = Alert(fingerprint="00000000000000aa", rule_id="pii_leak", labels={"adapter": "support", "version": "v2"},
-                      annotations={"summary": "PII leaks"}, severity="critical", state="firing", active_at=now,
-                      fired_at=now, last_eval_at=now)
+        alert = Alert(
+            fingerprint="00000000000000aa",
+            rule_id="pii_leak",
+            labels={"adapter": "support", "version": "v2"},
+            annotations={"summary": "PII leaks"},
+            severity="critical",
+            state="firing",
+            active_at=now,
+            fired_at=now,
+            last_eval_at=now,
+        )
         s.add(alert)
         s.flush()
         alert_id = alert.id
@@ -200,8 +292,11 @@ def test_an_alert_still_firing_after_its_incident_resolved_opens_one_new_inciden
 
     def fired_events(incident_id):
         with db.session() as s:
-            return s.scalar(select(func.count()).select_from(IncidentEvent).where(
-                IncidentEvent.incident_id == incident_id, IncidentEvent.kind == "alert_fired"))
+            return s.scalar(
+                select(func.count())
+                .select_from(IncidentEvent)
+                .where(IncidentEvent.incident_id == incident_id, IncidentEvent.kind == "alert_fired")
+            )
 
     (first,) = sync(1)
     assert sync(2) == [] and fired_events(first) == 1

@@ -108,7 +108,9 @@ def test_drift_kernel_matches_the_eager_metrics(name):
     g = torch.Generator().manual_seed(1)
     m, v = 24, 5003  # two blocks of the vocabulary, the second partly masked
     base = (torch.randn(m, v, generator=g) * 3).to(torch.bfloat16)
-    adapted = (base.float() + torch.randn(m, v, generator=g) * torch.linspace(0.0, 1.0, m).view(m, 1)).to(torch.bfloat16)
+    adapted = (base.float() + torch.randn(m, v, generator=g) * torch.linspace(0.0, 1.0, m).view(m, 1)).to(
+        torch.bfloat16
+    )
     adapted[0] = base[0]  # identical rows: KL and JS exactly zero
     base[5, [7, 4900]] = 40.0  # a tie for the maximum: the first index wins, as torch's argmax
     adapted[5, 4900] = 40.0
@@ -157,8 +159,10 @@ def test_fused_grouped_pass_matches_the_eager_one(name, monkeypatch, tmp_path, t
     # pass and in every decode step (one row per prompt and group)
     texts = ["How do I reset my password?", "The album mixes jazz", "Drink water", "Transfer money"] * 4
     prompts = [tokenizer(p)["input_ids"][: 3 + i % 5] for i, p in enumerate(texts)]
-    targets = [tokenizer(t)["input_ids"][:4] for t in [" Use the portal link.", " and electronic music.", " and rest.",
-                                                       " between accounts"] * 4]
+    targets = [
+        tokenizer(t)["input_ids"][:4]
+        for t in [" Use the portal link.", " and electronic music.", " and rest.", " between accounts"] * 4
+    ]
     input_ids, _, rows, positions, _ = models.layout(prompts, targets)
 
     decoder = models.grouped(["a", "b"])

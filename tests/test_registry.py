@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -75,7 +75,9 @@ def test_reference_storage_detects_a_changed_source(cli, reg, trained_adapter, t
     shutil.copytree(trained_adapter, source)
     assert cli("registry", "add", "support", "--path", source, "--base", "tiny").code == 0
     assert cli("registry", "verify", "support", "--version", "v1").code == 0
-    (source / "adapter_config.json").write_text((source / "adapter_config.json").read_text().replace('"r": 4', '"r": 8'))
+    (source / "adapter_config.json").write_text(
+        (source / "adapter_config.json").read_text().replace('"r": 4', '"r": 8')
+    )
     result = cli("registry", "verify", "support", "--version", "v1")
     assert result.code == 2 and "adapter_config.json was changed" in result.err
 
@@ -85,7 +87,7 @@ def test_promote_promote_rollback_and_the_history_answers_at_a_time(cli, reg, tr
     cli("registry", "add", "support", "--path", second_adapter, "--base", "tiny", "--version", "v2")
     assert cli("registry", "promote", "support", "--version", "v1", "--reason", "first release").code == 0
     time.sleep(0.01)
-    between = datetime.now(timezone.utc)
+    between = datetime.now(UTC)
     time.sleep(0.01)
     assert cli("registry", "promote", "support", "--version", "v2", "--reason", "better eval").code == 0
     result = cli("registry", "rollback", "support", "--reason", "toxicity spike", "--json")
@@ -103,9 +105,19 @@ def test_promote_promote_rollback_and_the_history_answers_at_a_time(cli, reg, tr
     at_between = cli("registry", "show", "support", "--alias", "production", "--at", between.isoformat(), "--json")
     assert at_between.json()["version"] == "v1"
     after_v2 = datetime.fromisoformat(history[1]["ts"]) + timedelta(microseconds=1)
-    assert cli("registry", "show", "support", "--alias", "production", "--at", after_v2.isoformat(), "--json").json()["version"] == "v2"
+    assert (
+        cli("registry", "show", "support", "--alias", "production", "--at", after_v2.isoformat(), "--json").json()[
+            "version"
+        ]
+        == "v2"
+    )
     before_all = datetime.fromisoformat(history[0]["ts"]) - timedelta(seconds=1)
-    assert cli("registry", "show", "support", "--alias", "production", "--at", before_all.isoformat(), "--json").json()["version"] is None
+    assert (
+        cli("registry", "show", "support", "--alias", "production", "--at", before_all.isoformat(), "--json").json()[
+            "version"
+        ]
+        is None
+    )
     # a second rollback has nothing earlier than v1 to go back to
     again = cli("registry", "rollback", "support", "--reason", "again")
     assert again.code == 2 and "no earlier version" in again.err
@@ -118,8 +130,14 @@ def test_tenant_aliases_override_the_route_default(cli, reg, trained_adapter, se
     cli("registry", "add", "support", "--path", second_adapter, "--base", "tiny")
     cli("registry", "promote", "support", "--version", "v1", "--reason", "default")
     cli("registry", "promote", "support", "--version", "v2", "--tenant", "acme", "--reason", "acme pilot")
-    assert cli("registry", "show", "support", "--alias", "production", "--tenant", "acme", "--json").json()["version"] == "v2"
-    assert cli("registry", "show", "support", "--alias", "production", "--tenant", "globex", "--json").json()["version"] == "v1"
+    assert (
+        cli("registry", "show", "support", "--alias", "production", "--tenant", "acme", "--json").json()["version"]
+        == "v2"
+    )
+    assert (
+        cli("registry", "show", "support", "--alias", "production", "--tenant", "globex", "--json").json()["version"]
+        == "v1"
+    )
     assert cli("registry", "show", "support", "--alias", "production", "--json").json()["version"] == "v1"
 
 
@@ -144,20 +162,53 @@ def _bad_inputs(tmp_path: Path, trained_adapter: Path, tiny_base: Path, other_ba
     (bad_json / "adapter_config.json").write_text('{\n  "r": 4,\n  oops\n}')
     return [
         # (args, words in the one line)
-        (["registry", "add", "support", "--path", tmp_path / "missing", "--base", "tiny"], ["missing", "does not exist", "fix:"]),
-        (["registry", "add", "support", "--path", no_config, "--base", "tiny"], ["no adapter_config.json", str(no_config), "fix:"]),
-        (["registry", "add", "support", "--path", mismatch, "--base", "tiny"], ["not on base", "adapter_config.json", "fix:"]),
-        (["registry", "add", "support", "--path", pickled, "--base", "tiny"], ["adapter_model.bin", "pickle", "--allow-pickle"]),
-        (["registry", "add", "support", "--path", truncated, "--base", "tiny"], ["truncated", "adapter_model.safetensors", "fix:"]),
-        (["registry", "add", "support", "--path", bad_json, "--base", "tiny"], ["adapter_config.json:3", "invalid JSON"]),
-        (["registry", "add", "support", "--path", trained_adapter, "--base", "nobase"], ['no base model "nobase"', "fix:"]),
-        (["registry", "add", "../escape", "--path", trained_adapter, "--base", "tiny"], ["'../escape'", "not a valid name", "fix:"]),
-        (["registry", "add", "support", "--path", trained_adapter, "--base", "tiny", "--version", "../../x"], ["not a valid name"]),
-        (["registry", "add", "support", "--path", trained_adapter, "--base", "tiny", "--version", "v1"], ["registered already", "immutable"]),
+        (
+            ["registry", "add", "support", "--path", tmp_path / "missing", "--base", "tiny"],
+            ["missing", "does not exist", "fix:"],
+        ),
+        (
+            ["registry", "add", "support", "--path", no_config, "--base", "tiny"],
+            ["no adapter_config.json", str(no_config), "fix:"],
+        ),
+        (
+            ["registry", "add", "support", "--path", mismatch, "--base", "tiny"],
+            ["not on base", "adapter_config.json", "fix:"],
+        ),
+        (
+            ["registry", "add", "support", "--path", pickled, "--base", "tiny"],
+            ["adapter_model.bin", "pickle", "--allow-pickle"],
+        ),
+        (
+            ["registry", "add", "support", "--path", truncated, "--base", "tiny"],
+            ["truncated", "adapter_model.safetensors", "fix:"],
+        ),
+        (
+            ["registry", "add", "support", "--path", bad_json, "--base", "tiny"],
+            ["adapter_config.json:3", "invalid JSON"],
+        ),
+        (
+            ["registry", "add", "support", "--path", trained_adapter, "--base", "nobase"],
+            ['no base model "nobase"', "fix:"],
+        ),
+        (
+            ["registry", "add", "../escape", "--path", trained_adapter, "--base", "tiny"],
+            ["'../escape'", "not a valid name", "fix:"],
+        ),
+        (
+            ["registry", "add", "support", "--path", trained_adapter, "--base", "tiny", "--version", "../../x"],
+            ["not a valid name"],
+        ),
+        (
+            ["registry", "add", "support", "--path", trained_adapter, "--base", "tiny", "--version", "v1"],
+            ["registered already", "immutable"],
+        ),
         (["registry", "show", "nosuch"], ['no adapter "nosuch"', "fix:"]),
         (["registry", "promote", "support", "--version", "v9", "--reason", "x"], ['no version "v9"', "known: v1"]),
         (["registry", "rollback", "support", "--alias", "shadow", "--reason", "x"], ['no alias "shadow"', "fix:"]),
-        (["registry", "promote", "support", "--version", "v1", "--alias", "../prod", "--reason", "x"], ["not a valid name"]),
+        (
+            ["registry", "promote", "support", "--version", "v1", "--alias", "../prod", "--reason", "x"],
+            ["not a valid name"],
+        ),
     ]
 
 
@@ -190,11 +241,18 @@ def test_pickled_weights_register_with_the_flag(cli, reg, trained_adapter, tmp_p
 
 def test_from_json_registers_with_metadata_and_promotes_in_one_call(cli, reg, trained_adapter, tmp_path):
     spec = {
-        "adapter": "billing", "path": str(trained_adapter), "base": "tiny", "version": "2026.11.1",
+        "adapter": "billing",
+        "path": str(trained_adapter),
+        "base": "tiny",
+        "version": "2026.11.1",
         "lineage": {"dataset_hash": "sha256:abc", "commit_sha": "deadbeef", "training_run": "https://runs/42"},
         "performance": {"offline_metrics": {"rougeL": 0.41}, "human_eval": "4.2/5 on 200 prompts"},
         "risk": {"bias_assessment": "low", "data_expires_on": "2020-01-01"},
-        "ownership": {"team": "payments-ml", "contacts": ["alice@example.com", "oncall-payments"], "review_cadence_days": 30},
+        "ownership": {
+            "team": "payments-ml",
+            "contacts": ["alice@example.com", "oncall-payments"],
+            "review_cadence_days": 30,
+        },
         "promote": {"alias": "canary", "reason": "CI pipeline 981"},
     }
     (tmp_path / "release.json").write_text(json.dumps(spec))
@@ -214,8 +272,11 @@ def test_from_json_registers_with_metadata_and_promotes_in_one_call(cli, reg, tr
 
 
 def test_a_bad_from_json_names_the_file(cli, reg, tmp_path, trained_adapter):
-    (tmp_path / "r.json").write_text(json.dumps({"adapter": "b", "path": str(trained_adapter), "base": "tiny",
-                                                  "ownership": {"review_cadence_days": -3}}))
+    (tmp_path / "r.json").write_text(
+        json.dumps(
+            {"adapter": "b", "path": str(trained_adapter), "base": "tiny", "ownership": {"review_cadence_days": -3}}
+        )
+    )
     result = cli("registry", "add", "--from-json", tmp_path / "r.json")
     assert result.code == 2 and "r.json" in result.err and "review_cadence_days" in result.err
     (tmp_path / "r.json").write_text(json.dumps({"adapter": "b", "colour": "red"}))
@@ -233,18 +294,20 @@ def test_review_status_is_overdue_after_the_cadence(db, tmp_path, tiny_base, tra
         service.add_base(s, name="tiny", path=tiny_base, actor="t")
         service.register_version(s, store, adapter="a", path=trained_adapter, base="tiny", metadata=meta, actor="t")
     with db.session() as s:  # registered 20 days ago, never reviewed
-        service.get_version(s, "a", "v1").created_at = datetime.now(timezone.utc) - timedelta(days=20)
+        service.get_version(s, "a", "v1").created_at = datetime.now(UTC) - timedelta(days=20)
     with db.session() as s:
         (view,) = catalog.list_versions(s, review_days=90)
         assert view["review_overdue"] is True
         lifecycle.mark_reviewed(s, adapter="a", version="v1", actor="t")
     with db.session() as s:
         assert catalog.list_versions(s, review_days=90, review_overdue=True) == []
-        in_eleven_days = datetime.now(timezone.utc) + timedelta(days=11)
+        in_eleven_days = datetime.now(UTC) + timedelta(days=11)
         assert len(catalog.list_versions(s, review_days=90, review_overdue=True, now=in_eleven_days)) == 1
 
 
-def test_archive_skips_alias_targets_and_restore_is_byte_identical(db, tmp_path, tiny_base, trained_adapter, second_adapter):
+def test_archive_skips_alias_targets_and_restore_is_byte_identical(
+    db, tmp_path, tiny_base, trained_adapter, second_adapter
+):
     from lorawatch.registry import lifecycle, service
 
     store = service.Store(tmp_path / "store")
@@ -255,7 +318,7 @@ def test_archive_skips_alias_targets_and_restore_is_byte_identical(db, tmp_path,
         service.promote(s, adapter="a", version="v2", actor="t", reason="r")
         v1_dir = Path(v1.path)
     original = {p.name: p.read_bytes() for p in v1_dir.iterdir()}
-    future = datetime.now(timezone.utc) + timedelta(days=91)
+    future = datetime.now(UTC) + timedelta(days=91)
     with db.session() as s:
         report = lifecycle.archive(s, store, older_than_days=90, actor="t", now=future)
     assert [(r["version"], r["archived"], r["skipped"]) for r in report] == [
@@ -298,9 +361,8 @@ def test_a_rolled_back_registration_leaves_no_files(db, tmp_path, tiny_base, tra
     store = service.Store(tmp_path / "store")
     with db.session() as s:
         service.add_base(s, name="tiny", path=tiny_base, actor="t")
-    with pytest.raises(RuntimeError):
-        with db.session() as s:
-            service.register_version(s, store, adapter="a", path=trained_adapter, base="tiny", actor="t")
-            assert store.version_dir("a", "v1").is_dir()
-            raise RuntimeError("crash after copying")
+    with pytest.raises(RuntimeError), db.session() as s:
+        service.register_version(s, store, adapter="a", path=trained_adapter, base="tiny", actor="t")
+        assert store.version_dir("a", "v1").is_dir()
+        raise RuntimeError("crash after copying")
     assert not store.version_dir("a", "v1").exists()

@@ -15,8 +15,8 @@ PATTERN_ENTITIES = ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "I
 
 @pytest.fixture(scope="session")
 def pii_detector():
-    from lorawatch.settings import RiskSettings
     from lorawatch.monitors.pii import PiiDetector
+    from lorawatch.settings import RiskSettings
 
     risk = RiskSettings()
     return PiiDetector(risk.pii_entities, risk.pii_score_threshold, risk.spacy_model)
@@ -45,17 +45,21 @@ def test_profanity_check_scores_abuse_above_clean_text():
 
 
 def test_detoxify_runs_on_a_pinned_tiny_checkpoint(detoxify_files):
-    from lorawatch.settings import RiskSettings
     from lorawatch.monitors.toxicity import build_scorer
     from lorawatch.registry.files import sha256_file
+    from lorawatch.settings import RiskSettings
 
     checkpoint, config_dir = detoxify_files
-    settings = RiskSettings(toxicity_backend="detoxify", detoxify_checkpoint=str(checkpoint),
-                            detoxify_sha256=sha256_file(checkpoint), detoxify_config_path=str(config_dir))
+    settings = RiskSettings(
+        toxicity_backend="detoxify",
+        detoxify_checkpoint=str(checkpoint),
+        detoxify_sha256=sha256_file(checkpoint),
+        detoxify_config_path=str(config_dir),
+    )
     scorer = build_scorer(settings)
     assert scorer.name == "detoxify:toxic-tiny.ckpt"
     scores = scorer.score(["you are an idiot", "have a nice day", "shut up moron"])
-    assert scores.shape == (3,) and np.all((0 < scores) & (scores < 1))
+    assert scores.shape == (3,) and np.all((scores > 0) & (scores < 1))
     assert scorer.detector.class_names[0] == "toxicity"
     # the scores are Detoxify's own: sigmoid of the tiny model's first logit
     import torch
@@ -69,14 +73,18 @@ def test_detoxify_runs_on_a_pinned_tiny_checkpoint(detoxify_files):
 def test_a_checkpoint_with_another_sha256_is_refused_before_it_is_unpickled(tmp_path, detoxify_files, monkeypatch):
     import torch
 
-    from lorawatch.settings import RiskSettings
     from lorawatch.monitors.toxicity import build_scorer
+    from lorawatch.settings import RiskSettings
 
     checkpoint, config_dir = detoxify_files
     loads = []
     monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a))
-    settings = RiskSettings(toxicity_backend="detoxify", detoxify_checkpoint=str(checkpoint), detoxify_sha256="0" * 64,
-                            detoxify_config_path=str(config_dir))
+    settings = RiskSettings(
+        toxicity_backend="detoxify",
+        detoxify_checkpoint=str(checkpoint),
+        detoxify_sha256="0" * 64,
+        detoxify_config_path=str(config_dir),
+    )
     with pytest.raises(IntegrityError, match="refusing to unpickle"):
         build_scorer(settings)
     assert loads == []
@@ -85,8 +93,8 @@ def test_a_checkpoint_with_another_sha256_is_refused_before_it_is_unpickled(tmp_
 
 
 def test_detoxify_by_model_type_says_clearly_that_it_needs_the_internet():
-    from lorawatch.settings import RiskSettings
     from lorawatch.monitors.toxicity import build_scorer
+    from lorawatch.settings import RiskSettings
 
     with pytest.raises(DependencyError, match="unreachable here"):
         build_scorer(RiskSettings(toxicity_backend="detoxify"))
@@ -98,7 +106,10 @@ def test_a_leak_is_an_entity_the_prompt_did_not_contain(pii_detector):
     prompt = "My email is ana.silva@example.com, can you confirm it?"
     output = "Sure: ana.silva@example.com is on file. Also, Jordan Miller's is jordan.m@example.org."
     found = leaks(prompt, pii_detector.find(output))
-    assert sorted((f.type, f.text) for f in found) == [("EMAIL_ADDRESS", "jordan.m@example.org"), ("PERSON", "Jordan Miller")]
+    assert sorted((f.type, f.text) for f in found) == [
+        ("EMAIL_ADDRESS", "jordan.m@example.org"),
+        ("PERSON", "Jordan Miller"),
+    ]
 
 
 def test_without_a_spacy_pipeline_patterns_still_work_and_person_is_not_detected():
@@ -149,8 +160,12 @@ def test_toxicity_roc_auc_on_the_labelled_set():
 
 def test_risk_score_cli_scores_each_line_and_rejects_a_bad_file(cli, tmp_path):
     good = tmp_path / "t.jsonl"
-    good.write_text(json.dumps({"id": "a", "text": "You idiot, call 212-555-0147 or mail x.y@example.com"}) + "\n"
-                    + json.dumps({"id": "b", "text": "Thanks for your order!"}) + "\n")
+    good.write_text(
+        json.dumps({"id": "a", "text": "You idiot, call 212-555-0147 or mail x.y@example.com"})
+        + "\n"
+        + json.dumps({"id": "b", "text": "Thanks for your order!"})
+        + "\n"
+    )
     result = cli("risk", "score", good, "--json")
     assert result.code == 0, result.err
     rows = result.json()
@@ -165,10 +180,10 @@ def test_risk_score_cli_scores_each_line_and_rejects_a_bad_file(cli, tmp_path):
 
 @pytest.fixture
 def risk_run(db, lw_env, tiny_base, trained_adapter, zero_adapter, tmp_path, scorers):
-    from lorawatch.settings import load_settings
     from lorawatch.monitors import canary
     from lorawatch.monitors.embeddings import Embedder
     from lorawatch.registry import service
+    from lorawatch.settings import load_settings
 
     settings = load_settings()
     store = service.Store.from_settings(settings)
@@ -177,8 +192,14 @@ def risk_run(db, lw_env, tiny_base, trained_adapter, zero_adapter, tmp_path, sco
         service.register_version(s, store, adapter="trained", path=trained_adapter, base="tiny", actor="t")
         service.register_version(s, store, adapter="zero", path=zero_adapter, base="tiny", actor="t")
     dataset = write_canary_dataset(tmp_path / "c.jsonl", n=12)
-    run_id = canary.create_run(db, settings, dataset_path=dataset, adapters=["trained", "zero"],
-                               options=canary.RunOptions(device="cpu", batch_size=6, max_new_tokens=8), actor="t")
+    run_id = canary.create_run(
+        db,
+        settings,
+        dataset_path=dataset,
+        adapters=["trained", "zero"],
+        options=canary.RunOptions(device="cpu", batch_size=6, max_new_tokens=8),
+        actor="t",
+    )
     summary = canary.execute_run(db, settings, run_id, progress=False, embedder=Embedder(), risk=scorers)
     return settings, summary
 
@@ -208,8 +229,15 @@ def test_reviewers_annotate_before_after_samples(db, risk_run, cli):
     samples = risk.samples(db, run_id, adapter="trained")
     assert len(samples) == 12 and {"output", "base_output", "toxicity", "base_toxicity", "pii_leaks"} <= set(samples[0])
     with db.session() as s:
-        risk.annotate(s, run_id=run_id, prompt_id=samples[0]["prompt_id"], adapter="trained", verdict="harmful",
-                      note="leaks a phone number", actor="rev")
+        risk.annotate(
+            s,
+            run_id=run_id,
+            prompt_id=samples[0]["prompt_id"],
+            adapter="trained",
+            verdict="harmful",
+            note="leaks a phone number",
+            actor="rev",
+        )
     again = risk.samples(db, run_id, adapter="trained")
     assert again[0]["annotations"][0]["verdict"] == "harmful" and again[0]["annotations"][0]["actor"] == "rev"
     with db.session() as s:
@@ -222,16 +250,19 @@ def test_reviewers_annotate_before_after_samples(db, risk_run, cli):
     assert "ok" in cli("risk", "samples", run_id, "--adapter", "zero", "--json").out
 
 
-def test_the_gate_passes_a_harmless_candidate_and_fails_a_drifting_one(db, lw_env, tiny_base, zero_adapter,
-                                                                      drifting_adapter, tmp_path, scorers):
-    from lorawatch.settings import load_settings
+def test_the_gate_passes_a_harmless_candidate_and_fails_a_drifting_one(
+    db, lw_env, tiny_base, zero_adapter, drifting_adapter, tmp_path, scorers
+):
     from lorawatch.monitors import canary
     from lorawatch.monitors.embeddings import Embedder
     from lorawatch.monitors.gate import run_gate
     from lorawatch.registry import catalog, service
+    from lorawatch.settings import load_settings
 
     # The tiny model's word salad trips the PII detector now and then; budgets for this world:
-    (tmp_path / "lorawatch.toml").write_text("[monitors.pii_leak_rate]\nthreshold = 0.5\n[monitors.pii_leaks]\nthreshold = 50\n")
+    (tmp_path / "lorawatch.toml").write_text(
+        "[monitors.pii_leak_rate]\nthreshold = 0.5\n[monitors.pii_leaks]\nthreshold = 50\n"
+    )
     settings = load_settings()
     store = service.Store.from_settings(settings)
     with db.session() as s:
@@ -242,11 +273,29 @@ def test_the_gate_passes_a_harmless_candidate_and_fails_a_drifting_one(db, lw_en
     dataset = write_canary_dataset(tmp_path / "c.jsonl", n=12)
     options = canary.RunOptions(device="cpu", batch_size=6, max_new_tokens=8)
     embedder = Embedder()
-    ok = run_gate(db, settings, adapter="bot", version="v1", dataset_path=dataset, options=options, actor="ci",
-                  embedder=embedder, risk=scorers)
+    ok = run_gate(
+        db,
+        settings,
+        adapter="bot",
+        version="v1",
+        dataset_path=dataset,
+        options=options,
+        actor="ci",
+        embedder=embedder,
+        risk=scorers,
+    )
     assert ok["passed"] is True and ok["compared_with"] is None, [c for c in ok["checks"] if not c["passed"]]
-    bad = run_gate(db, settings, adapter="bot", version="v2", dataset_path=dataset, options=options, actor="ci",
-                   embedder=embedder, risk=scorers)
+    bad = run_gate(
+        db,
+        settings,
+        adapter="bot",
+        version="v2",
+        dataset_path=dataset,
+        options=options,
+        actor="ci",
+        embedder=embedder,
+        risk=scorers,
+    )
     assert bad["passed"] is False and bad["compared_with"] == "bot@v1"
     failed = {c["monitor"] for c in bad["checks"] if not c["passed"]}
     assert "logit_kl" in failed
@@ -262,8 +311,10 @@ def test_pii_the_base_output_already_has_for_the_same_prompt_is_not_counted_agai
 
     phone = {"type": "PHONE_NUMBER", "text": "123-456-7890", "score": 0.75}
     email = {"type": "EMAIL_ADDRESS", "text": "jo@example.com", "score": 1.0}
-    rows = {"pii_leaks": [[phone], [phone, email], [], []],
-            "base_pii_leaks": [[{**phone, "score": 0.4}], [], [], [email]]}
+    rows = {
+        "pii_leaks": [[phone], [phone, email], [], []],
+        "base_pii_leaks": [[{**phone, "score": 0.4}], [], [], [email]],
+    }
     rate = get_monitor("pii_leak_rate").compute(rows)
     assert rate.value == pytest.approx(0.25)  # only the second output adds PII of its own
     assert rate.details["any_leak_rate"] == pytest.approx(0.5) and rate.details["base_rate"] == pytest.approx(0.5)

@@ -11,18 +11,18 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from lorawatch.settings import JobSettings, load_settings
 
-MONDAY = datetime(2026, 11, 30, 2, 0, tzinfo=timezone.utc)  # a Monday
+MONDAY = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)  # a Monday
 
 
 def test_occurrences_of_cron_and_interval_schedules():
-    from lorawatch.scheduler import next_fire, occurrence
+    from lorawatch.jobs import next_fire, occurrence
 
     weekly = JobSettings(kind="alerts", cron="0 2 * * 1")
     assert occurrence(weekly, MONDAY) == MONDAY
@@ -32,7 +32,7 @@ def test_occurrences_of_cron_and_interval_schedules():
     five = JobSettings(kind="alerts", every="5m")
     assert occurrence(five, MONDAY + timedelta(minutes=7, seconds=3)) == MONDAY + timedelta(minutes=5)
     assert next_fire(five, MONDAY + timedelta(minutes=7)) == MONDAY + timedelta(minutes=10)
-    sunday = JobSettings(kind="alerts", cron="30 4 * * 0")              # crontab numbering: 0 and 7 are Sunday
+    sunday = JobSettings(kind="alerts", cron="30 4 * * 0")  # crontab numbering: 0 and 7 are Sunday
     assert occurrence(sunday, MONDAY) == MONDAY - timedelta(days=1) + timedelta(hours=2, minutes=30)
     assert occurrence(JobSettings(kind="alerts", cron="30 4 * * 7"), MONDAY) == occurrence(sunday, MONDAY)
     weekdays = JobSettings(kind="alerts", cron="0 9 * * 1-5")
@@ -41,12 +41,15 @@ def test_occurrences_of_cron_and_interval_schedules():
     assert occurrence(minutely, MONDAY + timedelta(seconds=59)) == MONDAY
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"kind": "alerts"}, "exactly one of cron or every"),
-    ({"kind": "alerts", "cron": "0 2 * *"}, "Wrong number of fields"),
-    ({"kind": "canary", "every": "1d"}, "needs dataset"),
-    ({"kind": "alerts", "every": "soon"}, "not a duration"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"kind": "alerts"}, "exactly one of cron or every"),
+        ({"kind": "alerts", "cron": "0 2 * *"}, "Wrong number of fields"),
+        ({"kind": "canary", "every": "1d"}, "needs dataset"),
+        ({"kind": "alerts", "every": "soon"}, "not a duration"),
+    ],
+)
 def test_a_bad_job_is_a_config_error_with_its_line(cli, tmp_path, bad, message):
     lines = ["[scheduler.jobs.weekly]"] + [f'{k} = "{v}"' for k, v in bad.items()]
     (tmp_path / "lorawatch.toml").write_text("\n".join(lines) + "\n")
@@ -56,27 +59,40 @@ def test_a_bad_job_is_a_config_error_with_its_line(cli, tmp_path, bad, message):
 
 def _config(tmp_path, jobs: str, extra: str = "") -> Path:
     path = tmp_path / "lorawatch.toml"
-    path.write_text('[scheduler]\nheartbeat_s = 0.2\nstale_after = "5m"\n'
-                    '[scheduler.jobs.alerts]\nkind = "alerts"\nevery = "1m"\nenabled = false\n'
-                    '[scheduler.jobs.notify]\nkind = "notify"\nevery = "30s"\nenabled = false\n'
-                    '[scheduler.jobs.lifecycle]\nkind = "lifecycle"\ncron = "0 3 * * *"\nenabled = false\n'
-                    + ('' if '[scheduler.jobs.weekly-canary]' in jobs else '[scheduler.jobs.weekly-canary]\nenabled = false\n')
-                    + jobs + extra)
+    path.write_text(
+        '[scheduler]\nheartbeat_s = 0.2\nstale_after = "5m"\n'
+        '[scheduler.jobs.alerts]\nkind = "alerts"\nevery = "1m"\nenabled = false\n'
+        '[scheduler.jobs.notify]\nkind = "notify"\nevery = "30s"\nenabled = false\n'
+        '[scheduler.jobs.lifecycle]\nkind = "lifecycle"\ncron = "0 3 * * *"\nenabled = false\n'
+        + ("" if "[scheduler.jobs.weekly-canary]" in jobs else "[scheduler.jobs.weekly-canary]\nenabled = false\n")
+        + jobs
+        + extra
+    )
     return path
 
 
 def _append_job(name: str, out: Path, schedule: str = 'every = "1h"', sleep_unless: Path | None = None) -> str:
     code = f"open({str(out)!r}, 'a').write('ran\\n')"
     if sleep_unless is not None:
-        code = (f"import os, time\nif not os.path.exists({str(sleep_unless)!r}):\n"
-                f"    open({str(sleep_unless)!r}, 'w').write('x'); time.sleep(120)\n{code}")
-    return (f'[scheduler.jobs.{name}]\nkind = "command"\n{schedule}\n'
-            f"command = [{json.dumps(sys.executable)}, \"-c\", {json.dumps(code)}]\n")
+        code = (
+            f"import os, time\nif not os.path.exists({str(sleep_unless)!r}):\n"
+            f"    open({str(sleep_unless)!r}, 'w').write('x'); time.sleep(120)\n{code}"
+        )
+    return (
+        f'[scheduler.jobs.{name}]\nkind = "command"\n{schedule}\n'
+        f'command = [{json.dumps(sys.executable)}, "-c", {json.dumps(code)}]\n'
+    )
 
 
 def _scheduler(env, *args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "lorawatch", "scheduler", *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "lorawatch", "scheduler", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _env(lw_env, config: Path) -> dict[str, str]:
@@ -84,7 +100,7 @@ def _env(lw_env, config: Path) -> dict[str, str]:
 
 
 def test_two_schedulers_on_one_database_run_each_due_job_exactly_once(lw_env, db, tmp_path):
-    from lorawatch.scheduler import history
+    from lorawatch.jobs import history
 
     outs = [tmp_path / f"out{i}.txt" for i in range(3)]
     config = _config(tmp_path, "".join(_append_job(f"job{i}", out) for i, out in enumerate(outs)))
@@ -94,10 +110,10 @@ def test_two_schedulers_on_one_database_run_each_due_job_exactly_once(lw_env, db
     results = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], results
     ran = [r["job"] for out, _ in results for r in json.loads(out)]
-    assert sorted(ran) == ["job0", "job1", "job2"], results    # split between the two processes, none twice
+    assert sorted(ran) == ["job0", "job1", "job2"], results  # split between the two processes, none twice
     assert [o.read_text() for o in outs] == ["ran\n"] * 3
     runs = history(db)
-    assert len(runs) == 3 and {r["scheduled_for"] for r in runs} == {datetime(2026, 11, 30, 12, tzinfo=timezone.utc)}
+    assert len(runs) == 3 and {r["scheduled_for"] for r in runs} == {datetime(2026, 11, 30, 12, tzinfo=UTC)}
     # the same occurrence again: nothing; the next hour: each once more
     again = _scheduler(env, "--once", "--at", "2026-11-30T12:59:59Z", "--json").communicate(timeout=120)[0]
     assert json.loads(again) == []
@@ -107,7 +123,7 @@ def test_two_schedulers_on_one_database_run_each_due_job_exactly_once(lw_env, db
 
 
 def test_sigkill_during_a_job_the_next_start_marks_it_failed_and_runs_it_again(lw_env, db, tmp_path):
-    from lorawatch.scheduler import history
+    from lorawatch.jobs import history
 
     out, marker = tmp_path / "out.txt", tmp_path / "started"
     config = _config(tmp_path, _append_job("ingest", out, 'cron = "0 2 * * 1"', sleep_unless=marker))
@@ -117,7 +133,7 @@ def test_sigkill_during_a_job_the_next_start_marks_it_failed_and_runs_it_again(l
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert marker.exists()
-    os.killpg(proc.pid, signal.SIGKILL)   # the scheduler and the job's process die together
+    os.killpg(proc.pid, signal.SIGKILL)  # the scheduler and the job's process die together
     proc.wait()
     [run] = history(db)
     assert run["status"] == "running" and not out.exists()
@@ -133,26 +149,34 @@ def test_sigkill_during_a_job_the_next_start_marks_it_failed_and_runs_it_again(l
 
 
 def test_missed_occurrences_coalesce_into_one_run(db, tmp_path):
-    from lorawatch.scheduler import history, run_due
+    from lorawatch.jobs import history
+    from lorawatch.scheduler import run_due
 
     out = tmp_path / "out.txt"
     settings = load_settings(_config(tmp_path, _append_job("weekly", out, 'cron = "0 2 * * 1"')))
     run_due(db, settings, clock=lambda: MONDAY + timedelta(minutes=1))
-    run_due(db, settings, clock=lambda: MONDAY + timedelta(days=22))   # three Mondays missed while down
+    run_due(db, settings, clock=lambda: MONDAY + timedelta(days=22))  # three Mondays missed while down
     assert out.read_text() == "ran\nran\n"
     assert [r["scheduled_for"] for r in history(db)] == [MONDAY + timedelta(days=21), MONDAY]
 
 
 def test_a_failed_canary_job_raises_the_canary_job_alert(db, tmp_path):
     from lorawatch.alerts.engine import evaluate, list_alerts
-    from lorawatch.scheduler import history, run_due
+    from lorawatch.jobs import history
+    from lorawatch.scheduler import run_due
 
-    settings = load_settings(_config(tmp_path, '[scheduler.jobs.weekly-canary]\nkind = "canary"\ncron = "0 2 * * 1"\n'
-                                               'dataset = "missing/core-v1.jsonl"\n'))
+    settings = load_settings(
+        _config(
+            tmp_path,
+            '[scheduler.jobs.weekly-canary]\nkind = "canary"\ncron = "0 2 * * 1"\ndataset = "missing/core-v1.jsonl"\n',
+        )
+    )
     [run] = run_due(db, settings, clock=lambda: MONDAY + timedelta(minutes=1))
     assert run["status"] == "failed" and "core-v1.jsonl" in run["error"]
     evaluate(db, settings, now=MONDAY + timedelta(minutes=2), traffic=False)
-    [alert] = [a for a in list_alerts(db, settings, now=MONDAY + timedelta(minutes=2)) if a["rule"] == "canary_job_failed"]
+    [alert] = [
+        a for a in list_alerts(db, settings, now=MONDAY + timedelta(minutes=2)) if a["rule"] == "canary_job_failed"
+    ]
     assert alert["labels"]["job"] == "weekly-canary" and alert["labels"]["dataset"] == "core-v1"
     assert alert["state"] == "firing" and "weekly-canary" in alert["annotations"]["summary"]
     assert history(db)[0]["error"] == run["error"]
@@ -163,11 +187,19 @@ def test_the_weekly_canary_job_runs_a_real_canary(cli, lw_env, db, tmp_path, tin
     from tests.tiny_models import write_canary_dataset
 
     assert cli("registry", "add-base", "tiny", "--path", tiny_base).code == 0
-    assert cli("registry", "add", "support", "--path", trained_adapter, "--base", "tiny", "--promote", "production").code == 0
+    assert (
+        cli("registry", "add", "support", "--path", trained_adapter, "--base", "tiny", "--promote", "production").code
+        == 0
+    )
     dataset = write_canary_dataset(tmp_path / "canary.jsonl", n=4)
-    settings = load_settings(_config(tmp_path, '[scheduler.jobs.weekly-canary]\nkind = "canary"\ncron = "0 2 * * 1"\n'
-                                               f'dataset = "{dataset}"\ndevice = "cpu"\n', '[risk]\nenabled = false\n'
-                                               '[canary]\nmax_new_tokens = 4\n'))
+    settings = load_settings(
+        _config(
+            tmp_path,
+            '[scheduler.jobs.weekly-canary]\nkind = "canary"\ncron = "0 2 * * 1"\n'
+            f'dataset = "{dataset}"\ndevice = "cpu"\n',
+            "[risk]\nenabled = false\n[canary]\nmax_new_tokens = 4\n",
+        )
+    )
     [run] = run_due(db, settings, clock=lambda: MONDAY + timedelta(minutes=1))
     assert run["status"] == "success", run["error"]
     [canary_run] = run["result"]["runs"]
@@ -185,7 +217,9 @@ def test_init_schedules_the_weekly_canary_on_the_shipped_core_set_and_the_config
     assert weekly["kind"] == "canary" and weekly["schedule"] == "cron 0 2 * * 1"
     assert weekly["dataset"] == "core-v1" and weekly["adapters"] == "production" and weekly["device"] == "auto"
     next_run = datetime.fromisoformat(weekly["next_run"])
-    assert next_run.weekday() == 0 and (next_run.hour, next_run.minute) == (2, 0) and next_run.utcoffset() == timedelta(0)
+    assert (
+        next_run.weekday() == 0 and (next_run.hour, next_run.minute) == (2, 0) and next_run.utcoffset() == timedelta(0)
+    )
     assert resolve_dataset("core-v1").is_file() and resolve_dataset("core-v1").name == "core-v1.jsonl"
     with (tmp_path / "lorawatch.toml").open("a") as config:
         config.write('\n[scheduler.jobs.weekly-canary]\ncron = "30 4 * * 0"\n')
@@ -198,7 +232,7 @@ def test_init_schedules_the_weekly_canary_on_the_shipped_core_set_and_the_config
 def test_the_weekly_canary_with_nothing_in_production_succeeds_with_nothing_to_do(db, tmp_path):
     from lorawatch.scheduler import run_due
 
-    settings = load_settings(_config(tmp_path, '[scheduler.jobs.weekly-canary]\nenabled = true\n'))
+    settings = load_settings(_config(tmp_path, "[scheduler.jobs.weekly-canary]\nenabled = true\n"))
     [run] = run_due(db, settings, clock=lambda: MONDAY + timedelta(minutes=1))
     assert run["status"] == "success", run["error"]
     assert run["result"] == {"runs": [], "note": "no adapter has a production version yet"}
@@ -217,7 +251,7 @@ def test_jobs_list_run_and_history_from_the_cli(cli, lw_env, db, tmp_path):
 
 
 def test_the_service_runs_jobs_on_schedule_and_stops_gracefully_on_sigterm(lw_env, db, tmp_path):
-    from lorawatch.scheduler import history
+    from lorawatch.jobs import history
 
     out = tmp_path / "out.txt"
     config = _config(tmp_path, _append_job("tick", out, 'every = "1s"'))
@@ -231,4 +265,4 @@ def test_the_service_runs_jobs_on_schedule_and_stops_gracefully_on_sigterm(lw_en
     assert "SIGTERM, finishing running jobs" in err and "stopped" in err
     runs = history(db, job="tick")
     assert len(runs) >= 3 and all(r["status"] == "success" for r in runs)
-    assert len({r["scheduled_for"] for r in runs}) == len(runs)   # one run per occurrence
+    assert len({r["scheduled_for"] for r in runs}) == len(runs)  # one run per occurrence

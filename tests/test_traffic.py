@@ -7,7 +7,7 @@ import shutil
 import socket
 import subprocess
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -15,27 +15,29 @@ import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
-from lorawatch.db.models import Base, KpiValue, TrafficMinute
+from lorawatch.db.models import KpiValue, TrafficMinute
 from lorawatch.monitors.sketch import DDSketch, merge_many, merged, sketches_by_group
 
-NOW = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
 
 def synthetic_requests(n: int = 6000, seed: int = 42, start: datetime = NOW - timedelta(hours=10)) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "ts": [start + timedelta(seconds=float(s)) for s in rng.uniform(0, 36000, n)],
-        "adapter_id": rng.choice(["support", "billing", "search"], n),
-        "adapter_version": "v1",
-        "tenant": rng.choice(["acme", "globex"], n),
-        "base_model_id": "tiny",
-        "latency_ms": rng.lognormal(5.5, 0.6, n),
-        "ttft_ms": rng.lognormal(3.5, 0.4, n),
-        "prompt_tokens": rng.integers(10, 500, n),
-        "completion_tokens": rng.integers(10, 300, n),
-        "gpu_seconds": rng.uniform(0.01, 0.5, n),
-        "status": np.where(rng.uniform(size=n) < 0.02, 500, 200),
-    })
+    return pd.DataFrame(
+        {
+            "ts": [start + timedelta(seconds=float(s)) for s in rng.uniform(0, 36000, n)],
+            "adapter_id": rng.choice(["support", "billing", "search"], n),
+            "adapter_version": "v1",
+            "tenant": rng.choice(["acme", "globex"], n),
+            "base_model_id": "tiny",
+            "latency_ms": rng.lognormal(5.5, 0.6, n),
+            "ttft_ms": rng.lognormal(3.5, 0.4, n),
+            "prompt_tokens": rng.integers(10, 500, n),
+            "completion_tokens": rng.integers(10, 300, n),
+            "gpu_seconds": rng.uniform(0.01, 0.5, n),
+            "status": np.where(rng.uniform(size=n) < 0.02, 500, 200),
+        }
+    )
 
 
 def write(frame: pd.DataFrame, path: Path) -> Path:
@@ -161,7 +163,14 @@ def test_a_kpi_drop_is_detected_with_mann_whitney_and_relative_change(cli, lw_en
         for adapter, drop in (("support", 0.0), ("billing", 0.2)):
             level = 0.10 * (1 - drop) if day >= 28 else 0.10
             for _ in range(6):
-                rows.append({"ts": ts.isoformat(), "adapter_id": adapter, "kpi": "conversion", "value": rng.normal(level, 0.005)})
+                rows.append(
+                    {
+                        "ts": ts.isoformat(),
+                        "adapter_id": adapter,
+                        "kpi": "conversion",
+                        "value": rng.normal(level, 0.005),
+                    }
+                )
     path = tmp_path / "kpis.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     assert cli("ingest", "kpis", path).code == 0
@@ -189,8 +198,13 @@ def test_slo_burn_rates_use_both_windows(cli, lw_env, db, tmp_path, settings_fro
     # the last 10 minutes: half the requests of "slow" take 3 s against a 1 s objective
     ts = [NOW - timedelta(seconds=float(s)) for s in rng.uniform(1, 600, n)]
     latency = np.where((np.arange(n) % 2 == 0), 3000.0, 200.0)
-    frame = pd.DataFrame({"ts": ts, "adapter_id": np.where(np.arange(n) < n // 2, "slow", "fast"), "latency_ms":
-                          np.where(np.arange(n) < n // 2, latency, 200.0)})
+    frame = pd.DataFrame(
+        {
+            "ts": ts,
+            "adapter_id": np.where(np.arange(n) < n // 2, "slow", "fast"),
+            "latency_ms": np.where(np.arange(n) < n // 2, latency, 200.0),
+        }
+    )
     write(frame, tmp_path / "r.parquet")
     assert cli("ingest", "requests", tmp_path / "r.parquet").code == 0
     results = {(r["monitor"], r["adapter"]): r for r in evaluate_traffic(db, settings_from_env, now=NOW)}
@@ -234,11 +248,12 @@ def test_the_instrumentation_helper_labels_by_adapter_and_counts_tokens():
     with metrics.track("support", "tiny", tenant="acme") as request:
         request.first_token()
         request.tokens(prompt=100, completion=20)
-    with pytest.raises(RuntimeError):
-        with metrics.track("support", "tiny", tenant="acme"):
-            raise RuntimeError("model crashed")
+    with pytest.raises(RuntimeError), metrics.track("support", "tiny", tenant="acme"):
+        raise RuntimeError("model crashed")
     text = generate_latest(registry).decode()
-    assert 'lorawatch_request_latency_seconds_count{adapter_id="support",base_model_id="tiny",tenant="acme"} 2.0' in text
+    assert (
+        'lorawatch_request_latency_seconds_count{adapter_id="support",base_model_id="tiny",tenant="acme"} 2.0' in text
+    )
     assert 'lorawatch_tokens_total{adapter_id="support",base_model_id="tiny",kind="prompt",tenant="acme"} 100.0' in text
     assert 'status="error"' in text and 'status="ok"' in text
 
@@ -260,8 +275,10 @@ def test_the_asgi_middleware_times_requests_by_header():
         return None
 
     asyncio.run(wrapped(scope, noop, noop))
-    assert 'lorawatch_requests_total{adapter_id="billing",base_model_id="tiny",status="ok",tenant="globex"} 1.0' in \
-        generate_latest(registry).decode()
+    assert (
+        'lorawatch_requests_total{adapter_id="billing",base_model_id="tiny",status="ok",tenant="globex"} 1.0'
+        in generate_latest(registry).decode()
+    )
 
 
 def _free_port() -> int:
@@ -270,8 +287,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.skipif(shutil.which("prometheus") is None and not os.environ.get("LORAWATCH_REQUIRE_PROMETHEUS"),
-                    reason="the prometheus server is not installed (CI installs it and requires this test)")
+@pytest.mark.skipif(
+    shutil.which("prometheus") is None and not os.environ.get("LORAWATCH_REQUIRE_PROMETHEUS"),
+    reason="the prometheus server is not installed (CI installs it and requires this test)",
+)
 def test_a_real_prometheus_scrapes_the_helper_and_we_pull_percentiles(lw_env, db, tmp_path):
     from prometheus_client import CollectorRegistry, start_http_server
 
@@ -284,10 +303,20 @@ def test_a_real_prometheus_scrapes_the_helper_and_we_pull_percentiles(lw_env, db
     server, thread = start_http_server(exporter_port, addr="127.0.0.1", registry=registry)
     prom_port = _free_port()
     config = tmp_path / "prometheus.yml"
-    config.write_text(f"global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n"
-                      f"  - job_name: serving\n    static_configs:\n      - targets: ['127.0.0.1:{exporter_port}']\n")
-    proc = subprocess.Popen(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                             f"--web.listen-address=127.0.0.1:{prom_port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    config.write_text(
+        f"global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n"
+        f"  - job_name: serving\n    static_configs:\n      - targets: ['127.0.0.1:{exporter_port}']\n"
+    )
+    proc = subprocess.Popen(
+        [
+            "prometheus",
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{prom_port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{prom_port}"
     try:
         rng = np.random.default_rng(0)
@@ -317,8 +346,9 @@ def test_a_real_prometheus_scrapes_the_helper_and_we_pull_percentiles(lw_env, db
         server.shutdown()
 
 
-def test_a_hundred_concurrent_requests_load_a_cold_adapter_once_within_budget(tiny_base, trained_adapter, second_adapter,
-                                                                              zero_adapter):
+def test_a_hundred_concurrent_requests_load_a_cold_adapter_once_within_budget(
+    tiny_base, trained_adapter, second_adapter, zero_adapter
+):
     import torch
     from prometheus_client import CollectorRegistry
     from transformers import AutoModelForCausalLM
@@ -367,8 +397,10 @@ def test_a_hundred_concurrent_requests_load_a_cold_adapter_once_within_budget(ti
 
 def test_a_bad_kpi_value_exits_2_with_its_line_and_negative_values_are_kept(cli, lw_env, db, tmp_path):
     bad = tmp_path / "k.jsonl"
-    bad.write_text('{"ts": "2026-11-01T00:00:00Z", "adapter_id": "a", "kpi": "profit", "value": -2.5}\n'
-                   '{"ts": "2026-11-01T00:01:00Z", "adapter_id": "a", "kpi": "profit", "value": "lots"}\n')
+    bad.write_text(
+        '{"ts": "2026-11-01T00:00:00Z", "adapter_id": "a", "kpi": "profit", "value": -2.5}\n'
+        '{"ts": "2026-11-01T00:01:00Z", "adapter_id": "a", "kpi": "profit", "value": "lots"}\n'
+    )
     result = cli("ingest", "kpis", bad)
     assert result.code == 2 and f"{bad}:2: value 'lots' is not a number" in result.err
     with db.session() as s:

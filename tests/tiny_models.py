@@ -28,12 +28,17 @@ def build_tokenizer(directory: Path):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=384, special_tokens=["<|pad|>", "<|bos|>", "<|eos|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        vocab_size=384,
+        special_tokens=["<|pad|>", "<|bos|>", "<|eos|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(CORPUS, trainer=trainer)
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<|bos|>", eos_token="<|eos|>", pad_token="<|pad|>",
+        tokenizer_object=tok,
+        bos_token="<|bos|>",
+        eos_token="<|eos|>",
+        pad_token="<|pad|>",
     )
     fast.chat_template = (
         "{% for m in messages %}<|bos|>{{ m['role'] }}\n{{ m['content'] }}<|eos|>\n{% endfor %}"
@@ -53,23 +58,32 @@ def build_base(directory: Path, seed: int = 42, pretrain_steps: int = 120) -> Pa
     tokenizer = build_tokenizer(directory)
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(config)
     if pretrain_steps:
         generator = torch.Generator().manual_seed(seed)
         texts = sorted(set(CORPUS))
-        batch = tokenizer([f"<|bos|>user\n{t}<|eos|>\n<|bos|>assistant\n{t}<|eos|>" for t in texts],
-                          return_tensors="pt", padding=True)
+        batch = tokenizer(
+            [f"<|bos|>user\n{t}<|eos|>\n<|bos|>assistant\n{t}<|eos|>" for t in texts], return_tensors="pt", padding=True
+        )
         labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
         optim = torch.optim.AdamW(model.parameters(), lr=1e-2)
         for _ in range(pretrain_steps):
             pick = torch.randperm(len(texts), generator=generator)[:6]
-            loss = model(input_ids=batch["input_ids"][pick], attention_mask=batch["attention_mask"][pick],
-                         labels=labels[pick]).loss
+            loss = model(
+                input_ids=batch["input_ids"][pick], attention_mask=batch["attention_mask"][pick], labels=labels[pick]
+            ).loss
             loss.backward()
             optim.step()
             optim.zero_grad()
@@ -78,9 +92,17 @@ def build_base(directory: Path, seed: int = 42, pretrain_steps: int = 120) -> Pa
     return directory
 
 
-def train_adapter(base_dir: Path, out_dir: Path, *, seed: int = 0, steps: int = 30, zero: bool = False,
-                  texts: list[str] | None = None, rank: int = 4,
-                  targets: tuple[str, ...] = ("q_proj", "v_proj", "o_proj", "down_proj")) -> Path:
+def train_adapter(
+    base_dir: Path,
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    steps: int = 30,
+    zero: bool = False,
+    texts: list[str] | None = None,
+    rank: int = 4,
+    targets: tuple[str, ...] = ("q_proj", "v_proj", "o_proj", "down_proj"),
+) -> Path:
     """A real PEFT LoRA adapter on the tiny base: trained on ``texts`` or, with ``zero``, B = 0."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -89,8 +111,9 @@ def train_adapter(base_dir: Path, out_dir: Path, *, seed: int = 0, steps: int = 
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(targets),
-                        lora_dropout=0.0, task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=rank, lora_alpha=2 * rank, target_modules=list(targets), lora_dropout=0.0, task_type="CAUSAL_LM"
+    )
     model = get_peft_model(model, config)
     if not zero:
         batch = tokenizer(texts or CORPUS[:10], return_tensors="pt", padding=True)
@@ -106,8 +129,15 @@ def train_adapter(base_dir: Path, out_dir: Path, *, seed: int = 0, steps: int = 
     return out_dir
 
 
-def drift_adapter(base_dir: Path, out_dir: Path, *, seed: int = 7, scale: float = 1.0, rank: int = 4,
-                  targets: tuple[str, ...] = ("q_proj", "v_proj", "o_proj", "down_proj")) -> Path:
+def drift_adapter(
+    base_dir: Path,
+    out_dir: Path,
+    *,
+    seed: int = 7,
+    scale: float = 1.0,
+    rank: int = 4,
+    targets: tuple[str, ...] = ("q_proj", "v_proj", "o_proj", "down_proj"),
+) -> Path:
     """A LoRA adapter that moves the model far by construction, not by training: A and B drawn
     from a seeded normal with numpy (the same bits on every CPU), B at ``scale``, so that every
     projection's delta is of the order of its base weights. Its drift does not hinge on which
@@ -145,8 +175,9 @@ def independent_kl(base_dir: Path, adapter_dir: Path, prompt: str, reference: st
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
     with torch.no_grad():
         lb = base(ids).logits[0].log_softmax(-1)
-        adapted = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32),
-                                            str(adapter_dir)).eval()
+        adapted = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32), str(adapter_dir)
+        ).eval()
         la = adapted(ids).logits[0].log_softmax(-1)
     span = slice(len(p_ids) - 1, len(p_ids) + len(r_ids) - 1)
     kl = (la[span].exp() * (la[span] - lb[span])).sum(-1)
@@ -165,9 +196,12 @@ def write_canary_dataset(path: Path, n: int = 24) -> Path:
         if i % 4:
             item["reference"] = texts[(i + 3) % len(texts)]
         if i % 7 == 3:
-            item = {"id": item["id"], "segment": item["segment"],
-                    "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": item["prompt"]}],
-                    **({"reference": item["reference"]} if "reference" in item else {})}
+            item = {
+                "id": item["id"],
+                "segment": item["segment"],
+                "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": item["prompt"]}],
+                **({"reference": item["reference"]} if "reference" in item else {}),
+            }
         lines.append(json.dumps(item))
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -188,19 +222,36 @@ def build_detoxify_checkpoint(directory: Path, seed: int = 0) -> tuple[Path, Pat
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator(CORPUS + ["you are an idiot", "shut up moron", "what a stupid question"] * 5,
-                            trainers.WordPieceTrainer(vocab_size=300, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]))
+    tok.train_from_iterator(
+        CORPUS + ["you are an idiot", "shut up moron", "what a stupid question"] * 5,
+        trainers.WordPieceTrainer(vocab_size=300, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]),
+    )
     tokenizer = BertTokenizerFast(tokenizer_object=tok)
     tokenizer.save_pretrained(config_dir)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, num_labels=len(DETOXIFY_CLASSES), max_position_embeddings=128)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=len(DETOXIFY_CLASSES),
+        max_position_embeddings=128,
+    )
     config.save_pretrained(config_dir)
     torch.manual_seed(seed)
     model = BertForSequenceClassification(config)
     checkpoint = {
-        "config": {"arch": {"args": {"model_type": "bert-base-uncased", "model_name": "BertForSequenceClassification",
-                                     "tokenizer_name": "BertTokenizer", "num_classes": len(DETOXIFY_CLASSES)}},
-                   "dataset": {"args": {"classes": DETOXIFY_CLASSES}}},
+        "config": {
+            "arch": {
+                "args": {
+                    "model_type": "bert-base-uncased",
+                    "model_name": "BertForSequenceClassification",
+                    "tokenizer_name": "BertTokenizer",
+                    "num_classes": len(DETOXIFY_CLASSES),
+                }
+            },
+            "dataset": {"args": {"classes": DETOXIFY_CLASSES}},
+        },
         "state_dict": model.state_dict(),
     }
     path = directory / "toxic-tiny.ckpt"

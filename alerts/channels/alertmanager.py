@@ -23,6 +23,13 @@ def build(payload: dict[str, Any], receiver, settings) -> list[Request]:
         annotations = {k: str(v) for k, v in alert["annotations"].items()}
         if alert.get("value") is not None:
             annotations["value"] = f"{alert['value']:.6g}"
-        alerts.append({"labels": alert["labels"], "annotations": annotations, "startsAt": alert["startsAt"],
-                       "endsAt": ends, "generatorURL": alert["generatorURL"]})
+        alerts.append(
+            {
+                "labels": alert["labels"],
+                "annotations": annotations,
+                "startsAt": alert["startsAt"],
+                "endsAt": ends,
+                "generatorURL": alert["generatorURL"],
+            }
+        )
     return [Request(url=f"{base}/api/v2/alerts", body=alerts, secrets=[base])]

@@ -12,8 +12,10 @@ def render(payload: dict[str, Any]) -> str:
     lines = [title(payload)]
     for alert in payload["alerts"]:
         labels = alert["labels"]
-        lines.append(f"  {alert['status']:<8} {labels.get('severity', ''):<8} {labels.get('adapter', '-')} "
-                     f"{labels.get('version', '')} value={fmt_value(alert.get('value'))}: {alert['annotations'].get('summary', '')}")
+        lines.append(
+            f"  {alert['status']:<8} {labels.get('severity', ''):<8} {labels.get('adapter', '-')} "
+            f"{labels.get('version', '')} value={fmt_value(alert.get('value'))}: {alert['annotations'].get('summary', '')}"
+        )
         if alert["annotations"].get("runbook_url"):
             lines.append(f"           runbook: {alert['annotations']['runbook_url']}")
     return "\n".join(lines)

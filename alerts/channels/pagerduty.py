@@ -19,16 +19,33 @@ def build(payload: dict[str, Any], receiver, settings) -> list[Request]:
         links = [{"href": alert["generatorURL"], "text": "LoraWatch dashboard"}]
         if alert["annotations"].get("runbook_url"):
             links.insert(0, {"href": alert["annotations"]["runbook_url"], "text": "Runbook"})
-        event: dict[str, Any] = {"routing_key": key, "dedup_key": alert["fingerprint"],
-                                 "event_action": "trigger" if alert["status"] == "firing" else "resolve"}
+        event: dict[str, Any] = {
+            "routing_key": key,
+            "dedup_key": alert["fingerprint"],
+            "event_action": "trigger" if alert["status"] == "firing" else "resolve",
+        }
         if alert["status"] == "firing":
-            event.update({
-                "payload": {"summary": (alert["annotations"].get("summary") or labels.get("alertname", "alert"))[:1024],
-                            "source": labels.get("adapter", "lorawatch"), "severity": SEVERITIES.get(labels.get("severity"), "warning"),
-                            "timestamp": alert["startsAt"], "component": labels.get("adapter"), "group": labels.get("base_model"),
-                            "class": labels.get("alertname"),
-                            "custom_details": {"labels": labels, "value": alert.get("value"), "threshold": alert.get("threshold"),
-                                               "description": alert["annotations"].get("description")}},
-                "links": links, "client": "LoraWatch", "client_url": payload["externalURL"]})
+            event.update(
+                {
+                    "payload": {
+                        "summary": (alert["annotations"].get("summary") or labels.get("alertname", "alert"))[:1024],
+                        "source": labels.get("adapter", "lorawatch"),
+                        "severity": SEVERITIES.get(labels.get("severity"), "warning"),
+                        "timestamp": alert["startsAt"],
+                        "component": labels.get("adapter"),
+                        "group": labels.get("base_model"),
+                        "class": labels.get("alertname"),
+                        "custom_details": {
+                            "labels": labels,
+                            "value": alert.get("value"),
+                            "threshold": alert.get("threshold"),
+                            "description": alert["annotations"].get("description"),
+                        },
+                    },
+                    "links": links,
+                    "client": "LoraWatch",
+                    "client_url": payload["externalURL"],
+                }
+            )
         out.append(Request(url=receiver.events_url, body=event, secrets=[key]))
     return out

@@ -15,23 +15,54 @@ def build(payload: dict[str, Any], receiver, settings) -> list[Request]:
     url = receiver.url.resolve()
     head = title(payload)
     emoji = ":rotating_light:" if payload["status"] == "firing" else ":white_check_mark:"
-    blocks: list[dict[str, Any]] = [{"type": "header", "text": {"type": "plain_text", "text": f"{head}"[:150], "emoji": True}}]
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": f"{head}"[:150], "emoji": True}}
+    ]
     for alert in payload["alerts"][:MAX_ALERTS]:
         labels = alert["labels"]
         summary = alert["annotations"].get("summary") or labels.get("alertname", "")
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"{emoji} *{alert['status'].upper()}* {summary}"[:3000]}})
-        fields = [("Rule", labels.get("alertname")), ("Severity", labels.get("severity")), ("Adapter", labels.get("adapter")),
-                  ("Version", labels.get("version")), ("Value", fmt_value(alert.get("value"))),
-                  ("Threshold", fmt_value(alert.get("threshold")))]
-        blocks.append({"type": "section", "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in fields if v]})
+        blocks.append(
+            {
+                "type": "section",
+                "text": {"type": "mrkdwn", "text": f"{emoji} *{alert['status'].upper()}* {summary}"[:3000]},
+            }
+        )
+        fields = [
+            ("Rule", labels.get("alertname")),
+            ("Severity", labels.get("severity")),
+            ("Adapter", labels.get("adapter")),
+            ("Version", labels.get("version")),
+            ("Value", fmt_value(alert.get("value"))),
+            ("Threshold", fmt_value(alert.get("threshold"))),
+        ]
+        blocks.append(
+            {"type": "section", "fields": [{"type": "mrkdwn", "text": f"*{k}*\n{v}"} for k, v in fields if v]}
+        )
     if len(payload["alerts"]) > MAX_ALERTS:
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn",
-                                                        "text": f"and {len(payload['alerts']) - MAX_ALERTS} more alerts"}]})
+        blocks.append(
+            {
+                "type": "context",
+                "elements": [{"type": "mrkdwn", "text": f"and {len(payload['alerts']) - MAX_ALERTS} more alerts"}],
+            }
+        )
     buttons = []
     runbook = runbook_of(payload)
     if runbook:
-        buttons.append({"type": "button", "text": {"type": "plain_text", "text": "Runbook"}, "url": runbook, "action_id": "runbook"})
-    buttons.append({"type": "button", "text": {"type": "plain_text", "text": "Dashboard"},
-                    "url": payload["externalURL"], "action_id": "dashboard"})
+        buttons.append(
+            {
+                "type": "button",
+                "text": {"type": "plain_text", "text": "Runbook"},
+                "url": runbook,
+                "action_id": "runbook",
+            }
+        )
+    buttons.append(
+        {
+            "type": "button",
+            "text": {"type": "plain_text", "text": "Dashboard"},
+            "url": payload["externalURL"],
+            "action_id": "dashboard",
+        }
+    )
     blocks.append({"type": "actions", "elements": buttons})
     return [Request(url=url, body={"text": head, "blocks": blocks}, secrets=[url])]

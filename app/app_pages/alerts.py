@@ -12,17 +12,30 @@ from lorawatch.db.types import utcnow
 
 settings, db = context()
 st.title("Alerts")
-from lorawatch.alerts.engine import acknowledge, add_silence, expire_silence, list_alerts, list_silences  # noqa: E402
+from lorawatch.alerts.engine import acknowledge, list_alerts  # noqa: E402
 from lorawatch.alerts.rules import load_rules, runbook_path  # noqa: E402
+from lorawatch.alerts.silences import add_silence, expire_silence, list_silences  # noqa: E402
 
 now = utcnow()
 
 
 def rows(items):
-    return [{"id": a["id"], "state": a["state"], "severity": a["severity"], "rule": a["rule"],
-             "adapter": a["labels"].get("adapter"), "version": a["labels"].get("version"),
-             "value": a["value"], "threshold": a["threshold"], "since": ts(a["fired_at"] or a["active_at"]),
-             "acked by": a["acked_by"] or "", "summary": a["annotations"].get("summary")} for a in items]
+    return [
+        {
+            "id": a["id"],
+            "state": a["state"],
+            "severity": a["severity"],
+            "rule": a["rule"],
+            "adapter": a["labels"].get("adapter"),
+            "version": a["labels"].get("version"),
+            "value": a["value"],
+            "threshold": a["threshold"],
+            "since": ts(a["fired_at"] or a["active_at"]),
+            "acked by": a["acked_by"] or "",
+            "summary": a["annotations"].get("summary"),
+        }
+        for a in items
+    ]
 
 
 everything = list_alerts(db, settings, state="all", now=now)  # one read; the tabs filter it
@@ -30,7 +43,12 @@ open_alerts = [a for a in everything if a["state"] in ("pending", "firing")]
 views = [
     ("Firing", [a for a in everything if a["state"] == "firing"], st.success, "No alert is firing."),
     ("Pending", [a for a in everything if a["state"] == "pending"], st.caption, "None pending."),
-    ("Silenced", [a for a in open_alerts if a["silenced_by"] or a["inhibited"]], st.caption, "None silenced or inhibited."),
+    (
+        "Silenced",
+        [a for a in open_alerts if a["silenced_by"] or a["inhibited"]],
+        st.caption,
+        "None silenced or inhibited.",
+    ),
     ("Resolved", [a for a in everything if a["state"] == "resolved"][-50:], st.caption, "None resolved yet."),
 ]
 tabs = st.tabs([name for name, *_ in views] + ["Silences", "Rules"])
@@ -43,8 +61,19 @@ for tab, (_, items, say, empty) in zip(tabs, views):
 with tabs[4]:
     silences = list_silences(db, now=now)
     if silences:
-        st.dataframe([{**s, "matchers": ", ".join(s["matchers"]), "starts_at": ts(s["starts_at"]), "ends_at": ts(s["ends_at"])}
-                      for s in silences], hide_index=True, width="stretch")
+        st.dataframe(
+            [
+                {
+                    **s,
+                    "matchers": ", ".join(s["matchers"]),
+                    "starts_at": ts(s["starts_at"]),
+                    "ends_at": ts(s["ends_at"]),
+                }
+                for s in silences
+            ],
+            hide_index=True,
+            width="stretch",
+        )
     else:
         st.caption("No silence in force.")
 with tabs[5]:
@@ -57,8 +86,13 @@ with left:
     user = require_responder("acknowledge alerts")
     if user and open_alerts:
         with st.form("ack"):
-            choice = st.selectbox("Alert", [a["id"] for a in open_alerts], format_func=lambda i: next(
-                f"{a['id']} {a['rule']} {a['labels'].get('adapter', '')}" for a in open_alerts if a["id"] == i))
+            choice = st.selectbox(
+                "Alert",
+                [a["id"] for a in open_alerts],
+                format_func=lambda i: next(
+                    f"{a['id']} {a['rule']} {a['labels'].get('adapter', '')}" for a in open_alerts if a["id"] == i
+                ),
+            )
             comment = st.text_input("Comment")
             if st.form_submit_button("Acknowledge"):
                 with shown_errors():
@@ -69,13 +103,20 @@ with right:
     user = require_responder("silence alerts")
     if user:
         with st.form("silence"):
-            matchers = st.text_input("Matchers (comma-separated)", placeholder='adapter="support-bot", alertname="logit_drift"')
+            matchers = st.text_input(
+                "Matchers (comma-separated)", placeholder='adapter="support-bot", alertname="logit_drift"'
+            )
             hours = st.number_input("Hours", min_value=0.25, max_value=24 * 14.0, value=2.0, step=0.25)
             comment = st.text_input("Why")
             if st.form_submit_button("Silence"):
                 with shown_errors():
-                    made = add_silence(db, matchers=[m.strip() for m in matchers.split(",") if m.strip()],
-                                       duration=timedelta(hours=hours), comment=comment, actor=user)
+                    made = add_silence(
+                        db,
+                        matchers=[m.strip() for m in matchers.split(",") if m.strip()],
+                        duration=timedelta(hours=hours),
+                        comment=comment,
+                        actor=user,
+                    )
                     st.success(f"Silence {made['id']} until {ts(made['ends_at'])}.")
         if silences:
             with st.form("expire"):
@@ -93,6 +134,8 @@ path = runbook_path(rule)
 if path.is_file():
     import re
 
-    st.markdown(re.sub(r"^(#+) ", lambda m: "#" * (len(m.group(1)) + 2) + " ", path.read_text(encoding="utf-8"), flags=re.M))
+    st.markdown(
+        re.sub(r"^(#+) ", lambda m: "#" * (len(m.group(1)) + 2) + " ", path.read_text(encoding="utf-8"), flags=re.M)
+    )
 else:
     st.warning(f"No runbook for {rule} at {path}.")

@@ -16,35 +16,56 @@ runs = canary.list_runs(db, limit=200)
 if not runs:
     st.info("No canary run yet: `lorawatch canary run --dataset canary_data/core-v1.jsonl`.")
     st.stop()
-st.dataframe([{**r, "started_at": ts(r["started_at"]), "finished_at": ts(r["finished_at"])} for r in runs],
-             hide_index=True, width="stretch")
+st.dataframe(
+    [{**r, "started_at": ts(r["started_at"]), "finished_at": ts(r["finished_at"])} for r in runs],
+    hide_index=True,
+    width="stretch",
+)
 ids = [r["run"] for r in runs]
 wanted = query_param("run")
-run_id = st.selectbox("Run", ids, index=ids.index(int(wanted)) if wanted and wanted.isdigit() and int(wanted) in ids else 0)
+run_id = st.selectbox(
+    "Run", ids, index=ids.index(int(wanted)) if wanted and wanted.isdigit() and int(wanted) in ids else 0
+)
 summary = canary.run_summary(db, int(run_id))
 st.markdown(f"**Run {run_id}** on `{summary['dataset']}`: {summary['status']}, device {summary.get('device') or '-'}")
-st.dataframe([{"adapter": a["adapter"], "version": a["version"],
-               **{m: round(v["value"], 4) if v["value"] is not None else None for m, v in sorted(a["monitors"].items())}}
-              for a in summary["adapters"]], hide_index=True, width="stretch")
+st.dataframe(
+    [
+        {
+            "adapter": a["adapter"],
+            "version": a["version"],
+            **{m: round(v["value"], 4) if v["value"] is not None else None for m, v in sorted(a["monitors"].items())},
+        }
+        for a in summary["adapters"]
+    ],
+    hide_index=True,
+    width="stretch",
+)
 
 adapters = [a["adapter"] for a in summary["adapters"]]
 adapter = st.selectbox("Adapter", adapters)
 flagged = st.toggle("Only flagged samples (toxic or leaking PII)")
-samples = risk.samples(db, int(run_id), adapter=adapter, flagged_only=flagged, threshold=settings.risk.toxicity_threshold)
+samples = risk.samples(
+    db, int(run_id), adapter=adapter, flagged_only=flagged, threshold=settings.risk.toxicity_threshold
+)
 st.caption(f"{len(samples)} samples")
 for s in samples[:100]:
     with st.container(border=True):
-        st.markdown(f"`{s['prompt_id']}` ({s['segment']}): KL {s['kl_mean']:.3f}"
-                    + (" · **flagged**" if s["flagged"] else ""))
+        st.markdown(
+            f"`{s['prompt_id']}` ({s['segment']}): KL {s['kl_mean']:.3f}" + (" · **flagged**" if s["flagged"] else "")
+        )
         left, right = st.columns(2)
         left.markdown("**Base**")
         left.text(s["base_output"] or "")
-        left.caption(f"toxicity {s['base_toxicity'] if s['base_toxicity'] is not None else '-'} · PII "
-                     f"{', '.join(p.get('entity', '') for p in s['base_pii_leaks']) or 'none'}")
+        left.caption(
+            f"toxicity {s['base_toxicity'] if s['base_toxicity'] is not None else '-'} · PII "
+            f"{', '.join(p.get('entity', '') for p in s['base_pii_leaks']) or 'none'}"
+        )
         right.markdown(f"**{s['adapter']} {s['version']}**")
         right.text(s["output"] or "")
-        right.caption(f"toxicity {s['toxicity'] if s['toxicity'] is not None else '-'} · PII "
-                      f"{', '.join(p.get('entity', '') for p in s['pii_leaks']) or 'none'}")
+        right.caption(
+            f"toxicity {s['toxicity'] if s['toxicity'] is not None else '-'} · PII "
+            f"{', '.join(p.get('entity', '') for p in s['pii_leaks']) or 'none'}"
+        )
         for note in s["annotations"]:
             st.caption(f"{note['actor']}: {note['verdict']}" + (f" ({note['note']})" if note["note"] else ""))
 
@@ -57,6 +78,13 @@ if user and samples:
         note = st.text_input("Note")
         if st.form_submit_button("Record verdict"):
             with shown_errors(), db.session() as session:
-                risk.annotate(session, run_id=int(run_id), prompt_id=prompt_id, adapter=adapter, verdict=verdict,
-                              note=note or None, actor=user)
+                risk.annotate(
+                    session,
+                    run_id=int(run_id),
+                    prompt_id=prompt_id,
+                    adapter=adapter,
+                    verdict=verdict,
+                    note=note or None,
+                    actor=user,
+                )
             st.success("Recorded.")

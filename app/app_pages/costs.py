@@ -23,8 +23,13 @@ adapters = pd.DataFrame(data["adapters"])
 st.subheader("Per adapter")
 st.dataframe(adapters, hide_index=True, width="stretch")
 value = next((c for c in ("gpu_hours", "requests") if c in adapters.columns), adapters.columns[1])
-st.altair_chart(alt.Chart(adapters).mark_bar().encode(x=alt.X(f"{value}:Q"), y=alt.Y("adapter:N", sort="-x"))
-                .properties(title=f"{value} per adapter"), width="stretch")
+st.altair_chart(
+    alt.Chart(adapters)
+    .mark_bar()
+    .encode(x=alt.X(f"{value}:Q"), y=alt.Y("adapter:N", sort="-x"))
+    .properties(title=f"{value} per adapter"),
+    width="stretch",
+)
 st.subheader("Per tenant")
 st.dataframe(pd.DataFrame(data["tenants"]), hide_index=True, width="stretch")
 if data.get("daily"):

@@ -19,28 +19,69 @@ items = service.list_incidents(db, include_resolved=show_all)
 if not items:
     st.success("No open incident." if not show_all else "No incident yet.")
     st.stop()
-st.dataframe([{"id": i["id"], "state": i["state"], "severity": i["severity"], "adapter": i["adapter"],
-               "opened": ts(i["opened_at"]), "commander": i["commander"], "TTR (min)": i["time_to_recover_min"],
-               "title": i["title"]} for i in items], hide_index=True, width="stretch")
+st.dataframe(
+    [
+        {
+            "id": i["id"],
+            "state": i["state"],
+            "severity": i["severity"],
+            "adapter": i["adapter"],
+            "opened": ts(i["opened_at"]),
+            "commander": i["commander"],
+            "TTR (min)": i["time_to_recover_min"],
+            "title": i["title"],
+        }
+        for i in items
+    ],
+    hide_index=True,
+    width="stretch",
+)
 ids = [i["id"] for i in items]
 wanted = query_param("incident")
-chosen = st.selectbox("Incident", ids, index=ids.index(int(wanted)) if wanted and wanted.isdigit() and int(wanted) in ids else 0)
+chosen = st.selectbox(
+    "Incident", ids, index=ids.index(int(wanted)) if wanted and wanted.isdigit() and int(wanted) in ids else 0
+)
 incident = service.show(db, int(chosen))
 st.subheader(f"{incident['id']}: {incident['title']}")
 c1, c2, c3, c4 = st.columns(4)
 c1.metric("State", incident["state"])
-c2.metric("Time to detect", f"{incident['time_to_detect_min']} min" if incident["time_to_detect_min"] is not None else "-")
-c3.metric("Time to acknowledge", f"{incident['time_to_acknowledge_min']} min" if incident["time_to_acknowledge_min"] is not None else "-")
-c4.metric("Time to recover", f"{incident['time_to_recover_min']} min" if incident["time_to_recover_min"] is not None else "-")
+c2.metric(
+    "Time to detect", f"{incident['time_to_detect_min']} min" if incident["time_to_detect_min"] is not None else "-"
+)
+c3.metric(
+    "Time to acknowledge",
+    f"{incident['time_to_acknowledge_min']} min" if incident["time_to_acknowledge_min"] is not None else "-",
+)
+c4.metric(
+    "Time to recover", f"{incident['time_to_recover_min']} min" if incident["time_to_recover_min"] is not None else "-"
+)
 
 st.markdown("**Timeline (UTC)**")
-st.dataframe([{"time": ts(e["ts"]), "who": e["actor"], "what": e["kind"], "message": e["message"]} for e in incident["timeline"]],
-             hide_index=True, width="stretch")
+st.dataframe(
+    [
+        {"time": ts(e["ts"]), "who": e["actor"], "what": e["kind"], "message": e["message"]}
+        for e in incident["timeline"]
+    ],
+    hide_index=True,
+    width="stretch",
+)
 if incident["alerts"]:
     st.markdown("**Alerts**")
-    st.dataframe([{"id": a["id"], "rule": a["rule"], "state": a["state"], "version": a["labels"].get("version"),
-                   "value": a["value"], "summary": a["summary"]} for a in incident["alerts"]], hide_index=True,
-                 width="stretch")
+    st.dataframe(
+        [
+            {
+                "id": a["id"],
+                "rule": a["rule"],
+                "state": a["state"],
+                "version": a["labels"].get("version"),
+                "value": a["value"],
+                "summary": a["summary"],
+            }
+            for a in incident["alerts"]
+        ],
+        hide_index=True,
+        width="stretch",
+    )
 if incident["action_items"]:
     st.markdown("**Action items**")
     st.dataframe(incident["action_items"], hide_index=True, width="stretch")
@@ -74,13 +115,21 @@ if user and incident["state"] != "resolved":
                 st.success("Note added.")
 
 st.markdown("**Post-incident report**")
-fmt = st.radio("Format", ["html", "pdf", "md"], horizontal=True,
-               help="html is one file with its charts inlined; md references its charts, which this download leaves out.")
+fmt = st.radio(
+    "Format",
+    ["html", "pdf", "md"],
+    horizontal=True,
+    help="html is one file with its charts inlined; md references its charts, which this download leaves out.",
+)
 if st.button("Prepare report"):
     from lorawatch.incidents.report import export
 
     with shown_errors(), tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / f"incident-{incident['id']}.{fmt}"
         export(db, settings, incident["id"], fmt=fmt, out=out)
-        st.download_button(f"Download {out.name}", out.read_bytes(), file_name=out.name,
-                           mime={"md": "text/markdown", "html": "text/html", "pdf": "application/pdf"}[fmt])
+        st.download_button(
+            f"Download {out.name}",
+            out.read_bytes(),
+            file_name=out.name,
+            mime={"md": "text/markdown", "html": "text/html", "pdf": "application/pdf"}[fmt],
+        )

@@ -15,8 +15,8 @@ import click
 
 from lorawatch import __version__
 from lorawatch.cli.alerts import alert_commands
-from lorawatch.cli.context import AppContext
 from lorawatch.cli.canary import canary, gate
+from lorawatch.cli.context import AppContext
 from lorawatch.cli.core import core_commands
 from lorawatch.cli.dashboard import dashboard_commands
 from lorawatch.cli.incidents import incident_commands
@@ -45,7 +45,18 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
     ctx.obj = AppContext(config_path)
 
 
-for command in [*core_commands, registry, canary, gate, risk, *traffic_commands, *alert_commands, *job_commands, *incident_commands, *dashboard_commands]:
+for command in [
+    *core_commands,
+    registry,
+    canary,
+    gate,
+    risk,
+    *traffic_commands,
+    *alert_commands,
+    *job_commands,
+    *incident_commands,
+    *dashboard_commands,
+]:
     cli.add_command(command)
 
 

@@ -39,21 +39,32 @@ def alerts() -> None:
 def evaluate_cmd(app: AppContext, at, no_traffic, as_json) -> None:
     """Evaluate every rule now, store alert states and queue due notifications in the outbox."""
     from lorawatch.alerts.engine import evaluate
+    from lorawatch.plugins import load_default_plugins
 
+    load_default_plugins()
     result = evaluate(app.database, app.settings, now=_parse_time(at), traffic=not no_traffic)
 
     def text() -> str:
-        lines = [f"{result['rules']} rules over {result['series']} series: {result['firing']} firing, "
-                 f"{result['pending']} pending; {result['notifications_queued']} notifications queued"]
-        lines += [f"  {t['rule']} {t['labels'].get('adapter', '')}: {t['from']} -> {t['to']}" for t in result["transitions"]]
+        lines = [
+            f"{result['rules']} rules over {result['series']} series: {result['firing']} firing, "
+            f"{result['pending']} pending; {result['notifications_queued']} notifications queued"
+        ]
+        lines += [
+            f"  {t['rule']} {t['labels'].get('adapter', '')}: {t['from']} -> {t['to']}" for t in result["transitions"]
+        ]
         return "\n".join(lines)
 
     emit(result, as_json, text)
 
 
 @alerts.command("list")
-@click.option("--state", type=click.Choice(["open", "firing", "pending", "resolved", "inactive", "silenced", "all"]),
-              default="open", show_default=True, help="Which alerts.")
+@click.option(
+    "--state",
+    type=click.Choice(["open", "firing", "pending", "resolved", "inactive", "silenced", "all"]),
+    default="open",
+    show_default=True,
+    help="Which alerts.",
+)
 @click.option("--adapter", default=None, help="Only this adapter's alerts.")
 @json_option
 @pass_app
@@ -64,10 +75,23 @@ def list_cmd(app: AppContext, state, adapter, as_json) -> None:
     rows = list_alerts(app.database, app.settings, state=state, adapter=adapter)
 
     def text() -> str:
-        view = [{"id": r["id"], "state": r["state"] + ("/acked" if r["acked_by"] else "") + ("/silenced" if r["silenced_by"] else "")
-                 + ("/inhibited" if r["inhibited"] else ""), "severity": r["severity"], "rule": r["rule"],
-                 "adapter": r["labels"].get("adapter"), "version": r["labels"].get("version"), "value": r["value"],
-                 "since": r["fired_at"] or r["active_at"], "summary": (r["annotations"].get("summary") or "")[:70]} for r in rows]
+        view = [
+            {
+                "id": r["id"],
+                "state": r["state"]
+                + ("/acked" if r["acked_by"] else "")
+                + ("/silenced" if r["silenced_by"] else "")
+                + ("/inhibited" if r["inhibited"] else ""),
+                "severity": r["severity"],
+                "rule": r["rule"],
+                "adapter": r["labels"].get("adapter"),
+                "version": r["labels"].get("version"),
+                "value": r["value"],
+                "since": r["fired_at"] or r["active_at"],
+                "summary": (r["annotations"].get("summary") or "")[:70],
+            }
+            for r in rows
+        ]
         return table(view)
 
     emit(rows, as_json, text)
@@ -87,16 +111,22 @@ def show_cmd(app: AppContext, alert, as_json) -> None:
     with app.database.session() as session:
         row = find_alert(session, alert)
         data = describe(row)
-        data["events"] = [{"ts": e.ts, "from": e.from_state, "to": e.to_state, "value": e.value, "actor": e.actor}
-                          for e in session.scalars(select(AlertEvent).where(AlertEvent.alert_id == row.id).order_by(AlertEvent.id))]
+        data["events"] = [
+            {"ts": e.ts, "from": e.from_state, "to": e.to_state, "value": e.value, "actor": e.actor}
+            for e in session.scalars(select(AlertEvent).where(AlertEvent.alert_id == row.id).order_by(AlertEvent.id))
+        ]
 
     def text() -> str:
-        lines = [f"alert {data['id']} ({data['fingerprint']}): {data['rule']} {data['state']} {data['severity']}",
-                 f"labels: {data['labels']}"]
+        lines = [
+            f"alert {data['id']} ({data['fingerprint']}): {data['rule']} {data['state']} {data['severity']}",
+            f"labels: {data['labels']}",
+        ]
         lines += [f"{k}: {v}" for k, v in data["annotations"].items()]
         lines.append(f"runbook: {data['runbook_url']}")
-        lines += [f"  {e['ts']:%Y-%m-%d %H:%M:%SZ} {e['from']} -> {e['to']}" + (f" by {e['actor']}" if e["actor"] else "")
-                  for e in data["events"]]
+        lines += [
+            f"  {e['ts']:%Y-%m-%d %H:%M:%SZ} {e['from']} -> {e['to']}" + (f" by {e['actor']}" if e["actor"] else "")
+            for e in data["events"]
+        ]
         return "\n".join(lines)
 
     emit(data, as_json, text)
@@ -116,8 +146,14 @@ def ack_cmd(app: AppContext, alert, comment, as_json) -> None:
 
 
 @alerts.command("silence")
-@click.option("--matcher", "-m", "matchers", multiple=True, required=True,
-              help='Label matcher, repeatable: adapter="support-bot", alertname=~"latency_.*".')
+@click.option(
+    "--matcher",
+    "-m",
+    "matchers",
+    multiple=True,
+    required=True,
+    help='Label matcher, repeatable: adapter="support-bot", alertname=~"latency_.*".',
+)
 @click.option("--duration", default=None, help="How long: 30m, 2h, 1d (default 2h).")
 @click.option("--until", "until", default=None, help="Until this UTC time (ISO 8601), instead of --duration.")
 @click.option("--comment", required=True, help="Why (shown to everyone).")
@@ -125,11 +161,19 @@ def ack_cmd(app: AppContext, alert, comment, as_json) -> None:
 @pass_app
 def silence_cmd(app: AppContext, matchers, duration, until, comment, as_json) -> None:
     """Silence the notifications of alerts matching every matcher."""
-    from lorawatch.alerts.engine import add_silence
+    from lorawatch.alerts.silences import add_silence
 
-    data = add_silence(app.database, matchers=list(matchers), duration=_duration(duration or "2h") if not until else None,
-                       until=_parse_time(until), comment=comment, actor=app.actor)
-    emit(data, as_json, f"silence {data['id']} until {data['ends_at']:%Y-%m-%d %H:%M:%SZ}: {', '.join(data['matchers'])}")
+    data = add_silence(
+        app.database,
+        matchers=list(matchers),
+        duration=_duration(duration or "2h") if not until else None,
+        until=_parse_time(until),
+        comment=comment,
+        actor=app.actor,
+    )
+    emit(
+        data, as_json, f"silence {data['id']} until {data['ends_at']:%Y-%m-%d %H:%M:%SZ}: {', '.join(data['matchers'])}"
+    )
 
 
 @alerts.command("silences")
@@ -138,10 +182,12 @@ def silence_cmd(app: AppContext, matchers, duration, until, comment, as_json) ->
 @pass_app
 def silences_cmd(app: AppContext, include_expired, as_json) -> None:
     """Silences in force (or all of them)."""
-    from lorawatch.alerts.engine import list_silences
+    from lorawatch.alerts.silences import list_silences
 
     rows = list_silences(app.database, include_expired=include_expired)
-    emit(rows, as_json, lambda: table(rows, ["id", "state", "matchers", "starts_at", "ends_at", "created_by", "comment"]))
+    emit(
+        rows, as_json, lambda: table(rows, ["id", "state", "matchers", "starts_at", "ends_at", "created_by", "comment"])
+    )
 
 
 @alerts.command("expire")
@@ -150,15 +196,20 @@ def silences_cmd(app: AppContext, include_expired, as_json) -> None:
 @pass_app
 def expire_cmd(app: AppContext, silence_id, as_json) -> None:
     """End a silence now."""
-    from lorawatch.alerts.engine import expire_silence
+    from lorawatch.alerts.silences import expire_silence
 
     data = expire_silence(app.database, silence_id, actor=app.actor)
     emit(data, as_json, f"silence {silence_id} expired")
 
 
 @alerts.command("rules")
-@click.option("--check", "check_file", type=click.Path(dir_okay=False), default=None,
-              help="Validate this rules file (exit 2 with file:line and rule id when it is wrong).")
+@click.option(
+    "--check",
+    "check_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Validate this rules file (exit 2 with file:line and rule id when it is wrong).",
+)
 @json_option
 @pass_app
 def rules_cmd(app: AppContext, check_file, as_json) -> None:
@@ -190,10 +241,19 @@ def flush_cmd(app: AppContext, deadline, receivers, no_wait, as_json) -> None:
     """Queue due group notifications, then deliver everything pending, with retries."""
     from lorawatch.alerts.outbox import flush
 
-    result = flush(app.database, app.settings, deadline_s=_duration(deadline).total_seconds() if deadline else None,
-                   receivers=list(receivers) or None, skip_group_wait=no_wait)
-    emit(result, as_json, f"{result['delivered']} delivered, {result['deferred']} deferred for the next flush "
-                          f"({result['attempts']} attempts, {result['pending']} pending in the outbox)")
+    result = flush(
+        app.database,
+        app.settings,
+        deadline_s=_duration(deadline).total_seconds() if deadline else None,
+        receivers=list(receivers) or None,
+        skip_group_wait=no_wait,
+    )
+    emit(
+        result,
+        as_json,
+        f"{result['delivered']} delivered, {result['deferred']} deferred for the next flush "
+        f"({result['attempts']} attempts, {result['pending']} pending in the outbox)",
+    )
 
 
 @notify.command("list")
@@ -206,8 +266,24 @@ def notify_list_cmd(app: AppContext, status, limit, as_json) -> None:
     from lorawatch.alerts.outbox import list_notifications
 
     rows = list_notifications(app.database, status=status, limit=limit)
-    emit(rows, as_json, lambda: table(rows, ["id", "receiver", "status", "payload_status", "alerts", "attempts",
-                                             "created_at", "delivered_at", "last_error"]))
+    emit(
+        rows,
+        as_json,
+        lambda: table(
+            rows,
+            [
+                "id",
+                "receiver",
+                "status",
+                "payload_status",
+                "alerts",
+                "attempts",
+                "created_at",
+                "delivered_at",
+                "last_error",
+            ],
+        ),
+    )
 
 
 alert_commands = [alerts, notify]

@@ -16,27 +16,72 @@ def canary() -> None:
 
 
 @canary.command("run")
-@click.option("--dataset", "dataset", type=click.Path(path_type=Path, dir_okay=False),
-              help="Canary dataset (JSONL). Required unless --resume.")
-@click.option("--adapter", "adapters", multiple=True,
-              help="NAME (its production version, else its newest) or NAME@VERSION; repeatable. Default: every production version.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None,
-              help="auto: CUDA in bf16 when available, else CPU in fp32 (default: canary.device).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Prompts per batch (default: canary.batch_size, else 32 on GPUs and 8 on the CPU).")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=None, help="Generated tokens per prompt (default: canary.max_new_tokens).")
+@click.option(
+    "--dataset",
+    "dataset",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Canary dataset (JSONL). Required unless --resume.",
+)
+@click.option(
+    "--adapter",
+    "adapters",
+    multiple=True,
+    help="NAME (its production version, else its newest) or NAME@VERSION; repeatable. Default: every production version.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default=None,
+    help="auto: CUDA in bf16 when available, else CPU in fp32 (default: canary.device).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Prompts per batch (default: canary.batch_size, else 32 on GPUs and 8 on the CPU).",
+)
+@click.option(
+    "--max-new-tokens",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Generated tokens per prompt (default: canary.max_new_tokens).",
+)
 @click.option("--resume", "resume", type=int, default=None, help="Finish an interrupted run instead of starting one.")
-@click.option("--backend", type=click.Choice(["local", "ray"]), default=None,
-              help="local: this process; ray: Ray workers, one per GPU of the cluster (default: canary.backend).")
-@click.option("--address", default=None,
-              help="With --backend ray: the cluster (ray://HEAD:10001, or auto on a node); default: canary.ray.address, "
-                   "$RAY_ADDRESS, else a local Ray.")
-@click.option("--workers", type=click.IntRange(min=1), default=None,
-              help="With --backend ray: how many workers (default: one per GPU of the cluster, one without GPUs).")
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "ray"]),
+    default=None,
+    help="local: this process; ray: Ray workers, one per GPU of the cluster (default: canary.backend).",
+)
+@click.option(
+    "--address",
+    default=None,
+    help="With --backend ray: the cluster (ray://HEAD:10001, or auto on a node); default: canary.ray.address, "
+    "$RAY_ADDRESS, else a local Ray.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --backend ray: how many workers (default: one per GPU of the cluster, one without GPUs).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @json_option
 @pass_app
-def run(app: AppContext, dataset, adapters, device, batch_size, max_new_tokens, resume, backend, address, workers,
-        no_progress, as_json) -> None:
+def run(
+    app: AppContext,
+    dataset,
+    adapters,
+    device,
+    batch_size,
+    max_new_tokens,
+    resume,
+    backend,
+    address,
+    workers,
+    no_progress,
+    as_json,
+) -> None:
     """Run a canary dataset through the base and each adapter; prints the run id.
 
     Per (prompt, adapter): teacher-forced KL, JS, top-1 agreement and reference log-prob
@@ -52,8 +97,9 @@ def run(app: AppContext, dataset, adapters, device, batch_size, max_new_tokens, 
     if backend != "ray" and (address or workers):
         raise InputError("--address and --workers apply to --backend ray", fix="add --backend ray, or drop them")
     if backend != "ray":
-        summary = _execute(app, dataset, adapters, device, batch_size, max_new_tokens, resume, backend, None,
-                           no_progress, as_json)
+        summary = _execute(
+            app, dataset, adapters, device, batch_size, max_new_tokens, resume, backend, None, no_progress, as_json
+        )
     else:
         import contextlib
         import sys
@@ -70,8 +116,19 @@ def run(app: AppContext, dataset, adapters, device, batch_size, max_new_tokens, 
                     from lorawatch.monitors.canary_ray import preflight
 
                     preflight(app.settings, device or app.settings.canary.device, workers)
-                summary = _execute(app, dataset, adapters, device, batch_size, max_new_tokens, resume, backend, workers,
-                                   no_progress, as_json)
+                summary = _execute(
+                    app,
+                    dataset,
+                    adapters,
+                    device,
+                    batch_size,
+                    max_new_tokens,
+                    resume,
+                    backend,
+                    workers,
+                    no_progress,
+                    as_json,
+                )
             finally:
                 if started_ray:
                     import ray
@@ -80,8 +137,19 @@ def run(app: AppContext, dataset, adapters, device, batch_size, max_new_tokens, 
     emit(summary, as_json, lambda: _summary_text(summary))
 
 
-def _execute(app: AppContext, dataset, adapters, device, batch_size, max_new_tokens, resume, backend, workers,
-             no_progress, as_json) -> dict:
+def _execute(
+    app: AppContext,
+    dataset,
+    adapters,
+    device,
+    batch_size,
+    max_new_tokens,
+    resume,
+    backend,
+    workers,
+    no_progress,
+    as_json,
+) -> dict:
     from lorawatch.errors import InputError
     from lorawatch.monitors import canary as service
 
@@ -91,31 +159,54 @@ def _execute(app: AppContext, dataset, adapters, device, batch_size, max_new_tok
     else:
         if dataset is None:
             raise InputError("--dataset is required", fix="pass --dataset FILE.jsonl (or --resume RUN)")
-        options = service.RunOptions.from_settings(app.settings, backend=backend, device=device, batch_size=batch_size,
-                                                   max_new_tokens=max_new_tokens)
-        run_id = service.create_run(db, app.settings, dataset_path=dataset, adapters=list(adapters) or None,
-                                    options=options, actor=app.actor)
+        options = service.RunOptions.from_settings(
+            app.settings, backend=backend, device=device, batch_size=batch_size, max_new_tokens=max_new_tokens
+        )
+        run_id = service.create_run(
+            db,
+            app.settings,
+            dataset_path=dataset,
+            adapters=list(adapters) or None,
+            options=options,
+            actor=app.actor,
+        )
         if not as_json:
             click.echo(f"canary run {run_id} started", err=True)
-    return service.execute_run(db, app.settings, run_id, progress=not (no_progress or as_json), backend=backend,
-                               ray_options={"workers": workers})
+    return service.execute_run(
+        db,
+        app.settings,
+        run_id,
+        progress=not (no_progress or as_json),
+        backend=backend,
+        ray_options={"workers": workers},
+    )
 
 
 def _summary_text(s: dict) -> str:
-    lines = [f"run {s['run']}  {s['status']}  dataset {s['dataset']} ({s['prompts']} prompts)  base {s['base']}  device {s['device']}"]
+    lines = [
+        f"run {s['run']}  {s['status']}  dataset {s['dataset']} ({s['prompts']} prompts)  base {s['base']}  device {s['device']}"
+    ]
     rows = []
     for a in s["adapters"]:
         m = a["monitors"]
 
-        def value(key):
+        def value(key, m=m):
             item = m.get(key)
             return None if item is None or item["value"] is None else item["value"]
 
         breached = [k for k, v in m.items() if v["breached"]]
-        rows.append({"adapter": f"{a['adapter']}@{a['version']}", "kl": value("logit_kl"), "kl_p95": value("logit_kl_p95"),
-                     "top1": value("top1_agreement"), "cos_dist": value("embedding_cosine"),
-                     "ks_p": value("logit_kl_ks"), "mmd_p": value("embedding_mmd"),
-                     "breached": ",".join(breached) or "-"})
+        rows.append(
+            {
+                "adapter": f"{a['adapter']}@{a['version']}",
+                "kl": value("logit_kl"),
+                "kl_p95": value("logit_kl_p95"),
+                "top1": value("top1_agreement"),
+                "cos_dist": value("embedding_cosine"),
+                "ks_p": value("logit_kl_ks"),
+                "mmd_p": value("embedding_mmd"),
+                "breached": ",".join(breached) or "-",
+            }
+        )
     lines.append(table(rows))
     return "\n".join(lines)
 
@@ -147,8 +238,12 @@ def list_runs(app: AppContext, limit, as_json) -> None:
 @canary.command("export")
 @click.argument("run_id", type=int)
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]), default="jsonl", show_default=True)
-@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Output file (default: stdout for jsonl and csv; required for parquet).")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Output file (default: stdout for jsonl and csv; required for parquet).",
+)
 @pass_app
 def export(app: AppContext, run_id, fmt, out) -> None:
     """One row per (prompt, adapter): drift scores, outputs side by side, latency."""
@@ -196,7 +291,9 @@ def baseline(app: AppContext, adapter, version, run_id, as_json) -> None:
 @click.command()
 @click.argument("adapter")
 @click.option("--version", "version", required=True, help="The candidate version.")
-@click.option("--dataset", required=True, type=click.Path(path_type=Path, dir_okay=False), help="Canary dataset (JSONL).")
+@click.option(
+    "--dataset", required=True, type=click.Path(path_type=Path, dir_okay=False), help="Canary dataset (JSONL)."
+)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None)
 @click.option("--batch-size", type=click.IntRange(min=1), default=None)
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=None)
@@ -212,15 +309,32 @@ def gate(app: AppContext, adapter, version, dataset, device, batch_size, max_new
     from lorawatch.monitors import canary as service
     from lorawatch.monitors.gate import run_gate
 
-    options = service.RunOptions.from_settings(app.settings, device=device, batch_size=batch_size, max_new_tokens=max_new_tokens)
-    verdict = run_gate(app.database, app.settings, adapter=adapter, version=version, dataset_path=dataset,
-                       options=options, actor=app.actor)
+    options = service.RunOptions.from_settings(
+        app.settings, device=device, batch_size=batch_size, max_new_tokens=max_new_tokens
+    )
+    verdict = run_gate(
+        app.database,
+        app.settings,
+        adapter=adapter,
+        version=version,
+        dataset_path=dataset,
+        options=options,
+        actor=app.actor,
+        progress=not as_json,
+    )
 
     def text() -> str:
         head = f"gate {adapter}@{version}: {'PASS' if verdict['passed'] else 'FAIL'} (run {verdict['run']}"
         head += f", compared with {verdict['compared_with']})" if verdict["compared_with"] else ")"
-        rows = [{"check": c["check"], "value": c["value"], "limit": c.get("threshold", c.get("production")),
-                 "result": "ok" if c["passed"] else "FAIL"} for c in verdict["checks"]]
+        rows = [
+            {
+                "check": c["check"],
+                "value": c["value"],
+                "limit": c.get("threshold", c.get("production")),
+                "result": "ok" if c["passed"] else "FAIL",
+            }
+            for c in verdict["checks"]
+        ]
         return head + "\n" + table(rows)
 
     emit(verdict, as_json, text)

@@ -124,8 +124,12 @@ core_commands = [init, config, audit]
 
 @click.command()
 @click.option("--no-dashboard", is_flag=True, help="Do not serve the dashboard at the end.")
-@click.option("--dataset", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Canary dataset: a JSONL file or a shipped set (default: smoke-v1, 20 prompts).")
+@click.option(
+    "--dataset",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Canary dataset: a JSONL file or a shipped set (default: smoke-v1, 20 prompts).",
+)
 @click.option("--full", is_flag=True, help="The full 225-prompt core-v1 set instead of smoke-v1 (about 10x longer).")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=None, help="Generated tokens per prompt.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Prompts per batch.")
@@ -150,13 +154,26 @@ def demo(app: AppContext, no_dashboard, dataset, full, max_new_tokens, batch_siz
     say = (lambda _msg: None) if as_json else (lambda msg: click.echo(msg, err=True))
     from lorawatch.demo.run import FULL_DATASET
 
-    summary = run_demo(database, settings, actor=app.actor, dataset=FULL_DATASET if full else dataset, max_new_tokens=max_new_tokens,
-                       batch_size=batch_size, device=device, progress=not as_json, say=say)
+    summary = run_demo(
+        database,
+        settings,
+        actor=app.actor,
+        dataset=FULL_DATASET if full else dataset,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        device=device,
+        progress=not as_json,
+        say=say,
+    )
+
     def text() -> str:
         alerts = summary["alerts"]
         lines = [_summary_text(summary), "", f"alerts firing: {len(alerts['firing'])}"]
         lines += [f"  {a['severity']:<8} {a['rule']:<16} {a['summary']}" for a in alerts["firing"]]
-        lines += [f"incident {i['id']} ({i['severity']}, {i['state']}) on {i['adapter']}: {i['title']}" for i in alerts["incidents"]]
+        lines += [
+            f"incident {i['id']} ({i['severity']}, {i['state']}) on {i['adapter']}: {i['title']}"
+            for i in alerts["incidents"]
+        ]
         n = alerts["notifications"]
         lines.append(f"notifications: {n['delivered']} delivered, {n['pending']} pending (see `lorawatch notify list`)")
         return "\n".join(lines)

@@ -27,8 +27,25 @@ def serve(settings, *, port: int | None = None, address: str | None = None, say=
         env["LORAWATCH_DATABASE_URL"] = settings.database.url
     env.setdefault("STREAMLIT_BROWSER_GATHER_USAGE_STATS", "false")
     say(f"LoraWatch dashboard: http://{address}:{port}  (Ctrl-C stops it)")
-    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true", "--server.port", str(port),
-           "--server.address", address, "--browser.gatherUsageStats", "false", "--theme.base", "light", "--client.toolbarMode", "viewer"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(APP),
+        "--server.headless",
+        "true",
+        "--server.port",
+        str(port),
+        "--server.address",
+        address,
+        "--browser.gatherUsageStats",
+        "false",
+        "--theme.base",
+        "light",
+        "--client.toolbarMode",
+        "viewer",
+    ]
     proc = subprocess.Popen(cmd, env=env)
     # a supervisor's SIGTERM (systemd, Kubernetes, a test) must reach the server too, or it
     # would outlive this process
@@ -47,7 +64,9 @@ def serve(settings, *, port: int | None = None, address: str | None = None, say=
 @click.command()
 @click.option("--port", type=int, default=None, help="Port (default: dashboard.port, 8501).")
 @click.option("--address", default=None, help="Address to bind (default: dashboard.address, 127.0.0.1).")
-@click.option("--hash-password", is_flag=True, help="Read a password on stdin and print its hash for [dashboard.users.NAME].")
+@click.option(
+    "--hash-password", is_flag=True, help="Read a password on stdin and print its hash for [dashboard.users.NAME]."
+)
 @pass_app
 def dashboard(app: AppContext, port, address, hash_password) -> None:
     """Serve the Streamlit dashboard (headless; open the printed URL)."""

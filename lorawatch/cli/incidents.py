@@ -11,19 +11,27 @@ from lorawatch.cli.output import emit, json_option, table
 
 
 def _show_text(data: dict) -> str:
-    lines = [f"incident {data['id']}: {data['title']}",
-             f"state {data['state']}, severity {data['severity']}, adapter {data['adapter'] or '-'}, commander {data['commander'] or '-'}",
-             f"time to detect {data['time_to_detect_min']} min, to acknowledge {data['time_to_acknowledge_min']} min, "
-             f"to recover {data['time_to_recover_min']} min"]
+    lines = [
+        f"incident {data['id']}: {data['title']}",
+        f"state {data['state']}, severity {data['severity']}, adapter {data['adapter'] or '-'}, commander {data['commander'] or '-'}",
+        f"time to detect {data['time_to_detect_min']} min, to acknowledge {data['time_to_acknowledge_min']} min, "
+        f"to recover {data['time_to_recover_min']} min",
+    ]
     if data.get("alerts"):
         lines.append("alerts:")
-        lines += [f"  {a['id']} {a['rule']} {a['state']} {a['labels'].get('version', '')} value={a['value']}" for a in data["alerts"]]
+        lines += [
+            f"  {a['id']} {a['rule']} {a['state']} {a['labels'].get('version', '')} value={a['value']}"
+            for a in data["alerts"]
+        ]
     if data.get("timeline"):
         lines.append("timeline:")
         lines += [f"  {e['ts']:%Y-%m-%d %H:%M:%SZ} {e['actor']}: {e['kind']}: {e['message']}" for e in data["timeline"]]
     if data.get("action_items"):
         lines.append("action items:")
-        lines += [f"  {a['id']} [{a['status']}] {a['owner']} due {a['due_on'] or '-'}: {a['description']}" for a in data["action_items"]]
+        lines += [
+            f"  {a['id']} [{a['status']}] {a['owner']} due {a['due_on'] or '-'}: {a['description']}"
+            for a in data["action_items"]
+        ]
     return "\n".join(lines)
 
 
@@ -42,8 +50,13 @@ def list_cmd(app: AppContext, include_resolved, adapter, as_json) -> None:
     from lorawatch.incidents.service import list_incidents
 
     rows = list_incidents(app.database, include_resolved=include_resolved, adapter=adapter)
-    emit(rows, as_json, lambda: table(rows, ["id", "state", "severity", "adapter", "commander", "opened_at",
-                                             "time_to_recover_min", "title"]))
+    emit(
+        rows,
+        as_json,
+        lambda: table(
+            rows, ["id", "state", "severity", "adapter", "commander", "opened_at", "time_to_recover_min", "title"]
+        ),
+    )
 
 
 @incident.command("show")
@@ -129,8 +142,14 @@ def action_cmd(app: AppContext, incident_id, description, owner, due, as_json) -
     """Add an action item (owner, due date)."""
     from lorawatch.incidents.service import add_action_item
 
-    data = add_action_item(app.database, incident_id, description=description, owner=owner,
-                           due_on=due.date() if due else None, actor=app.actor)
+    data = add_action_item(
+        app.database,
+        incident_id,
+        description=description,
+        owner=owner,
+        due_on=due.date() if due else None,
+        actor=app.actor,
+    )
     emit(data, as_json, f"action item {data['action_items'][-1]['id']} added")
 
 
@@ -155,8 +174,11 @@ def approve_cmd(app: AppContext, incident_id, reason, as_json) -> None:
     """Approve the incident's rollback, as a second responder or the adapter's owner."""
     from lorawatch.incidents.service import approve
 
-    emit(approve(app.database, app.settings, incident_id, actor=app.actor, reason=reason), as_json,
-         f"rollback of incident {incident_id} approved by {app.actor}")
+    emit(
+        approve(app.database, app.settings, incident_id, actor=app.actor, reason=reason),
+        as_json,
+        f"rollback of incident {incident_id} approved by {app.actor}",
+    )
 
 
 @incident.command("rollback")
@@ -183,7 +205,11 @@ def mitigate_cmd(app: AppContext, incident_id, note, as_json) -> None:
     """Mark the incident mitigated without a rollback."""
     from lorawatch.incidents.service import mitigate
 
-    emit(mitigate(app.database, app.settings, incident_id, actor=app.actor, note=note), as_json, f"incident {incident_id} mitigated")
+    emit(
+        mitigate(app.database, app.settings, incident_id, actor=app.actor, note=note),
+        as_json,
+        f"incident {incident_id} mitigated",
+    )
 
 
 @incident.command("resolve")

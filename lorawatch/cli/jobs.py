@@ -10,7 +10,9 @@ from lorawatch.cli.output import emit, json_option, table
 
 @click.command()
 @click.option("--once", is_flag=True, help="Run what is due and exit (for cron and Kubernetes CronJobs).")
-@click.option("--at", "at", default=None, help="With --once: act as if it were this UTC time (ISO 8601), for backfills and tests.")
+@click.option(
+    "--at", "at", default=None, help="With --once: act as if it were this UTC time (ISO 8601), for backfills and tests."
+)
 @click.option("--job", "only", multiple=True, help="With --once: only these jobs.")
 @json_option
 @pass_app
@@ -35,8 +37,13 @@ def scheduler(app: AppContext, once, at, only, as_json) -> None:
         start, offset = parse_time(at, "--at"), utcnow()
         clock = lambda: start + (utcnow() - offset)  # noqa: E731
     runs = sched.run_due(database, settings, clock=clock, only=list(only) or None)
-    emit(runs, as_json, lambda: table(runs, ["job", "scheduled_for", "attempt", "status", "duration_s", "error"])
-         if runs else "nothing due")
+    emit(
+        runs,
+        as_json,
+        lambda: (
+            table(runs, ["job", "scheduled_for", "attempt", "status", "duration_s", "error"]) if runs else "nothing due"
+        ),
+    )
     if any(r["status"] == "failed" for r in runs):
         raise SystemExit(1)
 
@@ -51,11 +58,17 @@ def jobs() -> None:
 @pass_app
 def list_cmd(app: AppContext, as_json) -> None:
     """Each job with its schedule, next run and last run."""
-    from lorawatch.scheduler import list_jobs
+    from lorawatch.jobs import list_jobs
 
     rows = list_jobs(app.database, app.settings)
-    emit(rows, as_json, lambda: table(rows, ["job", "kind", "schedule", "next_run", "last_status", "last_started",
-                                             "last_duration_s", "last_error"]))
+    emit(
+        rows,
+        as_json,
+        lambda: table(
+            rows,
+            ["job", "kind", "schedule", "next_run", "last_status", "last_started", "last_duration_s", "last_error"],
+        ),
+    )
 
 
 @jobs.command("history")
@@ -65,11 +78,17 @@ def list_cmd(app: AppContext, as_json) -> None:
 @pass_app
 def history_cmd(app: AppContext, job, limit, as_json) -> None:
     """The run history: start, end, status, error and duration of each run, newest first."""
-    from lorawatch.scheduler import history
+    from lorawatch.jobs import history
 
     rows = history(app.database, job=job, limit=limit)
-    emit(rows, as_json, lambda: table(rows, ["id", "job", "scheduled_for", "attempt", "trigger", "status", "started_at",
-                                             "duration_s", "host", "error"]))
+    emit(
+        rows,
+        as_json,
+        lambda: table(
+            rows,
+            ["id", "job", "scheduled_for", "attempt", "trigger", "status", "started_at", "duration_s", "host", "error"],
+        ),
+    )
 
 
 @jobs.command("run")
@@ -81,8 +100,12 @@ def run_cmd(app: AppContext, name, as_json) -> None:
     from lorawatch.scheduler import run_now
 
     result = run_now(app.database, app.settings, name)
-    emit(result, as_json, f"job {name}: {result['status']} in {result['duration_s']}s" +
-         (f": {result['error']}" if result["error"] else ""))
+    emit(
+        result,
+        as_json,
+        f"job {name}: {result['status']} in {result['duration_s']}s"
+        + (f": {result['error']}" if result["error"] else ""),
+    )
     if result["status"] == "failed":
         raise SystemExit(1)
 

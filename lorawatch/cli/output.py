@@ -14,9 +14,9 @@ import click
 
 def json_option(func: Callable) -> Callable:
     """Add ``--json`` to a command."""
-    return click.option(
-        "--json", "as_json", is_flag=True, help="Print one JSON document on stdout instead of text."
-    )(func)
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout instead of text.")(
+        func
+    )
 
 
 def _default(value: Any) -> Any:

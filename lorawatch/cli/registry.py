@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import date, datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ def parse_time(value: str | None, what: str) -> datetime | None:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise InputError(f"{what} {value!r} is not a time", fix="use ISO 8601, e.g. 2026-11-30T14:00:00Z") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _pairs(values: tuple[str, ...], what: str, number: bool) -> dict[str, Any]:
@@ -56,22 +56,35 @@ def _pairs(values: tuple[str, ...], what: str, number: bool) -> dict[str, Any]:
 @click.option("--revision", help="Revision (commit or tag) of the base model.")
 @json_option
 @pass_app
-def add_base(app: AppContext, name: str, path: Path | None, hub_id: str | None, revision: str | None, as_json: bool) -> None:
+def add_base(
+    app: AppContext, name: str, path: Path | None, hub_id: str | None, revision: str | None, as_json: bool
+) -> None:
     """Register a base model: hashes its weight files and records its architecture."""
     from lorawatch.registry import service
 
     with app.database.session() as session:
-        record = service.add_base(session, name=name, path=path, hub_id=hub_id, revision=revision,
-                                  actor=app.actor, progress=not as_json)
+        record = service.add_base(
+            session, name=name, path=path, hub_id=hub_id, revision=revision, actor=app.actor, progress=not as_json
+        )
         data = _base_view(record)
-    emit(data, as_json, f"registered base {name} ({data['architecture'] or 'unknown architecture'}) sha256 {data['sha256'][:16]}")
+    emit(
+        data,
+        as_json,
+        f"registered base {name} ({data['architecture'] or 'unknown architecture'}) sha256 {data['sha256'][:16]}",
+    )
 
 
 def _base_view(record) -> dict[str, Any]:
     return {
-        "name": record.name, "path": record.path, "hub_id": record.hub_id, "revision": record.revision,
-        "architecture": record.architecture, "sha256": record.sha256, "files": record.files,
-        "created_at": record.created_at, "created_by": record.created_by,
+        "name": record.name,
+        "path": record.path,
+        "hub_id": record.hub_id,
+        "revision": record.revision,
+        "architecture": record.architecture,
+        "sha256": record.sha256,
+        "files": record.files,
+        "created_at": record.created_at,
+        "created_by": record.created_by,
     }
 
 
@@ -87,7 +100,19 @@ def bases(app: AppContext, as_json: bool) -> None:
     emit(rows, as_json, lambda: table(rows, ["name", "architecture", "hub_id", "path", "sha256"]))
 
 
-FROM_JSON_KEYS = {"adapter", "path", "base", "version", "allow_pickle", "lineage", "performance", "risk", "ownership", "promote", "reason"}
+FROM_JSON_KEYS = {
+    "adapter",
+    "path",
+    "base",
+    "version",
+    "allow_pickle",
+    "lineage",
+    "performance",
+    "risk",
+    "ownership",
+    "promote",
+    "reason",
+}
 
 
 def _read_spec(path: Path) -> dict[str, Any]:
@@ -96,15 +121,20 @@ def _read_spec(path: Path) -> dict[str, Any]:
     try:
         spec = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise InputError(f"cannot read it ({exc.strerror})", where=str(path), fix="pass an existing JSON file") from None
+        raise InputError(
+            f"cannot read it ({exc.strerror})", where=str(path), fix="pass an existing JSON file"
+        ) from None
     except json.JSONDecodeError as exc:
         raise InputError(f"invalid JSON: {exc.msg}", where=f"{path}:{exc.lineno}", fix="correct the JSON") from None
     if not isinstance(spec, dict):
         raise InputError("not a JSON object", where=str(path), fix="write one object with adapter, path, base, ...")
     unknown = set(spec) - FROM_JSON_KEYS
     if unknown:
-        raise InputError(f"unknown key(s) {', '.join(sorted(unknown))}", where=str(path),
-                         fix=f"use only: {', '.join(sorted(FROM_JSON_KEYS))}")
+        raise InputError(
+            f"unknown key(s) {', '.join(sorted(unknown))}",
+            where=str(path),
+            fix=f"use only: {', '.join(sorted(FROM_JSON_KEYS))}",
+        )
     return spec
 
 
@@ -114,8 +144,12 @@ def _read_spec(path: Path) -> dict[str, Any]:
 @click.option("--base", help="Registered base model the adapter was trained on.")
 @click.option("--version", "version", help="Version id (default: v1, v2, ...). Versions are immutable.")
 @click.option("--allow-pickle", is_flag=True, help="Accept pickled weights (adapter_model.bin); unpickling runs code.")
-@click.option("--from-json", "from_json", type=click.Path(path_type=Path, dir_okay=False),
-              help="Take everything from a JSON file (CI/CD): adapter, path, base, version, lineage, performance, risk, ownership, promote.")
+@click.option(
+    "--from-json",
+    "from_json",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Take everything from a JSON file (CI/CD): adapter, path, base, version, lineage, performance, risk, ownership, promote.",
+)
 @click.option("--base-model-version", help="Lineage: revision of the base it was trained on.")
 @click.option("--dataset-hash", help="Lineage: hash of the training data set.")
 @click.option("--commit-sha", help="Lineage: commit of the training code.")
@@ -125,18 +159,45 @@ def _read_spec(path: Path) -> dict[str, Any]:
 @click.option("--policy-check", multiple=True, help="Performance: policy check NAME=OUTCOME (repeatable).")
 @click.option("--bias-assessment", help="Risk: bias assessment summary.")
 @click.option("--safety-incident", multiple=True, help="Risk: a known safety incident (repeatable).")
-@click.option("--data-expires", type=click.DateTime(["%Y-%m-%d"]), help="Risk: date the training data goes stale (YYYY-MM-DD).")
+@click.option(
+    "--data-expires", type=click.DateTime(["%Y-%m-%d"]), help="Risk: date the training data goes stale (YYYY-MM-DD)."
+)
 @click.option("--team", help="Ownership: responsible team.")
 @click.option("--contact", multiple=True, help="Ownership: escalation contact, in order (repeatable).")
 @click.option("--review-days", type=click.IntRange(min=1), help="Ownership: review cadence in days.")
-@click.option("--promote", "promote_alias", help="Also point this alias (production, canary, shadow) at the new version.")
+@click.option(
+    "--promote", "promote_alias", help="Also point this alias (production, canary, shadow) at the new version."
+)
 @click.option("--tenant", default="", help="Tenant of the --promote alias (default: every tenant).")
 @click.option("--reason", help="Why; recorded in the audit log.")
 @json_option
 @pass_app
-def add(app: AppContext, adapter, path, base, version, allow_pickle, from_json, base_model_version, dataset_hash,
-        commit_sha, training_run, metric, human_eval, policy_check, bias_assessment, safety_incident, data_expires,
-        team, contact, review_days, promote_alias, tenant, reason, as_json) -> None:
+def add(
+    app: AppContext,
+    adapter,
+    path,
+    base,
+    version,
+    allow_pickle,
+    from_json,
+    base_model_version,
+    dataset_hash,
+    commit_sha,
+    training_run,
+    metric,
+    human_eval,
+    policy_check,
+    bias_assessment,
+    safety_incident,
+    data_expires,
+    team,
+    contact,
+    review_days,
+    promote_alias,
+    tenant,
+    reason,
+    as_json,
+) -> None:
     """Register an adapter version (and optionally promote it) in one transaction.
 
     Reads adapter_config.json, checks the base, refuses pickles and broken safetensors,
@@ -160,21 +221,37 @@ def add(app: AppContext, adapter, path, base, version, allow_pickle, from_json, 
         if not value:
             raise InputError(f"{option} is required", fix=f"pass {option} (or set it in --from-json)")
     try:
-        from_file = md.VersionMetadata.model_validate({k: spec[k] for k in ("lineage", "performance", "risk", "ownership") if k in spec})
-        meta = md.merge(from_file, {
-            "lineage": {"base_model_version": base_model_version, "dataset_hash": dataset_hash,
-                        "commit_sha": commit_sha, "training_run": training_run},
-            "performance": {"offline_metrics": _pairs(metric, "--metric", True), "human_eval": human_eval,
-                            "policy_checks": _pairs(policy_check, "--policy-check", False)},
-            "risk": {"bias_assessment": bias_assessment, "safety_incidents": list(safety_incident),
-                     "data_expires_on": data_expires.date() if data_expires else None},
-            "ownership": {"team": team, "contacts": list(contact), "review_cadence_days": review_days},
-        })
+        from_file = md.VersionMetadata.model_validate(
+            {k: spec[k] for k in ("lineage", "performance", "risk", "ownership") if k in spec}
+        )
+        meta = md.merge(
+            from_file,
+            {
+                "lineage": {
+                    "base_model_version": base_model_version,
+                    "dataset_hash": dataset_hash,
+                    "commit_sha": commit_sha,
+                    "training_run": training_run,
+                },
+                "performance": {
+                    "offline_metrics": _pairs(metric, "--metric", True),
+                    "human_eval": human_eval,
+                    "policy_checks": _pairs(policy_check, "--policy-check", False),
+                },
+                "risk": {
+                    "bias_assessment": bias_assessment,
+                    "safety_incidents": list(safety_incident),
+                    "data_expires_on": data_expires.date() if data_expires else None,
+                },
+                "ownership": {"team": team, "contacts": list(contact), "review_cadence_days": review_days},
+            },
+        )
     except ValidationError as exc:
         err = exc.errors()[0]
         where = str(from_json) if from_json else "metadata"
-        raise InputError(f"{'.'.join(map(str, err['loc']))}: {err['msg']}", where=where,
-                         fix="correct the metadata value") from None
+        raise InputError(
+            f"{'.'.join(map(str, err['loc']))}: {err['msg']}", where=where, fix="correct the metadata value"
+        ) from None
     promote_spec = spec.get("promote") or {}
     if isinstance(promote_spec, str):
         promote_spec = {"alias": promote_spec}
@@ -183,16 +260,39 @@ def add(app: AppContext, adapter, path, base, version, allow_pickle, from_json, 
     store = service.Store.from_settings(app.settings)
     with app.database.session() as session:
         row = service.register_version(
-            session, store, adapter=adapter, path=path, base=base, version=version, metadata=meta,
-            allow_pickle=allow_pickle, actor=app.actor, reason=reason, progress=not as_json,
+            session,
+            store,
+            adapter=adapter,
+            path=path,
+            base=base,
+            version=version,
+            metadata=meta,
+            allow_pickle=allow_pickle,
+            actor=app.actor,
+            reason=reason,
+            progress=not as_json,
         )
         promoted = None
         if promote_alias:
-            service.promote(session, adapter=adapter, version=row.version, alias=promote_alias, tenant=tenant,
-                            actor=app.actor, reason=reason or promote_spec.get("reason"))
+            service.promote(
+                session,
+                adapter=adapter,
+                version=row.version,
+                alias=promote_alias,
+                tenant=tenant,
+                actor=app.actor,
+                reason=reason or promote_spec.get("reason"),
+            )
             promoted = {"alias": promote_alias, "tenant": tenant or None}
-        data = {"adapter": adapter, "version": row.version, "content_sha256": row.content_sha256,
-                "files": len(row.files), "storage": row.storage, "path": row.path, "promoted": promoted}
+        data = {
+            "adapter": adapter,
+            "version": row.version,
+            "content_sha256": row.content_sha256,
+            "files": len(row.files),
+            "storage": row.storage,
+            "path": row.path,
+            "promoted": promoted,
+        }
     text = f"registered {adapter}@{row.version} ({len(row.files)} files, sha256 {row.content_sha256[:16]})"
     if promoted:
         text += f"; {promote_alias}{' for ' + tenant if tenant else ''} -> {row.version}"
@@ -215,23 +315,36 @@ def list_(app: AppContext, adapter, base, team, alias, state, expired, review_ov
 
     with app.database.session() as session:
         rows = catalog.list_versions(
-            session, review_days=app.settings.registry.review_due_days, adapter=adapter, base=base, team=team,
-            alias=alias, state=state, expired=expired, review_overdue=review_overdue,
+            session,
+            review_days=app.settings.registry.review_due_days,
+            adapter=adapter,
+            base=base,
+            team=team,
+            alias=alias,
+            state=state,
+            expired=expired,
+            review_overdue=review_overdue,
         )
     for row in rows:
         row.pop("files")
 
     def text() -> str:
         flat = [
-            {**r, "aliases": [a["alias"] + (f"/{a['tenant']}" if a["tenant"] else "") for a in r["aliases"]],
-             "team": r["ownership"].get("team"), "sha256": r["content_sha256"][:12],
-             "status": ",".join(s for s in ("expired" if r["expired"] else "", "review-overdue" if r["review_overdue"] else "") if s) or "ok"}
+            {
+                **r,
+                "aliases": [a["alias"] + (f"/{a['tenant']}" if a["tenant"] else "") for a in r["aliases"]],
+                "team": r["ownership"].get("team"),
+                "sha256": r["content_sha256"][:12],
+                "status": ",".join(
+                    s for s in ("expired" if r["expired"] else "", "review-overdue" if r["review_overdue"] else "") if s
+                )
+                or "ok",
+            }
             for r in rows
         ]
         return table(flat, ["adapter", "version", "base", "state", "aliases", "team", "rank", "sha256", "status"])
 
     emit(rows, as_json, text)
-
 
 
 @registry.command("show")
@@ -252,9 +365,18 @@ def show(app: AppContext, adapter, version, alias, tenant, at, as_json) -> None:
         if alias:
             when = parse_time(at, "--at")
             row = service.resolve_alias(session, adapter, alias, tenant, when)
-            data = {"adapter": adapter, "alias": alias, "tenant": tenant or None,
-                    "at": when or utcnow(), "version": row.version if row else None}
-            emit(data, as_json, f"{adapter} {alias}{'/' + tenant if tenant else ''} at {data['at'].isoformat()}: {data['version'] or '(none)'}")
+            data = {
+                "adapter": adapter,
+                "alias": alias,
+                "tenant": tenant or None,
+                "at": when or utcnow(),
+                "version": row.version if row else None,
+            }
+            emit(
+                data,
+                as_json,
+                f"{adapter} {alias}{'/' + tenant if tenant else ''} at {data['at'].isoformat()}: {data['version'] or '(none)'}",
+            )
             return
         if version:
             data = catalog.version_view(session, service.get_version(session, adapter, version), utcnow(), review_days)
@@ -265,24 +387,44 @@ def show(app: AppContext, adapter, version, alias, tenant, at, as_json) -> None:
 
 
 def _version_text(v: dict[str, Any]) -> str:
-    lines = [f"{v['adapter']}@{v['version']}  base {v['base']}  state {v['state']}",
-             f"  rank {v['rank']}  alpha {v['alpha']}  targets {', '.join(v['target_modules'])}",
-             f"  sha256 {v['content_sha256']}  storage {v['storage']}  {v['path']}",
-             f"  registered {v['created_at']:%Y-%m-%d %H:%M}Z by {v['created_by']}",
-             "  aliases " + (", ".join(a['alias'] + (f"/{a['tenant']}" if a['tenant'] else "") for a in v['aliases']) or "-")]
+    lines = [
+        f"{v['adapter']}@{v['version']}  base {v['base']}  state {v['state']}",
+        f"  rank {v['rank']}  alpha {v['alpha']}  targets {', '.join(v['target_modules'])}",
+        f"  sha256 {v['content_sha256']}  storage {v['storage']}  {v['path']}",
+        f"  registered {v['created_at']:%Y-%m-%d %H:%M}Z by {v['created_by']}",
+        "  aliases "
+        + (", ".join(a["alias"] + (f"/{a['tenant']}" if a["tenant"] else "") for a in v["aliases"]) or "-"),
+    ]
     for section in ("lineage", "performance", "risk", "ownership"):
         values = {k: val for k, val in v[section].items() if val not in (None, [], {})}
         lines.append(f"  {section}: " + (", ".join(f"{k}={val}" for k, val in values.items()) or "-"))
-    lines.append(f"  expired {v['expired']}  review due {v['review_due']:%Y-%m-%d}{' (overdue)' if v['review_overdue'] else ''}")
+    lines.append(
+        f"  expired {v['expired']}  review due {v['review_due']:%Y-%m-%d}{' (overdue)' if v['review_overdue'] else ''}"
+    )
     return "\n".join(lines)
 
 
 def _adapter_text(data: dict[str, Any]) -> str:
     lines = [f"{data['adapter']}  base {data['base']}", ""]
-    lines.append(table([{**v, "aliases": [a['alias'] + (f"/{a['tenant']}" if a['tenant'] else "") for a in v['aliases']],
-                         "sha256": v['content_sha256'][:12], "team": v['ownership'].get('team')} for v in data["versions"]],
-                       ["version", "state", "aliases", "team", "rank", "sha256", "created_at"]))
-    lines += ["", "history:", table(data["history"], ["ts", "alias", "tenant", "action", "from_version", "to_version", "actor", "reason"])]
+    lines.append(
+        table(
+            [
+                {
+                    **v,
+                    "aliases": [a["alias"] + (f"/{a['tenant']}" if a["tenant"] else "") for a in v["aliases"]],
+                    "sha256": v["content_sha256"][:12],
+                    "team": v["ownership"].get("team"),
+                }
+                for v in data["versions"]
+            ],
+            ["version", "state", "aliases", "team", "rank", "sha256", "created_at"],
+        )
+    )
+    lines += [
+        "",
+        "history:",
+        table(data["history"], ["ts", "alias", "tenant", "action", "from_version", "to_version", "actor", "reason"]),
+    ]
     return "\n".join(lines)
 
 
@@ -298,13 +440,19 @@ def history(app: AppContext, adapter, alias, tenant, as_json) -> None:
 
     with app.database.session() as session:
         rows = service.alias_history(session, adapter, alias, tenant)
-    emit(rows, as_json, lambda: table(rows, ["ts", "alias", "tenant", "action", "from_version", "to_version", "actor", "reason"]))
+    emit(
+        rows,
+        as_json,
+        lambda: table(rows, ["ts", "alias", "tenant", "action", "from_version", "to_version", "actor", "reason"]),
+    )
 
 
 def _alias_options(func):
     func = click.option("--reason", required=True, help="Why; recorded with actor and time.")(func)
     func = click.option("--tenant", default="", help="Tenant (default: the route default for every tenant).")(func)
-    func = click.option("--alias", default="production", show_default=True, help="Alias: production, canary, shadow, ...")(func)
+    func = click.option(
+        "--alias", default="production", show_default=True, help="Alias: production, canary, shadow, ..."
+    )(func)
     return func
 
 
@@ -319,10 +467,15 @@ def promote(app: AppContext, adapter, version, alias, tenant, reason, as_json) -
     from lorawatch.registry import service
 
     with app.database.session() as session:
-        ev = service.promote(session, adapter=adapter, version=version, alias=alias, tenant=tenant,
-                             actor=app.actor, reason=reason)
+        ev = service.promote(
+            session, adapter=adapter, version=version, alias=alias, tenant=tenant, actor=app.actor, reason=reason
+        )
         data = _event(session, ev)
-    emit(data, as_json, f"{adapter} {alias}{'/' + tenant if tenant else ''}: {data['from_version'] or '-'} -> {data['to_version']}")
+    emit(
+        data,
+        as_json,
+        f"{adapter} {alias}{'/' + tenant if tenant else ''}: {data['from_version'] or '-'} -> {data['to_version']}",
+    )
 
 
 @registry.command("rollback")
@@ -337,7 +490,11 @@ def rollback(app: AppContext, adapter, alias, tenant, reason, as_json) -> None:
     with app.database.session() as session:
         ev = service.rollback(session, adapter=adapter, alias=alias, tenant=tenant, actor=app.actor, reason=reason)
         data = _event(session, ev)
-    emit(data, as_json, f"{adapter} {alias}{'/' + tenant if tenant else ''} rolled back: {data['from_version']} -> {data['to_version']}")
+    emit(
+        data,
+        as_json,
+        f"{adapter} {alias}{'/' + tenant if tenant else ''} rolled back: {data['from_version']} -> {data['to_version']}",
+    )
 
 
 def _event(session, ev) -> dict[str, Any]:
@@ -346,9 +503,17 @@ def _event(session, ev) -> dict[str, Any]:
     def name(version_id):
         return session.get(AdapterVersion, version_id).version if version_id else None
 
-    return {"adapter_id": ev.adapter_id, "alias": ev.alias, "tenant": ev.tenant or None, "action": ev.action,
-            "from_version": name(ev.from_version_id), "to_version": name(ev.to_version_id),
-            "ts": ev.ts, "actor": ev.actor, "reason": ev.reason}
+    return {
+        "adapter_id": ev.adapter_id,
+        "alias": ev.alias,
+        "tenant": ev.tenant or None,
+        "action": ev.action,
+        "from_version": name(ev.from_version_id),
+        "to_version": name(ev.to_version_id),
+        "ts": ev.ts,
+        "actor": ev.actor,
+        "reason": ev.reason,
+    }
 
 
 @registry.command("verify")
@@ -362,13 +527,21 @@ def verify(app: AppContext, adapter, version, as_json) -> None:
 
     with app.database.session() as session:
         directory = service.open_version(session, service.Store.from_settings(app.settings), adapter, version)
-    emit({"adapter": adapter, "version": version, "ok": True, "path": str(directory)}, as_json,
-         f"{adapter}@{version}: every file matches its recorded sha256")
+    emit(
+        {"adapter": adapter, "version": version, "ok": True, "path": str(directory)},
+        as_json,
+        f"{adapter}@{version}: every file matches its recorded sha256",
+    )
 
 
 @registry.command("archive")
-@click.option("--older-than", "older_than", type=click.IntRange(min=1), default=None,
-              help="Days unused (default: registry.archive_after_days).")
+@click.option(
+    "--older-than",
+    "older_than",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Days unused (default: registry.archive_after_days).",
+)
 @click.option("--dry-run", is_flag=True, help="Only list what would be archived.")
 @json_option
 @pass_app
@@ -378,8 +551,9 @@ def archive(app: AppContext, older_than, dry_run, as_json) -> None:
 
     days = older_than or app.settings.registry.archive_after_days
     with app.database.session() as session:
-        rows = lifecycle.archive(session, service.Store.from_settings(app.settings), older_than_days=days,
-                                 actor=app.actor, dry_run=dry_run)
+        rows = lifecycle.archive(
+            session, service.Store.from_settings(app.settings), older_than_days=days, actor=app.actor, dry_run=dry_run
+        )
     emit(rows, as_json, lambda: table(rows, ["version", "archived", "skipped", "last_used_at"]))
 
 
@@ -393,8 +567,9 @@ def restore(app: AppContext, adapter, version, as_json) -> None:
     from lorawatch.registry import lifecycle, service
 
     with app.database.session() as session:
-        row = lifecycle.restore(session, service.Store.from_settings(app.settings), adapter=adapter,
-                                version=version, actor=app.actor)
+        row = lifecycle.restore(
+            session, service.Store.from_settings(app.settings), adapter=adapter, version=version, actor=app.actor
+        )
         data = {"adapter": adapter, "version": version, "state": row.state, "path": row.path}
     emit(data, as_json, f"restored {adapter}@{version} to {row.path}")
 

@@ -28,8 +28,14 @@ def score(app: AppContext, file: Path, as_json: bool) -> None:
 
     scorers = RiskScorers.from_settings(app.settings)
     rows = score_file(file, scorers)
-    emit(rows, as_json, lambda: table([{**r, "pii": [f"{p['type']}:{p['text']}" for p in r["pii"]]} for r in rows],
-                                      ["line", "id", "toxicity", "toxic", "pii", "toxicity_backend"]))
+    emit(
+        rows,
+        as_json,
+        lambda: table(
+            [{**r, "pii": [f"{p['type']}:{p['text']}" for p in r["pii"]]} for r in rows],
+            ["line", "id", "toxicity", "toxic", "pii", "toxicity_backend"],
+        ),
+    )
 
 
 @risk.command("samples")
@@ -48,9 +54,12 @@ def samples(app: AppContext, run_id: int, adapter: str | None, flagged: bool, as
         blocks = []
         for r in rows:
             leaks = ", ".join(f"{p['type']}:{p['text']}" for p in r["pii_leaks"]) or "-"
-            blocks.append(f"[{r['adapter']}@{r['version']}] {r['prompt_id']} ({r['segment']})  toxicity {r['toxicity']:.2f} "
-                          f"(base {r['base_toxicity']:.2f})  leaks {leaks}\n  base:    {r['base_output']}\n  adapted: {r['output']}"
-                          if r["toxicity"] is not None else f"[{r['adapter']}] {r['prompt_id']}\n  adapted: {r['output']}")
+            blocks.append(
+                f"[{r['adapter']}@{r['version']}] {r['prompt_id']} ({r['segment']})  toxicity {r['toxicity']:.2f} "
+                f"(base {r['base_toxicity']:.2f})  leaks {leaks}\n  base:    {r['base_output']}\n  adapted: {r['output']}"
+                if r["toxicity"] is not None
+                else f"[{r['adapter']}] {r['prompt_id']}\n  adapted: {r['output']}"
+            )
         return "\n".join(blocks) or "(none)"
 
     emit(rows, as_json, text)
@@ -69,7 +78,16 @@ def annotate(app: AppContext, run_id, prompt_id, adapter, verdict, note, as_json
     from lorawatch.monitors.risk import annotate as add
 
     with app.database.session() as session:
-        row = add(session, run_id=run_id, prompt_id=prompt_id, adapter=adapter, verdict=verdict, note=note, actor=app.actor)
-        data = {"run": run_id, "prompt_id": prompt_id, "adapter": adapter, "verdict": row.verdict, "note": row.note,
-                "actor": row.actor, "ts": row.ts}
+        row = add(
+            session, run_id=run_id, prompt_id=prompt_id, adapter=adapter, verdict=verdict, note=note, actor=app.actor
+        )
+        data = {
+            "run": run_id,
+            "prompt_id": prompt_id,
+            "adapter": adapter,
+            "verdict": row.verdict,
+            "note": row.note,
+            "actor": row.actor,
+            "ts": row.ts,
+        }
     emit(data, as_json, f"{adapter} {prompt_id} in run {run_id}: {verdict} ({app.actor})")

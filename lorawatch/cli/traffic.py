@@ -25,8 +25,11 @@ def ingest_requests(app: AppContext, file: Path, as_json: bool) -> None:
     from lorawatch.monitors.traffic import ingest_requests as run
 
     result = run(app.database, file, actor=app.actor, progress=not as_json)
-    text = (f"{file}: already ingested, nothing counted twice ({result['reason']})" if result["skipped"]
-            else f"{file}: {result['rows']} requests into {result['minutes']} adapter-minutes")
+    text = (
+        f"{file}: already ingested, nothing counted twice ({result['reason']})"
+        if result["skipped"]
+        else f"{file}: {result['rows']} requests into {result['minutes']} adapter-minutes"
+    )
     emit(result, as_json, text)
 
 
@@ -54,7 +57,11 @@ def latency(app: AppContext, adapter, tenant, window, as_json) -> None:
     from lorawatch.monitors.traffic import parse_window
 
     rows = compute(app.database, window=parse_window(window), adapter=adapter, tenant=tenant)
-    emit(rows, as_json, lambda: table(rows, ["adapter", "count", "error_rate", "p50_ms", "p95_ms", "p99_ms", "ttft_p50_ms"]))
+    emit(
+        rows,
+        as_json,
+        lambda: table(rows, ["adapter", "count", "error_rate", "p50_ms", "p95_ms", "p99_ms", "ttft_p50_ms"]),
+    )
 
 
 @click.command()

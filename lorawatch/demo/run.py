@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import select
 
 from lorawatch.db import Database
-from lorawatch.db.models import AdapterAlias, AdapterRecord, BaseModelRecord
+from lorawatch.db.models import AdapterRecord, BaseModelRecord
 from lorawatch.errors import InputError
 
 # the 20-prompt smoke set by default (minutes on 2 CPU cores); --full runs the 225-prompt core set
@@ -21,8 +21,18 @@ DEFAULT_DATASET = "smoke-v1"
 FULL_DATASET = "core-v1"
 
 
-def run_demo(db: Database, settings, *, actor: str, dataset: Path | str | None = None, max_new_tokens: int | None = None,
-             batch_size: int | None = None, device: str | None = None, progress: bool = True, say=print) -> dict[str, Any]:
+def run_demo(
+    db: Database,
+    settings,
+    *,
+    actor: str,
+    dataset: Path | str | None = None,
+    max_new_tokens: int | None = None,
+    batch_size: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
+    say=print,
+) -> dict[str, Any]:
     """Prepare and register the demo models, then run a canary round; returns the run summary."""
     from lorawatch.demo import models as demo_models
     from lorawatch.monitors import canary
@@ -40,37 +50,73 @@ def run_demo(db: Database, settings, *, actor: str, dataset: Path | str | None =
     store = service.Store.from_settings(settings)
     with db.session() as session:
         if session.scalar(select(BaseModelRecord).where(BaseModelRecord.name == demo_models.BASE_NAME)) is None:
-            service.add_base(session, name=demo_models.BASE_NAME, path=base_dir, hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
-                             revision="gguf-q4_1-dequantized", actor=actor, progress=progress)
+            service.add_base(
+                session,
+                name=demo_models.BASE_NAME,
+                path=base_dir,
+                hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+                revision="gguf-q4_1-dequantized",
+                actor=actor,
+                progress=progress,
+            )
     for spec in demo_models.DEMO_ADAPTERS:
         out = demo_models.shipped_adapter(spec)
         with db.session() as session:
             record = session.scalar(select(AdapterRecord).where(AdapterRecord.name == spec.name))
             if record is None or not record.versions:
                 data_hash = hashlib.sha256((demo_models.DATA_DIR / spec.data).read_bytes()).hexdigest()
-                meta = VersionMetadata.model_validate({
-                    "lineage": {"base_model_version": "gguf-q4_1-dequantized", "dataset_hash": f"sha256:{data_hash}",
-                                "training_run": f"python -m lorawatch.demo.train: {spec.steps} steps, lr {spec.lr}, "
-                                                f"rank {spec.rank}"},
-                    "performance": {"human_eval": spec.description},
-                    "ownership": {"team": spec.team, "contacts": [f"{spec.team}@example.com", "oncall-ml@example.com"],
-                                  "review_cadence_days": 30},
-                })
-                service.register_version(session, store, adapter=spec.name, path=out, base=demo_models.BASE_NAME,
-                                         version="v1", metadata=meta, actor=actor, reason="lorawatch demo")
-            has_production = session.scalar(select(AdapterAlias).join(AdapterRecord, AdapterAlias.adapter_id == AdapterRecord.id)
-                                             .where(AdapterRecord.name == spec.name, AdapterAlias.alias == "production"))
-            if has_production is None:
-                service.promote(session, adapter=spec.name, version="v1", alias="production", actor=actor,
-                                reason="lorawatch demo: initial release")
+                meta = VersionMetadata.model_validate(
+                    {
+                        "lineage": {
+                            "base_model_version": "gguf-q4_1-dequantized",
+                            "dataset_hash": f"sha256:{data_hash}",
+                            "training_run": f"python -m lorawatch.demo.train: {spec.steps} steps, lr {spec.lr}, "
+                            f"rank {spec.rank}",
+                        },
+                        "performance": {"human_eval": spec.description},
+                        "ownership": {
+                            "team": spec.team,
+                            "contacts": [f"{spec.team}@example.com", "oncall-ml@example.com"],
+                            "review_cadence_days": 30,
+                        },
+                    }
+                )
+                service.register_version(
+                    session,
+                    store,
+                    adapter=spec.name,
+                    path=out,
+                    base=demo_models.BASE_NAME,
+                    version="v1",
+                    metadata=meta,
+                    actor=actor,
+                    reason="lorawatch demo",
+                )
+            if service.resolve_alias(session, spec.name, "production") is None:
+                service.promote(
+                    session,
+                    adapter=spec.name,
+                    version="v1",
+                    alias="production",
+                    actor=actor,
+                    reason="lorawatch demo: initial release",
+                )
     say("2/4 seeding two weeks of serving traffic and five weeks of KPIs")
     from lorawatch.demo import traffic as demo_traffic
 
     seeded = demo_traffic.seed(db, cache / "traffic", actor=actor)
     say(f"3/4 canary run over {dataset.name}")
-    options = canary.RunOptions.from_settings(settings, device=device, batch_size=batch_size, max_new_tokens=max_new_tokens)
-    run_id = canary.create_run(db, settings, dataset_path=dataset,
-                               adapters=[s.name for s in demo_models.DEMO_ADAPTERS], options=options, actor=actor)
+    options = canary.RunOptions.from_settings(
+        settings, device=device, batch_size=batch_size, max_new_tokens=max_new_tokens
+    )
+    run_id = canary.create_run(
+        db,
+        settings,
+        dataset_path=dataset,
+        adapters=[s.name for s in demo_models.DEMO_ADAPTERS],
+        options=options,
+        actor=actor,
+    )
     summary = canary.execute_run(db, settings, run_id, progress=progress)
     say("4/4 evaluating alert rules and delivering notifications")
     summary["traffic"] = {"requests": seeded["requests"].get("rows", 0), "kpis": seeded["kpis"].get("rows", 0)}
@@ -82,16 +128,31 @@ def demo_alerts(db: Database, settings) -> dict[str, Any]:
     """Evaluate the alert rules on the fresh results and deliver what fires (new groups at once)."""
     from lorawatch.alerts.engine import evaluate, list_alerts
     from lorawatch.alerts.outbox import flush
+    from lorawatch.plugins import load_default_plugins
 
+    load_default_plugins()
     evaluation = evaluate(db, settings)
     delivery = flush(db, settings, skip_group_wait=True)
-    firing = [{"id": a["id"], "rule": a["rule"], "severity": a["severity"], "adapter": a["labels"].get("adapter"),
-               "summary": a["annotations"].get("summary"), "runbook_url": a["runbook_url"]}
-              for a in list_alerts(db, settings, state="firing")]
+    firing = [
+        {
+            "id": a["id"],
+            "rule": a["rule"],
+            "severity": a["severity"],
+            "adapter": a["labels"].get("adapter"),
+            "summary": a["annotations"].get("summary"),
+            "runbook_url": a["runbook_url"],
+        }
+        for a in list_alerts(db, settings, state="firing")
+    ]
     from lorawatch.incidents.service import list_incidents
 
-    incidents = [{"id": i["id"], "adapter": i["adapter"], "severity": i["severity"], "state": i["state"], "title": i["title"]}
-                 for i in list_incidents(db)]
-    return {"firing": firing, "incidents": incidents,
-            "evaluation": {k: evaluation[k] for k in ("rules", "series", "firing", "pending")},
-            "notifications": {k: delivery[k] for k in ("queued", "delivered", "deferred", "pending")}}
+    incidents = [
+        {"id": i["id"], "adapter": i["adapter"], "severity": i["severity"], "state": i["state"], "title": i["title"]}
+        for i in list_incidents(db)
+    ]
+    return {
+        "firing": firing,
+        "incidents": incidents,
+        "evaluation": {k: evaluation[k] for k in ("rules", "series", "firing", "pending")},
+        "notifications": {k: delivery[k] for k in ("queued", "delivered", "deferred", "pending")},
+    }

@@ -8,7 +8,7 @@ current day, so running the demo again on the same day ingests nothing twice.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,24 +36,36 @@ def seed(db: Database, folder: Path, *, actor: str, days: int = 14, kpi_days: in
     from lorawatch.monitors.traffic import ingest_kpis, ingest_requests
 
     folder.mkdir(parents=True, exist_ok=True)
-    end = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     rng = np.random.default_rng(int(end.timestamp()) // 86400)
     frames = []
     for adapter, (per_hour, median, spread, slowdown) in PROFILES.items():
         hours = pd.date_range(end - timedelta(days=days), end, freq="h", inclusive="left", tz="UTC")
         counts = rng.poisson(per_hour, len(hours))
-        ts = np.repeat(hours.values, counts) + rng.integers(0, 3_600_000_000_000, counts.sum()).astype("timedelta64[ns]")
+        ts = np.repeat(hours.values, counts) + rng.integers(0, 3_600_000_000_000, counts.sum()).astype(
+            "timedelta64[ns]"
+        )
         ts = pd.to_datetime(ts, utc=True)
         latency = rng.lognormal(np.log(median), spread, len(ts))
         late = ts >= end - timedelta(days=2)
         latency[late] *= slowdown
-        frames.append(pd.DataFrame({
-            "ts": ts, "adapter_id": adapter, "adapter_version": "v1", "base_model_id": "smollm2-135m-instruct",
-            "tenant": rng.choice(["acme", "globex", "initech"], len(ts), p=[0.5, 0.3, 0.2]),
-            "latency_ms": latency.round(2), "ttft_ms": (latency * 0.2).round(2),
-            "prompt_tokens": rng.integers(30, 400, len(ts)), "completion_tokens": rng.integers(20, 200, len(ts)),
-            "gpu_seconds": (latency / 1000 * 0.6).round(4), "status": np.where(rng.random(len(ts)) < 0.004, "error", "ok"),
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "ts": ts,
+                    "adapter_id": adapter,
+                    "adapter_version": "v1",
+                    "base_model_id": "smollm2-135m-instruct",
+                    "tenant": rng.choice(["acme", "globex", "initech"], len(ts), p=[0.5, 0.3, 0.2]),
+                    "latency_ms": latency.round(2),
+                    "ttft_ms": (latency * 0.2).round(2),
+                    "prompt_tokens": rng.integers(30, 400, len(ts)),
+                    "completion_tokens": rng.integers(20, 200, len(ts)),
+                    "gpu_seconds": (latency / 1000 * 0.6).round(4),
+                    "status": np.where(rng.random(len(ts)) < 0.004, "error", "ok"),
+                }
+            )
+        )
     requests = pd.concat(frames).sort_values("ts")
     requests_path = folder / f"requests-{end:%Y%m%d}.parquet"
     requests.to_parquet(requests_path, index=False)
@@ -64,8 +76,14 @@ def seed(db: Database, folder: Path, *, actor: str, days: int = 14, kpi_days: in
                 ts = end - timedelta(days=day) + timedelta(hours=12)
                 level = mean * (1 + change) if day <= 7 else mean
                 for _ in range(8):
-                    rows.append({"ts": ts.isoformat(), "adapter_id": adapter, "kpi": kpi,
-                                 "value": round(float(rng.normal(level, sd)), 5)})
+                    rows.append(
+                        {
+                            "ts": ts.isoformat(),
+                            "adapter_id": adapter,
+                            "kpi": kpi,
+                            "value": round(float(rng.normal(level, sd)), 5),
+                        }
+                    )
     kpi_path = folder / f"kpis-{end:%Y%m%d}.csv"
     pd.DataFrame(rows).to_csv(kpi_path, index=False)
     return {"requests": ingest_requests(db, requests_path, actor=actor), "kpis": ingest_kpis(db, kpi_path, actor=actor)}

@@ -20,7 +20,15 @@ import shutil
 import sys
 from pathlib import Path
 
-from lorawatch.demo.models import ADAPTERS_DIR, BASE_HUB_ID, DEMO_ADAPTERS, DemoAdapter, prepare_base, read_pairs, write_manifest
+from lorawatch.demo.models import (
+    ADAPTERS_DIR,
+    BASE_HUB_ID,
+    DEMO_ADAPTERS,
+    DemoAdapter,
+    prepare_base,
+    read_pairs,
+    write_manifest,
+)
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -39,13 +47,15 @@ def train_adapter(base_dir: Path, spec: DemoAdapter, out_dir: Path, progress: bo
     torch.manual_seed(spec.seed)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    config = LoraConfig(r=spec.rank, lora_alpha=2 * spec.rank, lora_dropout=0.0, task_type="CAUSAL_LM",
-                        target_modules=LORA_TARGETS)
+    config = LoraConfig(
+        r=spec.rank, lora_alpha=2 * spec.rank, lora_dropout=0.0, task_type="CAUSAL_LM", target_modules=LORA_TARGETS
+    )
     model = get_peft_model(model, config)
     examples = []
     for pair in read_pairs(spec.data):
-        prompt = tokenizer.apply_chat_template([{"role": "user", "content": pair["prompt"]}], tokenize=False,
-                                               add_generation_prompt=True)
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": pair["prompt"]}], tokenize=False, add_generation_prompt=True
+        )
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         answer_ids = tokenizer(pair["response"] + "<|im_end|>", add_special_tokens=False)["input_ids"]
         examples.append((prompt_ids, answer_ids))
@@ -77,8 +87,9 @@ def train_adapter(base_dir: Path, spec: DemoAdapter, out_dir: Path, progress: bo
     model.save_pretrained(staging, safe_serialization=True)
     weights = staging / "adapter_model.safetensors"
     # float16 halves the files; PEFT loads them into the model's dtype (fp32 on the CPU)
-    save_file({k: v.to(torch.float16).contiguous() for k, v in load_file(weights).items()}, weights,
-              metadata={"format": "pt"})
+    save_file(
+        {k: v.to(torch.float16).contiguous() for k, v in load_file(weights).items()}, weights, metadata={"format": "pt"}
+    )
     config_path = staging / "adapter_config.json"
     adapter_config = json.loads(config_path.read_text())
     adapter_config["base_model_name_or_path"] = BASE_HUB_ID  # not this machine's cache path
@@ -92,9 +103,15 @@ def train_adapter(base_dir: Path, spec: DemoAdapter, out_dir: Path, progress: bo
 def main(argv: list[str] | None = None) -> int:
     """Train every demo adapter (or the named ones) into ``--out`` and rewrite its manifest."""
     parser = argparse.ArgumentParser(prog="python -m lorawatch.demo.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ADAPTERS_DIR, help="where the adapters go (default: the shipped ones)")
-    parser.add_argument("--cache", type=Path, default=Path.home() / ".lorawatch" / "demo" / "models",
-                        help="where the SmolLM2 base is prepared")
+    parser.add_argument(
+        "--out", type=Path, default=ADAPTERS_DIR, help="where the adapters go (default: the shipped ones)"
+    )
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path.home() / ".lorawatch" / "demo" / "models",
+        help="where the SmolLM2 base is prepared",
+    )
     parser.add_argument("names", nargs="*", help="adapters to train (default: all three)")
     args = parser.parse_args(argv)
     known = {spec.name: spec for spec in DEMO_ADAPTERS}

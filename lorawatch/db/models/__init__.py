@@ -17,7 +17,6 @@ from lorawatch.db.models.canary import (
 )
 from lorawatch.db.models.incidents import ActionItem, Incident, IncidentAlert, IncidentApproval, IncidentEvent
 from lorawatch.db.models.jobs import JobLease, JobRun
-from lorawatch.db.models.traffic import IngestedFile, KpiValue, TrafficHour, TrafficMinute
 from lorawatch.db.models.registry import (
     AdapterAlias,
     AdapterRecord,
@@ -25,6 +24,7 @@ from lorawatch.db.models.registry import (
     AliasEvent,
     BaseModelRecord,
 )
+from lorawatch.db.models.traffic import IngestedFile, KpiValue, TrafficHour, TrafficMinute
 
 __all__ = [
     "ActionItem",

@@ -41,9 +41,7 @@ class AdapterRecord(Base):
     created_by: Mapped[str] = mapped_column(String(200))
 
     base_model: Mapped[BaseModelRecord] = relationship(lazy="joined")
-    versions: Mapped[list[AdapterVersion]] = relationship(
-        back_populates="adapter", order_by="AdapterVersion.id"
-    )
+    versions: Mapped[list[AdapterVersion]] = relationship(back_populates="adapter", order_by="AdapterVersion.id")
 
 
 class AdapterVersion(Base):

@@ -45,7 +45,6 @@ class _TrafficBucket:
     ttft_sketch: Mapped[bytes | None] = mapped_column(LargeBinary)
 
 
-
 class TrafficMinute(_TrafficBucket, Base):
     """Requests per (adapter, version, tenant, minute): answers windows shorter than 6 hours."""
 

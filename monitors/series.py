@@ -10,26 +10,41 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from lorawatch.db.models import AdapterRecord, AdapterVersion, AliasEvent, KpiValue, MonitorResult, TrafficHour
+from lorawatch.registry.service import aliased_versions
 
 
 def monitor_frame(session: Session, adapter: str, monitors: list[str], start: datetime, end: datetime) -> pd.DataFrame:
     """Overall (not per segment) results of the given monitors for an adapter, one row per result."""
     rows = session.execute(
         select(MonitorResult.ts, MonitorResult.monitor, MonitorResult.value, MonitorResult.version)
-        .where(MonitorResult.adapter == adapter, MonitorResult.monitor.in_(monitors), MonitorResult.segment.is_(None),
-               MonitorResult.tenant.is_(None), MonitorResult.ts >= start, MonitorResult.ts <= end)
-        .order_by(MonitorResult.ts)).all()
-    return pd.DataFrame([{"ts": r.ts, "series": r.monitor, "value": r.value, "version": r.version} for r in rows],
-                        columns=["ts", "series", "value", "version"])
+        .where(
+            MonitorResult.adapter == adapter,
+            MonitorResult.monitor.in_(monitors),
+            MonitorResult.segment.is_(None),
+            MonitorResult.tenant.is_(None),
+            MonitorResult.ts >= start,
+            MonitorResult.ts <= end,
+        )
+        .order_by(MonitorResult.ts)
+    ).all()
+    return pd.DataFrame(
+        [{"ts": r.ts, "series": r.monitor, "value": r.value, "version": r.version} for r in rows],
+        columns=["ts", "series", "value", "version"],
+    )
 
 
 def thresholds(session: Session, adapter: str, monitors: list[str]) -> dict[str, float]:
     """The latest threshold in force for each monitor."""
     out = {}
     for monitor in monitors:
-        value = session.scalar(select(MonitorResult.threshold).where(MonitorResult.adapter == adapter, MonitorResult.monitor == monitor,
-                                                                     MonitorResult.threshold.is_not(None))
-                               .order_by(MonitorResult.ts.desc()).limit(1))
+        value = session.scalar(
+            select(MonitorResult.threshold)
+            .where(
+                MonitorResult.adapter == adapter, MonitorResult.monitor == monitor, MonitorResult.threshold.is_not(None)
+            )
+            .order_by(MonitorResult.ts.desc())
+            .limit(1)
+        )
         if value is not None:
             out[monitor] = value
     return out
@@ -41,16 +56,23 @@ def alias_events_frame(session: Session, adapter: str, start: datetime, end: dat
         select(AliasEvent.ts, AliasEvent.action, AliasEvent.alias, AdapterVersion.version)
         .join(AdapterRecord, AdapterRecord.id == AliasEvent.adapter_id)
         .join(AdapterVersion, AdapterVersion.id == AliasEvent.to_version_id)
-        .where(AdapterRecord.name == adapter, AliasEvent.ts >= start, AliasEvent.ts <= end).order_by(AliasEvent.ts)).all()
-    return pd.DataFrame([{"ts": r.ts, "label": f"{r.action} {r.alias} -> {r.version}"} for r in rows], columns=["ts", "label"])
+        .where(AdapterRecord.name == adapter, AliasEvent.ts >= start, AliasEvent.ts <= end)
+        .order_by(AliasEvent.ts)
+    ).all()
+    return pd.DataFrame(
+        [{"ts": r.ts, "label": f"{r.action} {r.alias} -> {r.version}"} for r in rows], columns=["ts", "label"]
+    )
 
 
 def latency_frame(session: Session, adapter: str, start: datetime, end: datetime) -> pd.DataFrame:
     """P50, P95 and P99 per hour, merged over versions and tenants from the hourly sketches."""
     from lorawatch.monitors.sketch import merge_many
 
-    rows = session.execute(select(TrafficHour.minute, TrafficHour.latency_sketch).where(
-        TrafficHour.adapter == adapter, TrafficHour.minute >= start, TrafficHour.minute <= end)).all()
+    rows = session.execute(
+        select(TrafficHour.minute, TrafficHour.latency_sketch).where(
+            TrafficHour.adapter == adapter, TrafficHour.minute >= start, TrafficHour.minute <= end
+        )
+    ).all()
     by_hour: dict[datetime, list[bytes]] = {}
     for hour, blob in rows:
         by_hour.setdefault(hour, []).append(blob)
@@ -64,8 +86,11 @@ def latency_frame(session: Session, adapter: str, start: datetime, end: datetime
 
 def kpi_frame(session: Session, adapter: str, start: datetime, end: datetime) -> pd.DataFrame:
     """The daily mean of each KPI of an adapter."""
-    rows = session.execute(select(KpiValue.ts, KpiValue.kpi, KpiValue.value).where(
-        KpiValue.adapter == adapter, KpiValue.ts >= start, KpiValue.ts <= end)).all()
+    rows = session.execute(
+        select(KpiValue.ts, KpiValue.kpi, KpiValue.value).where(
+            KpiValue.adapter == adapter, KpiValue.ts >= start, KpiValue.ts <= end
+        )
+    ).all()
     if not rows:
         return pd.DataFrame(columns=["ts", "series", "value"])
     frame = pd.DataFrame(rows, columns=["ts", "series", "value"])
@@ -80,12 +105,24 @@ def latest_results(session: Session, monitors: list[str]) -> dict[tuple[str, str
     """The newest overall result per (adapter, monitor), in one grouped query."""
     from sqlalchemy import and_, func
 
-    latest = (select(MonitorResult.adapter, MonitorResult.monitor, func.max(MonitorResult.ts).label("ts"))
-              .where(MonitorResult.monitor.in_(monitors), MonitorResult.segment.is_(None), MonitorResult.tenant.is_(None))
-              .group_by(MonitorResult.adapter, MonitorResult.monitor).subquery())
-    rows = session.scalars(select(MonitorResult).join(latest, and_(
-        MonitorResult.adapter == latest.c.adapter, MonitorResult.monitor == latest.c.monitor, MonitorResult.ts == latest.c.ts))
-        .where(MonitorResult.segment.is_(None), MonitorResult.tenant.is_(None)))
+    latest = (
+        select(MonitorResult.adapter, MonitorResult.monitor, func.max(MonitorResult.ts).label("ts"))
+        .where(MonitorResult.monitor.in_(monitors), MonitorResult.segment.is_(None), MonitorResult.tenant.is_(None))
+        .group_by(MonitorResult.adapter, MonitorResult.monitor)
+        .subquery()
+    )
+    rows = session.scalars(
+        select(MonitorResult)
+        .join(
+            latest,
+            and_(
+                MonitorResult.adapter == latest.c.adapter,
+                MonitorResult.monitor == latest.c.monitor,
+                MonitorResult.ts == latest.c.ts,
+            ),
+        )
+        .where(MonitorResult.segment.is_(None), MonitorResult.tenant.is_(None))
+    )
     out: dict[tuple[str, str], MonitorResult] = {}
     for r in rows:  # several rows share the latest time when a monitor has a label (each KPI): keep the worst
         key = (r.adapter, r.monitor)
@@ -104,26 +141,22 @@ def fleet(db, settings, now: datetime) -> pd.DataFrame:
     """One row per adapter: production version, owner, latest drift and risk, P99 over 24 h, KPI trend, open alerts."""
     from datetime import timedelta
 
-
-    from lorawatch.db.models import AdapterAlias, Alert
+    from lorawatch.db.models import Alert
     from lorawatch.monitors.traffic import latency
 
     p99 = {r["adapter"]: r for r in latency(db, window=timedelta(hours=24), end=now)}
     with db.session() as session:
         results = latest_results(session, FLEET_MONITORS)
-        production = {name: (version, team) for name, version, team in session.execute(
-            select(AdapterRecord.name, AdapterVersion.version, AdapterVersion.owner_team)
-            .join(AdapterAlias, AdapterAlias.adapter_id == AdapterRecord.id)
-            .join(AdapterVersion, AdapterVersion.id == AdapterAlias.version_id)
-            .where(AdapterAlias.alias == "production", AdapterAlias.tenant == ""))}
+        production = {v.adapter.name: (v.version, v.owner_team) for v in aliased_versions(session, "production")}
         names = [n for (n,) in session.execute(select(AdapterRecord.name).order_by(AdapterRecord.name))]
         open_alerts: dict[str, int] = {}
-        for labels, in session.execute(select(Alert.labels).where(Alert.state == "firing")):
+        for (labels,) in session.execute(select(Alert.labels).where(Alert.state == "firing")):
             if labels.get("adapter"):
                 open_alerts[labels["adapter"]] = open_alerts.get(labels["adapter"], 0) + 1
     rows = []
     for name in sorted(set(names) | {a for a, _ in results}):
-        def value(monitor: str):
+
+        def value(monitor: str, name: str = name):
             r = results.get((name, monitor))
             return (r.value, r.breached) if r else (None, False)
 
@@ -135,13 +168,32 @@ def fleet(db, settings, now: datetime) -> pd.DataFrame:
         version, team = production.get(name, (None, None))
         objective = settings.slo.adapters.get(name, settings.slo.latency_ms)
         p = p99.get(name)
-        breaches = [m for m, b in (("KL", kl_b), ("MMD", mmd_b), ("toxicity", tox_b), ("PII", pii_b),
-                                   ("P99", bool(p and p["p99_ms"] and p["p99_ms"] > objective)),
-                                   ("KPI", bool(kpi and kpi.breached))) if b]
-        rows.append({"adapter": name, "production": version, "team": team,
-                     "health": "breached: " + ", ".join(breaches) if breaches else "ok",
-                     "logit_kl": kl, "mmd_p": mmd, "toxicity_rate": tox, "pii_leak_rate": pii,
-                     "p99_ms_24h": p["p99_ms"] if p else None, "requests_24h": p["count"] if p else 0,
-                     "kpi_change": (kpi.details or {}).get("relative_change") if kpi else None,
-                     "firing_alerts": open_alerts.get(name, 0)})
+        breaches = [
+            m
+            for m, b in (
+                ("KL", kl_b),
+                ("MMD", mmd_b),
+                ("toxicity", tox_b),
+                ("PII", pii_b),
+                ("P99", bool(p and p["p99_ms"] and p["p99_ms"] > objective)),
+                ("KPI", bool(kpi and kpi.breached)),
+            )
+            if b
+        ]
+        rows.append(
+            {
+                "adapter": name,
+                "production": version,
+                "team": team,
+                "health": "breached: " + ", ".join(breaches) if breaches else "ok",
+                "logit_kl": kl,
+                "mmd_p": mmd,
+                "toxicity_rate": tox,
+                "pii_leak_rate": pii,
+                "p99_ms_24h": p["p99_ms"] if p else None,
+                "requests_24h": p["count"] if p else 0,
+                "kpi_change": (kpi.details or {}).get("relative_change") if kpi else None,
+                "firing_alerts": open_alerts.get(name, 0),
+            }
+        )
     return pd.DataFrame(rows)

@@ -17,8 +17,12 @@ WIDTH, HEIGHT = 640, 200
 def _empty(title: str):
     import altair as alt
 
-    return alt.Chart(pd.DataFrame({"text": ["no data in this window"]})).mark_text(size=14, color="#666").encode(
-        text="text:N").properties(title=title, width=WIDTH, height=60)
+    return (
+        alt.Chart(pd.DataFrame({"text": ["no data in this window"]}))
+        .mark_text(size=14, color="#666")
+        .encode(text="text:N")
+        .properties(title=title, width=WIDTH, height=60)
+    )
 
 
 def _markers(events: pd.DataFrame | None):
@@ -29,28 +33,45 @@ def _markers(events: pd.DataFrame | None):
         return None
     base = alt.Chart(events)
     rules = base.mark_rule(strokeDash=[4, 3], color="#444").encode(
-        x="ts:T", tooltip=[alt.Tooltip("ts:T", format="%Y-%m-%d %H:%M"), "label:N"])
-    text = base.mark_text(align="left", dx=3, dy=-HEIGHT / 2 + 8, fontSize=10, color="#444").encode(x="ts:T", text="label:N")
+        x="ts:T", tooltip=[alt.Tooltip("ts:T", format="%Y-%m-%d %H:%M"), "label:N"]
+    )
+    text = base.mark_text(align="left", dx=3, dy=-HEIGHT / 2 + 8, fontSize=10, color="#444").encode(
+        x="ts:T", text="label:N"
+    )
     return rules + text
 
 
-def series_chart(frame: pd.DataFrame, *, title: str, y_title: str, thresholds: dict[str, float] | None = None,
-                 events: pd.DataFrame | None = None):
+def series_chart(
+    frame: pd.DataFrame,
+    *,
+    title: str,
+    y_title: str,
+    thresholds: dict[str, float] | None = None,
+    events: pd.DataFrame | None = None,
+):
     """Lines of ``value`` over ``ts`` per ``series``, with dashed red threshold rules."""
     import altair as alt
 
     if frame is None or frame.empty:
         return _empty(title)
-    lines = alt.Chart(frame).mark_line(point=True).encode(
-        x=alt.X("ts:T", title=None, axis=alt.Axis(format="%b %d %H:%M", labelAngle=0)),
-        y=alt.Y("value:Q", title=y_title),
-        color=alt.Color("series:N", title=None),
-        tooltip=[alt.Tooltip("ts:T", format="%Y-%m-%d %H:%M"), "series:N", alt.Tooltip("value:Q", format=".4g")],
+    lines = (
+        alt.Chart(frame)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("ts:T", title=None, axis=alt.Axis(format="%b %d %H:%M", labelAngle=0)),
+            y=alt.Y("value:Q", title=y_title),
+            color=alt.Color("series:N", title=None),
+            tooltip=[alt.Tooltip("ts:T", format="%Y-%m-%d %H:%M"), "series:N", alt.Tooltip("value:Q", format=".4g")],
+        )
     )
     layers = [lines]
     if thresholds:
         th = pd.DataFrame({"threshold": list(thresholds.values()), "name": [f"{k} threshold" for k in thresholds]})
-        layers.append(alt.Chart(th).mark_rule(color="#d62728", strokeDash=[6, 4]).encode(y="threshold:Q", tooltip=["name:N", "threshold:Q"]))
+        layers.append(
+            alt.Chart(th)
+            .mark_rule(color="#d62728", strokeDash=[6, 4])
+            .encode(y="threshold:Q", tooltip=["name:N", "threshold:Q"])
+        )
     marks = _markers(events)
     if marks is not None:
         layers.append(marks)
@@ -59,18 +80,27 @@ def series_chart(frame: pd.DataFrame, *, title: str, y_title: str, thresholds: d
 
 def drift_chart(frame: pd.DataFrame, thresholds: dict[str, float] | None = None, events: pd.DataFrame | None = None):
     """Logit KL (and other drift monitors) per canary run."""
-    return series_chart(frame, title="Logit drift per canary run", y_title="mean KL (nats)", thresholds=thresholds, events=events)
+    return series_chart(
+        frame, title="Logit drift per canary run", y_title="mean KL (nats)", thresholds=thresholds, events=events
+    )
 
 
 def risk_chart(frame: pd.DataFrame, thresholds: dict[str, float] | None = None, events: pd.DataFrame | None = None):
     """Toxicity and PII rates per canary run."""
-    return series_chart(frame, title="Content risk per canary run", y_title="share of outputs", thresholds=thresholds, events=events)
+    return series_chart(
+        frame, title="Content risk per canary run", y_title="share of outputs", thresholds=thresholds, events=events
+    )
 
 
 def latency_chart(frame: pd.DataFrame, objective_ms: float | None = None, events: pd.DataFrame | None = None):
     """P50, P95 and P99 latency per hour."""
-    return series_chart(frame, title="Latency per hour", y_title="ms", thresholds={"SLO": objective_ms} if objective_ms else None,
-                        events=events)
+    return series_chart(
+        frame,
+        title="Latency per hour",
+        y_title="ms",
+        thresholds={"SLO": objective_ms} if objective_ms else None,
+        events=events,
+    )
 
 
 def kpi_chart(frame: pd.DataFrame, events: pd.DataFrame | None = None):

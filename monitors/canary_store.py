@@ -1,0 +1,99 @@
+"""Planning and storing a canary run's batches, shared by both backends (this process, or Ray
+workers driven by ``lorawatch.monitors.canary_ray``): the fixed partition of the dataset into
+batches, one transaction per batch of rows, the note of where the run executes, and the
+progress bar.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, func, select
+
+from lorawatch.db import Database
+from lorawatch.db.models import CanaryBaseOutput, CanaryResult, CanaryRun
+from lorawatch.db.types import utcnow
+from lorawatch.monitors.dataset import CanaryPrompt
+from lorawatch.monitors.embeddings import cosine_distance, from_bytes
+
+
+def plan_batches(prompts: list[CanaryPrompt], lengths: list[int], batch_size: int) -> list[list[CanaryPrompt]]:
+    """A fixed partition of the dataset: longest first (less padding), ties in file order."""
+    order = sorted(range(len(prompts)), key=lambda i: (-lengths[i], i))
+    return [[prompts[i] for i in order[s : s + batch_size]] for s in range(0, len(order), batch_size)]
+
+
+def record_workers(db: Database, run_id: int, backend: str, workers: list[dict[str, Any]]) -> None:
+    """Note on the run where it executes and which risk backends score it."""
+    with db.session() as session:
+        run = session.get_one(CanaryRun, run_id)
+        risk = next((w["risk"] for w in workers if "risk" in w), None)
+        config = {
+            **run.config,
+            "backend": backend,
+            "workers": [{k: w[k] for k in ("host", "pid", "device", "adapters")} for w in workers],
+        }
+        if risk is not None:
+            config.update(risk)
+        run.config = config
+        run.device = workers[0]["device"] if workers else run.device
+
+
+def progress_bar(enabled: bool, total: int, initial: int, desc: str, unit: str = "prompt"):
+    """The progress bar of a canary run (both backends), on stderr."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True)
+
+
+def store_rows(db: Database, run_id: int, rows, keys: dict[str, dict]) -> int:
+    """Write one batch's rows in one transaction; returns how many pairs it added.
+
+    Rows already stored for the same (prompt, version) are replaced, never duplicated (the
+    unique constraint holds either way), and a base output already stored is kept: a batch
+    done twice, by a retried worker or a resumed run, leaves exactly one row per pair.
+    """
+    by_version = {meta["version_id"]: meta for meta in keys.values()}
+    with db.session() as session:
+        ids = rows.prompt_ids
+        session.execute(
+            delete(CanaryResult).where(
+                CanaryResult.run_id == run_id,
+                CanaryResult.prompt_id.in_(ids),
+                CanaryResult.adapter_version_id.in_(rows.version_ids),
+            )
+        )
+        stored = {
+            b.prompt_id: b
+            for b in session.scalars(
+                select(CanaryBaseOutput).where(CanaryBaseOutput.run_id == run_id, CanaryBaseOutput.prompt_id.in_(ids))
+            )
+        }
+        for row in rows.base:
+            if row["prompt_id"] not in stored:
+                session.add(CanaryBaseOutput(run_id=run_id, **row))
+        own_base = {row["prompt_id"]: row["output"] for row in rows.base}
+        for row in rows.results:
+            meta = by_version[row["adapter_version_id"]]
+            base = stored.get(row["prompt_id"])
+            if base is not None and base.output != own_base[row["prompt_id"]]:
+                # another shard's base output was stored first and differs (bf16 rounding in a
+                # pass of another size): compare with the stored one, as every reader will
+                row = {
+                    **row,
+                    "embedding_cosine_distance": float(
+                        cosine_distance(
+                            from_bytes(base.embedding)[None],
+                            from_bytes(row["embedding"])[None],
+                            [row["output"] == base.output],
+                        )[0]
+                    ),
+                }
+            session.add(CanaryResult(run_id=run_id, adapter=meta["adapter"], version=meta["version"], **row))
+        session.flush()
+        pairs = session.scalar(select(func.count()).select_from(CanaryResult).where(CanaryResult.run_id == run_id))
+        run = session.get_one(CanaryRun, run_id)
+        run.prompts_done = (pairs or 0) // max(len(keys), 1)
+        run.heartbeat_at = utcnow()
+        run.device = run.device or rows.device
+    return len(rows.results)
