@@ -109,12 +109,8 @@ class CanaryModels:
         return self._finish(out[:, width:].tolist(), seconds)
 
     def _finish(self, rows: list[list[int]], seconds: float) -> Generation:
-        token_ids = []
-        for row in rows:
-            cut = next((i for i, t in enumerate(row) if t in self.eos_ids), len(row))
-            token_ids.append(row[:cut])
-        texts = self.tokenizer.batch_decode(token_ids, skip_special_tokens=True)
-        return Generation(token_ids, [t.strip() for t in texts], seconds)
+        token_ids, texts = decode_outputs(self.tokenizer, rows, self.eos_ids)
+        return Generation(token_ids, texts, seconds)
 
     def grouped(self, adapter_keys: list[str]):
         """The grouped decoder for these adapters (``lorawatch.monitors.fast_decode``), or None where it does not apply."""
@@ -174,6 +170,20 @@ class CanaryModels:
         """Final hidden states at the gathered positions, with the active adapter (or none)."""
         states = self.decoder(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state
         return states[rows, positions]
+
+
+def decode_outputs(tokenizer, rows: list[list[int]], eos_ids: set[int]) -> tuple[list[list[int]], list[str]]:
+    """Each row cut at its first end-of-sequence token, and its text.
+
+    A model can emit any byte, NUL included, which PostgreSQL's text and JSON columns refuse:
+    NUL becomes U+FFFD (the replacement character) here, so every backend stores the same text.
+    """
+    token_ids = []
+    for row in rows:
+        cut = next((i for i, t in enumerate(row) if t in eos_ids), len(row))
+        token_ids.append(row[:cut])
+    texts = tokenizer.batch_decode(token_ids, skip_special_tokens=True)
+    return token_ids, [t.replace("\x00", "\ufffd").strip() for t in texts]
 
 
 def _sync(device) -> None:

@@ -359,3 +359,19 @@ def test_cuda_results_match_cpu_within_bf16_tolerance(db, settings, registered, 
     top1_cpu = np.array([a[k]["top1_agreement"] for k in sorted(a)])
     top1_gpu = np.array([b[k]["top1_agreement"] for k in sorted(a)])
     assert np.abs(top1_gpu - top1_cpu).mean() < 0.05
+
+
+def test_a_nul_byte_in_a_model_output_is_stored_as_the_replacement_character(tiny_base):
+    """Models can emit NUL, which PostgreSQL text and JSON columns refuse (an untrained base does)."""
+    from transformers import AutoTokenizer
+
+    from lorawatch.monitors.canary_batch import decode_outputs
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    nul = tokenizer.convert_tokens_to_ids("\u0100")  # byte-level BPE's symbol for the byte 0x00
+    words = tokenizer("The album", add_special_tokens=False)["input_ids"]
+    token_ids, texts = decode_outputs(
+        tokenizer, [words + [nul] + words + [tokenizer.eos_token_id, nul]], {tokenizer.eos_token_id}
+    )
+    assert "\x00" in tokenizer.decode([nul])  # the case is real
+    assert token_ids == [words + [nul] + words] and texts == ["The album\ufffdThe album"]
