@@ -24,6 +24,7 @@ from lorawatch import audit
 from lorawatch.db import Database
 from lorawatch.db.models import IngestedFile, KpiValue, TrafficHour, TrafficMinute
 from lorawatch.db.types import utcnow
+from lorawatch.durations import parse_duration
 from lorawatch.errors import DatasetError, InputError
 from lorawatch.monitors.sketch import DDSketch, merge_many, sketches_by_group
 
@@ -448,15 +449,17 @@ def ingest_kpis(db: Database, path: Path, *, actor: str) -> dict[str, Any]:
 
 
 def parse_window(text: str) -> timedelta:
-    """``30m``, ``6h``, ``7d`` or ``2w`` as a timedelta."""
-    units = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+    """A reporting window in the one duration grammar (``30m``, ``6h``, ``7d``, ``2w``, ``1h30m``);
+    it must be longer than zero."""
     try:
-        amount, unit = float(text[:-1]), units[text[-1]]
-        if amount <= 0:
-            raise ValueError
-    except (ValueError, KeyError, IndexError):
-        raise InputError(f"window {text!r} is not a duration", fix="write e.g. 30m, 6h, 7d or 2w") from None
-    return timedelta(**{unit: amount})
+        window = parse_duration(text)
+    except ValueError:
+        window = None
+    if window is None or window <= timedelta(0):
+        raise InputError(
+            f"window {text!r} is not a duration longer than zero", fix="write e.g. 30m, 6h, 7d, 2w or 1h30m"
+        )
+    return window
 
 
 HOURLY_FROM = timedelta(hours=6)

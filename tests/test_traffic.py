@@ -410,3 +410,27 @@ def test_a_bad_kpi_value_exits_2_with_its_line_and_negative_values_are_kept(cli,
     assert cli("ingest", "kpis", good).code == 0
     with db.session() as s:
         assert s.scalar(select(KpiValue.value)) == -2.5
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("30m", timedelta(minutes=30)),
+        ("7d", timedelta(days=7)),
+        ("1h30m", timedelta(minutes=90)),
+        ("2w", timedelta(weeks=2)),
+    ],
+)
+def test_windows_use_the_one_duration_grammar(text, expected):
+    from lorawatch.monitors.traffic import parse_window
+
+    assert parse_window(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0s", "soon", "7", "-1h", ""])
+def test_a_window_that_is_not_a_positive_duration_is_refused_with_the_fix(text):
+    from lorawatch.errors import InputError
+    from lorawatch.monitors.traffic import parse_window
+
+    with pytest.raises(InputError, match="longer than zero; fix: write e.g. 30m"):
+        parse_window(text)
