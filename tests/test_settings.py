@@ -138,3 +138,17 @@ def test_the_default_file_documents_every_setting_and_loads_back(tmp_path):
                         assert f"{innerfield.alias or inner} =" in text
                 else:
                     assert f"{key} =" in text
+
+
+def test_config_show_never_prints_the_database_password_taken_from_the_environment(cli, tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    monkeypatch.setenv("LORAWATCH_DATABASE_URL", "postgresql+psycopg://bob:S3cretPW@db.example:5432/lw")
+    for args in (("config", "show", "--json"), ("config", "show")):
+        result = cli(*args)
+        assert result.code == 0, result.err
+        assert "S3cretPW" not in result.out + result.err and "bob:***@db.example" in result.out
+    assert (
+        cli("config", "show", "--json").json()["database"]["url"] == "postgresql+psycopg://bob:***@db.example:5432/lw"
+    )
+    monkeypatch.setenv("LORAWATCH_DATABASE_URL", url)
+    assert cli("config", "show", "--json").json()["database_url_in_force"] == url

@@ -70,6 +70,8 @@ def config_show(app: AppContext, as_json: bool) -> None:
     data = settings.model_dump(mode="json")
     data["source"] = str(settings.source) if settings.source else None
     data["database_url_in_force"] = _redacted(settings.database_url)
+    if data.get("database", {}).get("url"):  # LORAWATCH_DATABASE_URL lands here, password and all
+        data["database"]["url"] = _redacted(data["database"]["url"])
     emit(data, as_json)
 
 
@@ -83,8 +85,12 @@ def config_default() -> None:
 
 def _redacted(url: str) -> str:
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
-    return make_url(url).render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:  # not a URL at all: say so rather than echo it (it may hold a secret)
+        return "<not a database URL>"
 
 
 @click.group()
