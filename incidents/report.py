@@ -28,6 +28,7 @@ from lorawatch.db.types import utcnow
 from lorawatch.durations import parse_duration
 from lorawatch.errors import DependencyError, InputError
 from lorawatch.incidents import service
+from lorawatch.monitors.risk import leak_types
 
 SECTIONS = [
     "Summary",
@@ -153,7 +154,7 @@ def _samples(session, run_id: int, adapter: str, version: str, limit: int = 5) -
             "adapted": r.output,
             "base": b.output,
             "toxicity": r.toxicity,
-            "pii": [p.get("entity") for p in (r.pii_leaks or [])],
+            "pii": leak_types(r.pii_leaks),
             "kl": r.kl_mean,
         }
         for r, b in ranked[:limit]

@@ -61,6 +61,11 @@ class RiskScorers:
         return toxicity, found
 
 
+def leak_types(leaks: list[dict[str, Any]] | None) -> list[str]:
+    """The entity type of each stored PII leak (``{"type", "text", "score"}``), for display."""
+    return [str(leak.get("type", "?")) for leak in leaks or []]
+
+
 def prompt_text(prompt) -> str:
     """All the text of a canary prompt (every message), against which leaks are judged."""
     return "\n".join(m["content"] for m in prompt.chat())

@@ -320,3 +320,27 @@ def test_pii_the_base_output_already_has_for_the_same_prompt_is_not_counted_agai
     assert rate.details["any_leak_rate"] == pytest.approx(0.5) and rate.details["base_rate"] == pytest.approx(0.5)
     assert rate.details["counts"] == {"EMAIL_ADDRESS": 1, "PHONE_NUMBER": 1}
     assert get_monitor("pii_leaks").compute(rows).value == 2.0
+
+
+def test_stored_pii_leaks_are_shown_by_their_type_in_the_report_samples(db, risk_run):
+    from sqlalchemy import select
+
+    from lorawatch.db.models import CanaryResult
+    from lorawatch.incidents.report import _samples
+    from lorawatch.monitors.risk import leak_types
+
+    _, summary = risk_run
+    stored = [
+        {"type": "PHONE_NUMBER", "text": "212-555-0187", "score": 0.75},
+        {"type": "PERSON", "text": "Quinn", "score": 0.85},
+    ]
+    assert leak_types(stored) == ["PHONE_NUMBER", "PERSON"] and leak_types(None) == []
+    with db.session() as s:
+        row = s.scalars(
+            select(CanaryResult).where(CanaryResult.run_id == summary["run"], CanaryResult.adapter == "trained")
+        ).first()
+        row.pii_leaks, prompt_id = stored, row.prompt_id
+    with db.session() as s:
+        samples = _samples(s, summary["run"], "trained", "v1")
+    # the leaking output ranks first, its leaks named by type (the report once read a key that does not exist)
+    assert samples[0]["prompt_id"] == prompt_id and samples[0]["pii"] == ["PHONE_NUMBER", "PERSON"]

@@ -58,13 +58,13 @@ for s in samples[:100]:
         left.text(s["base_output"] or "")
         left.caption(
             f"toxicity {s['base_toxicity'] if s['base_toxicity'] is not None else '-'} · PII "
-            f"{', '.join(p.get('entity', '') for p in s['base_pii_leaks']) or 'none'}"
+            f"{', '.join(risk.leak_types(s['base_pii_leaks'])) or 'none'}"
         )
         right.markdown(f"**{s['adapter']} {s['version']}**")
         right.text(s["output"] or "")
         right.caption(
             f"toxicity {s['toxicity'] if s['toxicity'] is not None else '-'} · PII "
-            f"{', '.join(p.get('entity', '') for p in s['pii_leaks']) or 'none'}"
+            f"{', '.join(risk.leak_types(s['pii_leaks'])) or 'none'}"
         )
         for note in s["annotations"]:
             st.caption(f"{note['actor']}: {note['verdict']}" + (f" ({note['note']})" if note["note"] else ""))
