@@ -3,6 +3,8 @@ their data files included) and works from a clean virtual environment."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -12,10 +14,25 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _tracked_copy(target: Path) -> Path:
+    """The files git tracks (links kept as links), so that a stale build/ of the checkout, which
+    setuptools would fold into the wheel, plays no part."""
+    names = subprocess.run(["git", "ls-files", "-z"], check=True, capture_output=True, cwd=ROOT).stdout
+    for name in filter(None, names.decode().split("\0")):
+        source, copy = ROOT / name, target / name
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():
+            copy.symlink_to(os.readlink(source))
+        elif source.is_file():
+            shutil.copy2(source, copy)
+    return target
+
+
 def test_the_wheel_holds_only_lorawatch_and_runs_from_a_clean_venv(tmp_path):
     dist = tmp_path / "dist"
+    source = _tracked_copy(tmp_path / "src")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist), str(source)],
         check=True,
         capture_output=True,
         cwd=tmp_path,
