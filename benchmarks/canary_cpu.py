@@ -48,11 +48,11 @@ def emit(**fields) -> None:
 
 
 def batches(models, prompts, batch_size: int):
-    """Prompts sorted by tokens and cut into batches, as the run plan does; with their token ids."""
+    """The run plan's batches (``plan_batches``), with their token ids."""
+    from lorawatch.monitors.canary_store import plan_batches
+
     lengths = [len(models.prompt_ids(p)) + len(models.reference_ids(p) or []) for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: (lengths[i], i))
-    for start in range(0, len(order), batch_size):
-        chunk = [prompts[i] for i in order[start : start + batch_size]]
+    for chunk in plan_batches(prompts, lengths, batch_size):
         yield chunk, [models.prompt_ids(p) for p in chunk], [models.reference_ids(p) for p in chunk]
 
 

@@ -59,9 +59,9 @@ def occurrence(job: JobSettings, now: datetime) -> datetime | None:
 def next_fire(job: JobSettings, now: datetime) -> datetime | None:
     """The job's next fire time after ``now``."""
     if job.every:
-        step = parse_duration(job.every).total_seconds()
-        seconds = (now - EPOCH).total_seconds()
-        return EPOCH + timedelta(seconds=(seconds // step + 1) * step)
+        latest = occurrence(job, now)
+        assert latest is not None  # an interval schedule has an occurrence at any time
+        return latest + parse_duration(job.every)
     assert job.cron is not None  # JobSettings holds exactly one of cron and every
     fire = _cron(job.cron).get_next_fire_time(None, now + timedelta(microseconds=1))
     return fire.astimezone(UTC) if fire else None
