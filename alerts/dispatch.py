@@ -24,7 +24,6 @@ from sqlalchemy.orm import Session
 from lorawatch.alerts.matchers import Matcher, matches_all, parse_matchers
 from lorawatch.alerts.silences import active_silences
 from lorawatch.db.models import Alert, Notification, NotificationGroup
-from lorawatch.durations import parse_duration
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
@@ -52,14 +51,14 @@ def build_routes(settings) -> Route:
             receiver=node.receiver or (parent.receiver if parent else "default"),
             matchers=parse_matchers(node.matchers),
             group_by=node.group_by if node.group_by is not None else (parent.group_by if parent else ["alertname"]),
-            group_wait=parse_duration(node.group_wait)
-            if node.group_wait
+            group_wait=node.group_wait
+            if node.group_wait is not None
             else (parent.group_wait if parent else timedelta(seconds=30)),
-            group_interval=parse_duration(node.group_interval)
-            if node.group_interval
+            group_interval=node.group_interval
+            if node.group_interval is not None
             else (parent.group_interval if parent else timedelta(minutes=5)),
-            repeat_interval=parse_duration(node.repeat_interval)
-            if node.repeat_interval
+            repeat_interval=node.repeat_interval
+            if node.repeat_interval is not None
             else (parent.repeat_interval if parent else timedelta(hours=4)),
             continue_=node.continue_,
             routes=[],

@@ -32,7 +32,6 @@ from lorawatch.alerts.channels import Request, module_for
 from lorawatch.db import Database
 from lorawatch.db.models import DeliveryAttempt, Notification
 from lorawatch.db.types import utcnow
-from lorawatch.durations import parse_duration
 
 log = logging.getLogger(__name__)
 
@@ -167,9 +166,7 @@ def flush(
     start_wall = now or utcnow()
     start_mono = time.monotonic()
     clock = lambda: start_wall + timedelta(seconds=time.monotonic() - start_mono)  # noqa: E731
-    deadline_s = (
-        deadline_s if deadline_s is not None else parse_duration(settings.alerts.flush_deadline).total_seconds()
-    )
+    deadline_s = deadline_s if deadline_s is not None else settings.alerts.flush_deadline.total_seconds()
     end = start_mono + deadline_s
     rng = rng or random.Random()
     queued = 0

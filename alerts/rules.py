@@ -33,7 +33,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lorawatch.alerts.matchers import Matcher, parse_matchers
-from lorawatch.durations import format_duration, parse_duration
+from lorawatch.durations import Duration, format_duration
 from lorawatch.errors import ConfigError, InputError
 
 BUILTIN_RULES_DIR = Path(__file__).parent / "rules"
@@ -69,13 +69,13 @@ class RuleSpec(BaseModel):
     metric: str | None = None
     selector: list[str] | dict[str, str] = Field(default_factory=list)
     condition: str = "breached"
-    for_: str = Field("0s", alias="for")
-    keep_firing_for: str = "0s"
+    for_: Duration = Field(timedelta(0), alias="for")
+    keep_firing_for: Duration = timedelta(0)
     severity: Literal["critical", "warning", "info"] = "warning"
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
     runbook_url: str | None = None
-    lookback: str = "8d"
+    lookback: Duration = timedelta(days=8)
     versions: Literal["served", "all"] = "served"
 
     @field_validator("id")
@@ -83,12 +83,6 @@ class RuleSpec(BaseModel):
     def _id(cls, value: str) -> str:
         if not _ID.match(value):
             raise ValueError("must be lower case letters, digits and underscores, starting with a letter")
-        return value
-
-    @field_validator("for_", "keep_firing_for", "lookback")
-    @classmethod
-    def _duration(cls, value: str) -> str:
-        parse_duration(value)
         return value
 
     @field_validator("condition")
@@ -200,13 +194,13 @@ def _compile(spec: RuleSpec, source: str, line: int | None, runbook_base: str | 
         selector=parse_matchers(spec.selector),
         op=op,
         threshold=threshold,
-        for_=parse_duration(spec.for_),
-        keep_firing_for=parse_duration(spec.keep_firing_for),
+        for_=spec.for_,
+        keep_firing_for=spec.keep_firing_for,
         severity=spec.severity,
         labels=dict(spec.labels),
         annotations=dict(spec.annotations),
         runbook_url=spec.runbook_url or runbook_url(spec.id, runbook_base, dashboard_url),
-        lookback=parse_duration(spec.lookback),
+        lookback=spec.lookback,
         versions=spec.versions,
         source=source,
         line=line,

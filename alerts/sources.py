@@ -30,7 +30,6 @@ from lorawatch.db.models import (
     JobRun,
     MonitorResult,
 )
-from lorawatch.durations import parse_duration
 
 
 @dataclass
@@ -130,7 +129,7 @@ class SeriesReader:
         return list(latest.values())
 
     def _metric_canary_job_failed(self, rule: Rule) -> list[Sample]:
-        stale = parse_duration(self.settings.alerts.stale_run_after)
+        stale = self.settings.alerts.stale_run_after
         runs = self.session.execute(
             select(CanaryRun, CanaryDatasetRecord.name)
             .join(CanaryDatasetRecord, CanaryDatasetRecord.id == CanaryRun.dataset_id)

@@ -25,7 +25,6 @@ from sqlalchemy import select
 from lorawatch.db import Database
 from lorawatch.db.models import AdapterRecord, AdapterVersion, CanaryBaseOutput, CanaryResult
 from lorawatch.db.types import utcnow
-from lorawatch.durations import parse_duration
 from lorawatch.errors import DependencyError, InputError
 from lorawatch.incidents import service
 from lorawatch.monitors.risk import leak_types
@@ -56,7 +55,7 @@ def gather(db: Database, settings, incident_id: int) -> dict[str, Any]:
     with db.session() as session:
         incident = service.get(session, incident_id)
         data = service.describe(session, incident)
-        start = (incident.impact_started_at or incident.opened_at) - parse_duration(settings.incidents.report_window)
+        start = (incident.impact_started_at or incident.opened_at) - settings.incidents.report_window
         end = max(incident.resolved_at or utcnow(), incident.opened_at) + timedelta(days=1)
         data["window"] = {"start": start, "end": end}
         pairs = {

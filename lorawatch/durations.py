@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Annotated
+
+from pydantic import BeforeValidator, PlainSerializer
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNITS = {"ms": "milliseconds", "s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -44,3 +47,19 @@ def format_duration(delta: timedelta) -> str:
     if seconds:
         parts.append(f"{seconds:g}s")
     return "".join(parts)
+
+
+def _validate(value: object) -> object:
+    """Text and numbers go through :func:`parse_duration`; a timedelta passes as it is."""
+    if isinstance(value, timedelta):
+        if value < timedelta(0):
+            raise ValueError(f"duration {format_duration(-value)} is negative")
+        return value
+    if isinstance(value, (str, int, float)):
+        return parse_duration(value)
+    raise ValueError(f"{value!r} is not a duration; write e.g. 30s, 5m, 4h, 7d, 2w or 1h30m")
+
+
+# A duration setting: written as text (``"5m"``), validated once when the settings load, held
+# as a ``timedelta`` and shown again as text (``config show``, ``config default``).
+Duration = Annotated[timedelta, BeforeValidator(_validate), PlainSerializer(format_duration, return_type=str)]

@@ -17,7 +17,7 @@ from lorawatch.cron import crontab_trigger
 from lorawatch.db import Database
 from lorawatch.db.models import JobRun
 from lorawatch.db.types import utcnow
-from lorawatch.durations import parse_duration
+from lorawatch.durations import format_duration
 from lorawatch.settings import JobSettings, Settings
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -37,8 +37,8 @@ def _cron(expr: str) -> CronTrigger:
 
 def occurrence(job: JobSettings, now: datetime) -> datetime | None:
     """The job's latest fire time at or before ``now`` (None when it never fired yet)."""
-    if job.every:
-        step = parse_duration(job.every).total_seconds()
+    if job.every is not None:
+        step = job.every.total_seconds()
         seconds = (now - EPOCH).total_seconds()
         return EPOCH + timedelta(seconds=(seconds // step) * step)
     assert job.cron is not None  # JobSettings holds exactly one of cron and every
@@ -58,10 +58,10 @@ def occurrence(job: JobSettings, now: datetime) -> datetime | None:
 
 def next_fire(job: JobSettings, now: datetime) -> datetime | None:
     """The job's next fire time after ``now``."""
-    if job.every:
+    if job.every is not None:
         latest = occurrence(job, now)
         assert latest is not None  # an interval schedule has an occurrence at any time
-        return latest + parse_duration(job.every)
+        return latest + job.every
     assert job.cron is not None  # JobSettings holds exactly one of cron and every
     fire = _cron(job.cron).get_next_fire_time(None, now + timedelta(microseconds=1))
     return fire.astimezone(UTC) if fire else None
@@ -100,7 +100,7 @@ def list_jobs(db: Database, settings: Settings, *, now: datetime | None = None) 
                 {
                     "job": name,
                     "kind": job.kind,
-                    "schedule": f"cron {job.cron}" if job.cron else f"every {job.every}",
+                    "schedule": f"every {format_duration(job.every)}" if job.every is not None else f"cron {job.cron}",
                     "next_run": next_fire(job, now),
                     "last_status": last.status if last else None,
                     "last_started": last.started_at if last else None,

@@ -41,7 +41,7 @@ from lorawatch.cron import crontab_trigger
 from lorawatch.db import Database
 from lorawatch.db.models import JobLease, JobRun
 from lorawatch.db.types import utcnow
-from lorawatch.durations import parse_duration
+from lorawatch.durations import format_duration
 from lorawatch.errors import LoraWatchError, NotFoundError
 from lorawatch.jobs import EPOCH, occurrence, run_dict
 
@@ -67,7 +67,7 @@ def claim(
 ) -> Claim | None:
     """Claim one occurrence of a job; None when it ran, is running elsewhere, or the job is leased."""
     job = settings.scheduler.all_jobs[name]
-    stale = parse_duration(settings.scheduler.stale_after)
+    stale = settings.scheduler.stale_after
     holder = holder_id()
     try:
         with db.session() as session:
@@ -131,7 +131,7 @@ class _Heartbeat(threading.Thread):
         super().__init__(daemon=True, name=f"heartbeat-{claim_.job}")
         self.db, self.claim, self.clock = db, claim_, clock
         self.interval = settings.scheduler.heartbeat_s
-        self.stale = parse_duration(settings.scheduler.stale_after)
+        self.stale = settings.scheduler.stale_after
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -317,14 +317,15 @@ def job_lifecycle(db: Database, settings, job, now: datetime) -> dict[str, Any]:
 def job_command(db: Database, settings, job, now: datetime) -> dict[str, Any]:
     from lorawatch.errors import DependencyError
 
-    timeout = parse_duration(job.timeout).total_seconds()
+    timeout = job.timeout.total_seconds()
     try:
         proc = subprocess.run(job.command, capture_output=True, text=True, timeout=timeout, start_new_session=True)
     except FileNotFoundError:
         raise DependencyError(f"program {job.command[0]!r} not found", fix="install it or correct command") from None
     except subprocess.TimeoutExpired:
         raise DependencyError(
-            f"command ran longer than {job.timeout} and was stopped", fix="raise timeout or speed it up"
+            f"command ran longer than {format_duration(job.timeout)} and was stopped",
+            fix="raise timeout or speed it up",
         ) from None
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
@@ -381,7 +382,7 @@ def serve(db: Database, settings, *, say=print) -> int:
         trigger = (
             crontab_trigger(job.cron)
             if job.cron
-            else IntervalTrigger(seconds=parse_duration(job.every).total_seconds(), start_date=EPOCH, timezone="UTC")
+            else IntervalTrigger(seconds=job.every.total_seconds(), start_date=EPOCH, timezone="UTC")
         )
         scheduler.add_job("lorawatch.scheduler:_tick", trigger, args=[name], id=name, name=name, replace_existing=True)
     # whatever was missed while no scheduler ran: run its latest occurrence now (coalesced)

@@ -16,18 +16,20 @@ import os
 import re
 import tomllib
 import typing
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lorawatch.durations import Duration, format_duration
 from lorawatch.errors import ConfigError
 
 CONFIG_FILE_NAME = "lorawatch.toml"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
 
 
 class SecretRef(_Section):
@@ -102,16 +104,15 @@ class RaySettings(_Section):
     max_restarts: int = Field(
         3, ge=0, description="How often a worker that dies is restarted, its unfinished batches retried."
     )
-    start_timeout: str = Field(
-        "10m", description="How long the workers may take to be placed and load their models before the run fails."
+    start_timeout: Duration = Field(
+        timedelta(minutes=10),
+        description="How long the workers may take to be placed and load their models before the run fails.",
     )
-    stall_timeout: str = Field(
-        "30m",
+    stall_timeout: Duration = Field(
+        timedelta(minutes=30),
         description="The run fails when no batch finishes for this long (a hung worker, or one that cannot be "
         "placed again after its node was lost).",
     )
-
-    _durations = field_validator("start_timeout", "stall_timeout")(lambda cls, v: _check_duration(v))
 
 
 class CanarySettings(_Section):
@@ -250,14 +251,6 @@ class DashboardSettings(_Section):
     )
 
 
-def _check_duration(value: str | None) -> str | None:
-    from lorawatch.durations import parse_duration
-
-    if value is not None:
-        parse_duration(value)
-    return value
-
-
 class _Receiver(_Section):
     send_resolved: bool = Field(True, description="Also notify when the alerts of a group resolve.")
     timeout_s: float = Field(10.0, gt=0, description="Seconds one HTTP request may take before it counts as failed.")
@@ -340,19 +333,17 @@ class RouteSettings(_Section):
     group_by: list[str] | None = Field(
         None, description="Labels that group alerts into one notification (inherited when empty)."
     )
-    group_wait: str | None = Field(
+    group_wait: Duration | None = Field(
         None, description="How long a new group waits for more alerts before its first notification."
     )
-    group_interval: str | None = Field(None, description="How long a group waits before notifying about changes.")
-    repeat_interval: str | None = Field(
+    group_interval: Duration | None = Field(None, description="How long a group waits before notifying about changes.")
+    repeat_interval: Duration | None = Field(
         None, description="How long before a notification that changed nothing is sent again."
     )
     continue_: bool = Field(
         False, alias="continue", description="Keep matching the sibling routes after this one matched."
     )
     routes: list[RouteSettings] = Field(default_factory=list, description="Child routes, tried in order.")
-
-    _durations = field_validator("group_wait", "group_interval", "repeat_interval")(lambda cls, v: _check_duration(v))
 
 
 class InhibitRule(_Section):
@@ -389,11 +380,12 @@ class AlertsSettings(_Section):
         None,
         description="Base URL of the runbooks (e.g. your repository's runbooks/ folder); empty: the dashboard's Alerts page.",
     )
-    stale_run_after: str = Field(
-        "15m", description="A running canary run whose heartbeat is older than this counts as failed."
+    stale_run_after: Duration = Field(
+        timedelta(minutes=15), description="A running canary run whose heartbeat is older than this counts as failed."
     )
-    flush_deadline: str = Field(
-        "30s", description="How long one `notify flush` keeps retrying before it leaves the rest for the next."
+    flush_deadline: Duration = Field(
+        timedelta(seconds=30),
+        description="How long one `notify flush` keeps retrying before it leaves the rest for the next.",
     )
     retry_initial_s: float = Field(
         0.5, gt=0, description="First retry delay (s); each next one is 1.5 times longer, +-50% jitter."
@@ -415,8 +407,6 @@ class AlertsSettings(_Section):
         ],
         description="Inhibition rules; by default a failed canary job mutes the drift alerts of its adapters and dataset.",
     )
-
-    _durations = field_validator("stale_run_after", "flush_deadline")(lambda cls, v: _check_duration(v))
 
     @model_validator(mode="after")
     def _receivers_exist(self) -> AlertsSettings:
@@ -449,7 +439,7 @@ class JobSettings(_Section):
         "latency percentiles; lifecycle: archive unused versions; command: run a program."
     )
     cron: str | None = Field(None, description='When, as a crontab line in UTC: "0 2 * * 1" is Mondays at 02:00.')
-    every: str | None = Field(
+    every: Duration | None = Field(
         None, description="Or how often: 1m, 5m, 1d (aligned to the epoch, so every host agrees)."
     )
     enabled: bool = Field(True, description="Whether the job is scheduled.")
@@ -467,19 +457,16 @@ class JobSettings(_Section):
         default_factory=list,
         description='command: the program and its arguments, e.g. ["lorawatch", "ingest", "requests", "/logs/today.jsonl"].',
     )
-    timeout: str = Field(
-        "6h", description="A run taking longer than this is stopped and counted as failed (command jobs)."
+    timeout: Duration = Field(
+        timedelta(hours=6), description="A run taking longer than this is stopped and counted as failed (command jobs)."
     )
 
     @model_validator(mode="after")
     def _schedule(self) -> JobSettings:
-        from lorawatch.durations import parse_duration
-
         if (self.cron is None) == (self.every is None):
             raise ValueError("give exactly one of cron or every")
-        if self.every is not None and parse_duration(self.every).total_seconds() < 1:
-            raise ValueError(f"every = {self.every!r} is shorter than a second")
-        parse_duration(self.timeout)
+        if self.every is not None and self.every.total_seconds() < 1:
+            raise ValueError(f"every = {format_duration(self.every)!r} is shorter than a second")
         if self.cron is not None:
             from lorawatch.cron import crontab_trigger
 
@@ -525,8 +512,9 @@ class SchedulerSettings(_Section):
     """Scheduled jobs (``lorawatch scheduler``): the weekly canary, alert evaluation, outbox flushes, pulls, lifecycle."""
 
     heartbeat_s: float = Field(15.0, gt=0, description="How often a running job renews its lease (s).")
-    stale_after: str = Field(
-        "2m", description="A running job whose lease was not renewed for this long died; it is run again."
+    stale_after: Duration = Field(
+        timedelta(minutes=2),
+        description="A running job whose lease was not renewed for this long died; it is run again.",
     )
     jobs: dict[str, JobSettings] = Field(
         default_factory=dict,
@@ -542,8 +530,6 @@ class SchedulerSettings(_Section):
         if not isinstance(value, dict):
             return value
         return {name: _over_builtin(name, given) for name, given in value.items()}
-
-    _durations = field_validator("stale_after")(lambda cls, v: _check_duration(v))
 
     @property
     def all_jobs(self) -> dict[str, JobSettings]:
@@ -574,9 +560,9 @@ class IncidentSettings(_Section):
         default_factory=dict,
         description='Stakeholder receivers per severity, e.g. critical = ["legal", "marketing", "compliance"].',
     )
-    report_window: str = Field("3d", description="Charts in reports cover this long before the incident opened.")
-
-    _durations = field_validator("report_window")(lambda cls, v: _check_duration(v))
+    report_window: Duration = Field(
+        timedelta(days=3), description="Charts in reports cover this long before the incident opened."
+    )
 
 
 class Settings(_Section):
@@ -720,7 +706,8 @@ def _config_error(exc: ValidationError, path: Path | None, text: str) -> ConfigE
         return ConfigError(f'unknown key "{key}"', where=where, fix=f"remove it or use one of: {known}")
     value = err.get("input")
     description = _field_description(loc)
-    fix = f"{err['msg'][0].lower()}{err['msg'][1:]}"
+    msg = err["msg"].removeprefix("Value error, ")
+    fix = f"{msg[0].lower()}{msg[1:]}"
     if description:
         fix = f"{fix} ({description})"
     return ConfigError(f'key "{key}" has invalid value {value!r}', where=where, fix=fix)
@@ -827,6 +814,8 @@ def _toml_assignment(name: str, value: Any, annotation: Any = None) -> str:
         return f"{name} = {value}"
     if isinstance(value, list):
         return f"{name} = [" + ", ".join(f'"{v}"' for v in value) + "]"
+    if isinstance(value, timedelta):
+        return f'{name} = "{format_duration(value)}"'
     return f'{name} = "{value}"'
 
 

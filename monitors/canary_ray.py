@@ -272,7 +272,6 @@ def run_on_ray(db, run_id: int, execution, *, progress: bool, options: dict[str,
 
 def _run(ray, db, run_id, ex, progress, options, cfg) -> float:
     from lorawatch.db.types import utcnow
-    from lorawatch.durations import parse_duration
     from lorawatch.monitors.canary_store import plan_batches, progress_bar, record_workers, store_rows
 
     spec, dataset, keys, version_ids = ex.spec, ex.dataset, ex.keys, ex.version_ids
@@ -288,7 +287,7 @@ def _run(ray, db, run_id, ex, progress, options, cfg) -> float:
             cfg.adapters_per_worker,
         )
         actors = start_workers(spec, layout, cfg.max_restarts)
-        record_workers(db, run_id, "ray", wait_ready(actors, layout, parse_duration(cfg.start_timeout).total_seconds()))
+        record_workers(db, run_id, "ray", wait_ready(actors, layout, cfg.start_timeout.total_seconds()))
         lengths = ray.get(actors[0].lengths.remote(dataset.prompts))
         batches = plan_batches(dataset.prompts, lengths, ex.batch_size)
         work = [ex.pending(batches, [version_ids[k] for k in shard]) for shard in layout.shards]
@@ -319,7 +318,7 @@ def _run(ray, db, run_id, ex, progress, options, cfg) -> float:
             version_ids,
             on_rows,
             on_wait=on_wait,
-            stall_s=parse_duration(cfg.stall_timeout).total_seconds(),
+            stall_s=cfg.stall_timeout.total_seconds(),
         )
         bar.close()
         return time.perf_counter() - started

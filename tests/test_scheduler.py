@@ -42,19 +42,19 @@ def test_occurrences_of_cron_and_interval_schedules():
 
 
 @pytest.mark.parametrize(
-    "bad, message",
+    "bad, message, line",
     [
-        ({"kind": "alerts"}, "exactly one of cron or every"),
-        ({"kind": "alerts", "cron": "0 2 * *"}, "Wrong number of fields"),
-        ({"kind": "canary", "every": "1d"}, "needs dataset"),
-        ({"kind": "alerts", "every": "soon"}, "not a duration"),
+        ({"kind": "alerts"}, "exactly one of cron or every", 1),
+        ({"kind": "alerts", "cron": "0 2 * *"}, "Wrong number of fields", 1),
+        ({"kind": "canary", "every": "1d"}, "needs dataset", 1),
+        ({"kind": "alerts", "every": "soon"}, "not a duration", 3),  # a bad value names its own line
     ],
 )
-def test_a_bad_job_is_a_config_error_with_its_line(cli, tmp_path, bad, message):
+def test_a_bad_job_is_a_config_error_with_its_line(cli, tmp_path, bad, message, line):
     lines = ["[scheduler.jobs.weekly]"] + [f'{k} = "{v}"' for k, v in bad.items()]
     (tmp_path / "lorawatch.toml").write_text("\n".join(lines) + "\n")
     result = cli("jobs", "list")
-    assert result.code == 2 and "lorawatch.toml:1" in result.err and message in result.err, result.err
+    assert result.code == 2 and f"lorawatch.toml:{line}:" in result.err and message in result.err, result.err
 
 
 def _config(tmp_path, jobs: str, extra: str = "") -> Path:
