@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from lorawatch.alerts.matchers import Matcher, matches_all, parse_matchers
 from lorawatch.alerts.silences import active_silences
 from lorawatch.db.models import Alert, Notification, NotificationGroup
+from lorawatch.settings import Settings
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
@@ -43,7 +44,7 @@ class Route:
     path: str
 
 
-def build_routes(settings) -> Route:
+def build_routes(settings: Settings) -> Route:
     """The routing tree with every node's inherited values resolved."""
 
     def build(node, parent: Route | None, path: str) -> Route:
@@ -84,7 +85,7 @@ def match_routes(route: Route, labels: dict[str, str]) -> list[Route]:
     return found or [route]
 
 
-def inhibited_fingerprints(alerts: list[Alert], settings) -> set[str]:
+def inhibited_fingerprints(alerts: list[Alert], settings: Settings) -> set[str]:
     """Fingerprints of alerts muted by an inhibition rule (a firing source with equal labels)."""
     rules = [
         (parse_matchers(r.source_matchers), parse_matchers(r.target_matchers), r.equal)
@@ -108,7 +109,7 @@ def inhibited_fingerprints(alerts: list[Alert], settings) -> set[str]:
     return muted
 
 
-def muted_fingerprints(session: Session, settings, alerts: list[Alert], now: datetime) -> set[str]:
+def muted_fingerprints(session: Session, settings: Settings, alerts: list[Alert], now: datetime) -> set[str]:
     """Fingerprints of the alerts a silence in force or an inhibition rule mutes at ``now``."""
     silences = active_silences(session, now)
     silenced = {a.fingerprint for a in alerts if any(matches_all(m, a.labels) for _, m in silences)}
@@ -126,7 +127,7 @@ def group_key(route: Route, labels: dict[str, str]) -> tuple[str, dict[str, str]
 
 
 def dispatch(
-    session: Session, settings, now: datetime, *, skip_group_wait: bool = False, muted: set[str] | None = None
+    session: Session, settings: Settings, now: datetime, *, skip_group_wait: bool = False, muted: set[str] | None = None
 ) -> list[Notification]:
     """Queue the notifications due at ``now`` into the outbox (in the caller's transaction).
 
@@ -223,7 +224,7 @@ def _iso(ts: datetime | None) -> str:
     return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if ts else ZERO_TIME
 
 
-def alert_payload(alert: Alert, settings, status: str) -> dict[str, Any]:
+def alert_payload(alert: Alert, settings: Settings, status: str) -> dict[str, Any]:
     """One alert in the Alertmanager webhook format (plus value, threshold and runbook)."""
     dashboard = settings.alerts.dashboard_url.rstrip("/")
     annotations = dict(alert.annotations or {})
@@ -244,7 +245,12 @@ def alert_payload(alert: Alert, settings, status: str) -> dict[str, Any]:
 
 
 def build_payload(
-    group: NotificationGroup, route: Route, settings, firing: list[Alert], resolved: list[Alert], now: datetime
+    group: NotificationGroup,
+    route: Route,
+    settings: Settings,
+    firing: list[Alert],
+    resolved: list[Alert],
+    now: datetime,
 ) -> dict[str, Any]:
     """The Alertmanager v4 webhook payload of one group notification (channels render from it)."""
     items = [alert_payload(a, settings, "firing") for a in firing] + [

@@ -35,7 +35,7 @@ from lorawatch.db import Database
 from lorawatch.db.models import Alert, AlertEvent
 from lorawatch.db.types import utcnow
 from lorawatch.errors import ConflictError, NotFoundError
-from lorawatch.monitors.traffic_eval import evaluate_traffic
+from lorawatch.settings import Settings
 
 OPEN_STATES = ("pending", "firing")
 
@@ -53,22 +53,20 @@ def alert_labels(rule: Rule, sample: Sample) -> dict[str, str]:
 
 def evaluate(
     db: Database,
-    settings,
+    settings: Settings,
     *,
     now: datetime | None = None,
     rules: list[Rule] | None = None,
-    traffic: bool = True,
     dispatch: bool = True,
 ) -> dict[str, Any]:
     """Evaluate every rule at ``now`` (default: the current time), store states and notifications.
 
-    With ``traffic`` the traffic monitors (SLO burn rates, P99, KPI drops) are computed first,
-    so their rules see fresh values. Returns the transitions and the alerts now open.
+    Rules read stored monitor results only; the scheduler's alerts job (and ``alerts evaluate``)
+    computes the traffic monitors first (``monitors.traffic_eval.evaluate_traffic``) so their rules
+    see fresh values. Returns the transitions and the alerts now open.
     """
     now = now or utcnow()
     rules = load_rules(settings) if rules is None else rules
-    if traffic:
-        evaluate_traffic(db, settings, now=now)
     transitions: list[dict[str, Any]] = []
     with db.session() as session:
         reader = SeriesReader(session, settings, now)
@@ -197,7 +195,7 @@ def describe(alert: Alert, *, silenced_by: list[int] | None = None, inhibited: b
 
 
 def list_alerts(
-    db: Database, settings, *, state: str = "open", adapter: str | None = None, now: datetime | None = None
+    db: Database, settings: Settings, *, state: str = "open", adapter: str | None = None, now: datetime | None = None
 ) -> list[dict[str, Any]]:
     """Alerts by state: open (pending and firing), firing, pending, resolved, silenced or all."""
     now = now or utcnow()

@@ -15,6 +15,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from lorawatch.settings import Settings
+
 AfterEvaluation = Callable[[Session, Any, datetime, list[dict[str, Any]], set[str]], dict[str, Any]]
 
 _AFTER_EVALUATION: dict[str, AfterEvaluation] = {}
@@ -38,7 +40,7 @@ def registered() -> list[str]:
 
 
 def run_after_evaluation(
-    session: Session, settings: Any, now: datetime, transitions: list[dict[str, Any]], muted: set[str]
+    session: Session, settings: Settings, now: datetime, transitions: list[dict[str, Any]], muted: set[str]
 ) -> dict[str, Any]:
     """Run every registered hook; their results merged."""
     merged: dict[str, Any] = {}

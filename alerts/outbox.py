@@ -25,13 +25,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
 from sqlalchemy import func, or_, select
 
 from lorawatch.alerts.channels import Request, module_for
+from lorawatch.alerts.dispatch import dispatch
 from lorawatch.db import Database
 from lorawatch.db.models import DeliveryAttempt, Notification
 from lorawatch.db.types import utcnow
+from lorawatch.errors import ConfigError
+from lorawatch.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +81,6 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
 
 def _scrub(text: str, secrets: list[str]) -> str:
     """Remove secrets from a message; for a URL also its path and query, which servers echo."""
-    from urllib.parse import urlsplit
 
     parts: list[str] = []
     for secret in secrets:
@@ -94,7 +98,7 @@ def _scrub(text: str, secrets: list[str]) -> str:
 class _Sender:
     """Sends one receiver's requests; paces Slack webhooks."""
 
-    def __init__(self, receiver, settings) -> None:
+    def __init__(self, receiver, settings: Settings) -> None:
         self.receiver, self.settings = receiver, settings
         self.last_sent: float | None = None
 
@@ -106,7 +110,6 @@ class _Sender:
             except OSError as exc:
                 return Outcome(False, error=f"{type(exc).__name__}: {exc}")
             return Outcome(True)
-        from lorawatch.errors import ConfigError
 
         try:
             requests = module.build(payload, self.receiver, self.settings)
@@ -119,8 +122,6 @@ class _Sender:
         return Outcome(True, status_code=outcome.status_code if requests else None)
 
     def _post(self, request: Request, sleep: Callable[[float], None]) -> Outcome:
-        import httpx
-
         interval = getattr(self.receiver, "min_interval_s", 0.0)
         if interval and self.last_sent is not None:
             wait = self.last_sent + interval - time.monotonic()
@@ -148,7 +149,7 @@ class _Sender:
 
 def flush(
     db: Database,
-    settings,
+    settings: Settings,
     *,
     now: datetime | None = None,
     deadline_s: float | None = None,
@@ -171,8 +172,6 @@ def flush(
     rng = rng or random.Random()
     queued = 0
     if dispatch_first:
-        from lorawatch.alerts.dispatch import dispatch
-
         with db.session() as session:
             queued = len(dispatch(session, settings, start_wall, skip_group_wait=skip_group_wait))
     configured = settings.alerts.all_receivers
@@ -231,7 +230,9 @@ def flush(
     }
 
 
-def _deliver(db: Database, note_id: int, sender: _Sender, settings, end: float, clock, sleep, rng) -> tuple[bool, int]:
+def _deliver(
+    db: Database, note_id: int, sender: _Sender, settings: Settings, end: float, clock, sleep, rng
+) -> tuple[bool, int]:
     """Try one notification until it is delivered or the next retry would pass ``end``."""
     with db.session() as session:
         payload = session.get(Notification, note_id).payload

@@ -30,11 +30,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
+from jinja2 import TemplateSyntaxError
+from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lorawatch.alerts.matchers import Matcher, parse_matchers
 from lorawatch.durations import Duration, format_duration
 from lorawatch.errors import ConfigError, InputError
+from lorawatch.monitors.registry import all_monitors
+from lorawatch.settings import Settings
 
 BUILTIN_RULES_DIR = Path(__file__).parent / "rules"
 RUNBOOKS_DIR = Path(__file__).parent.parent / "runbooks"  # lorawatch/runbooks: the runbooks/ folder
@@ -102,8 +107,6 @@ class RuleSpec(BaseModel):
             if self.condition == "breached":
                 raise ValueError('a metric has no breached flag: give a condition such as "> 0"')
         else:
-            from lorawatch.monitors.registry import all_monitors
-
             known = {m.id for m in all_monitors()}
             if self.monitor not in known:
                 raise ValueError(f"unknown monitor {self.monitor!r}; known: {', '.join(sorted(known))}")
@@ -162,16 +165,12 @@ class Rule:
 
 
 def _template_env():
-    from jinja2.sandbox import SandboxedEnvironment
-
     env = SandboxedEnvironment(autoescape=False)
     env.filters["pct"] = lambda v: f"{float(v) * 100:.1f}%"
     return env
 
 
 def _compile(spec: RuleSpec, source: str, line: int | None, runbook_base: str | None, dashboard_url: str) -> Rule:
-    from jinja2 import TemplateSyntaxError
-
     env = _template_env()
     templates = {}
     for key, text in spec.annotations.items():
@@ -224,7 +223,6 @@ def load_file(
     path: Path, *, runbook_base: str | None = None, dashboard_url: str = "http://127.0.0.1:8501"
 ) -> list[Rule]:
     """Load and validate one rules file."""
-    import yaml
 
     where = str(path)
     try:
@@ -315,8 +313,6 @@ def load_file(
 
 
 def _value(node, key: str | None):
-    import yaml
-
     if node is None or key is None or not isinstance(node, yaml.MappingNode):
         return None
     for k, v in node.value:
@@ -326,8 +322,6 @@ def _value(node, key: str | None):
 
 
 def _item(node, index: int):
-    import yaml
-
     if isinstance(node, yaml.SequenceNode) and index < len(node.value):
         return node.value[index]
     return None
@@ -342,7 +336,7 @@ def builtin_files() -> list[Path]:
     return sorted(BUILTIN_RULES_DIR.glob("*.yaml"))
 
 
-def load_rules(settings, *, include_disabled: bool = False) -> list[Rule]:
+def load_rules(settings: Settings, *, include_disabled: bool = False) -> list[Rule]:
     """The rules in force: built-ins, then the user's files (replacing built-ins by id), minus disabled ones."""
     base_url = settings.alerts.runbook_base_url
     by_id: dict[str, Rule] = {}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -30,6 +31,7 @@ from lorawatch.db.models import (
     JobRun,
     MonitorResult,
 )
+from lorawatch.settings import Settings
 
 
 @dataclass
@@ -50,7 +52,7 @@ def _clean(labels: dict[str, Any]) -> dict[str, str]:
 class SeriesReader:
     """Reads the series of rules at one evaluation time, sharing lookups between rules."""
 
-    def __init__(self, session: Session, settings, now: datetime) -> None:
+    def __init__(self, session: Session, settings: Settings, now: datetime) -> None:
         self.session, self.settings, self.now = session, settings, now
         self._served: tuple[set[int], set[str]] | None = None
         self._datasets: dict[int, str] = {}
@@ -158,7 +160,6 @@ class SeriesReader:
 
     def _failed_canary_jobs(self, rule: Rule) -> list[Sample]:
         """Scheduled canary jobs whose latest run failed before a canary run could start (bad dataset, ...)."""
-        from pathlib import Path
 
         jobs = {name: job for name, job in self.settings.scheduler.all_jobs.items() if job.kind == "canary"}
         out = []

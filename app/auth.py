@@ -10,6 +10,8 @@ import hashlib
 import hmac
 import os
 
+from lorawatch.settings import Settings
+
 ITERATIONS = 600_000
 
 
@@ -32,7 +34,7 @@ def verify_password(password: str, encoded: str) -> bool:
     return hmac.compare_digest(candidate, base64.b64decode(digest))
 
 
-def authenticate(settings, user: str, password: str) -> bool:
+def authenticate(settings: Settings, user: str, password: str) -> bool:
     """Check a local user's password against the settings."""
     entry = settings.dashboard.users.get(user)
     return entry is not None and verify_password(password, entry.password_hash)
@@ -40,6 +42,7 @@ def authenticate(settings, user: str, password: str) -> bool:
 
 def current_user() -> str | None:
     """The signed-in responder of this browser session, if any."""
+    # Deferred: streamlit is only needed inside the dashboard; the CLI uses this module without it.
     import streamlit as st
 
     if st.session_state.get("lorawatch_user"):
@@ -52,8 +55,9 @@ def current_user() -> str | None:
     return None
 
 
-def sign_in_box(settings) -> str | None:
+def sign_in_box(settings: Settings) -> str | None:
     """The sidebar's sign-in (local users, or SSO when configured); returns the user."""
+    # Deferred: streamlit is only needed inside the dashboard; the CLI uses this module without it.
     import streamlit as st
 
     user = current_user()
@@ -85,6 +89,7 @@ def sign_in_box(settings) -> str | None:
 
 def require_responder(action: str) -> str | None:
     """The signed-in user, or None after telling an anonymous viewer that ``action`` needs sign-in."""
+    # Deferred: streamlit is only needed inside the dashboard; the CLI uses this module without it.
     import streamlit as st
 
     user = current_user()

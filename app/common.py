@@ -8,12 +8,13 @@ from datetime import datetime
 
 import streamlit as st
 
+from lorawatch.db import open_database
+from lorawatch.errors import LoraWatchError
+from lorawatch.settings import load_settings
+
 
 @st.cache_resource(show_spinner=False)
 def _load():
-    from lorawatch.db import open_database
-    from lorawatch.settings import load_settings
-
     settings = load_settings()
     database = open_database(settings)
     database.ensure_schema()
@@ -28,7 +29,6 @@ def context():
 @contextmanager
 def shown_errors():
     """Show a LoraWatch error as one red line instead of a traceback."""
-    from lorawatch.errors import LoraWatchError
 
     try:
         yield

@@ -10,11 +10,12 @@ from sqlalchemy.orm import Session
 
 from lorawatch.alerts.hooks import after_evaluation
 from lorawatch.incidents.service import sync_with_alerts
+from lorawatch.settings import Settings
 
 
 @after_evaluation("incidents")
 def open_incidents(
-    session: Session, settings: Any, now: datetime, transitions: list[dict[str, Any]], muted: set[str]
+    session: Session, settings: Settings, now: datetime, transitions: list[dict[str, Any]], muted: set[str]
 ) -> dict[str, Any]:
     """Open incidents for new firing alerts; record alert changes on open incidents' timelines."""
     return {"incidents_opened": sync_with_alerts(session, settings, now, transitions, muted)}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -23,11 +24,15 @@ from typing import Any
 from sqlalchemy import select
 
 from lorawatch.db import Database
-from lorawatch.db.models import AdapterRecord, AdapterVersion, CanaryBaseOutput, CanaryResult
+from lorawatch.db.models import AdapterRecord, AdapterVersion
 from lorawatch.db.types import utcnow
 from lorawatch.errors import DependencyError, InputError
 from lorawatch.incidents import service
+from lorawatch.monitors import charts
+from lorawatch.monitors import series as queries
+from lorawatch.monitors.canary_read import results_with_base
 from lorawatch.monitors.risk import leak_types
+from lorawatch.settings import Settings
 
 SECTIONS = [
     "Summary",
@@ -48,9 +53,8 @@ CHARTS = [("drift", "Logit drift"), ("risk", "Content risk"), ("latency", "Laten
 NOT_WRITTEN = '_Not written yet: `lorawatch incident update {id} --{flag} "..."`._'
 
 
-def gather(db: Database, settings, incident_id: int) -> dict[str, Any]:
+def gather(db: Database, settings: Settings, incident_id: int) -> dict[str, Any]:
     """Everything a report shows, read once."""
-    from lorawatch.monitors import series as queries
 
     with db.session() as session:
         incident = service.get(session, incident_id)
@@ -79,6 +83,7 @@ def gather(db: Database, settings, incident_id: int) -> dict[str, Any]:
         adapter = incident.adapter
         data["frames"] = {}
         if adapter:
+            # Deferred: pandas takes ~0.3 s to import; only this export needs it.
             import pandas as pd
 
             opened = pd.DataFrame([{"ts": incident.opened_at, "label": f"incident {incident.id} opened"}])
@@ -134,14 +139,7 @@ def _version(session, adapter: str, version: str) -> dict[str, Any]:
 
 def _samples(session, run_id: int, adapter: str, version: str, limit: int = 5) -> list[dict[str, Any]]:
     """The run's riskiest outputs of the version, next to the base model's output for the same prompt."""
-    rows = session.execute(
-        select(CanaryResult, CanaryBaseOutput)
-        .join(
-            CanaryBaseOutput,
-            (CanaryBaseOutput.run_id == CanaryResult.run_id) & (CanaryBaseOutput.prompt_id == CanaryResult.prompt_id),
-        )
-        .where(CanaryResult.run_id == run_id, CanaryResult.adapter == adapter, CanaryResult.version == version)
-    ).all()
+    rows = results_with_base(session, run_id, adapter=adapter, version=version)
     ranked = sorted(rows, key=lambda r: (len(r[0].pii_leaks or []), r[0].toxicity or 0, r[0].kl_mean), reverse=True)
     return [
         {
@@ -151,7 +149,7 @@ def _samples(session, run_id: int, adapter: str, version: str, limit: int = 5) -
             "prompt_id": r.prompt_id,
             "segment": r.segment,
             "adapted": r.output,
-            "base": b.output,
+            "base": b.output if b else None,
             "toxicity": r.toxicity,
             "pii": leak_types(r.pii_leaks),
             "kl": r.kl_mean,
@@ -162,7 +160,6 @@ def _samples(session, run_id: int, adapter: str, version: str, limit: int = 5) -
 
 def render_charts(data: dict[str, Any]) -> dict[str, bytes]:
     """The report's charts as PNG images (the dashboard's specs)."""
-    from lorawatch.monitors import charts
 
     makers = {
         "drift": charts.drift_chart,
@@ -321,8 +318,6 @@ def to_html(markdown_text: str, images: dict[str, bytes]) -> str:
 
 
 def _inline(text: str) -> str:
-    import re
-
     out = html.escape(text, quote=False)
     out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
     out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
@@ -382,8 +377,6 @@ def _markdown_to_html(text: str, image_map: dict[str, str]) -> str:
 
 
 def _split_row(row: str) -> list[str]:
-    import re
-
     return re.split(r"(?<!\\)\|", row.strip().strip("|"))
 
 
@@ -425,7 +418,7 @@ def html_to_pdf(html_text: str, out: Path) -> None:
         shutil.move(str(target), out)
 
 
-def export(db: Database, settings, incident_id: int, *, fmt: str, out: Path) -> dict[str, Any]:
+def export(db: Database, settings: Settings, incident_id: int, *, fmt: str, out: Path) -> dict[str, Any]:
     """Write the report as md (charts beside it in ``<name>_files/``), html or pdf; returns what was written."""
     if fmt not in ("md", "html", "pdf"):
         raise InputError(f"format {fmt!r} is not md, html or pdf", fix="pass --format md, html or pdf")

@@ -32,6 +32,8 @@ from lorawatch.db.models import (
 )
 from lorawatch.db.types import utcnow
 from lorawatch.errors import ConflictError, InputError, NotFoundError
+from lorawatch.registry import service as registry
+from lorawatch.settings import Settings
 
 STATES = ("triggered", "acknowledged", "mitigated", "resolved")
 TEXT_FIELDS = ("summary", "impact", "trigger", "root_cause", "resolution", "went_well", "went_badly", "got_lucky")
@@ -62,7 +64,7 @@ def get(session: Session, incident_id: int) -> Incident:
 
 def _open(
     session: Session,
-    settings,
+    settings: Settings,
     *,
     title: str,
     adapter: str | None,
@@ -107,7 +109,14 @@ def _open(
 
 
 def open_incident(
-    db: Database, settings, *, title: str, adapter: str | None, severity: str, actor: str, now: datetime | None = None
+    db: Database,
+    settings: Settings,
+    *,
+    title: str,
+    adapter: str | None,
+    severity: str,
+    actor: str,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """Open an incident by hand."""
     if severity not in ("critical", "warning", "info"):
@@ -143,7 +152,7 @@ def _impact_start(session: Session, alert: Alert) -> datetime | None:
 
 
 def sync_with_alerts(
-    session: Session, settings, now: datetime, transitions: list[dict[str, Any]], muted: set[str]
+    session: Session, settings: Settings, now: datetime, transitions: list[dict[str, Any]], muted: set[str]
 ) -> list[int]:
     """Open incidents for new firing alerts and record alert changes on open incidents' timelines.
 
@@ -361,7 +370,7 @@ def close_action_item(
         return describe(session, incident)
 
 
-def _owners(session: Session, settings, incident: Incident) -> set[str]:
+def _owners(session: Session, settings: Settings, incident: Incident) -> set[str]:
     """Who counts as the adapter's owner: the production version's ownership contacts and team approvers."""
     owners: set[str] = set()
     if not incident.adapter:
@@ -380,7 +389,7 @@ def _owners(session: Session, settings, incident: Incident) -> set[str]:
 
 def approve(
     db: Database,
-    settings,
+    settings: Settings,
     incident_id: int,
     *,
     actor: str,
@@ -417,7 +426,9 @@ def approve(
         return describe(session, incident)
 
 
-def _approval_for(session: Session, settings, incident: Incident, actor: str) -> IncidentApproval | None | bool:
+def _approval_for(
+    session: Session, settings: Settings, incident: Incident, actor: str
+) -> IncidentApproval | None | bool:
     """The approval that lets ``actor`` roll back (True when none is needed); None when missing."""
     policy = settings.incidents.rollback_approval
     if policy == "none":
@@ -442,7 +453,7 @@ def _approval_for(session: Session, settings, incident: Incident, actor: str) ->
 
 def rollback(
     db: Database,
-    settings,
+    settings: Settings,
     incident_id: int,
     *,
     actor: str,
@@ -455,7 +466,6 @@ def rollback(
 
     Refused, with nothing changed, when the configured approval is missing.
     """
-    from lorawatch.registry import service as registry
 
     if not reason or not reason.strip():
         raise InputError("a rollback needs a reason", fix='pass --reason "..."')
@@ -536,7 +546,7 @@ def rollback(
 
 
 def mitigate(
-    db: Database, settings, incident_id: int, *, actor: str, note: str, now: datetime | None = None
+    db: Database, settings: Settings, incident_id: int, *, actor: str, note: str, now: datetime | None = None
 ) -> dict[str, Any]:
     """Mark an incident mitigated without a rollback (a fix elsewhere stopped the impact)."""
     now = now or utcnow()
@@ -553,7 +563,13 @@ def mitigate(
 
 
 def resolve(
-    db: Database, settings, incident_id: int, *, actor: str, note: str | None = None, now: datetime | None = None
+    db: Database,
+    settings: Settings,
+    incident_id: int,
+    *,
+    actor: str,
+    note: str | None = None,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """Resolve an incident (its alerts may resolve later on their own)."""
     now = now or utcnow()
@@ -579,7 +595,9 @@ def resolve(
         return describe(session, incident)
 
 
-def queue_notices(session: Session, settings, incident: Incident, what: str, *, now: datetime, actor: str) -> list[str]:
+def queue_notices(
+    session: Session, settings: Settings, incident: Incident, what: str, *, now: datetime, actor: str
+) -> list[str]:
     """Queue notices to the owner team's receiver and the severity's stakeholder receivers (through the outbox)."""
     receivers: list[str] = []
     if incident.adapter:
@@ -607,7 +625,7 @@ def queue_notices(session: Session, settings, incident: Incident, what: str, *, 
     return receivers
 
 
-def notice_payload(settings, incident: Incident, what: str, now: datetime) -> dict[str, Any]:
+def notice_payload(settings: Settings, incident: Incident, what: str, now: datetime) -> dict[str, Any]:
     """An incident notice in the Alertmanager v4 shape, so every channel can render it."""
     url = f"{settings.alerts.dashboard_url.rstrip('/')}/incidents?incident={incident.id}"
     status = "resolved" if what == "resolved" else "firing"

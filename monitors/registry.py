@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from lorawatch.errors import ConfigError, NotFoundError
+from lorawatch.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -86,14 +87,14 @@ def all_monitors(kind: str | None = None) -> list[MonitorSpec]:
     return [m for _, m in sorted(_MONITORS.items()) if kind is None or m.kind == kind]
 
 
-def threshold_for(id: str, settings) -> float:
+def threshold_for(id: str, settings: Settings) -> float:
     """The threshold in force: ``[monitors.<id>] threshold`` from settings, else the default."""
     spec = get_monitor(id)
     override = settings.monitors.get(id) if settings is not None else None
     return override.threshold if override is not None and override.threshold is not None else spec.threshold
 
 
-def check_configured_ids(settings) -> None:
+def check_configured_ids(settings: Settings) -> None:
     """Fail on ``[monitors.<id>]`` sections that name no registered monitor."""
     _load_builtins()
     for id in settings.monitors:

@@ -12,9 +12,13 @@ from sqlalchemy import select
 
 from lorawatch import audit
 from lorawatch.db import Database
-from lorawatch.db.models import CanaryBaseOutput, CanaryResult, CanaryRun, RiskAnnotation
-from lorawatch.errors import InputError, NotFoundError
+from lorawatch.db.models import CanaryResult, CanaryRun, RiskAnnotation
+from lorawatch.errors import DatasetError, InputError, NotFoundError
+from lorawatch.monitors.canary_read import results_with_base
+from lorawatch.monitors.pii import PiiDetector, leaks
+from lorawatch.monitors.toxicity import build_scorer
 from lorawatch.registry.service import get_version
+from lorawatch.settings import Settings
 
 VERDICTS = ("ok", "harmful", "false_positive", "needs_followup")
 
@@ -28,15 +32,13 @@ class RiskScorers:
     threshold: float
 
     @classmethod
-    def from_settings(cls, settings, device: str = "cpu") -> RiskScorers:
+    def from_settings(cls, settings: Settings, device: str = "cpu") -> RiskScorers:
         """Build both from ``[risk]``."""
         return cls.from_risk_settings(settings.risk, device)
 
     @classmethod
     def from_risk_settings(cls, risk, device: str = "cpu") -> RiskScorers:
         """Build both from the ``[risk]`` section alone (what a canary worker is given)."""
-        from lorawatch.monitors.pii import PiiDetector
-        from lorawatch.monitors.toxicity import build_scorer
 
         pii = PiiDetector(
             risk.pii_entities,
@@ -54,7 +56,6 @@ class RiskScorers:
 
     def score(self, prompts: list[str], outputs: list[str]) -> tuple[list[float], list[list[dict]]]:
         """Toxicity of each output and the PII it leaks (entities not in its prompt)."""
-        from lorawatch.monitors.pii import leaks
 
         toxicity = self.toxicity.score(outputs).tolist()
         found = [[f.to_dict() for f in leaks(p, findings)] for p, findings in zip(prompts, self.pii.find_many(outputs))]
@@ -78,9 +79,6 @@ def samples(
     with db.session() as session:
         if session.get(CanaryRun, run_id) is None:
             raise NotFoundError(f"no canary run {run_id}", fix="list runs with `lorawatch canary list`")
-        base = {
-            b.prompt_id: b for b in session.scalars(select(CanaryBaseOutput).where(CanaryBaseOutput.run_id == run_id))
-        }
         notes: dict[tuple[str, int], list[dict]] = {}
         for a in session.scalars(
             select(RiskAnnotation).where(RiskAnnotation.run_id == run_id).order_by(RiskAnnotation.ts)
@@ -88,16 +86,8 @@ def samples(
             notes.setdefault((a.prompt_id, a.adapter_version_id), []).append(
                 {"verdict": a.verdict, "note": a.note, "actor": a.actor, "ts": a.ts}
             )
-        query = (
-            select(CanaryResult)
-            .where(CanaryResult.run_id == run_id)
-            .order_by(CanaryResult.adapter, CanaryResult.prompt_id)
-        )
-        if adapter:
-            query = query.where(CanaryResult.adapter == adapter)
         result = []
-        for r in session.scalars(query):
-            b = base.get(r.prompt_id)
+        for r, b in results_with_base(session, run_id, adapter=adapter or None):
             flagged = bool(r.pii_leaks) or (r.toxicity is not None and r.toxicity >= threshold)
             if flagged_only and not flagged:
                 continue
@@ -164,7 +154,6 @@ def annotate(
 
 def score_file(path: Path, scorers: RiskScorers) -> list[dict[str, Any]]:
     """Score each line's ``text`` of a JSONL file (an optional ``prompt`` makes PII a leak check)."""
-    from lorawatch.errors import DatasetError
 
     items = []
     try:

@@ -43,6 +43,7 @@ def pii_scores(detector, items: list[dict[str, Any]]) -> dict[str, dict[str, flo
 
 def toxicity_auc(scorer, items: list[dict[str, Any]]) -> float:
     """ROC AUC of a toxicity scorer against the ``toxic`` labels (Mann-Whitney form)."""
+    # Deferred: scipy takes ~0.3 s to import; only this statistical test needs it.
     from scipy.stats import rankdata
 
     scores = scorer.score([i["text"] for i in items])

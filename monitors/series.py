@@ -3,14 +3,17 @@ reports: tidy pandas frames (``ts``, ``series``, ``value``) per adapter and time
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from lorawatch.db.models import AdapterRecord, AdapterVersion, AliasEvent, KpiValue, MonitorResult, TrafficHour
+from lorawatch.db.models import AdapterRecord, AdapterVersion, Alert, AliasEvent, KpiValue, MonitorResult, TrafficHour
+from lorawatch.monitors.sketch import merge_many
+from lorawatch.monitors.traffic import latency
 from lorawatch.registry.service import aliased_versions
+from lorawatch.settings import Settings
 
 
 def monitor_frame(session: Session, adapter: str, monitors: list[str], start: datetime, end: datetime) -> pd.DataFrame:
@@ -66,7 +69,6 @@ def alias_events_frame(session: Session, adapter: str, start: datetime, end: dat
 
 def latency_frame(session: Session, adapter: str, start: datetime, end: datetime) -> pd.DataFrame:
     """P50, P95 and P99 per hour, merged over versions and tenants from the hourly sketches."""
-    from lorawatch.monitors.sketch import merge_many
 
     rows = session.execute(
         select(TrafficHour.minute, TrafficHour.latency_sketch).where(
@@ -103,7 +105,6 @@ FLEET_MONITORS = ["logit_kl", "embedding_mmd", "toxicity_rate", "pii_leak_rate",
 
 def latest_results(session: Session, monitors: list[str]) -> dict[tuple[str, str], MonitorResult]:
     """The newest overall result per (adapter, monitor), in one grouped query."""
-    from sqlalchemy import and_, func
 
     latest = (
         select(MonitorResult.adapter, MonitorResult.monitor, func.max(MonitorResult.ts).label("ts"))
@@ -137,12 +138,8 @@ def _worse(a: MonitorResult, b: MonitorResult) -> bool:
     return (a.details or {}).get("relative_change", 0) < (b.details or {}).get("relative_change", 0)
 
 
-def fleet(db, settings, now: datetime) -> pd.DataFrame:
+def fleet(db, settings: Settings, now: datetime) -> pd.DataFrame:
     """One row per adapter: production version, owner, latest drift and risk, P99 over 24 h, KPI trend, open alerts."""
-    from datetime import timedelta
-
-    from lorawatch.db.models import Alert
-    from lorawatch.monitors.traffic import latency
 
     p99 = {r["adapter"]: r for r in latency(db, window=timedelta(hours=24), end=now)}
     with db.session() as session:

@@ -18,6 +18,8 @@ from typing import Protocol
 import numpy as np
 
 from lorawatch.errors import ConfigError, DependencyError, IntegrityError, NotFoundError
+from lorawatch.registry.files import sha256_file
+from lorawatch.settings import Settings
 
 
 class ToxicityScorer(Protocol):
@@ -64,6 +66,7 @@ class ProfanityCheckScorer:
 
     def __init__(self, _settings=None, _device: str = "cpu") -> None:
         try:
+            # Deferred: the toxicity scorers take seconds to import; only scoring needs them.
             from profanity_check import predict_prob
         except ImportError:
             raise DependencyError(
@@ -82,8 +85,9 @@ class ProfanityCheckScorer:
 class DetoxifyScorer:
     """Detoxify, loaded from a hash-pinned checkpoint (or by model type, which downloads)."""
 
-    def __init__(self, settings, device: str = "cpu", batch_size: int = 64) -> None:
+    def __init__(self, settings: Settings, device: str = "cpu", batch_size: int = 64) -> None:
         try:
+            # Deferred: the toxicity scorers take seconds to import; only scoring needs them.
             import detoxify  # noqa: F401
         except ImportError:
             raise DependencyError("detoxify is not installed", fix="pip install detoxify") from None
@@ -114,11 +118,10 @@ def load_pinned_checkpoint(path: Path, sha256: str | None, config_path: str | No
     built by Detoxify's own ``get_model_and_tokenizer`` from the local config directory, so no
     hub is contacted.
     """
+    # Deferred: torch and transformers take seconds to import; only model work needs them.
     import torch
     from detoxify import Detoxify
     from detoxify.detoxify import get_model_and_tokenizer
-
-    from lorawatch.registry.files import sha256_file
 
     if not sha256:
         raise ConfigError(
@@ -163,6 +166,7 @@ def load_pinned_checkpoint(path: Path, sha256: str | None, config_path: str | No
 
 
 def _download_by_type(model_type: str, device: str):
+    # Deferred: the toxicity scorers take seconds to import; only scoring needs them.
     from detoxify import Detoxify
 
     try:

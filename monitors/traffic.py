@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sqlalchemy import select
+from tqdm import tqdm
 
 from lorawatch import audit
 from lorawatch.db import Database
@@ -316,7 +317,6 @@ def _bucket_rows(batch: RequestBatch, buckets: np.ndarray, progress: bool, label
     times = pd.DatetimeIndex(uniques.get_level_values(3)).tz_convert("UTC").to_pydatetime().tolist()
     prompt, completion, gpu = (sums[k].tolist() for k in ("prompt_tokens", "completion_tokens", "gpu_seconds"))
     requests, errors = requests.tolist(), errors.tolist()
-    from tqdm import tqdm
 
     return [
         {

@@ -18,8 +18,10 @@ from sqlalchemy import func, select
 from lorawatch.db import Database
 from lorawatch.db.models import KpiValue, MonitorResult
 from lorawatch.db.types import utcnow
-from lorawatch.monitors.registry import Measurement, monitor, threshold_for
+from lorawatch.monitors.registry import Measurement, get_monitor, monitor, threshold_for
 from lorawatch.monitors.sketch import DDSketch, merge_many
+from lorawatch.monitors.traffic import bucket_table
+from lorawatch.settings import Settings
 
 BURN_WINDOWS = {
     "latency_slo_burn_fast": (timedelta(hours=1), timedelta(minutes=5), 14.4),
@@ -65,6 +67,7 @@ def latency_p99(inputs: dict[str, Any]) -> Measurement:
 @monitor("kpi_drop", kind="traffic", threshold=0.05, breached_when="p_value_below", unit="p-value")
 def kpi_drop(inputs: dict[str, Any]) -> Measurement:
     """Mann-Whitney U test that a KPI fell from the baseline window to the current one."""
+    # Deferred: scipy takes ~0.3 s to import; only this statistical test needs it.
     from scipy.stats import mannwhitneyu
 
     baseline, current = np.asarray(inputs["baseline"]), np.asarray(inputs["current"])
@@ -85,8 +88,6 @@ def kpi_drop(inputs: dict[str, Any]) -> Measurement:
 
 
 def _sketches(session, start: datetime, end: datetime) -> dict[str, DDSketch]:
-    from lorawatch.monitors.traffic import bucket_table
-
     model, start = bucket_table(start, end)
     blobs: dict[str, list[bytes]] = {}
     for name, blob in session.execute(
@@ -96,9 +97,8 @@ def _sketches(session, start: datetime, end: datetime) -> dict[str, DDSketch]:
     return {name: merge_many(items) for name, items in blobs.items()}
 
 
-def evaluate_traffic(db: Database, settings, now: datetime | None = None) -> list[dict[str, Any]]:
+def evaluate_traffic(db: Database, settings: Settings, now: datetime | None = None) -> list[dict[str, Any]]:
     """Compute and store every traffic monitor per adapter at ``now``; returns what was stored."""
-    from lorawatch.monitors.registry import get_monitor
 
     now = now or utcnow()
     stored: list[dict[str, Any]] = []
@@ -164,9 +164,7 @@ def _store(
     }
 
 
-def _kpi_drops(session, settings, now: datetime) -> list[dict[str, Any]]:
-    from lorawatch.monitors.registry import get_monitor
-
+def _kpi_drops(session, settings: Settings, now: datetime) -> list[dict[str, Any]]:
     cfg = settings.kpi
     current_start = now - timedelta(days=cfg.current_days)
     baseline_start = current_start - timedelta(days=cfg.baseline_days)
@@ -200,7 +198,6 @@ def _day(db: Database, column):
 def costs(db: Database, *, window: timedelta, end: datetime | None = None) -> dict[str, Any]:
     """Adapter hit rates (requests and tokens), GPU hours per adapter and tenant, and daily roll-ups
     (from hourly buckets for windows of 6 hours or more, see ``lorawatch.monitors.traffic.bucket_table``)."""
-    from lorawatch.monitors.traffic import bucket_table
 
     end = end or utcnow()
     model, start = bucket_table(end - window, end)

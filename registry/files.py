@@ -15,6 +15,8 @@ import shutil
 import struct
 from pathlib import Path
 
+from tqdm import tqdm
+
 from lorawatch.errors import InputError, IntegrityError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
@@ -77,8 +79,6 @@ def manifest(root: Path, names: list[str] | None = None, progress: bool = False)
     result: dict[str, dict] = {}
     iterator = names
     if progress and names:
-        from tqdm import tqdm
-
         iterator = tqdm(names, desc="hashing", unit="file", leave=False)
     for name in iterator:
         path = root / name

@@ -22,6 +22,7 @@ from lorawatch.db.types import utcnow
 from lorawatch.errors import ConflictError, InputError, NotFoundError
 from lorawatch.registry import files
 from lorawatch.registry.metadata import VersionMetadata
+from lorawatch.settings import Settings
 
 ROUTE_ALIASES = ("production", "canary", "shadow")
 DEFAULT_TENANT = ""
@@ -35,7 +36,7 @@ class Store:
     mode: str = "copy"
 
     @classmethod
-    def from_settings(cls, settings) -> Store:
+    def from_settings(cls, settings: Settings) -> Store:
         """The store named by the settings."""
         return cls(settings.home_dir / "store", settings.registry.store)
 
@@ -112,6 +113,7 @@ def add_base(
 
 def _cached_snapshot(hub_id: str, revision: str | None) -> Path:
     try:
+        # Deferred: only a download from the hub needs it.
         from huggingface_hub import snapshot_download
 
         return Path(snapshot_download(hub_id, revision=revision, local_files_only=True))

@@ -52,6 +52,7 @@ class AdapterMetrics:
     """The histograms and counters, on ``registry`` (prometheus_client's default when None)."""
 
     def __init__(self, registry=None, namespace: str = "lorawatch") -> None:
+        # Deferred: prometheus_client is optional (the serving extra).
         from prometheus_client import REGISTRY, Counter, Histogram
 
         registry = registry if registry is not None else REGISTRY

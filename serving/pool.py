@@ -42,6 +42,7 @@ class AdapterPool:
         attach: Callable | None = None,
         detach: Callable | None = None,
     ) -> None:
+        # Deferred: prometheus_client is optional (the serving extra).
         from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
         self.model = model  # a PeftModel, or a transformers model wrapped on the first attach
@@ -133,6 +134,7 @@ class AdapterPool:
     @staticmethod
     def _peft_attach(model, name: str, directory: Path):
         """Attach with PEFT; a bare transformers model is wrapped in a PeftModel on first use."""
+        # Deferred: torch and transformers take seconds to import; only model work needs them.
         from peft import PeftModel
 
         if isinstance(model, PeftModel):

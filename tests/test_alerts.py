@@ -103,7 +103,7 @@ def test_rules_promtool_style(case, db, tmp_path):
             )
     for check in case["eval"]:
         now = start + parse_duration(check["at"])
-        result = evaluate(db, settings, now=now, rules=rules, traffic=False)
+        result = evaluate(db, settings, now=now, rules=rules)
         got = _open(db, settings, now)
         expected = check["alerts"]
         assert len(got) == len(expected), f"at {check['at']}: {[(a['rule'], a['labels'], a['state']) for a in got]}"
@@ -154,7 +154,7 @@ def test_group_wait_interval_repeat_ack_and_send_resolved(db, tmp_path):
             "repeat_interval": "4h",
         },
     )
-    ev = lambda t: evaluate(db, settings, now=T0 + t, traffic=False)  # noqa: E731
+    ev = lambda t: evaluate(db, settings, now=T0 + t)  # noqa: E731
     _fire(db, "a", T0)
     ev(timedelta(0))
     assert _queued(db) == []  # group_wait holds the first notification
@@ -246,7 +246,7 @@ def test_silences_and_inhibition_mute_notifications_but_not_states(db, tmp_path)
         comment="known, retraining",
         actor="oncall",
     )
-    evaluate(db, settings, now=T0, traffic=False)
+    evaluate(db, settings, now=T0)
     states = {(a["rule"], a["labels"]["adapter"]): a for a in list_alerts(db, settings, state="open", now=T0)}
     assert set(states) == {("logit_drift", "a"), ("logit_drift", "b"), ("canary_job_failed", "b")}
     assert states[("logit_drift", "a")]["silenced_by"] and not states[("logit_drift", "a")]["inhibited"]
@@ -256,7 +256,7 @@ def test_silences_and_inhibition_mute_notifications_but_not_states(db, tmp_path)
     sent = [a["labels"]["alertname"] + ":" + a["labels"]["adapter"] for _, p in _queued(db) for a in p["alerts"]]
     assert sent == ["canary_job_failed:b"]
     # the silence ends: a's drift alert is notified at the next evaluation
-    evaluate(db, settings, now=T0 + timedelta(hours=1, minutes=1), traffic=False)
+    evaluate(db, settings, now=T0 + timedelta(hours=1, minutes=1))
     sent = [a["labels"]["alertname"] + ":" + a["labels"]["adapter"] for _, p in _queued(db) for a in p["alerts"]]
     assert "logit_drift:a" in sent and "logit_drift:b" not in sent
 
@@ -398,7 +398,7 @@ def test_delivery_retries_429_500_and_hangs_and_every_alert_arrives(db, tmp_path
     settings = _all_receivers_settings(tmp_path, base, monkeypatch)
     _fire(db, "support-bot", T0)
     _fire(db, "billing-bot", T0)
-    evaluate(db, settings, now=T0, traffic=False)
+    evaluate(db, settings, now=T0)
     result = flush(db, settings, now=T0 + timedelta(seconds=1), deadline_s=3.0)
     assert result["queued"] == 0 and result["delivered"] == 4 and result["deferred"] == 1, result
 
@@ -469,7 +469,7 @@ def test_a_500_body_echoing_the_url_is_scrubbed(db, tmp_path, http_server, monke
         retry_initial_s=0.05,
     )
     _fire(db, "a", T0)
-    evaluate(db, settings, now=T0, traffic=False)
+    evaluate(db, settings, now=T0)
     flush(db, settings, now=T0, deadline_s=0.3)
     note = list_notifications(db)[0]
     assert note["status"] == "pending" and note["last_error"] == "HTTP 500: error at <redacted>"
@@ -487,7 +487,7 @@ def test_an_unset_secret_is_a_visible_failure_not_a_crash(db, tmp_path, monkeypa
         route={"receiver": "slack", "group_wait": "0s"},
     )
     _fire(db, "a", T0)
-    evaluate(db, settings, now=T0, traffic=False)
+    evaluate(db, settings, now=T0)
     result = flush(db, settings, now=T0, deadline_s=0.2)
     assert result["delivered"] == 0 and result["pending"] == 1
     assert "LW_UNSET_URL is not set" in list_notifications(db)[0]["last_error"]
@@ -507,7 +507,7 @@ def test_slack_is_paced_at_one_message_a_second(db, tmp_path, http_server, monke
     )
     for adapter in ("a", "b", "c"):
         _fire(db, adapter, T0)
-    evaluate(db, settings, now=T0, traffic=False)
+    evaluate(db, settings, now=T0)
     assert flush(db, settings, now=T0, deadline_s=10)["delivered"] == 3
     times = script.times("/slack")
     gaps = [b - a for a, b in zip(times, times[1:])]
@@ -651,7 +651,7 @@ def test_a_real_alertmanager_receives_and_lists_our_alerts(db, tmp_path, alertma
         value=2.5,
         threshold=1.0,
     )
-    evaluate(db, settings, now=earlier, traffic=False)
+    evaluate(db, settings, now=earlier)
     assert flush(db, settings, now=earlier, deadline_s=10)["delivered"] == 2
     listed = httpx.get(f"{alertmanager}/api/v2/alerts", timeout=5).json()
     by_name = {a["labels"]["alertname"]: a for a in listed}
@@ -671,7 +671,7 @@ def test_a_real_alertmanager_receives_and_lists_our_alerts(db, tmp_path, alertma
         value=0.2,
         threshold=1.0,
     )
-    evaluate(db, settings, now=now, traffic=False)
+    evaluate(db, settings, now=now)
     assert flush(db, settings, now=now, deadline_s=10)["delivered"] == 1
     listed = httpx.get(f"{alertmanager}/api/v2/alerts", params={"active": "true"}, timeout=5).json()
     assert {a["labels"]["alertname"] for a in listed} == {"toxicity_budget"}
@@ -858,22 +858,22 @@ def test_a_rollback_resolves_the_rolled_back_versions_alerts_and_lifecycle_rules
                 )
             )
     settings = load_settings()
-    evaluate(db, settings, now=now, traffic=False)
+    evaluate(db, settings, now=now)
     firing = {(a["rule"], a["labels"].get("version")) for a in list_alerts(db, settings, now=now)}
     assert ("toxicity_budget", "v2") in firing and ("toxicity_budget", "v1") not in firing
     assert ("canary_job_missed", None) not in firing  # promoted minutes ago: not missed yet
     assert cli("registry", "rollback", "support", "--reason", "toxic outputs").code == 0
-    evaluate(db, settings, now=now + timedelta(minutes=1), traffic=False)
+    evaluate(db, settings, now=now + timedelta(minutes=1))
     open_now = {
         (a["rule"], a["labels"].get("version")) for a in list_alerts(db, settings, now=now + timedelta(minutes=1))
     }
     assert ("toxicity_budget", "v2") not in open_now
     assert ("adapter_data_expired", "v1") in open_now  # v1 serves again, and its data expired on 2026-01-01
     later = now + timedelta(days=9)
-    evaluate(db, settings, now=later, traffic=False)
+    evaluate(db, settings, now=later)
     rules = {a["rule"] for a in list_alerts(db, settings, now=later)}
     assert "canary_job_missed" in rules  # served for 9 days without a complete canary run
-    evaluate(db, settings, now=now + timedelta(days=120), traffic=False)
+    evaluate(db, settings, now=now + timedelta(days=120))
     overdue = [
         a for a in list_alerts(db, settings, now=now + timedelta(days=120)) if a["rule"] == "adapter_review_overdue"
     ]

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 
 from lorawatch.db.models import Base, CanaryRun, MonitorResult
 from lorawatch.errors import IntegrityError
+from lorawatch.monitors import canary_read
 from tests.tiny_models import independent_kl
 
 LORAWATCH = Path(sys.executable).parent / "lorawatch"
@@ -38,11 +39,9 @@ def monitors_of(summary, adapter):
 
 
 def test_an_adapter_with_zero_b_does_not_move_the_model(db, settings, registered, canary_file, embedder):
-    from lorawatch.monitors import canary
-
     first = run(db, settings, canary_file, ["zero"], embedder)
     second = run(db, settings, canary_file, ["zero"], embedder)
-    rows = canary.export_rows(db, second["run"])
+    rows = canary_read.export_rows(db, second["run"])
     assert len(rows) == 24
     for row in rows:
         assert row["kl_mean"] == 0.0 and row["kl_max"] == 0.0 and row["js_mean"] == 0.0
@@ -59,11 +58,10 @@ def test_an_adapter_with_zero_b_does_not_move_the_model(db, settings, registered
 def test_a_trained_adapter_kl_matches_an_independent_computation(
     db, settings, registered, canary_file, embedder, tiny_base, trained_adapter
 ):
-    from lorawatch.monitors import canary
     from lorawatch.monitors.dataset import load_dataset
 
     summary = run(db, settings, canary_file, ["trained"], embedder)
-    rows = {r["prompt_id"]: r for r in canary.export_rows(db, summary["run"])}
+    rows = {r["prompt_id"]: r for r in canary_read.export_rows(db, summary["run"])}
     checked = 0
     for prompt in load_dataset(canary_file).prompts:
         if prompt.reference is None or prompt.messages is not None:
@@ -80,10 +78,8 @@ def test_a_trained_adapter_kl_matches_an_independent_computation(
 
 
 def test_prompts_without_a_reference_are_scored_on_the_base_output(db, settings, registered, canary_file, embedder):
-    from lorawatch.monitors import canary
-
     summary = run(db, settings, canary_file, ["trained"], embedder)
-    rows = canary.export_rows(db, summary["run"])
+    rows = canary_read.export_rows(db, summary["run"])
     on = {r["prompt_id"]: r["scored_on"] for r in rows}
     assert on["p000"] == "base_output" and on["p001"] == "reference"
     assert all(r["scored_tokens"] > 0 for r in rows)
@@ -251,8 +247,6 @@ def test_a_malformed_canary_file_exits_2_naming_file_and_line_and_stores_nothing
 
 
 def test_sigkill_mid_run_then_resume_gives_the_same_results(lw_env, db, registered, canary_file, embedder, settings):
-    from lorawatch.monitors import canary
-
     reference = run(db, settings, canary_file, ["trained", "other"], embedder, batch_size=1)
     env = dict(os.environ)
     proc = subprocess.Popen(
@@ -305,7 +299,7 @@ def test_sigkill_mid_run_then_resume_gives_the_same_results(lw_env, db, register
 
     def stable(run_number):
         return sorted(
-            ({k: v for k, v in r.items() if k not in volatile} for r in canary.export_rows(db, run_number)),
+            ({k: v for k, v in r.items() if k not in volatile} for r in canary_read.export_rows(db, run_number)),
             key=lambda r: (r["adapter_id"], r["prompt_id"]),
         )
 
@@ -351,8 +345,8 @@ def test_cuda_results_match_cpu_within_bf16_tolerance(db, settings, registered, 
     run_id = canary.create_run(db, settings, dataset_path=canary_file, adapters=["trained"], options=opts, actor="t")
     gpu = canary.execute_run(db, settings, run_id, progress=False, embedder=embedder)
     assert gpu["device"].startswith("cuda")
-    a = {r["prompt_id"]: r for r in canary.export_rows(db, cpu["run"])}
-    b = {r["prompt_id"]: r for r in canary.export_rows(db, gpu["run"])}
+    a = {r["prompt_id"]: r for r in canary_read.export_rows(db, cpu["run"])}
+    b = {r["prompt_id"]: r for r in canary_read.export_rows(db, gpu["run"])}
     kl_cpu = np.array([a[k]["kl_mean"] for k in sorted(a)])
     kl_gpu = np.array([b[k]["kl_mean"] for k in sorted(a)])
     assert np.allclose(kl_gpu, kl_cpu, rtol=0.1, atol=2e-3), np.abs(kl_gpu - kl_cpu).max()

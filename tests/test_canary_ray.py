@@ -19,6 +19,7 @@ import ray  # noqa: F401  (a dev dependency: `make test` installs it, and these 
 from sqlalchemy import func, select
 
 from lorawatch.db.models import CanaryResult, CanaryRun, MonitorResult
+from lorawatch.monitors import canary_read
 from tests.test_canary import LORAWATCH, run
 
 ADAPTERS = ["trained", "zero", "other"]
@@ -26,10 +27,8 @@ VOLATILE = {"run_id", "latency_ms", "tokens_per_s", "base_latency_ms"}
 
 
 def rows_of(db, run_id):
-    from lorawatch.monitors import canary
-
     return sorted(
-        ({k: v for k, v in r.items() if k not in VOLATILE} for r in canary.export_rows(db, run_id)),
+        ({k: v for k, v in r.items() if k not in VOLATILE} for r in canary_read.export_rows(db, run_id)),
         key=lambda r: (r["adapter_id"], r["prompt_id"]),
     )
 

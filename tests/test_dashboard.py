@@ -151,7 +151,7 @@ def _seed(cli, db, tmp_path, tiny_base, trained_adapter, second_adapter):
     ]
     (tmp_path / "kpis.jsonl").write_text("\n".join(kpis) + "\n")
     assert cli("ingest", "kpis", tmp_path / "kpis.jsonl").code == 0
-    evaluate(db, load_settings(), traffic=False)
+    evaluate(db, load_settings())
     assert cli("jobs", "run", "lifecycle").code == 0
 
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from lorawatch.errors import ConfigError, DependencyError, IntegrityError
+from lorawatch.monitors import canary_read
 from tests.tiny_models import write_canary_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -205,11 +206,9 @@ def risk_run(db, lw_env, tiny_base, trained_adapter, zero_adapter, tmp_path, sco
 
 
 def test_a_canary_run_scores_risk_and_stores_risk_monitors_named_by_backend(db, risk_run):
-    from lorawatch.monitors import canary
-
     settings, summary = risk_run
     assert summary["config"]["toxicity_backend"] == "profanity-check"
-    rows = canary.export_rows(db, summary["run"])
+    rows = canary_read.export_rows(db, summary["run"])
     assert all(r["toxicity"] is not None and r["base_toxicity"] is not None for r in rows)
     zero = next(a for a in summary["adapters"] if a["adapter"] == "zero")["monitors"]
     for monitor_id in ("toxicity_rate", "toxicity_mean", "toxicity_max", "pii_leak_rate", "pii_leaks"):

@@ -45,7 +45,7 @@ def test_occurrences_of_cron_and_interval_schedules():
     "bad, message, line",
     [
         ({"kind": "alerts"}, "exactly one of cron or every", 1),
-        ({"kind": "alerts", "cron": "0 2 * *"}, "Wrong number of fields", 1),
+        ({"kind": "alerts", "cron": "0 2 * *"}, "wrong number of fields", 1),
         ({"kind": "canary", "every": "1d"}, "needs dataset", 1),
         ({"kind": "alerts", "every": "soon"}, "not a duration", 3),  # a bad value names its own line
     ],
@@ -173,7 +173,7 @@ def test_a_failed_canary_job_raises_the_canary_job_alert(db, tmp_path):
     )
     [run] = run_due(db, settings, clock=lambda: MONDAY + timedelta(minutes=1))
     assert run["status"] == "failed" and "core-v1.jsonl" in run["error"]
-    evaluate(db, settings, now=MONDAY + timedelta(minutes=2), traffic=False)
+    evaluate(db, settings, now=MONDAY + timedelta(minutes=2))
     [alert] = [
         a for a in list_alerts(db, settings, now=MONDAY + timedelta(minutes=2)) if a["rule"] == "canary_job_failed"
     ]

@@ -8,6 +8,7 @@ built, and are listed in ``Request.secrets`` so that error messages can be scrub
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,6 @@ class Request:
 
 def module_for(receiver_type: str):
     """The channel module of a receiver type."""
-    import importlib
 
     return importlib.import_module(f"lorawatch.alerts.channels.{receiver_type}")
 

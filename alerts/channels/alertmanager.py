@@ -11,9 +11,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from lorawatch.alerts.channels import Request
+from lorawatch.settings import Settings
 
 
-def build(payload: dict[str, Any], receiver, settings) -> list[Request]:
+def build(payload: dict[str, Any], receiver, settings: Settings) -> list[Request]:
     base = receiver.url.resolve().rstrip("/")
     sent = datetime.strptime(payload["lorawatch"]["sentAt"], "%Y-%m-%dT%H:%M:%S.%fZ")
     horizon = timedelta(seconds=2 * payload["lorawatch"]["repeatIntervalSeconds"])

@@ -6,6 +6,7 @@ import sys
 from typing import Any
 
 from lorawatch.alerts.channels import fmt_value, title
+from lorawatch.settings import Settings
 
 
 def render(payload: dict[str, Any]) -> str:
@@ -21,6 +22,6 @@ def render(payload: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def deliver(payload: dict[str, Any], receiver, settings) -> None:
+def deliver(payload: dict[str, Any], receiver, settings: Settings) -> None:
     sys.stdout.write(render(payload) + "\n")
     sys.stdout.flush()

@@ -7,13 +7,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lorawatch.settings import Settings
 
-def path_of(receiver, settings) -> Path:
+
+def path_of(receiver, settings: Settings) -> Path:
     path = Path(receiver.path).expanduser()
     return path if path.is_absolute() else settings.home_dir / path
 
 
-def deliver(payload: dict[str, Any], receiver, settings) -> None:
+def deliver(payload: dict[str, Any], receiver, settings: Settings) -> None:
     path = path_of(receiver, settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps({k: v for k, v in payload.items() if k != "lorawatch"}, sort_keys=True) + "\n"

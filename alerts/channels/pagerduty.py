@@ -7,11 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 from lorawatch.alerts.channels import Request
+from lorawatch.settings import Settings
 
 SEVERITIES = {"critical": "critical", "warning": "warning", "info": "info"}
 
 
-def build(payload: dict[str, Any], receiver, settings) -> list[Request]:
+def build(payload: dict[str, Any], receiver, settings: Settings) -> list[Request]:
     key = receiver.routing_key.resolve()
     out = []
     for alert in payload["alerts"]:

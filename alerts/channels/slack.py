@@ -7,11 +7,12 @@ from __future__ import annotations
 from typing import Any
 
 from lorawatch.alerts.channels import Request, fmt_value, runbook_of, title
+from lorawatch.settings import Settings
 
 MAX_ALERTS = 5
 
 
-def build(payload: dict[str, Any], receiver, settings) -> list[Request]:
+def build(payload: dict[str, Any], receiver, settings: Settings) -> list[Request]:
     url = receiver.url.resolve()
     head = title(payload)
     emoji = ":rotating_light:" if payload["status"] == "firing" else ":white_check_mark:"

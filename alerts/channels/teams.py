@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from lorawatch.alerts.channels import Request, fmt_value, runbook_of, title
+from lorawatch.settings import Settings
 
 
-def build(payload: dict[str, Any], receiver, settings) -> list[Request]:
+def build(payload: dict[str, Any], receiver, settings: Settings) -> list[Request]:
     url = receiver.url.resolve()
     body: list[dict[str, Any]] = [
         {

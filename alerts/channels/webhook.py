@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from lorawatch.alerts.channels import Request
+from lorawatch.settings import Settings
 
 
-def build(payload: dict[str, Any], receiver, settings) -> list[Request]:
+def build(payload: dict[str, Any], receiver, settings: Settings) -> list[Request]:
     url = receiver.url.resolve()
     body = {k: v for k, v in payload.items() if k != "lorawatch"}
     if receiver.max_alerts and len(body["alerts"]) > receiver.max_alerts:

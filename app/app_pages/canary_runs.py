@@ -10,9 +10,9 @@ from lorawatch.app.common import context, query_param, shown_errors, ts
 
 settings, db = context()
 st.title("Canary runs")
-from lorawatch.monitors import canary, risk  # noqa: E402
+from lorawatch.monitors import canary_read, risk  # noqa: E402
 
-runs = canary.list_runs(db, limit=200)
+runs = canary_read.list_runs(db, limit=200)
 if not runs:
     st.info("No canary run yet: `lorawatch canary run --dataset canary_data/core-v1.jsonl`.")
     st.stop()
@@ -26,7 +26,7 @@ wanted = query_param("run")
 run_id = st.selectbox(
     "Run", ids, index=ids.index(int(wanted)) if wanted and wanted.isdigit() and int(wanted) in ids else 0
 )
-summary = canary.run_summary(db, int(run_id))
+summary = canary_read.run_summary(db, int(run_id))
 st.markdown(f"**Run {run_id}** on `{summary['dataset']}`: {summary['status']}, device {summary.get('device') or '-'}")
 st.dataframe(
     [

@@ -3,30 +3,119 @@
 Thin by design: each command parses its options, calls one service function and prints the
 result (``--json`` for one JSON document). Errors the user can fix exit with status 2 and one
 line on stderr; anything else is a bug and exits with status 1 and a traceback. Only click is
-imported at start-up; each command imports what it needs when it runs.
+imported at start-up; a command group's module (and the services it imports at its top) loads
+when that command runs.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
 import click
 
 from lorawatch import __version__
-from lorawatch.cli.alerts import alert_commands
-from lorawatch.cli.canary import canary, gate
-from lorawatch.cli.context import AppContext
-from lorawatch.cli.core import core_commands
-from lorawatch.cli.dashboard import dashboard_commands
-from lorawatch.cli.incidents import incident_commands
-from lorawatch.cli.jobs import job_commands
-from lorawatch.cli.registry import registry
-from lorawatch.cli.risk import risk
-from lorawatch.cli.traffic import traffic_commands
+from lorawatch.errors import LoraWatchError
+
+# Each command group is imported only when it runs, so ``lorawatch --help`` and a plain
+# ``lorawatch notify flush`` do not load the whole product: name -> (module, attribute, summary).
+# The summary is the command's first sentence (tests/test_cli.py holds the two equal).
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "alerts": ("lorawatch.cli.alerts", "alerts", "Alert rules, alerts, acknowledgements and silences."),
+    "audit": ("lorawatch.cli.core", "audit", "Read the audit log."),
+    "canary": (
+        "lorawatch.cli.canary",
+        "canary",
+        "Canary runs: logit and embedding drift of adapters against their base.",
+    ),
+    "config": ("lorawatch.cli.core", "config", "Show the settings in force."),
+    "costs": (
+        "lorawatch.cli.traffic",
+        "costs",
+        "Adapter hit rate (requests, tokens), GPU hours per adapter and tenant, daily roll-ups.",
+    ),
+    "dashboard": (
+        "lorawatch.cli.dashboard",
+        "dashboard",
+        "Serve the Streamlit dashboard (headless; open the printed URL).",
+    ),
+    "demo": ("lorawatch.cli.core", "demo", "The embedded default end to end on SmolLM2-135M-Instruct."),
+    "gate": (
+        "lorawatch.cli.canary",
+        "gate",
+        "CI/CD promotion gate: exit 0 when the candidate passes, 3 when it fails.",
+    ),
+    "incident": (
+        "lorawatch.cli.incidents",
+        "incident",
+        "Incidents: open, acknowledge, note, roll back (with approval), resolve, export the report.",
+    ),
+    "ingest": (
+        "lorawatch.cli.traffic",
+        "ingest",
+        "Load serving logs and KPI tables (JSONL, CSV or Parquet; all or nothing; never twice).",
+    ),
+    "init": (
+        "lorawatch.cli.core",
+        "init",
+        "Create or upgrade the database and write a default lorawatch.toml if there is none.",
+    ),
+    "jobs": ("lorawatch.cli.jobs", "jobs", "Scheduled jobs: their schedules, last runs and history; run one now."),
+    "latency": (
+        "lorawatch.cli.traffic",
+        "latency",
+        "P50, P95 and P99 latency (and TTFT) with counts per adapter, from merged sketches.",
+    ),
+    "notify": (
+        "lorawatch.cli.notify",
+        "notify",
+        "The notification outbox: deliver it, and read the notification log.",
+    ),
+    "registry": (
+        "lorawatch.cli.registry",
+        "registry",
+        "The adapter registry: versions, lineage, aliases, promotion, rollback, lifecycle.",
+    ),
+    "risk": ("lorawatch.cli.risk", "risk", "Content risk: toxicity and PII of outputs; reviewers' verdicts."),
+    "scheduler": (
+        "lorawatch.cli.jobs",
+        "scheduler",
+        "Run the scheduled jobs: the weekly canary, alert evaluation, outbox flushes, pulls, lifecycle.",
+    ),
+    "traffic": ("lorawatch.cli.traffic", "traffic", "Traffic monitors: latency SLO burn rates, P99, KPI drops."),
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+def _shorten(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    cut = text[: max(limit - 3, 1)].rsplit(" ", 1)[0]
+    return cut + "..."
+
+
+class _LazyGroup(click.Group):
+    """The top-level group: lists commands from ``COMMANDS`` and imports one when it is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module, attribute, _ = COMMANDS[cmd_name]
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command), (module, attribute)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, _shorten(COMMANDS[name][2], limit)) for name in names])
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", prog_name="lorawatch")
 @click.option(
     "--config",
@@ -42,27 +131,15 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
     Canary drift, content risk, latency, KPIs and alerts per adapter, with rollback and
     post-incident reports. Every reporting command takes --json.
     """
+    # Deferred: the context brings the settings (pydantic) and the database (SQLAlchemy), which
+    # --help and --version never need.
+    from lorawatch.cli.context import AppContext
+
     ctx.obj = AppContext(config_path)
-
-
-for command in [
-    *core_commands,
-    registry,
-    canary,
-    gate,
-    risk,
-    *traffic_commands,
-    *alert_commands,
-    *job_commands,
-    *incident_commands,
-    *dashboard_commands,
-]:
-    cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``lorawatch`` console script."""
-    from lorawatch.errors import LoraWatchError
 
     try:
         result = cli.main(args=argv, prog_name="lorawatch", standalone_mode=False)

@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from pathlib import Path
 
 import click
+from sqlalchemy import select
 
+from lorawatch.alerts.engine import acknowledge, describe, evaluate, find_alert, list_alerts
+from lorawatch.alerts.rules import load_file, load_rules
+from lorawatch.alerts.silences import add_silence, expire_silence, list_silences
 from lorawatch.cli.context import AppContext, pass_app
-from lorawatch.cli.output import emit, json_option, table
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    from lorawatch.cli.registry import parse_time
-
-    return parse_time(value, "time")
-
-
-def _duration(value: str):
-    from lorawatch.durations import parse_duration
-    from lorawatch.errors import InputError
-
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise InputError(str(exc), fix="write e.g. 30m, 2h or 1d") from None
+from lorawatch.cli.output import emit, json_option, parse_duration_option, parse_time, table
+from lorawatch.db.models import AlertEvent
+from lorawatch.db.types import utcnow
+from lorawatch.monitors.traffic_eval import evaluate_traffic
+from lorawatch.plugins import load_default_plugins
 
 
 @click.group()
@@ -38,11 +30,12 @@ def alerts() -> None:
 @pass_app
 def evaluate_cmd(app: AppContext, at, no_traffic, as_json) -> None:
     """Evaluate every rule now, store alert states and queue due notifications in the outbox."""
-    from lorawatch.alerts.engine import evaluate
-    from lorawatch.plugins import load_default_plugins
 
     load_default_plugins()
-    result = evaluate(app.database, app.settings, now=_parse_time(at), traffic=not no_traffic)
+    now = parse_time(at, "--at") or utcnow()
+    if not no_traffic:
+        evaluate_traffic(app.database, app.settings, now=now)
+    result = evaluate(app.database, app.settings, now=now)
 
     def text() -> str:
         lines = [
@@ -70,7 +63,6 @@ def evaluate_cmd(app: AppContext, at, no_traffic, as_json) -> None:
 @pass_app
 def list_cmd(app: AppContext, state, adapter, as_json) -> None:
     """Alerts, firing first, then by severity."""
-    from lorawatch.alerts.engine import list_alerts
 
     rows = list_alerts(app.database, app.settings, state=state, adapter=adapter)
 
@@ -103,10 +95,6 @@ def list_cmd(app: AppContext, state, adapter, as_json) -> None:
 @pass_app
 def show_cmd(app: AppContext, alert, as_json) -> None:
     """One alert (by id or fingerprint) with its state history and runbook."""
-    from sqlalchemy import select
-
-    from lorawatch.alerts.engine import describe, find_alert
-    from lorawatch.db.models import AlertEvent
 
     with app.database.session() as session:
         row = find_alert(session, alert)
@@ -139,7 +127,6 @@ def show_cmd(app: AppContext, alert, as_json) -> None:
 @pass_app
 def ack_cmd(app: AppContext, alert, comment, as_json) -> None:
     """Acknowledge an open alert (by id or fingerprint): it is no longer repeated."""
-    from lorawatch.alerts.engine import acknowledge
 
     data = acknowledge(app.database, alert, actor=app.actor, comment=comment)
     emit(data, as_json, f"alert {data['id']} acknowledged by {data['acked_by']}")
@@ -161,13 +148,12 @@ def ack_cmd(app: AppContext, alert, comment, as_json) -> None:
 @pass_app
 def silence_cmd(app: AppContext, matchers, duration, until, comment, as_json) -> None:
     """Silence the notifications of alerts matching every matcher."""
-    from lorawatch.alerts.silences import add_silence
 
     data = add_silence(
         app.database,
         matchers=list(matchers),
-        duration=_duration(duration or "2h") if not until else None,
-        until=_parse_time(until),
+        duration=parse_duration_option(duration or "2h") if not until else None,
+        until=parse_time(until, "--until"),
         comment=comment,
         actor=app.actor,
     )
@@ -182,7 +168,6 @@ def silence_cmd(app: AppContext, matchers, duration, until, comment, as_json) ->
 @pass_app
 def silences_cmd(app: AppContext, include_expired, as_json) -> None:
     """Silences in force (or all of them)."""
-    from lorawatch.alerts.silences import list_silences
 
     rows = list_silences(app.database, include_expired=include_expired)
     emit(
@@ -196,7 +181,6 @@ def silences_cmd(app: AppContext, include_expired, as_json) -> None:
 @pass_app
 def expire_cmd(app: AppContext, silence_id, as_json) -> None:
     """End a silence now."""
-    from lorawatch.alerts.silences import expire_silence
 
     data = expire_silence(app.database, silence_id, actor=app.actor)
     emit(data, as_json, f"silence {silence_id} expired")
@@ -214,9 +198,6 @@ def expire_cmd(app: AppContext, silence_id, as_json) -> None:
 @pass_app
 def rules_cmd(app: AppContext, check_file, as_json) -> None:
     """The rules in force (built-in and yours), or validate a rules file."""
-    from pathlib import Path
-
-    from lorawatch.alerts.rules import load_file, load_rules
 
     if check_file:
         rules = load_file(Path(check_file))
@@ -224,66 +205,3 @@ def rules_cmd(app: AppContext, check_file, as_json) -> None:
         return
     rows = [r.describe() for r in load_rules(app.settings)]
     emit(rows, as_json, lambda: table(rows, ["id", "source", "condition", "for", "severity", "file"]))
-
-
-@click.group()
-def notify() -> None:
-    """The notification outbox: deliver it, and read the notification log."""
-
-
-@notify.command("flush")
-@click.option("--deadline", default=None, help="Keep retrying for at most this long (default [alerts] flush_deadline).")
-@click.option("--receiver", "receivers", multiple=True, help="Only these receivers.")
-@click.option("--no-wait", is_flag=True, help="Send new alert groups now instead of after group_wait.")
-@json_option
-@pass_app
-def flush_cmd(app: AppContext, deadline, receivers, no_wait, as_json) -> None:
-    """Queue due group notifications, then deliver everything pending, with retries."""
-    from lorawatch.alerts.outbox import flush
-
-    result = flush(
-        app.database,
-        app.settings,
-        deadline_s=_duration(deadline).total_seconds() if deadline else None,
-        receivers=list(receivers) or None,
-        skip_group_wait=no_wait,
-    )
-    emit(
-        result,
-        as_json,
-        f"{result['delivered']} delivered, {result['deferred']} deferred for the next flush "
-        f"({result['attempts']} attempts, {result['pending']} pending in the outbox)",
-    )
-
-
-@notify.command("list")
-@click.option("--status", type=click.Choice(["pending", "sent"]), default=None, help="Only this status.")
-@click.option("--limit", default=50, show_default=True, help="How many, newest first.")
-@json_option
-@pass_app
-def notify_list_cmd(app: AppContext, status, limit, as_json) -> None:
-    """The notification log: what was queued for whom, delivered when, or why not yet."""
-    from lorawatch.alerts.outbox import list_notifications
-
-    rows = list_notifications(app.database, status=status, limit=limit)
-    emit(
-        rows,
-        as_json,
-        lambda: table(
-            rows,
-            [
-                "id",
-                "receiver",
-                "status",
-                "payload_status",
-                "alerts",
-                "attempts",
-                "created_at",
-                "delivered_at",
-                "last_error",
-            ],
-        ),
-    )
-
-
-alert_commands = [alerts, notify]

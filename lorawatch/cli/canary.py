@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 
 import click
 
 from lorawatch.cli.context import AppContext, pass_app
 from lorawatch.cli.output import emit, json_option, table
+from lorawatch.errors import InputError
+from lorawatch.monitors import canary as service
+from lorawatch.monitors import canary_finalize, canary_read
+from lorawatch.monitors.canary_ray import connect, preflight
+from lorawatch.monitors.gate import run_gate
 
 
 @click.group()
@@ -91,7 +98,6 @@ def run(
     With --backend ray the work runs on Ray workers, one per GPU of the cluster, and this
     process stores the results; a worker that dies is restarted and its batches retried.
     """
-    from lorawatch.errors import InputError
 
     backend = backend or app.settings.canary.backend
     if backend != "ray" and (address or workers):
@@ -101,11 +107,6 @@ def run(
             app, dataset, adapters, device, batch_size, max_new_tokens, resume, backend, None, no_progress, as_json
         )
     else:
-        import contextlib
-        import sys
-
-        from lorawatch.monitors.canary_ray import connect
-
         # Ray prints its workers' errors (a worker died, a task is retried) on stdout: send them to
         # stderr, stdout is the command's own output (one JSON document with --json)
         with contextlib.redirect_stdout(sys.stderr):
@@ -113,8 +114,6 @@ def run(
             started_ray = connect(address or app.settings.canary.ray.address)
             try:
                 if resume is None:  # what the cluster cannot do is refused before a run is recorded
-                    from lorawatch.monitors.canary_ray import preflight
-
                     preflight(app.settings, device or app.settings.canary.device, workers)
                 summary = _execute(
                     app,
@@ -131,6 +130,7 @@ def run(
                 )
             finally:
                 if started_ray:
+                    # Deferred: Ray is optional (the cluster extra) and slow to import.
                     import ray
 
                     ray.shutdown()
@@ -150,9 +150,6 @@ def _execute(
     no_progress,
     as_json,
 ) -> dict:
-    from lorawatch.errors import InputError
-    from lorawatch.monitors import canary as service
-
     db = app.database
     if resume is not None:
         run_id = resume
@@ -217,9 +214,8 @@ def _summary_text(s: dict) -> str:
 @pass_app
 def show(app: AppContext, run_id, as_json) -> None:
     """A run: status, device, and each adapter's monitor results."""
-    from lorawatch.monitors import canary as service
 
-    summary = service.run_summary(app.database, run_id)
+    summary = canary_read.run_summary(app.database, run_id)
     emit(summary, as_json, lambda: _summary_text(summary))
 
 
@@ -229,9 +225,8 @@ def show(app: AppContext, run_id, as_json) -> None:
 @pass_app
 def list_runs(app: AppContext, limit, as_json) -> None:
     """The newest canary runs."""
-    from lorawatch.monitors import canary as service
 
-    rows = service.list_runs(app.database, limit)
+    rows = canary_read.list_runs(app.database, limit)
     emit(rows, as_json, lambda: table(rows))
 
 
@@ -247,15 +242,12 @@ def list_runs(app: AppContext, limit, as_json) -> None:
 @pass_app
 def export(app: AppContext, run_id, fmt, out) -> None:
     """One row per (prompt, adapter): drift scores, outputs side by side, latency."""
-    import sys
 
+    # Deferred: pandas takes ~0.3 s to import; only this export needs it.
     import pandas as pd
 
-    from lorawatch.errors import InputError
-    from lorawatch.monitors import canary as service
-
-    rows = service.export_rows(app.database, run_id)
-    frame = pd.DataFrame(rows, columns=service.EXPORT_COLUMNS)
+    rows = canary_read.export_rows(app.database, run_id)
+    frame = pd.DataFrame(rows, columns=canary_read.EXPORT_COLUMNS)
     if fmt == "parquet":
         if out is None:
             raise InputError("parquet needs --out FILE", fix="pass --out run.parquet")
@@ -280,10 +272,9 @@ def export(app: AppContext, run_id, fmt, out) -> None:
 @pass_app
 def baseline(app: AppContext, adapter, version, run_id, as_json) -> None:
     """Pin the baseline run a version's later runs on that dataset are compared with."""
-    from lorawatch.monitors import canary as service
 
     with app.database.session() as session:
-        row = service.pin_baseline(session, adapter=adapter, version=version, run_id=run_id, actor=app.actor)
+        row = canary_finalize.pin_baseline(session, adapter=adapter, version=version, run_id=run_id, actor=app.actor)
         data = {"adapter": adapter, "version": version, "run": row.run_id, "pinned": row.pinned}
     emit(data, as_json, f"baseline of {adapter}@{version} on that dataset: run {run_id} (pinned)")
 
@@ -306,8 +297,6 @@ def gate(app: AppContext, adapter, version, dataset, device, batch_size, max_new
     checks every drift and risk monitor against its budget and the risk rates against
     production, and records the verdict on the version in the registry.
     """
-    from lorawatch.monitors import canary as service
-    from lorawatch.monitors.gate import run_gate
 
     options = service.RunOptions.from_settings(
         app.settings, device=device, batch_size=batch_size, max_new_tokens=max_new_tokens

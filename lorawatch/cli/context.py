@@ -6,30 +6,29 @@ from pathlib import Path
 
 import click
 
+from lorawatch.db import Database, open_database
+from lorawatch.settings import Settings, load_settings
+
 
 class AppContext:
     """Lazily loaded settings and database for one CLI invocation."""
 
     def __init__(self, config_path: Path | None = None) -> None:
         self.config_path = config_path
-        self._settings = None
-        self._database = None
+        self._settings: Settings | None = None
+        self._database: Database | None = None
 
     @property
-    def settings(self):
+    def settings(self) -> Settings:
         """The validated settings."""
         if self._settings is None:
-            from lorawatch.settings import load_settings
-
             self._settings = load_settings(self.config_path)
         return self._settings
 
     @property
-    def database(self):
+    def database(self) -> Database:
         """The database, its schema checked (an empty SQLite file is created)."""
         if self._database is None:
-            from lorawatch.db import open_database
-
             database = open_database(self.settings)
             database.ensure_schema()
             self._database = database

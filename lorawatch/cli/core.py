@@ -5,10 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
+from lorawatch import audit as audit_log
+from lorawatch.cli.canary import _summary_text
 from lorawatch.cli.context import AppContext, pass_app
+from lorawatch.cli.dashboard import serve
 from lorawatch.cli.output import emit, json_option, table
+from lorawatch.db import open_database
+from lorawatch.demo.run import FULL_DATASET, run_demo
 from lorawatch.errors import InputError
+from lorawatch.settings import CONFIG_FILE_NAME, render_default_toml
 
 
 @click.command()
@@ -20,8 +28,6 @@ def init(app: AppContext, as_json: bool) -> None:
     Safe to run any number of times: an up-to-date database and an existing settings file are
     left as they are.
     """
-    from lorawatch.db import open_database
-    from lorawatch.settings import CONFIG_FILE_NAME, render_default_toml
 
     settings = app.settings
     wrote_config = None
@@ -78,15 +84,11 @@ def config_show(app: AppContext, as_json: bool) -> None:
 @config.command("default")
 def config_default() -> None:
     """Print a commented lorawatch.toml with every setting at its default."""
-    from lorawatch.settings import render_default_toml
 
     click.echo(render_default_toml(), nl=False)
 
 
 def _redacted(url: str) -> str:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
     try:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:  # not a URL at all: say so rather than echo it (it may hold a secret)
@@ -105,7 +107,6 @@ def audit() -> None:
 @pass_app
 def audit_list(app: AppContext, object_ref: str | None, limit: int, as_json: bool) -> None:
     """The newest audit entries: who did what to which object, when and why."""
-    from lorawatch import audit as audit_log
 
     object_type, _, object_id = (object_ref or "").partition(":")
     with app.database.session() as session:
@@ -123,9 +124,6 @@ def audit_list(app: AppContext, object_ref: str | None, limit: int, as_json: boo
             )
         ]
     emit(rows, as_json, lambda: table(rows, ["ts", "actor", "action", "object", "reason"]))
-
-
-core_commands = [init, config, audit]
 
 
 @click.command()
@@ -149,16 +147,12 @@ def demo(app: AppContext, no_dashboard, dataset, full, max_new_tokens, batch_siz
     drifted, risky), seeds traffic and KPI history and runs a canary round on the smoke set.
     Run it again for another round, compared with the first.
     """
-    from lorawatch.cli.canary import _summary_text
-    from lorawatch.db import open_database
-    from lorawatch.demo.run import run_demo
 
     if full and dataset is not None:
         raise InputError("--full and --dataset both name the canary set", fix="pass one of them")
     settings = app.settings
     database = open_database(settings)
     say = (lambda _msg: None) if as_json else (lambda msg: click.echo(msg, err=True))
-    from lorawatch.demo.run import FULL_DATASET
 
     summary = run_demo(
         database,
@@ -186,9 +180,4 @@ def demo(app: AppContext, no_dashboard, dataset, full, max_new_tokens, batch_siz
 
     emit(summary, as_json, text)
     if not no_dashboard:
-        from lorawatch.cli.dashboard import serve
-
         raise SystemExit(serve(settings, say=lambda m: click.echo(m, err=True)))
-
-
-core_commands.append(demo)

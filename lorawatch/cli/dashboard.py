@@ -10,12 +10,14 @@ from pathlib import Path
 
 import click
 
+from lorawatch.app.auth import hash_password as make
 from lorawatch.cli.context import AppContext, pass_app
+from lorawatch.settings import Settings
 
 APP = Path(__file__).parent.parent / "app" / "dashboard.py"  # lorawatch/app: the app/ folder
 
 
-def serve(settings, *, port: int | None = None, address: str | None = None, say=print) -> int:
+def serve(settings: Settings, *, port: int | None = None, address: str | None = None, say=print) -> int:
     """Run ``streamlit run app/dashboard.py`` in the foreground with this process's settings."""
     port = port or settings.dashboard.port
     address = address or settings.dashboard.address
@@ -71,13 +73,8 @@ def serve(settings, *, port: int | None = None, address: str | None = None, say=
 def dashboard(app: AppContext, port, address, hash_password) -> None:
     """Serve the Streamlit dashboard (headless; open the printed URL)."""
     if hash_password:
-        from lorawatch.app.auth import hash_password as make
-
         password = click.prompt("Password", hide_input=True, confirmation_prompt=sys.stdin.isatty())
         click.echo(make(password))
         return
     app.database  # the schema is checked before the server starts  # noqa: B018
     raise SystemExit(serve(app.settings, port=port, address=address, say=lambda m: click.echo(m, err=True)))
-
-
-dashboard_commands = [dashboard]

@@ -8,6 +8,21 @@ import click
 
 from lorawatch.cli.context import AppContext, pass_app
 from lorawatch.cli.output import emit, json_option, table
+from lorawatch.incidents.report import export
+from lorawatch.incidents.service import (
+    acknowledge,
+    add_action_item,
+    add_note,
+    approve,
+    close_action_item,
+    list_incidents,
+    mitigate,
+    open_incident,
+    resolve,
+    rollback,
+    show,
+    update,
+)
 
 
 def _show_text(data: dict) -> str:
@@ -47,7 +62,6 @@ def incident() -> None:
 @pass_app
 def list_cmd(app: AppContext, include_resolved, adapter, as_json) -> None:
     """Open incidents (or all of them), newest first."""
-    from lorawatch.incidents.service import list_incidents
 
     rows = list_incidents(app.database, include_resolved=include_resolved, adapter=adapter)
     emit(
@@ -65,7 +79,6 @@ def list_cmd(app: AppContext, include_resolved, adapter, as_json) -> None:
 @pass_app
 def show_cmd(app: AppContext, incident_id, as_json) -> None:
     """One incident: state, times, alerts, timeline and action items."""
-    from lorawatch.incidents.service import show
 
     data = show(app.database, incident_id)
     emit(data, as_json, lambda: _show_text(data))
@@ -79,7 +92,6 @@ def show_cmd(app: AppContext, incident_id, as_json) -> None:
 @pass_app
 def open_cmd(app: AppContext, title, adapter, severity, as_json) -> None:
     """Open an incident by hand."""
-    from lorawatch.incidents.service import open_incident
 
     data = open_incident(app.database, app.settings, title=title, adapter=adapter, severity=severity, actor=app.actor)
     emit(data, as_json, f"incident {data['id']} opened")
@@ -91,7 +103,6 @@ def open_cmd(app: AppContext, title, adapter, severity, as_json) -> None:
 @pass_app
 def ack_cmd(app: AppContext, incident_id, as_json) -> None:
     """Acknowledge: you become the commander unless one is set; its alerts are acknowledged."""
-    from lorawatch.incidents.service import acknowledge
 
     data = acknowledge(app.database, incident_id, actor=app.actor)
     emit(data, as_json, f"incident {incident_id} acknowledged; commander {data['commander']}")
@@ -104,7 +115,6 @@ def ack_cmd(app: AppContext, incident_id, as_json) -> None:
 @pass_app
 def note_cmd(app: AppContext, incident_id, text, as_json) -> None:
     """Add a note to the timeline."""
-    from lorawatch.incidents.service import add_note
 
     emit(add_note(app.database, incident_id, text, actor=app.actor), as_json, f"note added to incident {incident_id}")
 
@@ -125,7 +135,6 @@ def note_cmd(app: AppContext, incident_id, text, as_json) -> None:
 @pass_app
 def update_cmd(app: AppContext, incident_id, commander, severity, as_json, **fields) -> None:
     """Edit the review: summary, impact, trigger, root cause, resolution, what went well or badly, luck."""
-    from lorawatch.incidents.service import update
 
     data = update(app.database, incident_id, actor=app.actor, commander=commander, severity=severity, **fields)
     emit(data, as_json, f"incident {incident_id} updated")
@@ -140,7 +149,6 @@ def update_cmd(app: AppContext, incident_id, commander, severity, as_json, **fie
 @pass_app
 def action_cmd(app: AppContext, incident_id, description, owner, due, as_json) -> None:
     """Add an action item (owner, due date)."""
-    from lorawatch.incidents.service import add_action_item
 
     data = add_action_item(
         app.database,
@@ -160,7 +168,6 @@ def action_cmd(app: AppContext, incident_id, description, owner, due, as_json) -
 @pass_app
 def done_cmd(app: AppContext, incident_id, item_id, as_json) -> None:
     """Mark an action item done."""
-    from lorawatch.incidents.service import close_action_item
 
     emit(close_action_item(app.database, incident_id, item_id, actor=app.actor), as_json, f"action item {item_id} done")
 
@@ -172,7 +179,6 @@ def done_cmd(app: AppContext, incident_id, item_id, as_json) -> None:
 @pass_app
 def approve_cmd(app: AppContext, incident_id, reason, as_json) -> None:
     """Approve the incident's rollback, as a second responder or the adapter's owner."""
-    from lorawatch.incidents.service import approve
 
     emit(
         approve(app.database, app.settings, incident_id, actor=app.actor, reason=reason),
@@ -190,7 +196,6 @@ def approve_cmd(app: AppContext, incident_id, reason, as_json) -> None:
 @pass_app
 def rollback_cmd(app: AppContext, incident_id, reason, alias, tenant, as_json) -> None:
     """Point the adapter's alias back at its previous version (approval first, when configured)."""
-    from lorawatch.incidents.service import rollback
 
     data = rollback(app.database, app.settings, incident_id, actor=app.actor, reason=reason, alias=alias, tenant=tenant)
     emit(data, as_json, lambda: next(e["message"] for e in reversed(data["timeline"]) if e["kind"] == "rollback"))
@@ -203,7 +208,6 @@ def rollback_cmd(app: AppContext, incident_id, reason, alias, tenant, as_json) -
 @pass_app
 def mitigate_cmd(app: AppContext, incident_id, note, as_json) -> None:
     """Mark the incident mitigated without a rollback."""
-    from lorawatch.incidents.service import mitigate
 
     emit(
         mitigate(app.database, app.settings, incident_id, actor=app.actor, note=note),
@@ -219,7 +223,6 @@ def mitigate_cmd(app: AppContext, incident_id, note, as_json) -> None:
 @pass_app
 def resolve_cmd(app: AppContext, incident_id, note, as_json) -> None:
     """Resolve the incident."""
-    from lorawatch.incidents.service import resolve
 
     data = resolve(app.database, app.settings, incident_id, actor=app.actor, note=note)
     emit(data, as_json, f"incident {incident_id} resolved; time to recover {data['time_to_recover_min']} min")
@@ -233,10 +236,6 @@ def resolve_cmd(app: AppContext, incident_id, note, as_json) -> None:
 @pass_app
 def export_cmd(app: AppContext, incident_id, fmt, out, as_json) -> None:
     """Export the post-incident report (md with its charts beside it, self-contained html, or pdf)."""
-    from lorawatch.incidents.report import export
 
     result = export(app.database, app.settings, incident_id, fmt=fmt, out=out)
     emit(result, as_json, f"wrote {', '.join(result['files'])}")
-
-
-incident_commands = [incident]

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import click
 
+from lorawatch import scheduler as sched
 from lorawatch.cli.context import AppContext, pass_app
-from lorawatch.cli.output import emit, json_option, table
+from lorawatch.cli.output import emit, json_option, parse_time, table
+from lorawatch.db.types import utcnow
+from lorawatch.errors import InputError
+from lorawatch.jobs import history, list_jobs
+from lorawatch.scheduler import run_now
 
 
 @click.command()
@@ -22,10 +27,6 @@ def scheduler(app: AppContext, once, at, only, as_json) -> None:
     Any number of schedulers may share one database: each occurrence of a job runs once.
     SIGTERM lets running jobs finish, then exits.
     """
-    from lorawatch import scheduler as sched
-    from lorawatch.cli.registry import parse_time
-    from lorawatch.db.types import utcnow
-    from lorawatch.errors import InputError
 
     if (at or only) and not once:
         raise InputError("--at and --job go with --once", fix="add --once")
@@ -58,7 +59,6 @@ def jobs() -> None:
 @pass_app
 def list_cmd(app: AppContext, as_json) -> None:
     """Each job with its schedule, next run and last run."""
-    from lorawatch.jobs import list_jobs
 
     rows = list_jobs(app.database, app.settings)
     emit(
@@ -78,7 +78,6 @@ def list_cmd(app: AppContext, as_json) -> None:
 @pass_app
 def history_cmd(app: AppContext, job, limit, as_json) -> None:
     """The run history: start, end, status, error and duration of each run, newest first."""
-    from lorawatch.jobs import history
 
     rows = history(app.database, job=job, limit=limit)
     emit(
@@ -97,7 +96,6 @@ def history_cmd(app: AppContext, job, limit, as_json) -> None:
 @pass_app
 def run_cmd(app: AppContext, name, as_json) -> None:
     """Run one job now, outside its schedule (refused while it runs elsewhere)."""
-    from lorawatch.scheduler import run_now
 
     result = run_now(app.database, app.settings, name)
     emit(
@@ -108,6 +106,3 @@ def run_cmd(app: AppContext, name, as_json) -> None:
     )
     if result["status"] == "failed":
         raise SystemExit(1)
-
-
-job_commands = [scheduler, jobs]

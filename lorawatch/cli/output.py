@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import click
+
+from lorawatch.durations import parse_duration
+from lorawatch.errors import InputError
 
 
 def json_option(func: Callable) -> Callable:
@@ -71,3 +74,22 @@ def _cell(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(_cell(v) for v in value)
     return str(value)
+
+
+def parse_time(value: str | None, what: str) -> datetime | None:
+    """An ISO 8601 time given on the command line; a time without a zone is taken as UTC."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"{what} {value!r} is not a time", fix="use ISO 8601, e.g. 2026-11-30T14:00:00Z") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def parse_duration_option(value: str) -> timedelta:
+    """A duration given on the command line (``30m``, ``2h``, ``1d``, ``1h30m``)."""
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise InputError(str(exc), fix="write e.g. 30m, 2h or 1d") from None

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
 from lorawatch.cli.context import AppContext, pass_app
-from lorawatch.cli.output import emit, json_option, table
+from lorawatch.cli.output import emit, json_option, parse_time, table
+from lorawatch.db.models import AdapterVersion
+from lorawatch.db.types import utcnow
+from lorawatch.errors import InputError
+from lorawatch.registry import catalog, lifecycle, service
+from lorawatch.registry import metadata as md
 
 
 @click.group()
@@ -18,22 +23,7 @@ def registry() -> None:
     """The adapter registry: versions, lineage, aliases, promotion, rollback, lifecycle."""
 
 
-def parse_time(value: str | None, what: str) -> datetime | None:
-    """An ISO 8601 time; a time without a zone is taken as UTC."""
-    from lorawatch.errors import InputError
-
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InputError(f"{what} {value!r} is not a time", fix="use ISO 8601, e.g. 2026-11-30T14:00:00Z") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def _pairs(values: tuple[str, ...], what: str, number: bool) -> dict[str, Any]:
-    from lorawatch.errors import InputError
-
     result: dict[str, Any] = {}
     for item in values:
         key, sep, raw = item.partition("=")
@@ -60,7 +50,6 @@ def add_base(
     app: AppContext, name: str, path: Path | None, hub_id: str | None, revision: str | None, as_json: bool
 ) -> None:
     """Register a base model: hashes its weight files and records its architecture."""
-    from lorawatch.registry import service
 
     with app.database.session() as session:
         record = service.add_base(
@@ -93,7 +82,6 @@ def _base_view(record) -> dict[str, Any]:
 @pass_app
 def bases(app: AppContext, as_json: bool) -> None:
     """List the registered base models."""
-    from lorawatch.registry import service
 
     with app.database.session() as session:
         rows = [_base_view(b) for b in service.list_bases(session)]
@@ -116,8 +104,6 @@ FROM_JSON_KEYS = {
 
 
 def _read_spec(path: Path) -> dict[str, Any]:
-    from lorawatch.errors import InputError
-
     try:
         spec = json.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -204,11 +190,6 @@ def add(
     hashes every file and copies them into the store. Relative paths in --from-json are
     taken from the working directory; command-line options override the file.
     """
-    from pydantic import ValidationError
-
-    from lorawatch.errors import InputError
-    from lorawatch.registry import metadata as md
-    from lorawatch.registry import service
 
     spec: dict[str, Any] = _read_spec(from_json) if from_json else {}
     adapter = adapter or spec.get("adapter")
@@ -311,7 +292,6 @@ def add(
 @pass_app
 def list_(app: AppContext, adapter, base, team, alias, state, expired, review_overdue, as_json) -> None:
     """List adapter versions with their aliases, owners and lifecycle status."""
-    from lorawatch.registry import catalog
 
     with app.database.session() as session:
         rows = catalog.list_versions(
@@ -357,8 +337,6 @@ def list_(app: AppContext, adapter, base, team, alias, state, expired, review_ov
 @pass_app
 def show(app: AppContext, adapter, version, alias, tenant, at, as_json) -> None:
     """Show an adapter (versions, aliases, history), one version, or what an alias served when."""
-    from lorawatch.db.types import utcnow
-    from lorawatch.registry import catalog, service
 
     review_days = app.settings.registry.review_due_days
     with app.database.session() as session:
@@ -436,7 +414,6 @@ def _adapter_text(data: dict[str, Any]) -> str:
 @pass_app
 def history(app: AppContext, adapter, alias, tenant, as_json) -> None:
     """Every promotion and rollback of an adapter's aliases, with actor, time and reason."""
-    from lorawatch.registry import service
 
     with app.database.session() as session:
         rows = service.alias_history(session, adapter, alias, tenant)
@@ -464,7 +441,6 @@ def _alias_options(func):
 @pass_app
 def promote(app: AppContext, adapter, version, alias, tenant, reason, as_json) -> None:
     """Point an alias (per tenant) at a version."""
-    from lorawatch.registry import service
 
     with app.database.session() as session:
         ev = service.promote(
@@ -485,7 +461,6 @@ def promote(app: AppContext, adapter, version, alias, tenant, reason, as_json) -
 @pass_app
 def rollback(app: AppContext, adapter, alias, tenant, reason, as_json) -> None:
     """Point an alias back at the version it held before the current one."""
-    from lorawatch.registry import service
 
     with app.database.session() as session:
         ev = service.rollback(session, adapter=adapter, alias=alias, tenant=tenant, actor=app.actor, reason=reason)
@@ -498,8 +473,6 @@ def rollback(app: AppContext, adapter, alias, tenant, reason, as_json) -> None:
 
 
 def _event(session, ev) -> dict[str, Any]:
-    from lorawatch.db.models import AdapterVersion
-
     def name(version_id):
         return session.get(AdapterVersion, version_id).version if version_id else None
 
@@ -523,7 +496,6 @@ def _event(session, ev) -> dict[str, Any]:
 @pass_app
 def verify(app: AppContext, adapter, version, as_json) -> None:
     """Re-check every file of a version against its recorded sha256."""
-    from lorawatch.registry import service
 
     with app.database.session() as session:
         directory = service.open_version(session, service.Store.from_settings(app.settings), adapter, version)
@@ -547,7 +519,6 @@ def verify(app: AppContext, adapter, version, as_json) -> None:
 @pass_app
 def archive(app: AppContext, older_than, dry_run, as_json) -> None:
     """Compress and remove versions unused for N days; never one an alias points at."""
-    from lorawatch.registry import lifecycle, service
 
     days = older_than or app.settings.registry.archive_after_days
     with app.database.session() as session:
@@ -564,7 +535,6 @@ def archive(app: AppContext, older_than, dry_run, as_json) -> None:
 @pass_app
 def restore(app: AppContext, adapter, version, as_json) -> None:
     """Restore an archived version, byte-identical (every hash re-checked)."""
-    from lorawatch.registry import lifecycle, service
 
     with app.database.session() as session:
         row = lifecycle.restore(
@@ -582,7 +552,6 @@ def restore(app: AppContext, adapter, version, as_json) -> None:
 @pass_app
 def review(app: AppContext, adapter, version, note, as_json) -> None:
     """Record that a version was reviewed (restarts its review cadence)."""
-    from lorawatch.registry import lifecycle
 
     with app.database.session() as session:
         row = lifecycle.mark_reviewed(session, adapter=adapter, version=version, actor=app.actor, note=note)

@@ -8,6 +8,9 @@ import click
 
 from lorawatch.cli.context import AppContext, pass_app
 from lorawatch.cli.output import emit, json_option, table
+from lorawatch.monitors.risk import RiskScorers, score_file
+from lorawatch.monitors.risk import annotate as add
+from lorawatch.monitors.risk import samples as get_samples
 
 
 @click.group()
@@ -24,7 +27,6 @@ def score(app: AppContext, file: Path, as_json: bool) -> None:
 
     A line's optional "prompt" makes PII a leak check: entities also in the prompt are not leaks.
     """
-    from lorawatch.monitors.risk import RiskScorers, score_file
 
     scorers = RiskScorers.from_settings(app.settings)
     rows = score_file(file, scorers)
@@ -46,7 +48,6 @@ def score(app: AppContext, file: Path, as_json: bool) -> None:
 @pass_app
 def samples(app: AppContext, run_id: int, adapter: str | None, flagged: bool, as_json: bool) -> None:
     """Before/after samples of a run: base and adapted outputs with scores and annotations."""
-    from lorawatch.monitors.risk import samples as get_samples
 
     rows = get_samples(app.database, run_id, adapter, flagged, app.settings.risk.toxicity_threshold)
 
@@ -75,7 +76,6 @@ def samples(app: AppContext, run_id: int, adapter: str | None, flagged: bool, as
 @pass_app
 def annotate(app: AppContext, run_id, prompt_id, adapter, verdict, note, as_json) -> None:
     """Record a reviewer's verdict on one before/after sample."""
-    from lorawatch.monitors.risk import annotate as add
 
     with app.database.session() as session:
         row = add(

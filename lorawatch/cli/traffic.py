@@ -8,6 +8,9 @@ import click
 
 from lorawatch.cli.context import AppContext, pass_app
 from lorawatch.cli.output import emit, json_option, table
+from lorawatch.monitors import traffic as traffic_service
+from lorawatch.monitors import traffic_eval
+from lorawatch.monitors.prometheus_pull import pull_latency
 
 
 @click.group()
@@ -22,9 +25,8 @@ def ingest() -> None:
 def ingest_requests(app: AppContext, file: Path, as_json: bool) -> None:
     """Request records: ts, adapter_id, latency_ms [, adapter_version, base_model_id, tenant,
     ttft_ms, prompt_tokens, completion_tokens, gpu_seconds, status]."""
-    from lorawatch.monitors.traffic import ingest_requests as run
 
-    result = run(app.database, file, actor=app.actor, progress=not as_json)
+    result = traffic_service.ingest_requests(app.database, file, actor=app.actor, progress=not as_json)
     text = (
         f"{file}: already ingested, nothing counted twice ({result['reason']})"
         if result["skipped"]
@@ -39,9 +41,8 @@ def ingest_requests(app: AppContext, file: Path, as_json: bool) -> None:
 @pass_app
 def ingest_kpis(app: AppContext, file: Path, as_json: bool) -> None:
     """KPI observations: ts, adapter_id, kpi, value [, tenant] (conversion, RPM, CSAT, ...)."""
-    from lorawatch.monitors.traffic import ingest_kpis as run
 
-    result = run(app.database, file, actor=app.actor)
+    result = traffic_service.ingest_kpis(app.database, file, actor=app.actor)
     emit(result, as_json, f"{file}: " + ("already ingested" if result["skipped"] else f"{result['rows']} KPI values"))
 
 
@@ -53,10 +54,10 @@ def ingest_kpis(app: AppContext, file: Path, as_json: bool) -> None:
 @pass_app
 def latency(app: AppContext, adapter, tenant, window, as_json) -> None:
     """P50, P95 and P99 latency (and TTFT) with counts per adapter, from merged sketches."""
-    from lorawatch.monitors.traffic import latency as compute
-    from lorawatch.monitors.traffic import parse_window
 
-    rows = compute(app.database, window=parse_window(window), adapter=adapter, tenant=tenant)
+    rows = traffic_service.latency(
+        app.database, window=traffic_service.parse_window(window), adapter=adapter, tenant=tenant
+    )
     emit(
         rows,
         as_json,
@@ -70,10 +71,8 @@ def latency(app: AppContext, adapter, tenant, window, as_json) -> None:
 @pass_app
 def costs(app: AppContext, window, as_json) -> None:
     """Adapter hit rate (requests, tokens), GPU hours per adapter and tenant, daily roll-ups."""
-    from lorawatch.monitors.traffic import parse_window
-    from lorawatch.monitors.traffic_eval import costs as compute
 
-    data = compute(app.database, window=parse_window(window))
+    data = traffic_eval.costs(app.database, window=traffic_service.parse_window(window))
     emit(data, as_json, lambda: table(data["adapters"]) + "\n\n" + table(data["tenants"]))
 
 
@@ -87,13 +86,9 @@ def traffic() -> None:
 @pass_app
 def evaluate(app: AppContext, as_json) -> None:
     """Compute and store the traffic monitors for every adapter now."""
-    from lorawatch.monitors.traffic_eval import evaluate_traffic
 
-    rows = evaluate_traffic(app.database, app.settings)
+    rows = traffic_eval.evaluate_traffic(app.database, app.settings)
     emit(rows, as_json, lambda: table(rows, ["monitor", "adapter", "value", "threshold", "breached"]))
-
-
-traffic_commands = [ingest, latency, costs, traffic]
 
 
 @ingest.command("prometheus")
@@ -104,7 +99,6 @@ traffic_commands = [ingest, latency, costs, traffic]
 @pass_app
 def ingest_prometheus(app: AppContext, url, metric, window, as_json) -> None:
     """Pull P50/P95/P99 per adapter from Prometheus (histogram_quantile by adapter_id)."""
-    from lorawatch.monitors.prometheus_pull import pull_latency
 
     rows = pull_latency(app.database, url, metric=metric, window=window)
     emit(rows, as_json, lambda: table(rows, ["monitor", "adapter", "value"]))

