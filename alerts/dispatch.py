@@ -165,7 +165,8 @@ def dispatch(
                 groups[gk] = group
     queued: list[Notification] = []
     for gk, group in list(groups.items()):
-        route = route_of.get(gk)
+        # no alert of this group routed here any more (the routes changed): the root's timings
+        route = route_of.get(gk) or root
         in_group = members.get(gk, [])
         firing = [a for a in in_group if a.state == "firing" and a.fingerprint not in muted]
         notified = dict(group.notified or {})
@@ -177,8 +178,6 @@ def dispatch(
         receiver = receivers.get(gk[0])
         if receiver is None:
             continue
-        if route is None:  # no alert of this group is routed here any more (e.g. the routes changed)
-            route = root
         if not receiver.send_resolved and (to_resolve or gone):
             for a in to_resolve:
                 notified.pop(a.fingerprint, None)

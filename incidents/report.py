@@ -383,8 +383,9 @@ def _split_row(row: str) -> list[str]:
 def chromium_binary() -> str:
     """The headless Chromium that prints PDFs: $LORAWATCH_CHROMIUM, else chromium on PATH."""
     for candidate in (os.environ.get("LORAWATCH_CHROMIUM"), "chromium", "chromium-browser", "google-chrome", "chrome"):
-        if candidate and shutil.which(candidate):
-            return shutil.which(candidate)
+        found = shutil.which(candidate) if candidate else None
+        if found:
+            return found
     raise DependencyError(
         "PDF export needs Chromium, which is not installed",
         fix="apt-get install chromium (or set LORAWATCH_CHROMIUM to a Chrome binary), or export md or html",

@@ -32,7 +32,7 @@ from lorawatch.db.models import (
 )
 from lorawatch.db.types import utcnow
 from lorawatch.errors import ConflictError, InputError, NotFoundError
-from lorawatch.registry import service as registry
+from lorawatch.registry import aliases as registry_aliases
 from lorawatch.settings import Settings
 
 STATES = ("triggered", "acknowledged", "mitigated", "resolved")
@@ -492,7 +492,7 @@ def rollback(
                 where=f"incident {incident_id}",
                 fix=f"ask them to run `lorawatch incident approve {incident_id} --reason ...`, then roll back again",
             )
-        change = registry.rollback(
+        change = registry_aliases.rollback(
             session,
             adapter=incident.adapter,
             alias=alias,

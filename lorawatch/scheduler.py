@@ -57,7 +57,7 @@ from lorawatch.monitors.prometheus_pull import pull_latency
 from lorawatch.monitors.traffic_eval import evaluate_traffic
 from lorawatch.plugins import load_default_plugins
 from lorawatch.registry import lifecycle
-from lorawatch.registry.service import Store
+from lorawatch.registry.store import Store
 from lorawatch.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -41,7 +41,9 @@ from lorawatch.monitors.canary_store import plan_batches, progress_bar, record_w
 from lorawatch.monitors.canary_worker import CanaryWorker, WorkerSpec
 from lorawatch.monitors.dataset import CanaryDataset, CanaryPrompt, load_dataset
 from lorawatch.registry import files as registry_files
-from lorawatch.registry.service import Store, aliased_versions, get_adapter, get_version, open_version, resolve_alias
+from lorawatch.registry.aliases import aliased_versions, resolve_alias
+from lorawatch.registry.store import Store
+from lorawatch.registry.versions import get_adapter, get_version, open_version
 from lorawatch.settings import Settings
 
 

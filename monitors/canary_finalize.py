@@ -25,7 +25,7 @@ from lorawatch.errors import ConflictError, InputError
 from lorawatch.monitors.canary_read import run_summary
 from lorawatch.monitors.embeddings import from_bytes
 from lorawatch.monitors.registry import all_monitors, check_configured_ids, threshold_for
-from lorawatch.registry.service import get_version
+from lorawatch.registry.versions import get_version
 from lorawatch.settings import Settings
 
 METRICS = ["kl_mean", "kl_max", "js_mean", "top1_agreement", "ref_logprob_base", "ref_logprob_adapted"]

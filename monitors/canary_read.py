@@ -53,6 +53,7 @@ def run_summary(db: Database, run_id: int) -> dict[str, Any]:
             raise NotFoundError(f"no canary run {run_id}", fix="list runs with `lorawatch canary list`")
         dataset = session.get(CanaryDatasetRecord, run.dataset_id)
         base = session.get(BaseModelRecord, run.base_model_id)
+        assert dataset is not None and base is not None  # foreign keys
         results = list(
             session.scalars(
                 select(MonitorResult)

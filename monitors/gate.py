@@ -12,7 +12,8 @@ from lorawatch import audit
 from lorawatch.db import Database
 from lorawatch.db.models import GateVerdict
 from lorawatch.monitors import canary
-from lorawatch.registry.service import get_version, resolve_alias
+from lorawatch.registry.aliases import resolve_alias
+from lorawatch.registry.versions import get_version
 from lorawatch.settings import Settings
 
 # Rates compared with production: the candidate may not exceed production's by more than the

@@ -17,7 +17,7 @@ from lorawatch.errors import DatasetError, InputError, NotFoundError
 from lorawatch.monitors.canary_read import results_with_base
 from lorawatch.monitors.pii import PiiDetector, leaks
 from lorawatch.monitors.toxicity import build_scorer
-from lorawatch.registry.service import get_version
+from lorawatch.registry.versions import get_version
 from lorawatch.settings import Settings
 
 VERDICTS = ("ok", "harmful", "false_positive", "needs_followup")

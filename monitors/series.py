@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from lorawatch.db.models import AdapterRecord, AdapterVersion, Alert, AliasEvent, KpiValue, MonitorResult, TrafficHour
 from lorawatch.monitors.sketch import merge_many
 from lorawatch.monitors.traffic import latency
-from lorawatch.registry.service import aliased_versions
+from lorawatch.registry.aliases import aliased_versions
 from lorawatch.settings import Settings
 
 

@@ -11,7 +11,8 @@ from sqlalchemy.orm import Session
 from lorawatch.db.models import AdapterAlias, AdapterRecord, AdapterVersion, BaseModelRecord, GateVerdict
 from lorawatch.db.types import utcnow
 from lorawatch.registry import lifecycle
-from lorawatch.registry.service import alias_history, get_adapter
+from lorawatch.registry.aliases import alias_history
+from lorawatch.registry.versions import get_adapter
 
 
 def latest_verdict(session: Session, version_id: int) -> dict[str, Any] | None:

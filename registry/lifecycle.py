@@ -17,7 +17,8 @@ from lorawatch.db.models import AdapterAlias, AdapterVersion
 from lorawatch.db.types import utcnow
 from lorawatch.errors import ConflictError
 from lorawatch.registry import files
-from lorawatch.registry.service import Store, get_version
+from lorawatch.registry.store import Store
+from lorawatch.registry.versions import get_version
 
 
 def status(version: AdapterVersion, now: datetime, default_review_days: int) -> dict[str, Any]:
@@ -63,7 +64,7 @@ def archive_candidates(
     now = now or utcnow()
     cutoff = now - timedelta(days=older_than_days)
     targets = _alias_targets(session)
-    result = []
+    result: list[tuple[AdapterVersion, str | None]] = []
     for row in session.scalars(
         select(AdapterVersion)
         .where(AdapterVersion.state == "active", AdapterVersion.last_used_at < cutoff)
@@ -128,6 +129,8 @@ def restore(session: Session, store: Store, *, adapter: str, version: str, actor
     row = get_version(session, adapter, version)
     if row.state != "archived":
         raise ConflictError(f"{adapter}@{version} is not archived", fix="nothing to restore")
+    if row.archive_path is None:
+        raise ConflictError(f"{adapter}@{version} is archived but its archive is not recorded", fix="register it again")
     archive_path = Path(row.archive_path)
     directory = Path(row.path)
     staging = directory.parent / f".restore-{version}"

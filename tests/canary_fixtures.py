@@ -7,6 +7,10 @@ import os
 
 import pytest
 
+from lorawatch.registry import aliases as registry_aliases
+from lorawatch.registry import bases as registry_bases
+from lorawatch.registry import store as registry_store
+from lorawatch.registry import versions as registry_versions
 from tests.tiny_models import write_canary_dataset
 
 
@@ -35,13 +39,12 @@ def settings(lw_env, tmp_path):
 @pytest.fixture
 def registered(db, settings, tiny_base, trained_adapter, zero_adapter, second_adapter):
     """The tiny base with three adapters: trained (v1 in production), zero, and other."""
-    from lorawatch.registry import service
 
-    store = service.Store.from_settings(settings)
+    store = registry_store.Store.from_settings(settings)
     with db.session() as s:
-        service.add_base(s, name="tiny", path=tiny_base, actor="t")
-        service.register_version(s, store, adapter="trained", path=trained_adapter, base="tiny", actor="t")
-        service.register_version(s, store, adapter="zero", path=zero_adapter, base="tiny", actor="t")
-        service.register_version(s, store, adapter="other", path=second_adapter, base="tiny", actor="t")
-        service.promote(s, adapter="trained", version="v1", actor="t", reason="r")
+        registry_bases.add_base(s, name="tiny", path=tiny_base, actor="t")
+        registry_versions.register_version(s, store, adapter="trained", path=trained_adapter, base="tiny", actor="t")
+        registry_versions.register_version(s, store, adapter="zero", path=zero_adapter, base="tiny", actor="t")
+        registry_versions.register_version(s, store, adapter="other", path=second_adapter, base="tiny", actor="t")
+        registry_aliases.promote(s, adapter="trained", version="v1", actor="t", reason="r")
     return store

@@ -16,6 +16,9 @@ from sqlalchemy import func, select
 from lorawatch.db.models import Base, CanaryRun, MonitorResult
 from lorawatch.errors import IntegrityError
 from lorawatch.monitors import canary_read
+from lorawatch.registry import bases as registry_bases
+from lorawatch.registry import store as registry_store
+from lorawatch.registry import versions as registry_versions
 from tests.tiny_models import independent_kl
 
 LORAWATCH = Path(sys.executable).parent / "lorawatch"
@@ -116,20 +119,19 @@ def test_changed_adapter_weights_are_refused_and_with_hashes_bypassed_breach_dri
 def test_a_changed_base_is_refused_and_with_hashes_bypassed_breaches_drift(
     db, settings, canary_file, embedder, tmp_path, trained_adapter
 ):
-    from lorawatch.registry import service
     from tests.tiny_models import build_base
 
     base_dir = tmp_path / "base-copy"
     shutil.copytree(_session_base(trained_adapter), base_dir)
-    store = service.Store.from_settings(settings)
+    store = registry_store.Store.from_settings(settings)
     adapter_dir = tmp_path / "adapter"
     shutil.copytree(trained_adapter, adapter_dir)
     config = json.loads((adapter_dir / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = str(base_dir)
     (adapter_dir / "adapter_config.json").write_text(json.dumps(config))
     with db.session() as s:
-        service.add_base(s, name="tiny", path=base_dir, actor="t")
-        service.register_version(s, store, adapter="trained", path=adapter_dir, base="tiny", actor="t")
+        registry_bases.add_base(s, name="tiny", path=base_dir, actor="t")
+        registry_versions.register_version(s, store, adapter="trained", path=adapter_dir, base="tiny", actor="t")
     run(db, settings, canary_file, ["trained"], embedder)
     other = build_base(tmp_path / "other-base", seed=99, pretrain_steps=0)  # untrained: different by construction
     shutil.copyfile(other / "model.safetensors", base_dir / "model.safetensors")
@@ -313,14 +315,13 @@ def test_sigkill_mid_run_then_resume_gives_the_same_results(lw_env, db, register
 def test_selecting_adapters_on_different_bases_is_refused(db, settings, registered, canary_file, tmp_path):
     from lorawatch.errors import InputError
     from lorawatch.monitors import canary
-    from lorawatch.registry import service
     from tests.tiny_models import build_base, train_adapter
 
     other_base = build_base(tmp_path / "b2", seed=5, pretrain_steps=0)
     adapter = train_adapter(other_base, tmp_path / "a2", steps=1)
     with db.session() as s:
-        service.add_base(s, name="tiny2", path=other_base, actor="t")
-        service.register_version(s, registered, adapter="elsewhere", path=adapter, base="tiny2", actor="t")
+        registry_bases.add_base(s, name="tiny2", path=other_base, actor="t")
+        registry_versions.register_version(s, registered, adapter="elsewhere", path=adapter, base="tiny2", actor="t")
     with pytest.raises(InputError, match="different base models"):
         canary.create_run(
             db,

@@ -10,6 +10,9 @@ import pytest
 
 from lorawatch.demo.models import ADAPTERS_DIR, BASE_HUB_ID, DEMO_ADAPTERS, shipped_adapter
 from lorawatch.errors import DependencyError
+from lorawatch.registry import bases as registry_bases
+from lorawatch.registry import store as registry_store
+from lorawatch.registry import versions as registry_versions
 
 PROJECTIONS = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
 
@@ -66,15 +69,14 @@ def test_each_shipped_adapter_matches_its_manifest_and_the_smollm2_shapes(spec, 
 
 
 def test_the_registry_accepts_every_shipped_adapter_with_the_manifest_digests(db, settings_for_demo, tiny_base):
-    from lorawatch.registry import service
 
-    store = service.Store.from_settings(settings_for_demo)
+    store = registry_store.Store.from_settings(settings_for_demo)
     manifest = json.loads((ADAPTERS_DIR / "manifest.json").read_text())
     with db.session() as s:
         # the registry checks the declared base by name, not by shape: the tiny base stands in for SmolLM2
-        service.add_base(s, name="smollm2-135m-instruct", path=tiny_base, hub_id=BASE_HUB_ID, actor="t")
+        registry_bases.add_base(s, name="smollm2-135m-instruct", path=tiny_base, hub_id=BASE_HUB_ID, actor="t")
         for spec in DEMO_ADAPTERS:
-            version = service.register_version(
+            version = registry_versions.register_version(
                 s,
                 store,
                 adapter=spec.name,

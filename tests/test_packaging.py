@@ -46,7 +46,7 @@ def test_the_wheel_holds_only_lorawatch_and_runs_from_a_clean_venv(tmp_path):
         "lorawatch/alerts/engine.py",
         "lorawatch/alerts/rules/builtin.yaml",
         "lorawatch/monitors/canary.py",
-        "lorawatch/registry/service.py",
+        "lorawatch/registry/versions.py",
         "lorawatch/incidents/report.py",
         "lorawatch/serving/metrics.py",
         "lorawatch/app/dashboard.py",

@@ -11,6 +11,10 @@ from sqlalchemy import func, select
 
 from lorawatch.db import Database
 from lorawatch.db.models import Base
+from lorawatch.registry import aliases as registry_aliases
+from lorawatch.registry import bases as registry_bases
+from lorawatch.registry import store as registry_store
+from lorawatch.registry import versions as registry_versions
 
 
 @pytest.fixture
@@ -285,16 +289,18 @@ def test_a_bad_from_json_names_the_file(cli, reg, tmp_path, trained_adapter):
 
 
 def test_review_status_is_overdue_after_the_cadence(db, tmp_path, tiny_base, trained_adapter):
-    from lorawatch.registry import catalog, lifecycle, service
+    from lorawatch.registry import catalog, lifecycle
     from lorawatch.registry.metadata import VersionMetadata
 
-    store = service.Store(tmp_path / "store")
+    store = registry_store.Store(tmp_path / "store")
     meta = VersionMetadata.model_validate({"ownership": {"review_cadence_days": 10}})
     with db.session() as s:
-        service.add_base(s, name="tiny", path=tiny_base, actor="t")
-        service.register_version(s, store, adapter="a", path=trained_adapter, base="tiny", metadata=meta, actor="t")
+        registry_bases.add_base(s, name="tiny", path=tiny_base, actor="t")
+        registry_versions.register_version(
+            s, store, adapter="a", path=trained_adapter, base="tiny", metadata=meta, actor="t"
+        )
     with db.session() as s:  # registered 20 days ago, never reviewed
-        service.get_version(s, "a", "v1").created_at = datetime.now(UTC) - timedelta(days=20)
+        registry_versions.get_version(s, "a", "v1").created_at = datetime.now(UTC) - timedelta(days=20)
     with db.session() as s:
         (view,) = catalog.list_versions(s, review_days=90)
         assert view["review_overdue"] is True
@@ -308,14 +314,14 @@ def test_review_status_is_overdue_after_the_cadence(db, tmp_path, tiny_base, tra
 def test_archive_skips_alias_targets_and_restore_is_byte_identical(
     db, tmp_path, tiny_base, trained_adapter, second_adapter
 ):
-    from lorawatch.registry import lifecycle, service
+    from lorawatch.registry import lifecycle
 
-    store = service.Store(tmp_path / "store")
+    store = registry_store.Store(tmp_path / "store")
     with db.session() as s:
-        service.add_base(s, name="tiny", path=tiny_base, actor="t")
-        v1 = service.register_version(s, store, adapter="a", path=trained_adapter, base="tiny", actor="t")
-        service.register_version(s, store, adapter="a", path=second_adapter, base="tiny", actor="t")
-        service.promote(s, adapter="a", version="v2", actor="t", reason="r")
+        registry_bases.add_base(s, name="tiny", path=tiny_base, actor="t")
+        v1 = registry_versions.register_version(s, store, adapter="a", path=trained_adapter, base="tiny", actor="t")
+        registry_versions.register_version(s, store, adapter="a", path=second_adapter, base="tiny", actor="t")
+        registry_aliases.promote(s, adapter="a", version="v2", actor="t", reason="r")
         v1_dir = Path(v1.path)
     original = {p.name: p.read_bytes() for p in v1_dir.iterdir()}
     future = datetime.now(UTC) + timedelta(days=91)
@@ -328,14 +334,14 @@ def test_archive_skips_alias_targets_and_restore_is_byte_identical(
     assert not v1_dir.exists()
     assert store.archive_file("a", "v1").stat().st_size > 0
     with db.session() as s:
-        assert service.get_version(s, "a", "v1").state == "archived"
+        assert registry_versions.get_version(s, "a", "v1").state == "archived"
         with pytest.raises(Exception, match="archived"):
-            service.open_version(s, store, "a", "v1")
+            registry_versions.open_version(s, store, "a", "v1")
     with db.session() as s:
         lifecycle.restore(s, store, adapter="a", version="v1", actor="t")
     assert {p.name: p.read_bytes() for p in v1_dir.iterdir()} == original
     with db.session() as s:
-        assert service.open_version(s, store, "a", "v1") == v1_dir
+        assert registry_versions.open_version(s, store, "a", "v1") == v1_dir
     assert not store.archive_file("a", "v1").exists()
 
 
@@ -346,23 +352,21 @@ def test_archive_cli_dry_run_lists_without_archiving(cli, reg, trained_adapter):
 
 
 def test_base_model_from_a_gguf_file_is_hashed(db, tmp_path):
-    from lorawatch.registry import service
 
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF" + bytes(100))
     with db.session() as s:
-        record = service.add_base(s, name="g", path=gguf, actor="t")
+        record = registry_bases.add_base(s, name="g", path=gguf, actor="t")
     assert record.architecture == "gguf" and list(record.files) == ["model.gguf"]
 
 
 def test_a_rolled_back_registration_leaves_no_files(db, tmp_path, tiny_base, trained_adapter):
-    from lorawatch.registry import service
 
-    store = service.Store(tmp_path / "store")
+    store = registry_store.Store(tmp_path / "store")
     with db.session() as s:
-        service.add_base(s, name="tiny", path=tiny_base, actor="t")
+        registry_bases.add_base(s, name="tiny", path=tiny_base, actor="t")
     with pytest.raises(RuntimeError), db.session() as s:
-        service.register_version(s, store, adapter="a", path=trained_adapter, base="tiny", actor="t")
+        registry_versions.register_version(s, store, adapter="a", path=trained_adapter, base="tiny", actor="t")
         assert store.version_dir("a", "v1").is_dir()
         raise RuntimeError("crash after copying")
     assert not store.version_dir("a", "v1").exists()

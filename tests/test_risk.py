@@ -8,6 +8,10 @@ import pytest
 
 from lorawatch.errors import ConfigError, DependencyError, IntegrityError
 from lorawatch.monitors import canary_read
+from lorawatch.registry import aliases as registry_aliases
+from lorawatch.registry import bases as registry_bases
+from lorawatch.registry import store as registry_store
+from lorawatch.registry import versions as registry_versions
 from tests.tiny_models import write_canary_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -183,15 +187,14 @@ def test_risk_score_cli_scores_each_line_and_rejects_a_bad_file(cli, tmp_path):
 def risk_run(db, lw_env, tiny_base, trained_adapter, zero_adapter, tmp_path, scorers):
     from lorawatch.monitors import canary
     from lorawatch.monitors.embeddings import Embedder
-    from lorawatch.registry import service
     from lorawatch.settings import load_settings
 
     settings = load_settings()
-    store = service.Store.from_settings(settings)
+    store = registry_store.Store.from_settings(settings)
     with db.session() as s:
-        service.add_base(s, name="tiny", path=tiny_base, actor="t")
-        service.register_version(s, store, adapter="trained", path=trained_adapter, base="tiny", actor="t")
-        service.register_version(s, store, adapter="zero", path=zero_adapter, base="tiny", actor="t")
+        registry_bases.add_base(s, name="tiny", path=tiny_base, actor="t")
+        registry_versions.register_version(s, store, adapter="trained", path=trained_adapter, base="tiny", actor="t")
+        registry_versions.register_version(s, store, adapter="zero", path=zero_adapter, base="tiny", actor="t")
     dataset = write_canary_dataset(tmp_path / "c.jsonl", n=12)
     run_id = canary.create_run(
         db,
@@ -255,7 +258,7 @@ def test_the_gate_passes_a_harmless_candidate_and_fails_a_drifting_one(
     from lorawatch.monitors import canary
     from lorawatch.monitors.embeddings import Embedder
     from lorawatch.monitors.gate import run_gate
-    from lorawatch.registry import catalog, service
+    from lorawatch.registry import catalog
     from lorawatch.settings import load_settings
 
     # The tiny model's word salad trips the PII detector now and then; budgets for this world:
@@ -263,12 +266,16 @@ def test_the_gate_passes_a_harmless_candidate_and_fails_a_drifting_one(
         "[monitors.pii_leak_rate]\nthreshold = 0.5\n[monitors.pii_leaks]\nthreshold = 50\n"
     )
     settings = load_settings()
-    store = service.Store.from_settings(settings)
+    store = registry_store.Store.from_settings(settings)
     with db.session() as s:
-        service.add_base(s, name="tiny", path=tiny_base, actor="t")
-        service.register_version(s, store, adapter="bot", path=zero_adapter, base="tiny", version="v1", actor="t")
-        service.register_version(s, store, adapter="bot", path=drifting_adapter, base="tiny", version="v2", actor="t")
-        service.promote(s, adapter="bot", version="v1", actor="t", reason="r")
+        registry_bases.add_base(s, name="tiny", path=tiny_base, actor="t")
+        registry_versions.register_version(
+            s, store, adapter="bot", path=zero_adapter, base="tiny", version="v1", actor="t"
+        )
+        registry_versions.register_version(
+            s, store, adapter="bot", path=drifting_adapter, base="tiny", version="v2", actor="t"
+        )
+        registry_aliases.promote(s, adapter="bot", version="v1", actor="t", reason="r")
     dataset = write_canary_dataset(tmp_path / "c.jsonl", n=12)
     options = canary.RunOptions(device="cpu", batch_size=6, max_new_tokens=8)
     embedder = Embedder()
@@ -301,7 +308,7 @@ def test_the_gate_passes_a_harmless_candidate_and_fails_a_drifting_one(
     from lorawatch.db.types import utcnow
 
     with db.session() as s:
-        view = catalog.version_view(s, service.get_version(s, "bot", "v2"), utcnow(), 90)
+        view = catalog.version_view(s, registry_versions.get_version(s, "bot", "v2"), utcnow(), 90)
     assert view["gate"]["passed"] is False and view["gate"]["run"] == bad["run"]
 
 

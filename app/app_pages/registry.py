@@ -9,7 +9,7 @@ from lorawatch.app.common import context, ts
 settings, db = context()
 st.title("Registry")
 from lorawatch.registry import catalog  # noqa: E402
-from lorawatch.registry.service import alias_history  # noqa: E402
+from lorawatch.registry.aliases import alias_history  # noqa: E402
 
 with db.session() as session:
     versions = catalog.list_versions(session, review_days=settings.registry.review_due_days)

@@ -35,7 +35,7 @@ def scheduler(app: AppContext, once, at, only, as_json) -> None:
         raise SystemExit(sched.serve(database, settings, say=lambda m: click.echo(m, err=True)))
     clock = utcnow
     if at:
-        start, offset = parse_time(at, "--at"), utcnow()
+        start, offset = parse_time(at, "--at") or utcnow(), utcnow()
         clock = lambda: start + (utcnow() - offset)  # noqa: E731
     runs = sched.run_due(database, settings, clock=clock, only=list(only) or None)
     emit(

@@ -14,8 +14,12 @@ from lorawatch.cli.output import emit, json_option, parse_time, table
 from lorawatch.db.models import AdapterVersion
 from lorawatch.db.types import utcnow
 from lorawatch.errors import InputError
-from lorawatch.registry import catalog, lifecycle, service
+from lorawatch.registry import aliases as registry_aliases
+from lorawatch.registry import bases as registry_bases
+from lorawatch.registry import catalog, lifecycle
 from lorawatch.registry import metadata as md
+from lorawatch.registry import store as registry_store
+from lorawatch.registry import versions as registry_versions
 
 
 @click.group()
@@ -52,7 +56,7 @@ def add_base(
     """Register a base model: hashes its weight files and records its architecture."""
 
     with app.database.session() as session:
-        record = service.add_base(
+        record = registry_bases.add_base(
             session, name=name, path=path, hub_id=hub_id, revision=revision, actor=app.actor, progress=not as_json
         )
         data = _base_view(record)
@@ -84,7 +88,7 @@ def bases(app: AppContext, as_json: bool) -> None:
     """List the registered base models."""
 
     with app.database.session() as session:
-        rows = [_base_view(b) for b in service.list_bases(session)]
+        rows = [_base_view(b) for b in registry_bases.list_bases(session)]
     emit(rows, as_json, lambda: table(rows, ["name", "architecture", "hub_id", "path", "sha256"]))
 
 
@@ -238,9 +242,9 @@ def add(
         promote_spec = {"alias": promote_spec}
     promote_alias = promote_alias or promote_spec.get("alias")
     tenant = tenant or promote_spec.get("tenant", "")
-    store = service.Store.from_settings(app.settings)
+    store = registry_store.Store.from_settings(app.settings)
     with app.database.session() as session:
-        row = service.register_version(
+        row = registry_versions.register_version(
             session,
             store,
             adapter=adapter,
@@ -255,7 +259,7 @@ def add(
         )
         promoted = None
         if promote_alias:
-            service.promote(
+            registry_aliases.promote(
                 session,
                 adapter=adapter,
                 version=row.version,
@@ -342,7 +346,7 @@ def show(app: AppContext, adapter, version, alias, tenant, at, as_json) -> None:
     with app.database.session() as session:
         if alias:
             when = parse_time(at, "--at")
-            row = service.resolve_alias(session, adapter, alias, tenant, when)
+            row = registry_aliases.resolve_alias(session, adapter, alias, tenant, when)
             data = {
                 "adapter": adapter,
                 "alias": alias,
@@ -357,7 +361,9 @@ def show(app: AppContext, adapter, version, alias, tenant, at, as_json) -> None:
             )
             return
         if version:
-            data = catalog.version_view(session, service.get_version(session, adapter, version), utcnow(), review_days)
+            data = catalog.version_view(
+                session, registry_versions.get_version(session, adapter, version), utcnow(), review_days
+            )
             emit(data, as_json, lambda: _version_text(data))
             return
         data = catalog.adapter_view(session, adapter, review_days)
@@ -416,7 +422,7 @@ def history(app: AppContext, adapter, alias, tenant, as_json) -> None:
     """Every promotion and rollback of an adapter's aliases, with actor, time and reason."""
 
     with app.database.session() as session:
-        rows = service.alias_history(session, adapter, alias, tenant)
+        rows = registry_aliases.alias_history(session, adapter, alias, tenant)
     emit(
         rows,
         as_json,
@@ -443,7 +449,7 @@ def promote(app: AppContext, adapter, version, alias, tenant, reason, as_json) -
     """Point an alias (per tenant) at a version."""
 
     with app.database.session() as session:
-        ev = service.promote(
+        ev = registry_aliases.promote(
             session, adapter=adapter, version=version, alias=alias, tenant=tenant, actor=app.actor, reason=reason
         )
         data = _event(session, ev)
@@ -463,7 +469,9 @@ def rollback(app: AppContext, adapter, alias, tenant, reason, as_json) -> None:
     """Point an alias back at the version it held before the current one."""
 
     with app.database.session() as session:
-        ev = service.rollback(session, adapter=adapter, alias=alias, tenant=tenant, actor=app.actor, reason=reason)
+        ev = registry_aliases.rollback(
+            session, adapter=adapter, alias=alias, tenant=tenant, actor=app.actor, reason=reason
+        )
         data = _event(session, ev)
     emit(
         data,
@@ -498,7 +506,9 @@ def verify(app: AppContext, adapter, version, as_json) -> None:
     """Re-check every file of a version against its recorded sha256."""
 
     with app.database.session() as session:
-        directory = service.open_version(session, service.Store.from_settings(app.settings), adapter, version)
+        directory = registry_versions.open_version(
+            session, registry_store.Store.from_settings(app.settings), adapter, version
+        )
     emit(
         {"adapter": adapter, "version": version, "ok": True, "path": str(directory)},
         as_json,
@@ -523,7 +533,11 @@ def archive(app: AppContext, older_than, dry_run, as_json) -> None:
     days = older_than or app.settings.registry.archive_after_days
     with app.database.session() as session:
         rows = lifecycle.archive(
-            session, service.Store.from_settings(app.settings), older_than_days=days, actor=app.actor, dry_run=dry_run
+            session,
+            registry_store.Store.from_settings(app.settings),
+            older_than_days=days,
+            actor=app.actor,
+            dry_run=dry_run,
         )
     emit(rows, as_json, lambda: table(rows, ["version", "archived", "skipped", "last_used_at"]))
 
@@ -538,7 +552,7 @@ def restore(app: AppContext, adapter, version, as_json) -> None:
 
     with app.database.session() as session:
         row = lifecycle.restore(
-            session, service.Store.from_settings(app.settings), adapter=adapter, version=version, actor=app.actor
+            session, registry_store.Store.from_settings(app.settings), adapter=adapter, version=version, actor=app.actor
         )
         data = {"adapter": adapter, "version": version, "state": row.state, "path": row.path}
     emit(data, as_json, f"restored {adapter}@{version} to {row.path}")

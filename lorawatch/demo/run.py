@@ -24,7 +24,10 @@ from lorawatch.monitors import canary
 from lorawatch.monitors.dataset import resolve_dataset
 from lorawatch.monitors.traffic_eval import evaluate_traffic
 from lorawatch.plugins import load_default_plugins
-from lorawatch.registry import service
+from lorawatch.registry import aliases as registry_aliases
+from lorawatch.registry import bases as registry_bases
+from lorawatch.registry import store as registry_store
+from lorawatch.registry import versions as registry_versions
 from lorawatch.registry.metadata import VersionMetadata
 from lorawatch.settings import Settings
 
@@ -54,10 +57,10 @@ def run_demo(
     cache = settings.home_dir / "demo"
     say("1/4 preparing the demo model (cached after the first run) and registering the shipped adapters")
     base_dir = demo_models.prepare_base(cache / "models", progress=progress)
-    store = service.Store.from_settings(settings)
+    store = registry_store.Store.from_settings(settings)
     with db.session() as session:
         if session.scalar(select(BaseModelRecord).where(BaseModelRecord.name == demo_models.BASE_NAME)) is None:
-            service.add_base(
+            registry_bases.add_base(
                 session,
                 name=demo_models.BASE_NAME,
                 path=base_dir,
@@ -88,7 +91,7 @@ def run_demo(
                         },
                     }
                 )
-                service.register_version(
+                registry_versions.register_version(
                     session,
                     store,
                     adapter=spec.name,
@@ -99,8 +102,8 @@ def run_demo(
                     actor=actor,
                     reason="lorawatch demo",
                 )
-            if service.resolve_alias(session, spec.name, "production") is None:
-                service.promote(
+            if registry_aliases.resolve_alias(session, spec.name, "production") is None:
+                registry_aliases.promote(
                     session,
                     adapter=spec.name,
                     version="v1",
