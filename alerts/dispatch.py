@@ -68,7 +68,22 @@ def build_routes(settings: Settings) -> Route:
         route.routes = [build(child, route, f"{path}.{i}") for i, child in enumerate(node.routes)]
         return route
 
-    return build(settings.alerts.route, None, "root")
+    root = build(settings.alerts.route, None, "root")
+    # A failed notification is reported to the fallback receiver whatever the routes say, so a
+    # broken receiver cannot swallow the news of its own failure.
+    fallback = Route(
+        receiver=settings.alerts.fallback_receiver,
+        matchers=parse_matchers(['alertname="notification_failed"']),
+        group_by=["alertname", "receiver"],
+        group_wait=timedelta(0),
+        group_interval=root.group_interval,
+        repeat_interval=root.repeat_interval,
+        continue_=False,
+        routes=[],
+        path="fallback",
+    )
+    root.routes.insert(0, fallback)
+    return root
 
 
 def match_routes(route: Route, labels: dict[str, str]) -> list[Route]:

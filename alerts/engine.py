@@ -7,6 +7,11 @@ firing that long after the first evaluation at which the condition failed. An al
 identified by the fingerprint of its labels (the rule's id as ``alertname``, ``severity``, the
 rule's labels and the series' labels).
 
+A rule that cannot be evaluated (its series cannot be read, or an annotation template raises)
+fails alone: its alerts keep their states (with a plain summary when only the template failed),
+every other rule is evaluated as usual, and a ``rule_evaluation_failed`` alert names the rule
+and the error until it evaluates again.
+
 Evaluation is idempotent: evaluating again at the same time changes nothing, and an evaluation
 time older than an alert's last one leaves that alert alone. Each evaluation stores the alerts'
 states and the notifications they cause in one transaction (see ``lorawatch.alerts.dispatch``);
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,16 +34,20 @@ from lorawatch.alerts import hooks
 from lorawatch.alerts.dispatch import dispatch as run_dispatch
 from lorawatch.alerts.dispatch import inhibited_fingerprints, muted_fingerprints
 from lorawatch.alerts.matchers import matches_all
-from lorawatch.alerts.rules import Rule, load_rules
+from lorawatch.alerts.rules import Rule, load_rules, runbook_url
 from lorawatch.alerts.silences import active_silences
 from lorawatch.alerts.sources import Sample, SeriesReader
 from lorawatch.db import Database
 from lorawatch.db.models import Alert, AlertEvent
 from lorawatch.db.types import utcnow
 from lorawatch.errors import ConflictError, NotFoundError
+from lorawatch.secrets import scrub
 from lorawatch.settings import Settings
 
+log = logging.getLogger(__name__)
+
 OPEN_STATES = ("pending", "firing")
+RULE_FAILED = "rule_evaluation_failed"
 
 
 def fingerprint(labels: dict[str, str]) -> str:
@@ -73,39 +83,44 @@ def evaluate(
         existing = {a.fingerprint: a for a in session.scalars(select(Alert))}
         seen: set[str] = set()
         series = 0
+        errors: dict[str, str] = {}
+        unread: set[str] = set()  # rules whose series could not be read: their alerts stay as they are
         for rule in rules:
-            for sample in reader.samples(rule):
+            try:
+                with session.begin_nested():  # a failing query must not abort the evaluation's transaction
+                    samples = reader.samples(rule)
+            except Exception as exc:
+                errors[rule.id] = _error_text(exc)
+                unread.add(rule.id)
+                log.warning("rule %s could not be evaluated: %s", rule.id, errors[rule.id])
+                continue
+            for sample in samples:
                 series += 1
                 labels = alert_labels(rule, sample)
                 fp = fingerprint(labels)
                 seen.add(fp)
                 holds = rule.holds(sample.value, sample.breached)
                 threshold = sample.threshold if rule.threshold is None else rule.threshold
-                alert = existing.get(fp)
+                if fp not in existing and not holds:
+                    continue
+                alert = _alert_at(session, existing, fp, rule, labels, now)
                 if alert is None:
-                    if not holds:
-                        continue
-                    alert = Alert(
-                        fingerprint=fp,
-                        rule_id=rule.id,
-                        labels=labels,
-                        annotations={},
-                        severity=rule.severity,
-                        state="inactive",
-                        last_eval_at=now,
-                    )
-                    session.add(alert)
-                    existing[fp] = alert
-                elif alert.last_eval_at > now:
                     continue
                 context = {"labels": labels, "value": sample.value, "threshold": threshold, "context": sample.context}
                 alert.value, alert.threshold, alert.context = sample.value, threshold, _jsonable(sample.context)
                 alert.runbook_url = rule.runbook_url
-                alert.annotations = rule.render_annotations(context)
+                try:
+                    alert.annotations = rule.render_annotations(context)
+                except Exception as exc:
+                    errors.setdefault(rule.id, _error_text(exc))
+                    alert.annotations = _plain_annotations(rule, labels, sample.value, threshold)
                 _step(session, alert, rule, holds, now, transitions)
+        _rule_errors(session, settings, errors, existing, seen, now, transitions)
         by_id = {r.id: r for r in rules}
         for fp, alert in existing.items():
             if fp in seen or alert.state not in OPEN_STATES or alert.last_eval_at > now:
+                continue
+            if alert.rule_id in unread:
                 continue
             _step(session, alert, by_id.get(alert.rule_id), False, now, transitions)
         session.flush()
@@ -125,6 +140,88 @@ def evaluate(
             **reactions,
         }
     return result
+
+
+def _alert_at(
+    session: Session, existing: dict[str, Alert], fp: str, rule: Rule, labels: dict[str, str], now: datetime
+) -> Alert | None:
+    """The alert of ``fp`` (created inactive when new), or None when it was last evaluated
+    after ``now`` (an older evaluation leaves it alone)."""
+    alert = existing.get(fp)
+    if alert is None:
+        alert = Alert(
+            fingerprint=fp,
+            rule_id=rule.id,
+            labels=labels,
+            annotations={},
+            severity=rule.severity,
+            state="inactive",
+            last_eval_at=now,
+        )
+        session.add(alert)
+        existing[fp] = alert
+    elif alert.last_eval_at > now:
+        return None
+    return alert
+
+
+def _error_text(exc: Exception) -> str:
+    return scrub(" ".join(f"{type(exc).__name__}: {exc}".split()))[:500]
+
+
+def _plain_annotations(
+    rule: Rule, labels: dict[str, str], value: float | None, threshold: float | None
+) -> dict[str, str]:
+    """What an alert says when its rule's templates fail: the facts, without the template."""
+    where = " ".join(f"{k}={v}" for k, v in sorted(labels.items()) if k not in ("alertname", "severity"))
+    shown = "-" if value is None else f"{value:.4g}"
+    limit = "" if threshold is None else f" (threshold {threshold:.4g})"
+    return {"summary": f"{rule.id} {where}: value {shown}{limit}; the rule's annotation template failed to render"}
+
+
+def _rule_errors(
+    session: Session,
+    settings: Settings,
+    errors: dict[str, str],
+    existing: dict[str, Alert],
+    seen: set[str],
+    now: datetime,
+    transitions: list[dict[str, Any]],
+) -> None:
+    """Raise one ``rule_evaluation_failed`` alert per rule that failed in this evaluation
+    (resolved, like any alert, when the rule evaluates again)."""
+    rule = Rule(
+        id=RULE_FAILED,
+        monitor=None,
+        metric=None,
+        selector=[],
+        op=None,
+        threshold=None,
+        for_=timedelta(0),
+        keep_firing_for=timedelta(0),
+        severity="warning",
+        labels={"category": "alerting"},
+        annotations={},
+        runbook_url=runbook_url(RULE_FAILED, settings.alerts.runbook_base_url, settings.alerts.dashboard_url),
+        lookback=timedelta(0),
+        versions="all",
+        source="built in",
+    )
+    for rule_id, error in sorted(errors.items()):
+        labels = {"alertname": RULE_FAILED, "severity": "warning", "category": "alerting", "rule": rule_id}
+        fp = fingerprint(labels)
+        seen.add(fp)
+        alert = _alert_at(session, existing, fp, rule, labels, now)
+        if alert is None:
+            continue
+        alert.value, alert.threshold, alert.context = 1.0, None, {"error": error}
+        alert.runbook_url = rule.runbook_url
+        alert.annotations = {
+            "summary": f"Alert rule {rule_id} failed to evaluate: {error}",
+            "description": "Every other rule was evaluated as usual. Check the rule with "
+            "`lorawatch alerts rules --check FILE` and fix its template or selector.",
+        }
+        _step(session, alert, rule, True, now, transitions)
 
 
 def _jsonable(value: Any) -> Any:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from jinja2 import TemplateSyntaxError
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -48,6 +48,7 @@ RUNBOOKS_DIR = Path(__file__).parent.parent / "runbooks"  # lorawatch/runbooks: 
 METRICS = {
     "canary_job_failed": "1 when the latest canary run of an adapter on a dataset failed or stopped (stale heartbeat), else 0",
     "canary_job_age_hours": "hours since the last complete canary run of each served adapter",
+    "notifications_failed": "notifications per receiver that failed for good within the lookback, not sent again",
     "adapter_data_expires_in_days": "days until a served version's training data must no longer be used",
     "adapter_review_overdue_days": "days a served version's review is overdue (negative: days left)",
 }
@@ -164,8 +165,8 @@ class Rule:
         }
 
 
-def _template_env():
-    env = SandboxedEnvironment(autoescape=False)
+def _template_env(strict: bool = False) -> SandboxedEnvironment:
+    env = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined if strict else Undefined)
     env.filters["pct"] = lambda v: f"{float(v) * 100:.1f}%"
     return env
 
@@ -220,9 +221,10 @@ def runbook_path(rule_id: str) -> Path:
 
 
 def load_file(
-    path: Path, *, runbook_base: str | None = None, dashboard_url: str = "http://127.0.0.1:8501"
+    path: Path, *, runbook_base: str | None = None, dashboard_url: str = "http://127.0.0.1:8501", strict: bool = False
 ) -> list[Rule]:
-    """Load and validate one rules file."""
+    """Load and validate one rules file. ``strict`` (``alerts rules --check``) also renders every
+    annotation against a sample series and rejects what cannot render."""
 
     where = str(path)
     try:
@@ -309,7 +311,56 @@ def load_file(
                 rules.append(_compile(spec, where, line, runbook_base, dashboard_url))
             except InputError as exc:
                 raise ConfigError(f"rule {spec.id}: {exc.what}", where=f"{where}:{line}", fix=exc.fix) from None
+            if strict:
+                key_line = _line(_value(node, "annotations")) or line
+                check_templates(spec, where=f"{where}:{key_line}")
     return rules
+
+
+class _SampleNumber(float):
+    """A number standing in for any value a series may carry (it has no attributes of its own)."""
+
+
+class _SampleMapping(dict):
+    """A mapping in which any key reads as a sample: ``leaf`` for plain keys, ``nested`` for
+    the keys that hold mappings themselves (``context.details``)."""
+
+    def __init__(self, leaf: Any, nested: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.leaf, self.nested = leaf, nested or {}
+
+    def __missing__(self, key: str) -> Any:
+        if key in self.nested:
+            return self.nested[key]
+        return self.leaf if not callable(self.leaf) else self.leaf(key)
+
+
+def sample_context() -> dict[str, Any]:
+    """What a template sees for a typical series: any label (text), ``value``, ``threshold``,
+    and any ``context`` key (a number) with ``context.details`` one mapping deeper."""
+    number = _SampleNumber(0.5)
+    return {
+        "labels": _SampleMapping(lambda key: f"sample-{key}"),
+        "value": 1.5,
+        "threshold": 1.0,
+        "context": _SampleMapping(number, {"details": _SampleMapping(number)}),
+    }
+
+
+def check_templates(spec: RuleSpec, *, where: str) -> None:
+    """Render each annotation against ``sample_context()`` with strict undefined values; raise
+    ConfigError naming the rule and the annotation when one cannot render."""
+    env = _template_env(strict=True)
+    for key, text in spec.annotations.items():
+        try:
+            env.from_string(text).render(**sample_context())
+        except Exception as exc:
+            raise ConfigError(
+                f"rule {spec.id}: annotation {key!r} cannot render: {type(exc).__name__}: {exc}",
+                where=where,
+                fix="use {{ labels.adapter }}, {{ value }}, {{ threshold }}, {{ context.run }}, "
+                "{{ context.details.<key> }}; guard divisions and optional fields",
+            ) from None
 
 
 def _value(node, key: str | None):

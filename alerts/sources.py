@@ -30,6 +30,7 @@ from lorawatch.db.models import (
     CanaryRun,
     JobRun,
     MonitorResult,
+    Notification,
 )
 from lorawatch.settings import Settings
 
@@ -208,6 +209,32 @@ class SeriesReader:
                     None,
                     False,
                     {"last_run": since.isoformat() if since else None},
+                )
+            )
+        return out
+
+    def _metric_notifications_failed(self, rule: Rule) -> list[Sample]:
+        """Per receiver, the notifications that failed for good within the lookback and were not
+        sent again (``notify retry`` makes one pending, which takes it out of the count)."""
+        rows = self.session.execute(
+            select(Notification.receiver, func.count(), func.max(Notification.id))
+            .where(
+                Notification.status == "failed",
+                Notification.failed_at <= self.now,
+                Notification.failed_at > self.now - rule.lookback,
+            )
+            .group_by(Notification.receiver)
+        ).all()
+        out = []
+        for receiver, count, last_id in rows:
+            last = self.session.get(Notification, last_id)
+            out.append(
+                Sample(
+                    {"receiver": receiver},
+                    float(count),
+                    None,
+                    count > 0,
+                    {"last_id": last_id, "last_error": last.last_error if last else None},
                 )
             )
         return out

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from lorawatch.db.models import AuditLog
 from lorawatch.db.types import utcnow
+from lorawatch.secrets import scrub, scrub_data
 
 
 def record(
@@ -30,8 +31,8 @@ def record(
         action=action,
         object_type=object_type,
         object_id=object_id,
-        reason=reason,
-        details=details,
+        reason=scrub(reason) if reason else reason,
+        details=scrub_data(details) if details is not None else None,
     )
     session.add(entry)
     return entry

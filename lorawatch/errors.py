@@ -19,6 +19,8 @@ object) and an optional ``fix``; ``str()`` joins them into one line.
 
 from __future__ import annotations
 
+from lorawatch.secrets import scrub
+
 
 class LoraWatchError(Exception):
     """Base of every error a user can act on."""
@@ -34,7 +36,7 @@ class LoraWatchError(Exception):
         text = f"{self.where}: {self.what}" if self.where else self.what
         if self.fix:
             text = f"{text}; fix: {self.fix}"
-        return " ".join(text.split("\n"))
+        return scrub(" ".join(text.split("\n")))
 
 
 class ConfigError(LoraWatchError, ValueError):

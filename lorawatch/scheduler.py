@@ -58,6 +58,7 @@ from lorawatch.monitors.traffic_eval import evaluate_traffic
 from lorawatch.plugins import load_default_plugins
 from lorawatch.registry import lifecycle
 from lorawatch.registry.store import Store
+from lorawatch.secrets import install_log_scrubber, scrub
 from lorawatch.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -193,7 +194,7 @@ def run_job(
         status, error = "failed", exc.one_line()
     except Exception as exc:  # noqa: BLE001 - any failure is recorded; the scheduler goes on
         log.exception("job %s failed", name)
-        status, error = "failed", f"{type(exc).__name__}: {exc}"
+        status, error = "failed", scrub(f"{type(exc).__name__}: {exc}")
     finally:
         heartbeat.stop.set()
         heartbeat.join()
@@ -362,7 +363,7 @@ def _tick(name: str) -> None:
 
 def serve(db: Database, settings: Settings, *, say=print) -> int:
     """Run the scheduler until SIGTERM or SIGINT; running jobs finish before it exits."""
-
+    install_log_scrubber()  # the jobs' logs pass the secret scrubber (also when not started by the CLI)
     _RUNTIME.update(db=db, settings=settings)
     jobs = settings.scheduler.all_jobs
     scheduler = BackgroundScheduler(

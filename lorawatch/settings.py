@@ -19,9 +19,11 @@ import typing
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from lorawatch import secrets
 from lorawatch.durations import Duration, format_duration
 from lorawatch.errors import ConfigError
 
@@ -38,13 +40,16 @@ class SecretRef(_Section):
     env: str = Field(description="Name of the environment variable that holds the secret.")
 
     def resolve(self) -> str:
-        """Return the secret's value, or raise ConfigError when the variable is unset."""
-        value = os.environ.get(self.env)
+        """Return the secret's value (surrounding whitespace removed: a mounted secret file often
+        ends in a newline), or raise ConfigError when the variable is unset or blank. The value
+        is registered with the scrubber before it is returned."""
+        value = (os.environ.get(self.env) or "").strip()
         if not value:
             raise ConfigError(
                 f"secret environment variable {self.env} is not set",
                 fix=f"export {self.env}=... in the environment of the process that needs it",
             )
+        secrets.register(value)
         return value
 
     def __repr__(self) -> str:
@@ -254,6 +259,14 @@ class DashboardSettings(_Section):
 class _Receiver(_Section):
     send_resolved: bool = Field(True, description="Also notify when the alerts of a group resolve.")
     timeout_s: float = Field(10.0, gt=0, description="Seconds one HTTP request may take before it counts as failed.")
+    max_attempts: int = Field(
+        100,
+        ge=1,
+        description="A message still not delivered after this many attempts fails (notify list --status failed).",
+    )
+    max_age: Duration = Field(
+        timedelta(hours=24), description="A message still not delivered this long after it was queued fails."
+    )
 
 
 class ConsoleReceiver(_Receiver):
@@ -291,6 +304,11 @@ class WebhookReceiver(_Receiver):
     url: SecretRef = Field(description="The endpoint URL, from the environment.")
     max_alerts: int = Field(
         0, ge=0, description="At most this many alerts per message (0: all); the rest are counted in truncatedAlerts."
+    )
+    signing_secret: SecretRef | None = Field(
+        None,
+        description="Sign each body with HMAC-SHA256 (X-LoraWatch-Timestamp, X-LoraWatch-Signature: v1=<hex>), "
+        'from the environment: { env = "WEBHOOK_SIGNING_SECRET" }.',
     )
 
 
@@ -391,6 +409,15 @@ class AlertsSettings(_Section):
         0.5, gt=0, description="First retry delay (s); each next one is 1.5 times longer, +-50% jitter."
     )
     retry_max_s: float = Field(60.0, gt=0, description="Longest delay between two retries (s).")
+    flush_lease: Duration = Field(
+        timedelta(seconds=60),
+        description="How long a flush holds its messages without a heartbeat; renewed every third of it while it "
+        "works. Must outlast one request (timeout_s).",
+    )
+    fallback_receiver: str = Field(
+        "default",
+        description="Where notification_failed alerts go (a message that failed for good), whatever the routes say.",
+    )
     route: RouteSettings = Field(default_factory=_default_route, description="The routing tree's root.")
     receivers: dict[str, Receiver] = Field(
         default_factory=dict,
@@ -411,7 +438,7 @@ class AlertsSettings(_Section):
     @model_validator(mode="after")
     def _receivers_exist(self) -> AlertsSettings:
         known = set(self.all_receivers)
-        missing = [r for r in _route_receivers(self.route) if r not in known]
+        missing = [r for r in [*_route_receivers(self.route), self.fallback_receiver] if r not in known]
         if missing:
             raise ValueError(
                 f"route names receiver {missing[0]!r}, which is not defined; known: {', '.join(sorted(known))}"
@@ -684,7 +711,22 @@ def load_settings(path: Path | None = None, *, use_env: bool = True) -> Settings
     except ValidationError as exc:
         raise _config_error(exc, path, text) from None
     settings.source = path
+    _register_secrets(settings)
     return settings
+
+
+def _register_secrets(settings: Settings) -> None:
+    """Register the secrets the settings hold as values: the database URL's password, and every
+    environment reference that is set (so an error echoing one is scrubbed before it is shown)."""
+    if settings.database.url:
+        try:
+            secrets.register(urlsplit(settings.database.url).password)
+        except ValueError:
+            secrets.register(settings.database.url)  # not a URL: all of it may be secret
+    for receiver in settings.alerts.all_receivers.values():
+        for value in receiver.__dict__.values():
+            if isinstance(value, SecretRef) and os.environ.get(value.env, "").strip():
+                secrets.register(os.environ[value.env].strip())
 
 
 def _line_of_decode_error(message: str) -> int | None:
@@ -699,6 +741,8 @@ def _config_error(exc: ValidationError, path: Path | None, text: str) -> ConfigE
     key = ".".join(loc)
     where = str(path) if path else "settings"
     line = _line_of_key(text, loc) if text else None
+    if line is None and text and len(loc) > 2:  # a receiver's type tag sits in loc, not in the file
+        line = _line_of_key(text, loc[:-2] + loc[-1:])
     if line:
         where = f"{where}:{line}"
     kind = err["type"]
@@ -711,7 +755,19 @@ def _config_error(exc: ValidationError, path: Path | None, text: str) -> ConfigE
     fix = f"{msg[0].lower()}{msg[1:]}"
     if description:
         fix = f"{fix} ({description})"
+    if "SecretRef" in err["msg"]:
+        fix = 'write { env = "VARIABLE" } and set VARIABLE where LoraWatch runs (secrets never go in the file)'
+    if _secret_bearing(loc):  # a literal webhook URL or key: never echo it
+        return ConfigError(f'key "{key}" has an invalid value (not shown: it may hold a secret)', where=where, fix=fix)
     return ConfigError(f'key "{key}" has invalid value {value!r}', where=where, fix=fix)
+
+
+_SECRET_WORDS = ("url", "key", "token", "secret", "password", "header")
+
+
+def _secret_bearing(loc: list[str]) -> bool:
+    """Whether a settings key may hold a secret (its value is then never shown in an error)."""
+    return any(word in part.lower() for part in loc for word in _SECRET_WORDS)
 
 
 def _model_at(loc: list[str]) -> type[BaseModel] | None:

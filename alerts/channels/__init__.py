@@ -22,6 +22,8 @@ class Request:
     headers: dict[str, str] = field(default_factory=dict)
     secrets: list[str] = field(default_factory=list)
     ok_statuses: tuple[int, ...] = (200, 201, 202, 204)
+    # the exact bytes to send instead of ``body`` as JSON (a signed body must not be re-encoded)
+    content: bytes | None = None
 
 
 def module_for(receiver_type: str):

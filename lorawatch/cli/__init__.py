@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import importlib
 import sys
+import traceback
 from pathlib import Path
 
 import click
 
 from lorawatch import __version__
 from lorawatch.errors import LoraWatchError
+from lorawatch.secrets import install_log_scrubber, scrub
 
 # Each command group is imported only when it runs, so ``lorawatch --help`` and a plain
 # ``lorawatch notify flush`` do not load the whole product: name -> (module, attribute, summary).
@@ -139,8 +141,11 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``lorawatch`` console script."""
+    """Entry point of the ``lorawatch`` console script.
 
+    Every message it prints on failure passes the secret scrubber, tracebacks of bugs included,
+    and so does every log line (``lorawatch.secrets``)."""
+    install_log_scrubber()
     try:
         result = cli.main(args=argv, prog_name="lorawatch", standalone_mode=False)
     except click.exceptions.Abort:
@@ -155,4 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("lorawatch: interrupted", err=True)
         sys.exit(130)
+    except Exception:  # a bug: its traceback, scrubbed of secrets (exit status 1)
+        click.echo(scrub(traceback.format_exc()).rstrip(), err=True)
+        sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)

@@ -200,7 +200,7 @@ def rules_cmd(app: AppContext, check_file, as_json) -> None:
     """The rules in force (built-in and yours), or validate a rules file."""
 
     if check_file:
-        rules = load_file(Path(check_file))
+        rules = load_file(Path(check_file), strict=True)
         emit([r.describe() for r in rules], as_json, f"{check_file}: {len(rules)} rules, valid")
         return
     rows = [r.describe() for r in load_rules(app.settings)]

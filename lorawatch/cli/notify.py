@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from lorawatch.alerts.outbox import flush, list_notifications
+from lorawatch.alerts.outbox import flush, list_notifications, retry
 from lorawatch.cli.context import AppContext, pass_app
 from lorawatch.cli.output import emit, json_option, parse_duration_option, table
 
@@ -36,13 +36,14 @@ def flush_cmd(app: AppContext, deadline, receivers, no_wait, as_json) -> None:
     emit(
         result,
         as_json,
-        f"{result['delivered']} delivered, {result['deferred']} deferred for the next flush "
-        f"({result['attempts']} attempts, {result['pending']} pending in the outbox)",
+        f"{result['delivered']} delivered, {result['deferred']} deferred for the next flush, "
+        f"{result['failed']} failed for good ({result['attempts']} attempts, {result['pending']} pending "
+        "in the outbox; `lorawatch notify list --status failed` lists failures)",
     )
 
 
 @notify.command("list")
-@click.option("--status", type=click.Choice(["pending", "sent"]), default=None, help="Only this status.")
+@click.option("--status", type=click.Choice(["pending", "sent", "failed"]), default=None, help="Only this status.")
 @click.option("--limit", default=50, show_default=True, help="How many, newest first.")
 @json_option
 @pass_app
@@ -68,3 +69,13 @@ def notify_list_cmd(app: AppContext, status, limit, as_json) -> None:
             ],
         ),
     )
+
+
+@notify.command("retry")
+@click.argument("notification_id", type=int)
+@json_option
+@pass_app
+def retry_cmd(app: AppContext, notification_id: int, as_json: bool) -> None:
+    """Send a failed notification again (at the next flush, with a fresh attempt budget)."""
+    result = retry(app.database, notification_id, actor=app.actor)
+    emit(result, as_json, f"notification {notification_id} to {result['receiver']} is pending again")

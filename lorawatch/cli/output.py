@@ -13,6 +13,7 @@ import click
 
 from lorawatch.durations import parse_duration
 from lorawatch.errors import InputError
+from lorawatch.secrets import scrub_known
 
 
 def json_option(func: Callable) -> Callable:
@@ -42,14 +43,14 @@ def to_json(data: Any) -> str:
 def emit(data: Any, as_json: bool, text: str | Callable[[], str] | None = None) -> None:
     """Print ``data`` as JSON, or ``text`` (or a rendering of ``data``) for people."""
     if as_json:
-        sys.stdout.write(to_json(data) + "\n")
+        sys.stdout.write(scrub_known(to_json(data)) + "\n")
         return
     if callable(text):
         text = text()
     if text is None:
         text = to_json(data)
     if text:
-        click.echo(text)
+        click.echo(scrub_known(text))
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) -> str:

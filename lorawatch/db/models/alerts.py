@@ -101,7 +101,11 @@ class NotificationGroup(Base):
 
 class Notification(Base):
     """The transactional outbox: a message is stored with the state change that caused it and
-    delivered later by ``notify flush``, with retries, until a receiver accepts it."""
+    delivered later by ``notify flush``, with retries, until a receiver accepts it (``sent``) or
+    it fails for good (``failed``: a permanent error, or too many attempts, or too old).
+
+    A flush holds the messages it works on: ``claimed_by`` is its id and ``claimed_until`` its
+    lease, renewed while it works; another flush takes only what nobody holds."""
 
     __tablename__ = "notifications"
 
@@ -114,8 +118,11 @@ class Notification(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     claimed_until: Mapped[datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
     last_error: Mapped[str | None] = mapped_column(Text)
     delivered_at: Mapped[datetime | None]
+    failed_at: Mapped[datetime | None]
+    retried_at: Mapped[datetime | None]
 
     __table_args__ = (Index("ix_notifications_due", "status", "next_attempt_at"),)
 
@@ -133,5 +140,6 @@ class DeliveryAttempt(Base):
     error: Mapped[str | None] = mapped_column(Text)
     retry_after_s: Mapped[float | None] = mapped_column(Float)
     duration_ms: Mapped[float] = mapped_column(Float)
+    permanent: Mapped[bool] = mapped_column(default=False)
 
     __table_args__ = (Index("ix_delivery_attempts_notification", "notification_id"),)
