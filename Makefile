@@ -50,8 +50,10 @@ check: $(STAMP)
 	$(VENV)/bin/mypy
 
 # Resolve pyproject.toml again (PyPI and uv needed) and rewrite requirements/py3.*.txt.
-lock: $(STAMP)
-	$(PY) -m pip install -q "$(UV_SPEC)"
+# (It needs no installed lock: it is how a changed pyproject.toml gets one.)
+lock:
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q "$(PIP_SPEC)" "$(UV_SPEC)"
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) requirements/lock.py compile
 
 clean:

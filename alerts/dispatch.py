@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from lorawatch.alerts.matchers import Matcher, matches_all, parse_matchers
 from lorawatch.alerts.silences import active_silences
 from lorawatch.db.models import Alert, Notification, NotificationGroup
+from lorawatch.intervals import Entry, holds
 from lorawatch.settings import Settings
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -42,10 +43,21 @@ class Route:
     continue_: bool
     routes: list[Route]
     path: str
+    mute_intervals: list[list[Entry]] = field(default_factory=list)
+    active_intervals: list[list[Entry]] = field(default_factory=list)
+
+    def muted_at(self, at: datetime) -> bool:
+        """Whether the route sends nothing at ``at``: inside a mute interval, or outside all of
+        its active intervals when it has any."""
+        if any(holds(interval, at) for interval in self.mute_intervals):
+            return True
+        return bool(self.active_intervals) and not any(holds(interval, at) for interval in self.active_intervals)
 
 
 def build_routes(settings: Settings) -> Route:
-    """The routing tree with every node's inherited values resolved."""
+    """The routing tree with every node's inherited values resolved (time intervals are not
+    inherited, as in Alertmanager)."""
+    named = {name: [entry.entry() for entry in entries] for name, entries in settings.alerts.time_intervals.items()}
 
     def build(node, parent: Route | None, path: str) -> Route:
         route = Route(
@@ -64,6 +76,8 @@ def build_routes(settings: Settings) -> Route:
             continue_=node.continue_,
             routes=[],
             path=path,
+            mute_intervals=[named[name] for name in node.mute_time_intervals],
+            active_intervals=[named[name] for name in node.active_time_intervals],
         )
         route.routes = [build(child, route, f"{path}.{i}") for i, child in enumerate(node.routes)]
         return route
@@ -218,7 +232,7 @@ def dispatch(
         else:
             all_acked = all(a.acked_at is not None for a in firing) and receiver.type != "alertmanager"
             due = not all_acked and now >= group.last_notified_at + route.repeat_interval
-        if not due:
+        if not due or route.muted_at(now):  # a muted route holds it back; it goes out when the interval ends
             continue
         if group.id is None:
             session.flush()

@@ -46,7 +46,7 @@ import httpx
 from sqlalchemy import func, or_, select, update
 
 from lorawatch import audit, secrets
-from lorawatch.alerts.channels import Request, module_for
+from lorawatch.alerts.channels import DeliveryError, Request, module_for
 from lorawatch.alerts.dispatch import dispatch
 from lorawatch.db import Database
 from lorawatch.db.models import DeliveryAttempt, Notification
@@ -126,6 +126,16 @@ class _Sender:
     def send(self, payload: dict[str, Any], note_id: int, sleep: Callable[[float], None]) -> Outcome:
         module = module_for(self.receiver.type)
         payload = {**payload, "lorawatch": {**payload.get("lorawatch", {}), "notificationId": str(note_id)}}
+        if hasattr(module, "send"):  # a channel that sends by itself (e-mail)
+            try:
+                module.send(payload, self.receiver, self.settings)
+            except DeliveryError as exc:
+                return Outcome(
+                    False, error=secrets.scrub(str(exc)), permanent=exc.permanent, retry_after_s=exc.retry_after_s
+                )
+            except ConfigError as exc:  # an unset secret: the operator can fix it, so retry
+                return Outcome(False, error=exc.one_line())
+            return Outcome(True)
         if self.receiver.type in LOCAL_CHANNELS:
             try:
                 module.deliver(payload, self.receiver, self.settings)

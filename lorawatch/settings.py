@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+from jinja2 import TemplateError
+from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from lorawatch import secrets
+from lorawatch import intervals, secrets
 from lorawatch.durations import Duration, format_duration
 from lorawatch.errors import ConfigError
 
@@ -269,10 +271,70 @@ class _Receiver(_Section):
     )
 
 
+# What a message template sees when it is checked at load: an Alertmanager v4 payload of one alert.
+SAMPLE_PAYLOAD: dict[str, Any] = {
+    "version": "4",
+    "status": "firing",
+    "receiver": "sample",
+    "groupKey": "sample",
+    "groupLabels": {"alertname": "toxicity_budget", "adapter": "support-bot"},
+    "commonLabels": {"alertname": "toxicity_budget", "adapter": "support-bot", "severity": "critical"},
+    "commonAnnotations": {"summary": "support-bot v2: 12.0% of canary outputs are toxic"},
+    "externalURL": "http://127.0.0.1:8501",
+    "alerts": [
+        {
+            "status": "firing",
+            "labels": {
+                "alertname": "toxicity_budget",
+                "adapter": "support-bot",
+                "version": "v2",
+                "severity": "critical",
+            },
+            "annotations": {
+                "summary": "support-bot v2: 12.0% of canary outputs are toxic",
+                "runbook_url": "http://127.0.0.1:8501/alerts?runbook=toxicity_budget",
+            },
+            "startsAt": "2026-01-05T00:00:00Z",
+            "endsAt": "0001-01-01T00:00:00Z",
+            "fingerprint": "0123456789abcdef",
+            "value": 0.12,
+            "threshold": 0.05,
+        }
+    ],
+}
+
+
+class MessageTemplate(_Section):
+    """Your own wording (Jinja, over the Alertmanager v4 payload: status, alerts, groupLabels,
+    commonLabels, commonAnnotations, externalURL). The runbook and dashboard links are always added."""
+
+    title: str | None = Field(None, description='e.g. "[{{ status | upper }}] {{ groupLabels.adapter }}".')
+    text: str | None = Field(
+        None,
+        description='e.g. "{% for a in alerts %}{{ a.annotations.summary }}\n{% endfor %}".',
+    )
+
+    @model_validator(mode="after")
+    def _renders(self) -> MessageTemplate:
+        env = SandboxedEnvironment(autoescape=False)
+        for key in ("title", "text"):
+            source = getattr(self, key)
+            if source is None:
+                continue
+            try:
+                env.from_string(source).render(**SAMPLE_PAYLOAD)
+            except TemplateError as exc:
+                raise ValueError(f"template {key} is not valid Jinja: {exc}") from None
+            except Exception as exc:
+                raise ValueError(f"template {key} cannot render a sample alert: {type(exc).__name__}: {exc}") from None
+        return self
+
+
 class ConsoleReceiver(_Receiver):
     """Prints each notification on stdout (for the demo and for debugging)."""
 
     type: Literal["console"]
+    template: MessageTemplate | None = Field(None, description="Your own title and text.")
 
 
 class FileReceiver(_Receiver):
@@ -286,6 +348,7 @@ class SlackReceiver(_Receiver):
     """A Slack incoming webhook (Block Kit message with runbook and dashboard buttons)."""
 
     type: Literal["slack"]
+    template: MessageTemplate | None = Field(None, description="Your own title (the header) and text (the message).")
     url: SecretRef = Field(description='The webhook URL, from the environment: { env = "SLACK_WEBHOOK_URL" }.')
     min_interval_s: float = Field(1.0, ge=0, description="Slack allows about one message a second per webhook.")
 
@@ -294,6 +357,7 @@ class TeamsReceiver(_Receiver):
     """A Microsoft Teams Workflows webhook (an Adaptive Card with a runbook action)."""
 
     type: Literal["teams"]
+    template: MessageTemplate | None = Field(None, description="Your own title and text for the card.")
     url: SecretRef = Field(description="The workflow's HTTP trigger URL, from the environment.")
 
 
@@ -327,6 +391,34 @@ class AlertmanagerReceiver(_Receiver):
     url: SecretRef = Field(description="Alertmanager's base URL, from the environment, e.g. http://alertmanager:9093.")
 
 
+class EmailReceiver(_Receiver):
+    """E-mail over SMTP: one plain-text message per notification, STARTTLS and login."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    type: Literal["email"]
+    to: list[str] = Field(min_length=1, description="Recipients' addresses.")
+    from_: str = Field(alias="from", description="The sender's address.")
+    smarthost: str = Field(description='The SMTP server as "host:port" (587 for submission with STARTTLS).')
+    auth_username: str | None = Field(None, description="Login name on the SMTP server (none: no login).")
+    auth_password: SecretRef | None = Field(
+        None, description='The login password, from the environment: { env = "SMTP_PASSWORD" }.'
+    )
+    require_tls: bool = Field(True, description="Refuse to send (and to log in) unless the server offers STARTTLS.")
+    tls_ca_file: str | None = Field(
+        None, description="PEM file of CAs that sign the server's certificate (default: the system's)."
+    )
+    template: MessageTemplate | None = Field(None, description="Your own subject (title) and body (text).")
+
+    @field_validator("smarthost")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError('write "host:port", e.g. "smtp.example.com:587"')
+        return value
+
+
 Receiver = Annotated[
     ConsoleReceiver
     | FileReceiver
@@ -334,7 +426,8 @@ Receiver = Annotated[
     | TeamsReceiver
     | WebhookReceiver
     | PagerDutyReceiver
-    | AlertmanagerReceiver,
+    | AlertmanagerReceiver
+    | EmailReceiver,
     Field(discriminator="type"),
 ]
 
@@ -362,6 +455,50 @@ class RouteSettings(_Section):
         False, alias="continue", description="Keep matching the sibling routes after this one matched."
     )
     routes: list[RouteSettings] = Field(default_factory=list, description="Child routes, tried in order.")
+    mute_time_intervals: list[str] = Field(
+        default_factory=list,
+        description="Names of [alerts.time_intervals] during which this route sends nothing (not inherited); "
+        "what is held back is sent when the interval ends.",
+    )
+    active_time_intervals: list[str] = Field(
+        default_factory=list, description="If given, this route sends only during these intervals (not inherited)."
+    )
+
+
+class TimeRange(_Section):
+    """A time of day range: start included, end excluded; an end before the start runs over midnight."""
+
+    start_time: str = Field(description='"HH:MM"')
+    end_time: str = Field(description='"HH:MM" (24:00 is the end of the day)')
+
+
+class TimeIntervalEntry(_Section):
+    """One entry of a time interval: it holds when every field it gives holds (Alertmanager's format)."""
+
+    times: list[TimeRange] = Field(default_factory=list, description="Times of day.")
+    weekdays: list[str] = Field(default_factory=list, description='e.g. ["monday:friday"], ["saturday", "sunday"].')
+    days_of_month: list[str | int] = Field(default_factory=list, description='e.g. ["1:7", "-1"] (last day).')
+    months: list[str | int] = Field(default_factory=list, description='e.g. ["december", "1:3"].')
+    years: list[str | int] = Field(default_factory=list, description='e.g. ["2026:2027"].')
+    location: str = Field("UTC", description='The time zone the fields are read in, e.g. "Europe/Berlin".')
+
+    @model_validator(mode="after")
+    def _valid(self) -> TimeIntervalEntry:
+        self.entry()
+        return self
+
+    def entry(self) -> intervals.Entry:
+        """The validated interval entry."""
+        return intervals.parse_entry(
+            {
+                "times": [t.model_dump() for t in self.times],
+                "weekdays": self.weekdays,
+                "days_of_month": [str(v) for v in self.days_of_month],
+                "months": [str(v) for v in self.months],
+                "years": [str(v) for v in self.years],
+                "location": self.location,
+            }
+        )
 
 
 class InhibitRule(_Section):
@@ -409,6 +546,12 @@ class AlertsSettings(_Section):
         0.5, gt=0, description="First retry delay (s); each next one is 1.5 times longer, +-50% jitter."
     )
     retry_max_s: float = Field(60.0, gt=0, description="Longest delay between two retries (s).")
+    time_intervals: dict[str, list[TimeIntervalEntry]] = Field(
+        default_factory=dict,
+        description="Named time intervals for routes' mute_time_intervals and active_time_intervals, e.g. "
+        '[[alerts.time_intervals.nights]] times = [{ start_time = "22:00", end_time = "07:00" }], '
+        'location = "Europe/Berlin".',
+    )
     flush_lease: Duration = Field(
         timedelta(seconds=60),
         description="How long a flush holds its messages without a heartbeat; renewed every third of it while it "
@@ -438,6 +581,11 @@ class AlertsSettings(_Section):
     @model_validator(mode="after")
     def _receivers_exist(self) -> AlertsSettings:
         known = set(self.all_receivers)
+        unknown = [n for n in _route_intervals(self.route) if n not in self.time_intervals]
+        if unknown:
+            raise ValueError(
+                f"a route names time interval {unknown[0]!r}, which is not defined in [alerts.time_intervals]"
+            )
         missing = [r for r in [*_route_receivers(self.route), self.fallback_receiver] if r not in known]
         if missing:
             raise ValueError(
@@ -449,6 +597,13 @@ class AlertsSettings(_Section):
     def all_receivers(self) -> dict[str, Receiver]:
         """The receivers in force: the configured ones and the built-in default."""
         return {"default": FileReceiver(type="file"), **self.receivers}
+
+
+def _route_intervals(route: RouteSettings) -> list[str]:
+    names = route.mute_time_intervals + route.active_time_intervals
+    for child in route.routes:
+        names += _route_intervals(child)
+    return names
 
 
 def _route_receivers(route: RouteSettings) -> list[str]:

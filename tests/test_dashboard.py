@@ -199,11 +199,33 @@ def test_pages_render_with_data_and_only_a_signed_in_responder_can_act(
     assert not at.exception
     acked = [a for a in cli("alerts", "list", "--json").json() if a["acked_by"]]
     assert acked and acked[0]["acked_by"] == "alice"
+    # a notification that failed for good is listed, and a responder sends it again
+    from lorawatch.db.models import Notification
+    from lorawatch.db.types import utcnow
+
+    with db.session() as session:
+        session.add(
+            Notification(
+                receiver="default",
+                status="failed",
+                payload={"status": "firing", "alerts": []},
+                attempts=1,
+                failed_at=utcnow(),
+                last_error="HTTP 404: no such webhook",
+            )
+        )
+    at.run()
+    assert any(t.label == "Delivery (1 failed)" for t in at.tabs)
+    next(b for b in at.button if b.label == "Send again").click().run()
+    assert not at.exception
+    assert [
+        n["status"] for n in cli("notify", "list", "--json").json() if n["last_error"] == "HTTP 404: no such webhook"
+    ] == ["pending"]
     at.switch_page("app_pages/incidents.py").run()
     next(b for b in at.button if b.label == "Acknowledge").click().run()
     assert cli("incident", "show", incident["id"], "--json").json()["commander"] == "alice"
     actions = {(e["actor"], e["action"]) for e in cli("audit", "list", "--json").json()}
-    assert {("alice", "alert.ack"), ("alice", "incident.ack")} <= actions
+    assert {("alice", "alert.ack"), ("alice", "notification.retry"), ("alice", "incident.ack")} <= actions
 
 
 def _free_port() -> int:

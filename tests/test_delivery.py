@@ -423,3 +423,212 @@ def test_planted_secrets_never_reach_stderr_logs_the_database_or_config_show(
         f"{len(stored)} bytes of database: {len(hits)} hits"
     )
     assert not hits, hits
+
+
+# --- e-mail: a real SMTP server on loopback, with STARTTLS and login ---
+
+
+@pytest.fixture
+def smtp_server(tmp_path):
+    """aiosmtpd on 127.0.0.1 with a self-signed certificate for localhost; STARTTLS and login required."""
+    import shutil
+    import socket
+    import ssl
+
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import AuthResult, LoginPassword
+
+    if shutil.which("openssl") is None:
+        pytest.fail("openssl is needed to make the test server's certificate (apt-get install openssl)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    received: list = []
+    logins: list[tuple[str, str]] = []
+
+    class Handler:
+        async def handle_DATA(self, server, session, envelope):  # noqa: N802
+            received.append(envelope)
+            return "250 OK"
+
+    def authenticator(server, session, envelope, mechanism, auth_data):
+        ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (b"lw", b"SMTPPASS123")
+        logins.append((mechanism, "ok" if ok else "refused"))
+        return AuthResult(success=ok, handled=False)  # handled=False: the server answers 535 itself
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    controller = Controller(
+        Handler(),
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=context,
+        require_starttls=True,
+        auth_required=True,
+        auth_require_tls=True,
+        authenticator=authenticator,
+    )
+    controller.start()
+    yield {"port": port, "ca": str(cert), "received": received, "logins": logins}
+    controller.stop()
+
+
+def _email(monkeypatch, smtp_server, **extra) -> dict:
+    monkeypatch.setenv("LW_SMTP_PASSWORD", "SMTPPASS123")
+    return {
+        "type": "email",
+        "to": ["oncall@example.com"],
+        "from": "lorawatch@example.com",
+        "smarthost": f"localhost:{smtp_server['port']}",
+        "auth_username": "lw",
+        "auth_password": {"env": "LW_SMTP_PASSWORD"},
+        "tls_ca_file": smtp_server["ca"],
+        **extra,
+    }
+
+
+def test_email_is_delivered_over_starttls_with_login(db, tmp_path, smtp_server, monkeypatch):
+    from email import message_from_bytes
+
+    from lorawatch.alerts.engine import evaluate
+    from lorawatch.alerts.outbox import flush
+
+    template = {"title": "[{{ status | upper }}] {{ groupLabels.adapter }} needs a look"}
+    settings = _settings(tmp_path, {"mail": _email(monkeypatch, smtp_server, template=template)})
+    _fire(db, "mail-1", T0)
+    evaluate(db, settings, now=T0)
+    assert flush(db, settings, now=T0, deadline_s=10)["delivered"] == 1
+    [envelope] = smtp_server["received"]
+    assert envelope.rcpt_tos == ["oncall@example.com"] and smtp_server["logins"][-1][1] == "ok"
+    mail = message_from_bytes(envelope.original_content)
+    assert mail["Subject"] == "[FIRING] mail-1 needs a look"
+    [note] = _notes(db)
+    assert mail["X-LoraWatch-Notification-Id"] == str(note["id"]) and str(note["id"]) in mail["Message-ID"]
+    body = mail.get_payload(decode=True).decode()
+    assert "Runbook: http://127.0.0.1:8501/alerts?runbook=toxicity_budget" in body and "Dashboard: " in body
+    assert "adapter: mail-1" in body
+
+
+def test_email_failures_say_whether_a_retry_can_help(db, tmp_path, smtp_server, monkeypatch):
+    from lorawatch.alerts.engine import evaluate
+    from lorawatch.alerts.outbox import flush
+
+    wrong_password = _email(monkeypatch, smtp_server, auth_password={"env": "LW_WRONG"})
+    monkeypatch.setenv("LW_WRONG", "not-the-password")
+    untrusted = _email(monkeypatch, smtp_server)
+    untrusted.pop("tls_ca_file")  # the system's CAs do not sign the test certificate
+    settings = _settings(tmp_path, {"badlogin": wrong_password, "untrusted": untrusted})
+    _fire(db, "badlogin-1", T0)
+    _fire(db, "untrusted-1", T0)
+    evaluate(db, settings, now=T0)
+    for receiver in ("badlogin", "untrusted"):  # one at a time: the test server is single-threaded
+        flush(db, settings, now=T0, deadline_s=5, receivers=[receiver])
+    notes = {n["receiver"]: n for n in _notes(db)}
+    assert notes["badlogin"]["status"] == "failed" and "SMTP 535" in notes["badlogin"]["last_error"], notes["badlogin"]
+    assert notes["untrusted"]["status"] == "failed" and "certificate" in notes["untrusted"]["last_error"]
+    assert "not-the-password" not in json.dumps(notes, default=str)
+    assert smtp_server["received"] == []
+
+
+def test_a_muted_route_sends_nothing_inside_its_interval_and_sends_after_it(db, tmp_path, receivers, monkeypatch):
+    from lorawatch.alerts.engine import evaluate
+    from lorawatch.alerts.outbox import flush
+
+    hook = receivers.on("/quiet", first_then([]))
+    settings = Settings.model_validate(
+        {
+            "home": str(tmp_path / "home"),
+            "alerts": {
+                "receivers": {"quiet": _webhook(monkeypatch, "quiet", hook)},
+                "time_intervals": {
+                    "nights": [{"times": [{"start_time": "22:00", "end_time": "07:00"}], "location": "Europe/Berlin"}],
+                    "weekends": [{"weekdays": ["saturday", "sunday"], "location": "Europe/Berlin"}],
+                },
+                "route": {
+                    "receiver": "default",
+                    "routes": [
+                        {
+                            "receiver": "quiet",
+                            "matchers": ['adapter=~"quiet-.*"'],
+                            "group_wait": "0s",
+                            "mute_time_intervals": ["nights", "weekends"],
+                        }
+                    ],
+                },
+            },
+        }
+    )
+    night = datetime(2026, 1, 5, 0, 30, tzinfo=UTC)  # Monday 01:30 in Berlin
+    _fire(db, "quiet-1", night)
+    for minutes in (0, 60, 300):  # evaluations and flushes through the night: nothing goes out
+        at = night + timedelta(minutes=minutes)
+        evaluate(db, settings, now=at)
+        flush(db, settings, now=at, deadline_s=2)
+    assert receivers.at("/quiet") == [] and [n for n in _notes(db) if n["receiver"] == "quiet"] == []
+    morning = datetime(2026, 1, 5, 6, 5, tzinfo=UTC)  # 07:05 in Berlin: the interval is over
+    evaluate(db, settings, now=morning)
+    flush(db, settings, now=morning, deadline_s=2)
+    [sent] = receivers.at("/quiet")
+    assert sent.body["alerts"][0]["labels"]["adapter"] == "quiet-1"
+
+    # Saturday noon in Berlin is muted by the weekend interval; unknown names are a settings error
+    from lorawatch.alerts.dispatch import build_routes
+
+    route = build_routes(settings).routes[1]
+    assert route.receiver == "quiet" and route.muted_at(datetime(2026, 1, 10, 11, 0, tzinfo=UTC))
+    assert not route.muted_at(datetime(2026, 1, 9, 11, 0, tzinfo=UTC))  # Friday noon
+    with pytest.raises(Exception, match="time interval 'holidays'"):
+        Settings.model_validate({"alerts": {"route": {"receiver": "default", "mute_time_intervals": ["holidays"]}}})
+    with pytest.raises(Exception, match="not an IANA time zone"):
+        Settings.model_validate({"alerts": {"time_intervals": {"x": [{"location": "Mars/Olympus"}]}}})
+
+
+def test_receiver_templates_word_the_message_and_keep_the_links(db, tmp_path, receivers, monkeypatch):
+    from lorawatch.alerts.engine import evaluate
+    from lorawatch.alerts.outbox import flush
+
+    slack = receivers.on("/slack", first_then([]))
+    monkeypatch.setenv("LW_SLACK_URL", slack)
+    template = {
+        "title": "{{ commonLabels.severity | upper }}: {{ groupLabels.adapter }}",
+        "text": "{% for a in alerts %}{{ a.labels.adapter }} is at {{ '%.0f' % (a.value * 100) }}%{% endfor %}",
+    }
+    settings = _settings(
+        tmp_path,
+        {"slack": {"type": "slack", "url": {"env": "LW_SLACK_URL"}, "min_interval_s": 0, "template": template}},
+    )
+    _fire(db, "slack-1", T0)
+    evaluate(db, settings, now=T0)
+    assert flush(db, settings, now=T0, deadline_s=2)["delivered"] == 1
+    blocks = receivers.at("/slack")[0].body["blocks"]
+    assert blocks[0]["text"]["text"] == "CRITICAL: slack-1"
+    assert blocks[1]["text"]["text"] == "slack-1 is at 50%"
+    assert [e["text"]["text"] for e in blocks[-1]["elements"]] == ["Runbook", "Dashboard"]
+    # a template that cannot render is a settings error at load, naming the receiver's key
+    with pytest.raises(Exception, match="cannot render a sample alert"):
+        _settings(tmp_path, {"x": {"type": "slack", "url": {"env": "X"}, "template": {"text": "{{ 1 / 0 }}"}}})
+    with pytest.raises(Exception, match="not valid Jinja"):
+        _settings(tmp_path, {"x": {"type": "slack", "url": {"env": "X"}, "template": {"title": "{% for %}"}}})

@@ -1,6 +1,8 @@
 """Notification channels, one module each. An HTTP channel turns a group notification (the
-Alertmanager v4 payload built by ``lorawatch.alerts.dispatch``) into the requests its service expects;
-the outbox sends them, with retries. Local channels (console, file) deliver directly.
+Alertmanager v4 payload built by ``lorawatch.alerts.dispatch``) into the requests its service
+expects (``build``); the outbox sends them, with retries. Other channels send by themselves
+(``send``, e.g. e-mail), raising ``DeliveryError`` that says whether a retry can help; local
+channels (console, file) deliver directly (``deliver``).
 
 Secrets (webhook URLs, routing keys) are resolved from the environment only when a request is
 built, and are listed in ``Request.secrets`` so that error messages can be scrubbed of them.
@@ -9,8 +11,21 @@ built, and are listed in ``Request.secrets`` so that error messages can be scrub
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass, field
 from typing import Any
+
+from jinja2.sandbox import SandboxedEnvironment
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryError(Exception):
+    """A channel that sends by itself (``send``) failed; ``permanent`` when no retry can help."""
+
+    def __init__(self, message: str, *, permanent: bool = False, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.permanent, self.retry_after_s = permanent, retry_after_s
 
 
 @dataclass
@@ -49,6 +64,30 @@ def runbook_of(payload: dict[str, Any]) -> str | None:
         if alert["annotations"].get("runbook_url"):
             return alert["annotations"]["runbook_url"]
     return None
+
+
+_env = SandboxedEnvironment(autoescape=False)
+
+
+def user_text(receiver: Any, key: str, payload: dict[str, Any]) -> str | None:
+    """The receiver's own ``title`` or ``text`` rendered over the payload; None when it has none,
+    or when it fails on this payload (logged, scrubbed; the built-in wording is used instead)."""
+    template = getattr(receiver, "template", None)
+    source = getattr(template, key, None) if template is not None else None
+    if not source:
+        return None
+    try:
+        return _env.from_string(source).render(**payload).strip() or None
+    except Exception as exc:
+        log.warning("the receiver's %s template failed on this notification (%s); using the default", key, exc)
+        return None
+
+
+def links(payload: dict[str, Any]) -> list[tuple[str, str]]:
+    """The links every message carries, whatever its template: the runbook and the dashboard."""
+    runbook = runbook_of(payload)
+    found = [("Runbook", runbook)] if runbook else []
+    return [*found, ("Dashboard", payload["externalURL"])]
 
 
 def fmt_value(value: Any) -> str:

@@ -5,12 +5,16 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from lorawatch.alerts.channels import fmt_value, title
-from lorawatch.settings import Settings
+from lorawatch.alerts.channels import fmt_value, links, title, user_text
+from lorawatch.settings import ConsoleReceiver, Settings
 
 
-def render(payload: dict[str, Any]) -> str:
-    lines = [title(payload)]
+def render(payload: dict[str, Any], receiver: ConsoleReceiver | None = None) -> str:
+    head = user_text(receiver, "title", payload) or title(payload)
+    text = user_text(receiver, "text", payload)
+    if text:
+        return "\n".join([head, text, *(f"  {name}: {link}" for name, link in links(payload))])
+    lines = [head]
     for alert in payload["alerts"]:
         labels = alert["labels"]
         lines.append(
@@ -22,6 +26,6 @@ def render(payload: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def deliver(payload: dict[str, Any], receiver, settings: Settings) -> None:
-    sys.stdout.write(render(payload) + "\n")
+def deliver(payload: dict[str, Any], receiver: ConsoleReceiver, settings: Settings) -> None:
+    sys.stdout.write(render(payload, receiver) + "\n")
     sys.stdout.flush()

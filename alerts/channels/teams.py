@@ -5,23 +5,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from lorawatch.alerts.channels import Request, fmt_value, runbook_of, title
-from lorawatch.settings import Settings
+from lorawatch.alerts.channels import Request, fmt_value, links, title, user_text
+from lorawatch.settings import Settings, TeamsReceiver
 
 
-def build(payload: dict[str, Any], receiver, settings: Settings) -> list[Request]:
+def build(payload: dict[str, Any], receiver: TeamsReceiver, settings: Settings) -> list[Request]:
     url = receiver.url.resolve()
+    text = user_text(receiver, "text", payload)
     body: list[dict[str, Any]] = [
         {
             "type": "TextBlock",
-            "text": title(payload),
+            "text": user_text(receiver, "title", payload) or title(payload),
             "weight": "Bolder",
             "size": "Medium",
             "wrap": True,
             "color": "Attention" if payload["status"] == "firing" else "Good",
         }
     ]
-    for alert in payload["alerts"][:10]:
+    if text:
+        body.append({"type": "TextBlock", "text": text, "wrap": True})
+    for alert in [] if text else payload["alerts"][:10]:
         labels = alert["labels"]
         body.append(
             {
@@ -38,11 +41,7 @@ def build(payload: dict[str, Any], receiver, settings: Settings) -> list[Request
             ("Value", fmt_value(alert.get("value"))),
         ]
         body.append({"type": "FactSet", "facts": [{"title": k, "value": str(v)} for k, v in facts if v]})
-    actions = []
-    runbook = runbook_of(payload)
-    if runbook:
-        actions.append({"type": "Action.OpenUrl", "title": "Runbook", "url": runbook})
-    actions.append({"type": "Action.OpenUrl", "title": "Dashboard", "url": payload["externalURL"]})
+    actions = [{"type": "Action.OpenUrl", "title": name, "url": link} for name, link in links(payload)]
     card = {
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "type": "AdaptiveCard",

@@ -1,4 +1,5 @@
-"""Alerts: firing, pending and silenced; acknowledge and silence (signed in); runbooks inline."""
+"""Alerts: firing, pending and silenced; acknowledge and silence (signed in); deliveries that
+failed for good, sent again on request; runbooks inline."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from lorawatch.db.types import utcnow
 
 settings, db = context()
 st.title("Alerts")
-from lorawatch.alerts.engine import acknowledge, list_alerts  # noqa: E402
+from lorawatch.alerts.engine import RULE_FAILED, acknowledge, list_alerts  # noqa: E402
+from lorawatch.alerts.outbox import list_notifications, retry  # noqa: E402
 from lorawatch.alerts.rules import load_rules, runbook_path  # noqa: E402
 from lorawatch.alerts.silences import add_silence, expire_silence, list_silences  # noqa: E402
 
@@ -51,7 +53,8 @@ views = [
     ),
     ("Resolved", [a for a in everything if a["state"] == "resolved"][-50:], st.caption, "None resolved yet."),
 ]
-tabs = st.tabs([name for name, *_ in views] + ["Silences", "Rules"])
+failed = list_notifications(db, status="failed", limit=200)
+tabs = st.tabs([name for name, *_ in views] + ["Silences", "Rules", f"Delivery ({len(failed)} failed)"])
 for tab, (_, items, say, empty) in zip(tabs, views):
     with tab:
         if items:
@@ -78,6 +81,28 @@ with tabs[4]:
         st.caption("No silence in force.")
 with tabs[5]:
     st.dataframe([r.describe() for r in load_rules(settings)], hide_index=True, width="stretch")
+with tabs[6]:
+    pending = list_notifications(db, status="pending", limit=1000)
+    st.caption(f"{len(pending)} notifications waiting in the outbox; failed ones below are not retried by themselves.")
+    if failed:
+        st.dataframe(
+            [
+                {
+                    "id": n["id"],
+                    "receiver": n["receiver"],
+                    "alerts": n["alerts"],
+                    "attempts": n["attempts"],
+                    "queued": ts(n["created_at"]),
+                    "failed": ts(n["failed_at"]),
+                    "last error": n["last_error"],
+                }
+                for n in failed
+            ],
+            hide_index=True,
+            width="stretch",
+        )
+    else:
+        st.success("No notification failed.")
 
 st.subheader("Act")
 left, right = st.columns(2)
@@ -126,8 +151,23 @@ with right:
                         expire_silence(db, int(sid), actor=user)
                         st.success(f"Silence {sid} ended.")
 
+if failed:
+    st.markdown("**Send a failed notification again**")
+    user = require_responder("send failed notifications again")
+    if user:
+        with st.form("retry"):
+            note = st.selectbox(
+                "Notification",
+                [n["id"] for n in failed],
+                format_func=lambda i: next(f"{n['id']} to {n['receiver']}" for n in failed if n["id"] == i),
+            )
+            if st.form_submit_button("Send again"):
+                with shown_errors():
+                    retry(db, int(note), actor=user)
+                    st.success(f"Notification {note} is pending again; the next flush sends it.")
+
 st.subheader("Runbook")
-rule_ids = sorted({r.id for r in load_rules(settings)})
+rule_ids = sorted({r.id for r in load_rules(settings)} | {RULE_FAILED})
 wanted = query_param("runbook") or (open_alerts[0]["rule"] if open_alerts else None)
 rule = st.selectbox("Rule", rule_ids, index=rule_ids.index(wanted) if wanted in rule_ids else 0)
 path = runbook_path(rule)
