@@ -11,7 +11,6 @@ promotion and rollback markers, rendered from the dashboard's chart specs).
 from __future__ import annotations
 
 import base64
-import html
 import os
 import re
 import shutil
@@ -21,6 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from markdown_it import MarkdownIt
 from sqlalchemy import select
 
 from lorawatch.db import Database
@@ -107,11 +107,44 @@ def gather(db: Database, settings: Settings, incident_id: int) -> dict[str, Any]
                 ),
                 "kpis": (queries.kpi_frame(session, adapter, start, end), None, events),
             }
+    data = _defanged(data)  # everything above is user- or adapter-written text
     data["links"] = {
         "incident": f"{settings.alerts.dashboard_url.rstrip('/')}/incidents?incident={incident_id}",
         "dashboard": settings.alerts.dashboard_url.rstrip("/"),
     }
     return data
+
+
+SAFE_SCHEMES = ("http://", "https://", "mailto:")
+_MD_LINK = re.compile(r"\]\(\s*<?([^)\s>]*)")
+_MD_REFERENCE = re.compile(r"^(\s*\[[^\]]+\]):(\s*)(\S+)", re.M)
+
+
+def _safe_target(url: str) -> bool:
+    return url.lower().startswith(SAFE_SCHEMES) or url.startswith("#")
+
+
+def defang(text: str) -> str:
+    """User- or adapter-written text made inert for Markdown and HTML: ``& < >`` become
+    entities (no raw HTML, no autolinks) and a link or image whose target is not http, https,
+    mailto or a fragment loses its link syntax (it shows as text)."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = _MD_LINK.sub(lambda m: m.group(0) if _safe_target(m.group(1)) else "]\\(" + m.group(1), text)
+    return _MD_REFERENCE.sub(
+        lambda m: m.group(0) if _safe_target(m.group(3)) else f"{m.group(1)}\\:{m.group(2)}{m.group(3)}", text
+    )
+
+
+def _defanged(value: Any) -> Any:
+    if isinstance(value, str):
+        return defang(value)
+    if isinstance(value, dict):
+        return {k: _defanged(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_defanged(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_defanged(v) for v in value)
+    return value  # numbers, times, data frames (charts are drawn, not interpreted)
 
 
 def _version(session, adapter: str, version: str) -> dict[str, Any]:
@@ -314,70 +347,24 @@ def to_html(markdown_text: str, images: dict[str, bytes]) -> str:
         "margin:.3em 0;padding:0 .8em;color:#444}img{max-width:100%;page-break-inside:avoid}h2{border-bottom:1px solid #ddd;"
         "padding-bottom:.2em;margin-top:1.6em}code{background:#f5f5f5;padding:0 3px}"
     )
-    return f'<!doctype html>\n<html><head><meta charset="utf-8"><title>Post-incident report</title><style>{style}</style></head>\n<body>\n{body}\n</body></html>\n'
-
-
-def _inline(text: str) -> str:
-    out = html.escape(text, quote=False)
-    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
-    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
-    out = re.sub(r"(?<![\w*])_(.+?)_(?![\w*])", r"<em>\1</em>", out)
-    out = re.sub(r"!\[([^\]]*)\]\(([^)]+)\)", r'<img alt="\1" src="\2">', out)
-    out = re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', out)
-    return out.replace("\\|", "|")
+    # the page may run nothing and fetch nothing: its images are inlined, its style is its own
+    policy = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+    return (
+        f'<!doctype html>\n<html><head><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" '
+        f'content="{policy}"><title>Post-incident report</title><style>{style}</style></head>\n<body>\n{body}\n'
+        "</body></html>\n"
+    )
 
 
 def _markdown_to_html(text: str, image_map: dict[str, str]) -> str:
-    """The small Markdown subset the report uses: headings, paragraphs, lists, tables, quotes, images."""
+    """Markdown rendered by markdown-it (CommonMark and tables) with raw HTML off and links
+    limited to http, https, mailto, fragments and the report's own inlined chart images."""
     for name, uri in image_map.items():
         text = text.replace(f"({name})", f"({uri})")
-    out: list[str] = []
-    lines = text.splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if line.startswith("# "):
-            out.append(f"<h1>{_inline(line[2:])}</h1>")
-        elif line.startswith("## "):
-            out.append(f"<h2>{_inline(line[3:])}</h2>")
-        elif line.startswith("| "):
-            rows = []
-            while i < len(lines) and lines[i].startswith("| "):
-                rows.append(lines[i])
-                i += 1
-            cells = [
-                [c.strip() for c in _split_row(r)] for r in rows if not set(r.replace("|", "").strip()) <= {"-", " "}
-            ]
-            out.append(
-                "<table><tr>"
-                + "".join(f"<th>{_inline(c)}</th>" for c in cells[0])
-                + "</tr>"
-                + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in cells[1:])
-                + "</table>"
-            )
-            continue
-        elif line.startswith("- "):
-            items = []
-            while i < len(lines) and lines[i].startswith("- "):
-                items.append(f"<li>{_inline(lines[i][2:])}</li>")
-                i += 1
-            out.append("<ul>" + "".join(items) + "</ul>")
-            continue
-        elif line.startswith(">"):
-            quote = []
-            while i < len(lines) and lines[i].startswith(">"):
-                quote.append(_inline(lines[i][1:].strip()))
-                i += 1
-            out.append("<blockquote>" + "<br>".join(q for q in quote if q) + "</blockquote>")
-            continue
-        elif line.strip():
-            out.append(f"<p>{_inline(line)}</p>")
-        i += 1
-    return "\n".join(out)
-
-
-def _split_row(row: str) -> list[str]:
-    return re.split(r"(?<!\\)\|", row.strip().strip("|"))
+    inlined = set(image_map.values())
+    md = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
+    md.validateLink = lambda url: _safe_target(url) or url in inlined  # type: ignore[method-assign]
+    return md.render(text)
 
 
 def chromium_binary() -> str:
@@ -392,6 +379,10 @@ def chromium_binary() -> str:
     )
 
 
+def _as_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
 def html_to_pdf(html_text: str, out: Path) -> None:
     """Print an HTML page to PDF with headless Chromium."""
     binary = chromium_binary()
@@ -402,7 +393,8 @@ def html_to_pdf(html_text: str, out: Path) -> None:
         cmd = [
             binary,
             "--headless",
-            "--no-sandbox",
+            *(["--no-sandbox"] if _as_root() else []),  # Chromium refuses to sandbox as root
+            "--disable-javascript",  # and the page's own policy forbids scripts (to_html)
             "--disable-gpu",
             "--disable-dev-shm-usage",
             "--no-pdf-header-footer",

@@ -311,3 +311,58 @@ def test_an_alert_still_firing_after_its_incident_resolved_opens_one_new_inciden
         resolved_on = set(s.scalars(select(IncidentEvent.incident_id).where(IncidentEvent.kind == "alert_resolved")))
         assert resolved_on == {second}
         assert s.get(Incident, second).state == "triggered"
+
+
+PAYLOADS = [
+    '![x](x" onerror="alert(1))',
+    "[runbook](javascript:alert(document.cookie))",
+    "<script>alert(1)</script>",
+    '<img src=x onerror="alert(1)">',
+    "[ref]: javascript:alert(1)",
+    "<javascript:alert(1)>",
+    "[a](JaVaScRiPt:alert(1))",
+    "[d](data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==)",
+    '<a href="javascript:alert(1)">click</a>',
+    "[ok](https://wiki.example.com/runbook)",
+]
+
+
+def test_the_report_of_injection_payloads_holds_no_active_content(cli, lw_env, db, tmp_path):
+    """Every payload goes into a field the report shows; the HTML is parsed and searched for
+    anything that could run or navigate to script; the Markdown keeps no such link either."""
+    from html.parser import HTMLParser
+
+    opened = cli("incident", "open", "--title", PAYLOADS[2], "--severity", "warning", "--json").json()
+    iid = str(opened["id"])
+    for payload in PAYLOADS:
+        assert cli("incident", "note", iid, payload).code == 0
+    fields = ["--summary", "--impact", "--trigger", "--root-cause", "--resolution", "--went-well", "--went-badly"]
+    args = [x for field, payload in zip(fields, PAYLOADS) for x in (field, payload)]
+    assert cli("incident", "update", iid, *args).code == 0
+    assert cli("incident", "action", iid, "--description", PAYLOADS[0], "--owner", PAYLOADS[3]).code == 0
+    html_path, md_path = tmp_path / "report.html", tmp_path / "report.md"
+    assert cli("incident", "export", iid, "--format", "html", "--out", str(html_path)).code == 0
+    assert cli("incident", "export", iid, "--format", "md", "--out", str(md_path)).code == 0
+
+    found: list[str] = []
+
+    class Audit(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag in ("script", "iframe", "object", "embed", "form", "svg", "base"):
+                found.append(f"<{tag}>")
+            for name, value in attrs:
+                if name.startswith("on"):
+                    found.append(f"{tag} {name}")
+                if name in ("href", "src", "action", "formaction") and value:
+                    ok = value.startswith(("http://", "https://", "mailto:", "#", "data:image/png;base64,"))
+                    if not ok:
+                        found.append(f"{tag} {name}={value[:40]}")
+
+    page = html_path.read_text()
+    Audit().feed(page)
+    assert not found, found
+    assert "default-src 'none'" in page  # and the page may run nothing even if something slipped through
+    assert 'href="https://wiki.example.com/runbook"' in page  # a safe link stays a link
+    assert "alert(1)" in page  # the payloads are shown, as text
+    markdown = md_path.read_text()
+    assert "](javascript:" not in markdown.lower() and "<script" not in markdown and "<img" not in markdown
