@@ -33,6 +33,7 @@ from lorawatch.db.models import (
     CanaryRun,
 )
 from lorawatch.db.types import utcnow
+from lorawatch.durations import format_duration
 from lorawatch.errors import ConflictError, InputError, NotFoundError
 from lorawatch.models import pick_device
 from lorawatch.monitors.canary_finalize import finalize_run
@@ -42,8 +43,7 @@ from lorawatch.monitors.canary_worker import CanaryWorker, WorkerSpec
 from lorawatch.monitors.dataset import CanaryDataset, CanaryPrompt, load_dataset
 from lorawatch.registry import files as registry_files
 from lorawatch.registry.aliases import aliased_versions, resolve_alias
-from lorawatch.registry.store import Store
-from lorawatch.registry.versions import get_adapter, get_version, open_version
+from lorawatch.registry.versions import get_adapter, get_version
 from lorawatch.settings import Settings
 
 
@@ -137,6 +137,21 @@ def _default_version(session: Session, adapter: AdapterRecord) -> AdapterVersion
     return adapter.versions[-1]
 
 
+def _file_checks(base: BaseModelRecord, versions: list[AdapterVersion]) -> list[tuple[Path, dict, str]]:
+    """What re-checking a run's files means: (directory, recorded manifest, label) for the base
+    and each version; an archived version is refused (its files are not in the store)."""
+    path = Path(base.path)
+    checks = [(path.parent if path.is_file() else path, dict(base.files or {}), f"base model {base.name}")]
+    for v in versions:
+        if v.state == "archived":
+            raise ConflictError(
+                f"{v.adapter.name}@{v.version} is archived",
+                fix=f"run `lorawatch registry restore {v.adapter.name} --version {v.version}`",
+            )
+        checks.append((Path(v.path), dict(v.files), f"{v.adapter.name}@{v.version}"))
+    return checks
+
+
 def verify_base(base: BaseModelRecord) -> Path:
     """Re-check a base model's weight files against their recorded hashes."""
     path = Path(base.path)
@@ -158,16 +173,27 @@ def create_run(
     actor: str,
     verify_hashes: bool = True,
 ) -> int:
-    """Validate everything and record a new run; nothing is stored when anything is wrong."""
+    """Validate everything and record a new run; nothing is stored when anything is wrong.
+
+    Hashes are re-checked between two short transactions, never inside one (re-reading a large
+    base model must not hold the database's write lock); the checked hashes are remembered by
+    this process, so executing the run right after does not read the files again."""
     dataset = load_dataset(dataset_path)
-    store = Store.from_settings(settings)
     with db.session() as session:
         versions = select_versions(session, adapters)
+        checks = _file_checks(versions[0].adapter.base_model, versions)
+        version_ids = [v.id for v in versions]
+    if verify_hashes:
+        for root, manifest, label in checks:
+            registry_files.verify_files(root, manifest, label)
+    with db.session() as session:
+        versions = [session.get(AdapterVersion, i) for i in version_ids]
+        if any(v is None or v.state == "archived" for v in versions):
+            raise ConflictError("a version changed state while the run was being checked", fix="start the run again")
         base = versions[0].adapter.base_model
-        if verify_hashes:
-            verify_base(base)
-            for v in versions:
-                open_version(session, store, v.adapter.name, v.version)
+        now = utcnow()
+        for v in versions:
+            v.last_used_at = now
         record = _dataset_record(session, dataset)
         run = CanaryRun(
             dataset_id=record.id,
@@ -228,8 +254,12 @@ def execute_run(
     risk=None,
     backend: str | None = None,
     ray_options: dict[str, Any] | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Score every (prompt, adapter) pair not yet stored, then finalise; returns the run's summary.
+
+    ``resume``: the run was started earlier (``--resume``): refused while another process keeps
+    its heartbeat fresh.
 
     ``backend``: ``local`` (this process; the default from ``canary.backend``) or ``ray``
     (Ray workers, one per GPU, ``lorawatch.monitors.canary_ray``); both run the same worker code and
@@ -241,7 +271,7 @@ def execute_run(
         raise InputError(f"backend {backend!r} is not one of local, ray", fix="pass --backend local|ray")
     if backend == "ray" and any(x is not None for x in (models, embedder, risk)):
         raise ValueError("models, embedder and risk are built by each Ray worker; pass them only with backend='local'")
-    ex = prepare_execution(db, settings, run_id)
+    ex = prepare_execution(db, settings, run_id, resume=resume)
     spec, dataset, keys, version_ids = ex.spec, ex.dataset, ex.keys, ex.version_ids
     try:
         if not ex.pending([dataset.prompts], list(version_ids.values())):
@@ -275,6 +305,43 @@ def execute_run(
         raise
 
 
+def _startable(session: Session, run_id: int, settings: Settings, *, resume: bool) -> CanaryRun:
+    """The run, if it may start now: not complete and, when resuming, not alive elsewhere."""
+    run = session.get(CanaryRun, run_id)
+    if run is None:
+        raise NotFoundError(f"no canary run {run_id}", fix="list runs with `lorawatch canary list`")
+    if run.status == "complete":
+        raise ConflictError(f"canary run {run_id} is complete already", fix="start a new run instead")
+    stale = settings.alerts.stale_run_after
+    if resume and run.status == "running" and run.heartbeat_at > utcnow() - stale and _may_live(run):
+        age = (utcnow() - run.heartbeat_at).total_seconds()
+        raise ConflictError(
+            f"canary run {run_id} is alive: {run.host or 'a host'} (pid {run.pid}) renewed its heartbeat {age:.0f} s ago",
+            fix=f"let it finish, or resume it after {format_duration(stale)} without a heartbeat (a dead run goes stale)",
+        )
+    return run
+
+
+def _may_live(run: CanaryRun) -> bool:
+    """False only when the run's process is known dead: it ran on this host and its pid is gone."""
+    if run.host != socket.gethostname() or not run.pid:
+        return True
+    try:
+        os.kill(run.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process holds that pid now
+        return True
+    return not _zombie(run.pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] == "Z"
+    except OSError:
+        return False
+
+
 @dataclass
 class Execution:
     """What executing a run needs, read once when it (re)starts."""
@@ -299,35 +366,43 @@ class Execution:
         ]
 
 
-def prepare_execution(db: Database, settings: Settings, run_id: int) -> Execution:
-    """Check a run can (re)start, re-check the hashes, mark it running; what executing it needs."""
+def prepare_execution(db: Database, settings: Settings, run_id: int, *, resume: bool = False) -> Execution:
+    """Check a run can (re)start, re-check the hashes, mark it running; what executing it needs.
 
-    store = Store.from_settings(settings)
+    With ``resume`` (``canary run --resume``) a run whose heartbeat is fresh is refused: another
+    process is working on it. Hashes are re-checked outside any transaction."""
     with db.session() as session:
-        run = session.get(CanaryRun, run_id)
-        if run is None:
-            raise NotFoundError(f"no canary run {run_id}", fix="list runs with `lorawatch canary list`")
-        if run.status == "complete":
-            raise ConflictError(f"canary run {run_id} is complete already", fix="start a new run instead")
+        run = _startable(session, run_id, settings, resume=resume)
         record = session.get(CanaryDatasetRecord, run.dataset_id)
-        dataset = load_dataset(record.path)
-        if dataset.sha256 != record.sha256:
-            raise ConflictError(
-                f"the dataset file changed since run {run_id} started",
-                where=record.path,
-                fix="restore the file, or start a new run on the new dataset",
-            )
+        assert record is not None
+        dataset_path, dataset_sha = record.path, record.sha256
         base = session.get(BaseModelRecord, run.base_model_id)
+        assert base is not None
+        versions = [session.get(AdapterVersion, a["version_id"]) for a in run.adapters]
+        checks = _file_checks(base, [v for v in versions if v is not None])
         verify = run.config.get("verify_hashes", True)
-        if verify:
-            verify_base(base)
+    dataset = load_dataset(dataset_path)
+    if dataset.sha256 != dataset_sha:
+        raise ConflictError(
+            f"the dataset file changed since run {run_id} started",
+            where=dataset_path,
+            fix="restore the file, or start a new run on the new dataset",
+        )
+    if verify:
+        for root, manifest, label in checks:
+            registry_files.verify_files(root, manifest, label)
+    with db.session() as session:
+        run = _startable(session, run_id, settings, resume=resume)
+        base = session.get(BaseModelRecord, run.base_model_id)
+        assert base is not None
         adapters = {}
         for a in run.adapters:
             version = session.get(AdapterVersion, a["version_id"])
+            assert version is not None
             label = f"{a['adapter']}@{a['version']}"
-            directory = open_version(session, store, a["adapter"], a["version"]) if verify else Path(version.path)
             # the hashes travel with the spec: a worker on another host re-checks what it reads
-            adapters[a["key"]] = (str(directory), dict(version.files) if verify else None, label)
+            adapters[a["key"]] = (str(version.path), dict(version.files) if verify else None, label)
+            version.last_used_at = utcnow()
         run.status, run.error, run.pid, run.host, run.heartbeat_at = (
             "running",
             None,

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session
 
 from lorawatch import audit
@@ -29,10 +30,11 @@ def add_base(
     actor: str,
     progress: bool = False,
 ) -> BaseModelRecord:
-    """Register a base model from a local directory or file, or a hub id in the local cache."""
+    """Register a base model from a local directory or file, or a hub id in the local cache.
+
+    The weight files are checked and hashed before the first statement of ``session``'s
+    transaction: hashing a large model never holds the database's write lock."""
     files.check_name(name, "base model name")
-    if session.scalar(select(BaseModelRecord).where(BaseModelRecord.name == name)):
-        raise ConflictError(f'base model "{name}" is registered already', fix="choose another name")
     if path is None and hub_id:
         path = _cached_snapshot(hub_id, revision)
     if path is None:
@@ -55,18 +57,25 @@ def add_base(
         if name_.endswith(".safetensors"):
             files.check_safetensors(root / name_)
     manifest = files.manifest(root, names, progress=progress)
+    architecture = _architecture(path)
+    if session.scalar(select(BaseModelRecord).where(BaseModelRecord.name == name)):
+        raise ConflictError(f'base model "{name}" is registered already', fix="choose another name")
     record = BaseModelRecord(
         name=name,
         path=str(path.resolve()),
         hub_id=hub_id,
         revision=revision,
-        architecture=_architecture(path),
+        architecture=architecture,
         sha256=files.content_digest(manifest),
         files=manifest,
         created_by=actor,
     )
     session.add(record)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.flush()
+    except DBIntegrityError:  # registered by another process a moment ago
+        raise ConflictError(f'base model "{name}" is registered already', fix="choose another name") from None
     audit.record(
         session,
         actor=actor,

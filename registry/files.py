@@ -13,6 +13,8 @@ import os
 import re
 import shutil
 import struct
+import threading
+import uuid
 from pathlib import Path
 
 from tqdm import tqdm
@@ -36,12 +38,31 @@ def check_name(value: str, what: str) -> str:
 
 
 def sha256_file(path: Path) -> str:
-    """The sha256 of a file's bytes, read in chunks."""
+    """The sha256 of a file's bytes, read in chunks (at most once per process while the file
+    is unchanged: a command that checks a file twice reads it once)."""
+    key = _identity(path)
+    with _lock:
+        known = _hashed.get(key)
+    if known is not None:
+        return known
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
+    with _lock:
+        _hashed[key] = digest.hexdigest()
     return digest.hexdigest()
+
+
+# The hashes this process computed, by file identity (device, inode, size, modification time):
+# a file rewritten since has another identity and is read again.
+_hashed: dict[tuple, str] = {}
+_lock = threading.Lock()
+
+
+def _identity(path: Path) -> tuple:
+    stat = os.stat(path)
+    return (os.path.realpath(path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 def content_digest(files: dict[str, dict]) -> str:
@@ -145,6 +166,39 @@ def verify_files(root: Path, expected: dict[str, dict], what: str) -> None:
                 where=str(path),
                 fix="restore the original file, or register the new content as a new version",
             )
+
+
+def stage_copy(
+    source: Path, names: list[str], store_root: Path, progress: bool = False
+) -> tuple[Path, dict[str, dict]]:
+    """Copy files into a private staging directory of the store, hashing each byte once on the
+    way; returns the directory (files read-only) and the manifest of what was written. Only its
+    creator moves it into place or removes it."""
+    staging = store_root / ".staging" / uuid.uuid4().hex
+    staging.mkdir(parents=True)
+    os.chmod(staging.parent, 0o700)
+    result: dict[str, dict] = {}
+    iterator = tqdm(names, desc="copying", unit="file", leave=False) if progress and names else names
+    try:
+        for name in iterator:
+            destination = staging / name
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            digest, size = hashlib.sha256(), 0
+            with open(source / name, "rb") as reader, open(destination, "wb") as writer:
+                while chunk := reader.read(_CHUNK):
+                    digest.update(chunk)
+                    writer.write(chunk)
+                    size += len(chunk)
+                writer.flush()
+                os.fsync(writer.fileno())
+            os.chmod(destination, 0o400)  # owner-only, and immutable by accident
+            result[name] = {"sha256": digest.hexdigest(), "size": size}
+            with _lock:
+                _hashed[_identity(destination)] = digest.hexdigest()
+    except BaseException:
+        remove_tree(staging)
+        raise
+    return staging, result
 
 
 def copy_into_store(source: Path, names: list[str], target: Path) -> None:

@@ -8,10 +8,12 @@ store (a registration's copied files are removed when its transaction rolls back
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, func, select
+from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session
 
 from lorawatch import audit
@@ -104,7 +106,15 @@ def register_version(
     reason: str | None = None,
     progress: bool = False,
 ) -> AdapterVersion:
-    """Register an immutable adapter version: check, hash and (by default) copy its files."""
+    """Register an immutable adapter version: check, hash and (by default) copy its files.
+
+    The long work (reading, hashing, copying into a private staging directory of the store)
+    happens before the first statement of ``session``'s transaction, so the transaction is
+    short. The database row is the commit point: the staged files move into place inside the
+    transaction, after the row is written (which no other registration of the same version can
+    do then), and leave again if it rolls back. A registration that loses a race to another of
+    the same version raises ConflictError and removes only its own staging directory.
+    """
     files.check_name(adapter, "adapter name")
     if version is not None:
         files.check_name(version, "version")
@@ -114,6 +124,53 @@ def register_version(
             "adapter directory does not exist", where=str(directory), fix="pass --path to the directory PEFT saved"
         )
     config = read_adapter_config(directory)
+    names = files.list_files(directory)
+    _weights(directory, names, allow_pickle)
+    staging = None
+    if store.mode == "copy":
+        staging, manifest = files.stage_copy(directory, names, store.root, progress=progress)
+    else:
+        manifest = files.manifest(directory, names, progress=progress)
+    try:
+        return _record_version(
+            session,
+            store,
+            adapter=adapter,
+            version=version,
+            base=base,
+            config=config,
+            directory=directory,
+            manifest=manifest,
+            staging=staging,
+            metadata=metadata,
+            allow_pickle=allow_pickle,
+            actor=actor,
+            reason=reason,
+        )
+    finally:
+        if staging is not None and staging.exists():  # not moved into place: this registration failed
+            files.remove_tree(staging)
+
+
+def check_registration(session: Session, *, adapter: str, path: Path, base: str, version: str | None) -> None:
+    """The quick checks of a registration (names, config, base, version free), for a short
+    transaction before the long work: bad input is refused before anything is copied. The
+    registration itself checks again inside its own transaction."""
+    files.check_name(adapter, "adapter name")
+    if version is not None:
+        files.check_name(version, "version")
+    directory = Path(path).expanduser()
+    if not directory.is_dir():
+        raise InputError(
+            "adapter directory does not exist", where=str(directory), fix="pass --path to the directory PEFT saved"
+        )
+    config = read_adapter_config(directory)
+    _check_against_registry(session, adapter=adapter, base=base, version=version, config=config, directory=directory)
+
+
+def _check_against_registry(
+    session: Session, *, adapter: str, base: str, version: str | None, config: dict[str, Any], directory: Path
+) -> tuple[BaseModelRecord, AdapterRecord | None]:
     base_record = get_base(session, base)
     declared_base = config.get("base_model_name_or_path")
     if not _base_matches(base_record, declared_base):
@@ -123,19 +180,51 @@ def register_version(
             where=str(directory / "adapter_config.json"),
             fix="register it against the base it was trained on (--base), or register that base first",
         )
-    names = files.list_files(directory)
-    _weights(directory, names, allow_pickle)
-
     record = session.scalar(select(AdapterRecord).where(AdapterRecord.name == adapter))
-    if record is None:
-        record = AdapterRecord(name=adapter, base_model_id=base_record.id, created_by=actor)
-        session.add(record)
-        session.flush()
-    elif record.base_model_id != base_record.id:
+    if record is not None and record.base_model_id != base_record.id:
         raise InputError(
             f'adapter "{adapter}" is registered on base "{record.base_model.name}", not "{base}"',
             fix="use the adapter's own base, or a new adapter name for the other base",
         )
+    if record is not None and version is not None:
+        existing = session.scalar(
+            select(AdapterVersion).where(AdapterVersion.adapter_id == record.id, AdapterVersion.version == version)
+        )
+        if existing is not None:
+            raise _already(adapter, version)
+    return base_record, record
+
+
+def _record_version(
+    session: Session,
+    store: Store,
+    *,
+    adapter: str,
+    version: str | None,
+    base: str,
+    config: dict[str, Any],
+    directory: Path,
+    manifest: dict[str, dict],
+    staging: Path | None,
+    metadata: VersionMetadata | None,
+    allow_pickle: bool,
+    actor: str,
+    reason: str | None,
+) -> AdapterVersion:
+    """The short, transactional part of a registration."""
+    base_record, record = _check_against_registry(
+        session, adapter=adapter, base=base, version=version, config=config, directory=directory
+    )
+    declared_base = config.get("base_model_name_or_path")
+    if record is None:
+        record = AdapterRecord(name=adapter, base_model_id=base_record.id, created_by=actor)
+        session.add(record)
+        try:
+            with session.begin_nested():
+                session.flush()
+        except DBIntegrityError:  # registered by another process a moment ago
+            record = session.scalar(select(AdapterRecord).where(AdapterRecord.name == adapter))
+            assert record is not None
     if version is None:
         count = session.scalar(
             select(func.count()).select_from(AdapterVersion).where(AdapterVersion.adapter_id == record.id)
@@ -145,22 +234,10 @@ def register_version(
         select(AdapterVersion).where(AdapterVersion.adapter_id == record.id, AdapterVersion.version == version)
     )
     if existing is not None:
-        raise ConflictError(
-            f'{adapter} version "{version}" is registered already; versions are immutable',
-            fix="register the new content under a new --version",
-        )
+        raise _already(adapter, version)
 
-    manifest = files.manifest(directory, names, progress=progress)
     metadata = metadata or VersionMetadata()
-    stored_at = directory.resolve()
-    if store.mode == "copy":
-        stored_at = store.version_dir(adapter, version)
-        if stored_at.exists():  # left by a registration that died before committing
-            files.remove_tree(stored_at)
-        files.copy_into_store(directory, names, stored_at)
-        files.verify_files(stored_at, manifest, f"{adapter}@{version}")
-        _remove_on_rollback(session, stored_at)
-
+    stored_at = store.version_dir(adapter, version) if staging is not None else directory.resolve()
     target_modules = config["target_modules"]
     row = AdapterVersion(
         adapter_id=record.id,
@@ -179,7 +256,19 @@ def register_version(
         **_metadata_columns(metadata),
     )
     session.add(row)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.flush()
+    except DBIntegrityError:  # another registration of this version committed first
+        raise _already(adapter, version) from None
+    if staging is not None:
+        # This transaction now owns (adapter, version): a directory already at its place was
+        # left by a registration that died before committing, and is garbage.
+        if stored_at.exists():
+            files.remove_tree(stored_at)
+        stored_at.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging, stored_at)
+        _remove_on_rollback(session, stored_at)
     audit.record(
         session,
         actor=actor,
@@ -190,6 +279,13 @@ def register_version(
         details={"content_sha256": row.content_sha256, "base": base, "storage": store.mode},
     )
     return row
+
+
+def _already(adapter: str, version: str) -> ConflictError:
+    return ConflictError(
+        f'{adapter} version "{version}" is registered already; versions are immutable',
+        fix="register the new content under a new --version",
+    )
 
 
 def _metadata_columns(metadata: VersionMetadata) -> dict[str, Any]:

@@ -285,6 +285,12 @@ def test_sigkill_mid_run_then_resume_gives_the_same_results(lw_env, db, register
                 break
         time.sleep(0.02)
     assert run_id is not None, "the run finished or never started before it could be killed"
+    # while it is alive, a resume is refused and changes nothing
+    alive = subprocess.run(
+        [str(LORAWATCH), "canary", "run", "--resume", str(run_id), "--json"], env=env, capture_output=True, text=True
+    )
+    assert alive.returncode == 2 and f"canary run {run_id} is alive" in alive.stderr, alive.stderr
+    assert proc.poll() is None
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     with db.session() as s:

@@ -176,6 +176,7 @@ def _execute(
         progress=not (no_progress or as_json),
         backend=backend,
         ray_options={"workers": workers},
+        resume=resume is not None,
     )
 
 

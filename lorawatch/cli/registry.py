@@ -243,6 +243,8 @@ def add(
     promote_alias = promote_alias or promote_spec.get("alias")
     tenant = tenant or promote_spec.get("tenant", "")
     store = registry_store.Store.from_settings(app.settings)
+    with app.database.session() as session:  # bad input is refused before anything is copied
+        registry_versions.check_registration(session, adapter=adapter, path=path, base=base, version=version)
     with app.database.session() as session:
         row = registry_versions.register_version(
             session,

@@ -1,0 +1,99 @@
+"""Nothing lost, nothing half-written (#20): writers that race, long work outside the write
+lock, runs that know they are alive. Real processes against both database backends."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+LORAWATCH = [sys.executable, "-m", "lorawatch"]
+
+
+def _run(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*LORAWATCH, *map(str, args)], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def registry_env(cli, lw_env, tiny_base, tmp_path):
+    assert cli("init").code == 0
+    assert cli("registry", "add-base", "tiny", "--path", tiny_base).code == 0
+    return {**os.environ, "LORAWATCH_DATABASE_URL": lw_env, "LORAWATCH_HOME": str(tmp_path / "home")}
+
+
+def test_two_registrations_of_one_version_one_wins_and_its_files_stay_whole(
+    registry_env, trained_adapter, second_adapter, tmp_path
+):
+    for version in ("r1", "r2", "r3"):
+        procs = [
+            subprocess.Popen(
+                [*LORAWATCH, "registry", "add", "race", "--path", str(path), "--base", "tiny", "--version", version],
+                env=registry_env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for path in (trained_adapter, second_adapter)
+        ]
+        outcomes = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+        codes = sorted(code for code, _ in outcomes)
+        assert codes == [0, 2], outcomes
+        [(_, loser)] = [(c, e) for c, e in outcomes if c == 2]
+        assert "registered already" in loser and "Traceback" not in loser and len(loser.strip().splitlines()) == 1
+        verified = _run("registry", "verify", "race", "--version", version, env=registry_env)
+        assert verified.returncode == 0, verified.stderr
+    listed = json.loads(_run("registry", "show", "race", "--json", env=registry_env).stdout)
+    assert sorted(v["version"] for v in listed["versions"]) == ["r1", "r2", "r3"]
+    store = Path(registry_env["LORAWATCH_HOME"]) / "store"
+    assert not list((store / ".staging").iterdir()) if (store / ".staging").exists() else True
+
+
+def _big_safetensors(path: Path, size: int) -> None:
+    """A valid safetensors file of ``size`` bytes of weights (sparse: quick to make, slow to hash)."""
+    header = json.dumps({"w": {"dtype": "F32", "shape": [size // 4], "data_offsets": [0, size]}}).encode()
+    header += b" " * (-len(header) % 8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.write(struct.pack("<Q", len(header)) + header)
+        handle.truncate(8 + len(header) + size)
+
+
+def test_a_long_registration_does_not_lock_out_readers_or_the_alerts(registry_env, tmp_path):
+    big = tmp_path / "big-base"
+    _big_safetensors(big / "model.safetensors", 2 * 1024**3)
+    (big / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    writer = subprocess.Popen(
+        [*LORAWATCH, "registry", "add-base", "big", "--path", str(big), "--json"],
+        env=registry_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    readers, waits = 0, []
+    started = time.monotonic()
+    try:
+        time.sleep(0.5)
+        while writer.poll() is None:
+            for args in (("registry", "list"), ("alerts", "evaluate", "--no-traffic"), ("alerts", "list")):
+                began = time.monotonic()
+                result = _run(*args, env=registry_env, timeout=120)
+                waits.append(time.monotonic() - began)
+                assert result.returncode == 0, (args, result.stderr)
+                assert "locked" not in result.stderr
+                readers += 1
+    finally:
+        out, err = writer.communicate(timeout=600)
+    took = time.monotonic() - started
+    assert writer.returncode == 0, err
+    print(
+        f"\n{readers} reader and alert commands ran while a 2 GiB base model was registered ({took:.1f} s); "
+        f"none was locked out; the slowest took {max(waits):.1f} s"
+    )
+    assert readers >= 3
+    assert json.loads(out)["files"]["model.safetensors"]["size"] > 2 * 1024**3
