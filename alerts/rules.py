@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from lorawatch.alerts.matchers import Matcher, parse_matchers
 from lorawatch.durations import Duration, format_duration
 from lorawatch.errors import ConfigError, InputError
+from lorawatch.inputs import NESTED_TOO_DEEPLY
 from lorawatch.monitors.registry import all_monitors
 from lorawatch.settings import Settings
 
@@ -61,7 +62,7 @@ OPERATORS = {
     "==": operator.eq,
     "!=": operator.ne,
 }
-_CONDITION = re.compile(r"^\s*(>=|<=|==|!=|>|<)\s*(-?[0-9.]+(?:e-?[0-9]+)?)\s*$")
+_CONDITION = re.compile(r"^\s*(>=|<=|==|!=|>|<)\s*(-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 _ID = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -238,6 +239,8 @@ def load_file(
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(NESTED_TOO_DEEPLY, where=where, fix="write the rules file as the documented groups") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""

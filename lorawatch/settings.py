@@ -847,6 +847,12 @@ def load_settings(path: Path | None = None, *, use_env: bool = True) -> Settings
                 where=str(path),
                 fix="save the file as UTF-8",
             ) from None
+        except RecursionError:
+            raise ConfigError(
+                "nested too deeply (a JSON, YAML or TOML document this deep is not data LoraWatch reads)",
+                where=str(path),
+                fix="write the settings as documented (lorawatch config default)",
+            ) from None
         except tomllib.TOMLDecodeError as exc:
             line = _line_of_decode_error(str(exc))
             raise ConfigError(

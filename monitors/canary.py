@@ -11,6 +11,7 @@ fixed, deterministic partition of the dataset.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -137,6 +138,22 @@ def _default_version(session: Session, adapter: AdapterRecord) -> AdapterVersion
     return adapter.versions[-1]
 
 
+def _check_positions(base: BaseModelRecord, max_new_tokens: int) -> None:
+    """Refuse a generation length the base model has no positions for (before a run is recorded)."""
+    path = Path(base.path)
+    config_file = (path.parent if path.is_file() else path) / "config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # a GGUF file or a config we cannot read: the model loader decides
+    positions = config.get("max_position_embeddings") or config.get("n_positions") if isinstance(config, dict) else None
+    if isinstance(positions, int) and max_new_tokens >= positions:
+        raise InputError(
+            f"--max-new-tokens {max_new_tokens} leaves no room: base model {base.name} has {positions} positions",
+            fix=f"pass --max-new-tokens below {positions} (prompts need room too)",
+        )
+
+
 def _file_checks(base: BaseModelRecord, versions: list[AdapterVersion]) -> list[tuple[Path, dict, str]]:
     """What re-checking a run's files means: (directory, recorded manifest, label) for the base
     and each version; an archived version is refused (its files are not in the store)."""
@@ -183,6 +200,7 @@ def create_run(
         versions = select_versions(session, adapters)
         checks = _file_checks(versions[0].adapter.base_model, versions)
         version_ids = [v.id for v in versions]
+        _check_positions(versions[0].adapter.base_model, options.max_new_tokens)
     if verify_hashes:
         for root, manifest, label in checks:
             registry_files.verify_files(root, manifest, label)

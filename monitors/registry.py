@@ -8,6 +8,7 @@ known ones. Built-in monitors register exactly as third-party ones would.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -99,8 +100,9 @@ def check_configured_ids(settings: Settings) -> None:
     _load_builtins()
     for id in settings.monitors:
         if id not in _MONITORS:
+            close = difflib.get_close_matches(id, list(_MONITORS), n=1)
             raise ConfigError(
-                f"[monitors.{id}] names no monitor; known: {', '.join(sorted(_MONITORS))}",
+                f"[monitors.{id}] names no monitor" + (f"; did you mean {close[0]}?" if close else ""),
                 where=str(settings.source or "settings"),
-                fix="correct the monitor id",
+                fix=f"use one of: {', '.join(sorted(_MONITORS))}",
             )

@@ -27,6 +27,7 @@ from lorawatch.db.models import IngestedFile, KpiValue, TrafficHour, TrafficMinu
 from lorawatch.db.types import utcnow
 from lorawatch.durations import parse_duration
 from lorawatch.errors import DatasetError, InputError
+from lorawatch.inputs import NESTED_TOO_DEEPLY
 from lorawatch.monitors.sketch import DDSketch, merge_many, sketches_by_group
 
 REQUEST_COLUMNS = {
@@ -57,6 +58,8 @@ def read_table(path: Path) -> tuple[pd.DataFrame, str, bytes]:
         raw = path.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read it ({exc.strerror})", where=str(path), fix="pass an existing file") from None
+    if not raw.strip():
+        raise DatasetError("the file is empty", where=str(path), fix="write a header row or one JSON object per line")
     suffix = path.suffix.lower()
     if suffix in {".jsonl", ".ndjson", ".json"}:
         records, lines = [], []
@@ -64,7 +67,11 @@ def read_table(path: Path) -> tuple[pd.DataFrame, str, bytes]:
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = json.loads(line, parse_constant=float)
+            except RecursionError:
+                raise DatasetError(
+                    NESTED_TOO_DEEPLY, where=f"{path}:{number}", fix="write one flat JSON object per line"
+                ) from None
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                 raise DatasetError(
                     f"invalid JSON ({getattr(exc, 'msg', 'not UTF-8')})",
@@ -119,10 +126,30 @@ def _check_columns(frame: pd.DataFrame, path: Path, known: dict[str, str], requi
         raise DatasetError("the file has no rows", where=str(path), fix="add records")
 
 
+# Epoch numbers by magnitude: seconds, milliseconds, microseconds or nanoseconds since 1970 for
+# times from 2001 to 2286; anything else is refused rather than guessed.
+EPOCH_UNITS = ((1e9, 1e10, "s"), (1e12, 1e13, "ms"), (1e15, 1e16, "us"), (1e18, 1e19, "ns"))
+PLAUSIBLE_FROM = pd.Timestamp("2000-01-01", tz="UTC")
+
+
+def _epoch_unit(values: pd.Series) -> str | None:
+    magnitude = float(values.abs().median()) if len(values) else 0.0
+    return next((unit for low, high, unit in EPOCH_UNITS if low <= magnitude < high), None)
+
+
 def _times(frame: pd.DataFrame, path: Path, unit: str) -> pd.Series:
     column = frame["ts"]
     if pd.api.types.is_numeric_dtype(column):
-        ts = pd.to_datetime(column, unit="s", utc=True, errors="coerce")
+        epoch = _epoch_unit(column)
+        if epoch is None:
+            _fail(
+                path,
+                unit,
+                int(frame["_line"].iloc[0]),
+                f"epoch timestamps like {column.iloc[0]!r} are neither seconds, milliseconds, microseconds nor nanoseconds",
+                "write ISO 8601 (2026-11-30T14:00:00Z) or epoch seconds",
+            )
+        ts = pd.to_datetime(column, unit=epoch, utc=True, errors="coerce")
     elif pd.api.types.is_datetime64_any_dtype(column):
         ts = pd.to_datetime(column, utc=True)
     else:
@@ -136,6 +163,17 @@ def _times(frame: pd.DataFrame, path: Path, unit: str) -> pd.Series:
             int(frame["_line"].iloc[i]),
             f"bad timestamp {frame['ts'].iloc[i]!r}",
             "write ISO 8601 (2026-11-30T14:00:00Z) or epoch seconds",
+        )
+    latest = pd.Timestamp.now(tz="UTC") + pd.Timedelta(days=1)
+    implausible = ((ts < PLAUSIBLE_FROM) | (ts > latest)).to_numpy()
+    if implausible.any():
+        i = int(np.argmax(implausible))
+        _fail(
+            path,
+            unit,
+            int(frame["_line"].iloc[i]),
+            f"timestamp ts {frame['ts'].iloc[i]!r} is not a plausible time (before 2000 or in the future)",
+            "check the clock and the unit (ISO 8601, or epoch seconds)",
         )
     return ts
 
@@ -159,6 +197,16 @@ def _numbers(
             f"write {name} as a number",
         )
     values = values.to_numpy(dtype=np.float64)
+    infinite = np.isinf(values)
+    if infinite.any():
+        i = int(np.argmax(infinite))
+        _fail(
+            path,
+            unit,
+            int(frame["_line"].iloc[i]),
+            f"{name} {raw.iloc[i]!r} is not finite",
+            f"write {name} as a number",
+        )
     if default is not None:
         values = np.where(missing, default, values)
     if allow_negative:

@@ -8,7 +8,6 @@ code), and safetensors files are checked for a valid header and a size that matc
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -19,12 +18,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from lorawatch import inputs
 from lorawatch.errors import InputError, IntegrityError
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 WEIGHT_SUFFIXES = (".safetensors", ".gguf", ".bin", ".pt", ".pth")
 _CHUNK = 4 * 1024 * 1024
+MAX_HEADER = 100 * 1024 * 1024  # the safetensors format's own limit on its header
 
 
 def check_name(value: str, what: str) -> str:
@@ -124,20 +125,51 @@ def check_safetensors(path: Path) -> dict:
                 where=str(path),
                 fix=fix,
             )
-        try:
-            header = json.loads(handle.read(header_len))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise InputError("corrupt safetensors header (not JSON)", where=str(path), fix=fix) from None
+        if header_len > MAX_HEADER:
+            raise InputError(
+                f"corrupt safetensors file (a header of {header_len:,} bytes; real ones are far smaller)",
+                where=str(path),
+                fix=fix,
+            )
+        raw = handle.read(header_len)
+    try:
+        header = inputs.parse_json(raw.decode("utf-8"), where=str(path), fix=fix)
+    except UnicodeDecodeError:
+        raise InputError("corrupt safetensors header (not JSON)", where=str(path), fix=fix) from None
+    except InputError as exc:
+        if exc.what == inputs.NESTED_TOO_DEEPLY:
+            raise
+        raise InputError("corrupt safetensors header (not JSON)", where=str(path), fix=fix) from None
     if not isinstance(header, dict):
         raise InputError("corrupt safetensors header (not a JSON object)", where=str(path), fix=fix)
     end = 0
     tensors = {k: v for k, v in header.items() if k != "__metadata__"}
     for name, info in tensors.items():
-        try:
-            start, stop = info["data_offsets"]
-        except (TypeError, KeyError, ValueError):
-            raise InputError(f"corrupt safetensors entry {name!r}", where=str(path), fix=fix) from None
-        end = max(end, stop)
+        if not isinstance(info, dict):
+            raise InputError(f"corrupt safetensors entry {name!r}", where=str(path), fix=fix)
+        offsets, shape = info.get("data_offsets"), info.get("shape")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)
+            or offsets[0] > offsets[1]
+        ):
+            raise InputError(
+                f"corrupt safetensors entry {name!r}: data_offsets {offsets!r} are not two increasing byte offsets"[
+                    :300
+                ],
+                where=str(path),
+                fix=fix,
+            )
+        if not isinstance(shape, list) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
+        ):
+            raise InputError(
+                f"corrupt safetensors entry {name!r}: shape {shape!r} is not a list of sizes"[:300],
+                where=str(path),
+                fix=fix,
+            )
+        end = max(end, offsets[1])
     data_size = size - 8 - header_len
     if end != data_size:
         raise InputError(

@@ -7,7 +7,6 @@ store (a registration's copied files are removed when its transaction rolls back
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session
 
-from lorawatch import audit
+from lorawatch import audit, inputs
 from lorawatch.db.models import AdapterRecord, AdapterVersion, BaseModelRecord
 from lorawatch.db.types import utcnow
 from lorawatch.errors import ConflictError, InputError, NotFoundError
@@ -25,9 +24,12 @@ from lorawatch.registry.bases import get_base
 from lorawatch.registry.metadata import VersionMetadata
 from lorawatch.registry.store import Store
 
+MAX_RANK = 65536
+
 
 def read_adapter_config(directory: Path) -> dict[str, Any]:
-    """Read and check ``adapter_config.json``; errors name the file and line."""
+    """Read and check ``adapter_config.json``: every field LoraWatch uses has the type and range
+    PEFT writes; errors name the file, the key and the fix."""
     path = directory / "adapter_config.json"
     if not path.is_file():
         raise InputError(
@@ -35,27 +37,44 @@ def read_adapter_config(directory: Path) -> dict[str, Any]:
             where=str(directory),
             fix="point --path at a directory written by PEFT's save_pretrained",
         )
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise InputError("not UTF-8 text", where=str(path), fix="save it as UTF-8 JSON") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"invalid JSON: {exc.msg}", where=f"{path}:{exc.lineno}", fix="correct the JSON") from None
+    text = inputs.read_text(path, what="adapter_config.json")
+    config = inputs.parse_json(text, where=str(path))
     if not isinstance(config, dict):
         raise InputError("not a JSON object", where=str(path), fix="write the PEFT config object")
-    peft_type = str(config.get("peft_type", "")).upper()
-    if peft_type not in {"LORA"}:
+    peft_type = config.get("peft_type")
+    if not isinstance(peft_type, str) or peft_type.upper() != "LORA":
         raise InputError(
-            f"peft_type is {config.get('peft_type')!r}, LoraWatch watches LoRA adapters",
+            f"peft_type is {peft_type!r}, LoraWatch watches LoRA adapters",
             where=str(path),
             fix='export a LoRA adapter ("peft_type": "LORA")',
         )
     for key in ("r", "lora_alpha", "target_modules"):
         if config.get(key) in (None, "", []):
             raise InputError(f'"{key}" is missing', where=str(path), fix=f'add "{key}" to the config')
-    if not isinstance(config["r"], int) or config["r"] <= 0:
+    rank = config["r"]
+    if not isinstance(rank, int) or isinstance(rank, bool) or not 0 < rank <= MAX_RANK:
         raise InputError(
-            f'"r" must be a positive integer, got {config["r"]!r}', where=str(path), fix="set the LoRA rank"
+            f'"r" must be an integer from 1 to {MAX_RANK}, got {rank!r}', where=str(path), fix="set the LoRA rank"
+        )
+    if not inputs.finite_number(config["lora_alpha"]) or config["lora_alpha"] <= 0:
+        raise InputError(
+            f'"lora_alpha" must be a positive finite number, got {config["lora_alpha"]!r}',
+            where=str(path),
+            fix="set lora_alpha as PEFT writes it (e.g. 16)",
+        )
+    modules = config["target_modules"]
+    if not (isinstance(modules, str) or (isinstance(modules, list) and all(isinstance(m, str) for m in modules))):
+        raise InputError(
+            f'"target_modules" must be a module name or a list of names, got {modules!r}'[:300],
+            where=str(path),
+            fix='write e.g. ["q_proj", "v_proj"]',
+        )
+    declared = config.get("base_model_name_or_path")
+    if declared is not None and not isinstance(declared, str):
+        raise InputError(
+            f'"base_model_name_or_path" must be text, got {declared!r}'[:300],
+            where=str(path),
+            fix="write the base model's hub id or path",
         )
     return config
 

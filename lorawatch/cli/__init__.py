@@ -140,6 +140,15 @@ def cli(ctx: click.Context, config_path: Path | None) -> None:
     ctx.obj = AppContext(config_path)
 
 
+def _database_error(exc: BaseException) -> bool:
+    """An operational error of the database driver (connection lost, locked, disk full), told
+    apart without importing SQLAlchemy here (--help stays light)."""
+    return any(
+        c.__name__ in ("OperationalError", "InterfaceError") and c.__module__.startswith("sqlalchemy")
+        for c in type(exc).__mro__
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``lorawatch`` console script.
 
@@ -160,7 +169,16 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("lorawatch: interrupted", err=True)
         sys.exit(130)
-    except Exception:  # a bug: its traceback, scrubbed of secrets (exit status 1)
+    except Exception as exc:
+        if _database_error(exc):  # the database went away or refused mid-command: not a bug
+            said = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            click.echo(
+                f"lorawatch: error: the database failed: {scrub(said[0] if said else type(exc).__name__)[:300]}; "
+                "fix: check that the database server runs and has space, then run the command again",
+                err=True,
+            )
+            sys.exit(2)
+        # a bug: its traceback, scrubbed of secrets (exit status 1)
         click.echo(scrub(traceback.format_exc()).rstrip(), err=True)
         sys.exit(1)
     sys.exit(result if isinstance(result, int) else 0)

@@ -22,7 +22,13 @@ class AppContext:
     def settings(self) -> Settings:
         """The validated settings."""
         if self._settings is None:
-            self._settings = load_settings(self.config_path)
+            settings = load_settings(self.config_path)
+            if settings.monitors:  # [monitors.<id>] sections must name real monitors
+                # Deferred: the monitor registry loads the built-in monitors (pandas and numpy).
+                from lorawatch.monitors.registry import check_configured_ids
+
+                check_configured_ids(settings)
+            self._settings = settings
         return self._settings
 
     @property

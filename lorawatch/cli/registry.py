@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import click
 from pydantic import ValidationError
 
+from lorawatch import inputs
 from lorawatch.cli.context import AppContext, pass_app
 from lorawatch.cli.output import emit, json_option, parse_time, table
 from lorawatch.db.models import AdapterVersion
@@ -108,23 +108,31 @@ FROM_JSON_KEYS = {
 
 
 def _read_spec(path: Path) -> dict[str, Any]:
-    try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise InputError(
-            f"cannot read it ({exc.strerror})", where=str(path), fix="pass an existing JSON file"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"invalid JSON: {exc.msg}", where=f"{path}:{exc.lineno}", fix="correct the JSON") from None
+    where = str(path)
+    spec = inputs.parse_json(inputs.read_text(path, what="--from-json file"), where=where)
     if not isinstance(spec, dict):
-        raise InputError("not a JSON object", where=str(path), fix="write one object with adapter, path, base, ...")
+        raise InputError("not a JSON object", where=where, fix="write one object with adapter, path, base, ...")
     unknown = set(spec) - FROM_JSON_KEYS
     if unknown:
         raise InputError(
             f"unknown key(s) {', '.join(sorted(unknown))}",
-            where=str(path),
+            where=where,
             fix=f"use only: {', '.join(sorted(FROM_JSON_KEYS))}",
         )
+    for key in ("adapter", "path", "base", "version", "reason"):
+        if key in spec and spec[key] is not None and not isinstance(spec[key], str):
+            raise InputError(f'"{key}" must be text, got {spec[key]!r}'[:200], where=where, fix=f'write "{key}": "..."')
+    if "allow_pickle" in spec and not isinstance(spec["allow_pickle"], bool):
+        raise InputError('"allow_pickle" must be true or false', where=where, fix='write "allow_pickle": false')
+    promote = spec.get("promote")
+    if promote is not None and not isinstance(promote, (str, dict)):
+        raise InputError(
+            '"promote" must be an alias name or {"alias": ..., "tenant": ..., "reason": ...}',
+            where=where,
+            fix='write "promote": "production"',
+        )
+    if isinstance(promote, dict) and not all(isinstance(v, str) for v in promote.values()):
+        raise InputError('"promote" values must be text', where=where, fix='write "promote": {"alias": "production"}')
     return spec
 
 

@@ -18,12 +18,25 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from lorawatch.errors import ConfigError, ConflictError
+from lorawatch.errors import ConfigError, ConflictError, DependencyError
+from lorawatch.secrets import scrub
 from lorawatch.settings import Settings, load_settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def unreachable(db: Database, exc: Exception) -> DependencyError:
+    """A driver error on connecting as one line: the database (password hidden), what the
+    driver said (scrubbed of secrets), and the fix."""
+    said = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    first = scrub(said[0] if said else type(exc).__name__)[:300]
+    return DependencyError(
+        f"cannot use the database {db.safe_url}: {first}",
+        fix="check database.url (or $LORAWATCH_DATABASE_URL), that the server runs and accepts this user",
+    )
 
 
 class Database:
@@ -103,7 +116,10 @@ class Database:
         or an empty server database needs an explicit ``lorawatch init``, so that upgrades of a
         shared database are deliberate.
         """
-        current = self.current_revision()
+        try:
+            current = self.current_revision()
+        except DBAPIError as exc:
+            raise unreachable(self, exc) from None
         head = self.head_revision()
         if current == head:
             return
