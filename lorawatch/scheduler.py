@@ -21,12 +21,16 @@ cron and Kubernetes CronJobs. Both go through ``run_job``, so the guarantees are
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import ctypes
 import json
 import logging
 import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -64,6 +68,9 @@ from lorawatch.settings import Settings
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+PR_SET_PDEATHSIG = 1
+# the run a job step belongs to (a command job records its child's process group on it)
+_CURRENT_RUN: contextvars.ContextVar[int | None] = contextvars.ContextVar("lorawatch_job_run", default=None)
 
 
 def holder_id() -> str:
@@ -135,6 +142,8 @@ def claim(
 
 
 def _mark_stale(run: JobRun, now: datetime) -> None:
+    if run.child_pgid and run.host == socket.gethostname():
+        _stop_group(run.child_pgid)  # its scheduler died; its command may live on: stop it first
     run.status, run.ended_at = "failed", now
     run.error = f"stale: no heartbeat since {run.heartbeat_at.isoformat()} (the process running it died); run again"
     run.duration_s = (run.heartbeat_at - run.started_at).total_seconds()
@@ -189,7 +198,11 @@ def run_job(
     started = time.monotonic()
     status, error, result = "success", None, None
     try:
-        result = JOB_KINDS[jobs[name].kind](db, settings, jobs[name], clock())
+        token = _CURRENT_RUN.set(got.run_id)
+        try:
+            result = JOB_KINDS[jobs[name].kind](db, settings, jobs[name], clock())
+        finally:
+            _CURRENT_RUN.reset(token)
     except LoraWatchError as exc:
         status, error = "failed", exc.one_line()
     except Exception as exc:  # noqa: BLE001 - any failure is recorded; the scheduler goes on
@@ -318,21 +331,55 @@ def job_lifecycle(db: Database, settings: Settings, job, now: datetime) -> dict[
     return {"archived": [r["version"] for r in report if r["archived"]]}
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: be killed when the scheduler dies (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: a restarted scheduler stops the group
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _stop_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # gone, or someone else's now
+        os.killpg(pgid, signal.SIGKILL)
+
+
 def job_command(db: Database, settings: Settings, job, now: datetime) -> dict[str, Any]:
+    """Run a command in its own process group that dies with the scheduler; its group id is
+    recorded on the run, so a restarted scheduler stops what a killed one left running."""
     timeout = job.timeout.total_seconds()
     try:
-        proc = subprocess.run(job.command, capture_output=True, text=True, timeout=timeout, start_new_session=True)
+        proc = subprocess.Popen(
+            job.command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+        )
     except FileNotFoundError:
         raise DependencyError(f"program {job.command[0]!r} not found", fix="install it or correct command") from None
+    run_id = _CURRENT_RUN.get()
+    if run_id is not None:
+        with db.session() as session:
+            run = session.get(JobRun, run_id)
+            if run is not None:
+                run.child_pgid = proc.pid  # start_new_session: the child leads its own group
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        _stop_group(proc.pid)
+        proc.communicate()
         raise DependencyError(
             f"command ran longer than {format_duration(job.timeout)} and was stopped",
             fix="raise timeout or speed it up",
         ) from None
+    finally:
+        if proc.poll() is None:
+            _stop_group(proc.pid)
+    _stop_group(proc.pid)  # anything it left behind in its group goes with it
     if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
+        tail = (stderr or stdout).strip().splitlines()[-1:] or [""]
         raise DependencyError(f"command exited with status {proc.returncode}: {tail[0][:300]}", fix="see its output")
-    return {"returncode": 0, "stdout_tail": proc.stdout.strip()[-500:]}
+    return {"returncode": 0, "stdout_tail": stdout.strip()[-500:]}
 
 
 JOB_KINDS: dict[str, Callable[..., dict[str, Any]]] = {

@@ -5,6 +5,7 @@ The clock is driven (``scheduler --once --at``); nothing waits for a schedule.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,7 +16,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from lorawatch.db.models import JobRun
 from lorawatch.settings import JobSettings, load_settings
 
 MONDAY = datetime(2026, 11, 30, 2, 0, tzinfo=UTC)  # a Monday
@@ -266,3 +269,49 @@ def test_the_service_runs_jobs_on_schedule_and_stops_gracefully_on_sigterm(lw_en
     runs = history(db, job="tick")
     assert len(runs) >= 3 and all(r["status"] == "success" for r in runs)
     assert len({r["scheduled_for"] for r in runs}) == len(runs)  # one run per occurrence
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"  # a zombie is dead too
+    except FileNotFoundError:
+        return False
+
+
+def test_a_sigkilled_scheduler_leaves_no_command_running_after_restart(lw_env, db, tmp_path):
+    """The command's own child dies with the scheduler; what that child started (a grandchild
+    in the same process group) is stopped by the next scheduler before the occurrence reruns."""
+    pidfile = tmp_path / "grandchild.pid"
+    job = (
+        '[scheduler.jobs.sleeper]\nkind = "command"\ncron = "0 2 * * 1"\n'
+        f'command = ["sh", "-c", "sleep 300 & echo $! > {pidfile}; wait"]\n'
+    )
+    env = _env(lw_env, _config(tmp_path, job))
+    proc = _scheduler(env, "--once", "--at", "2026-11-30T02:00:30Z")
+    deadline = time.monotonic() + 60
+    while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    grandchild = int(pidfile.read_text())
+    with db.session() as session:
+        run = session.scalars(select(JobRun)).one()
+        sh_pid = run.child_pgid
+    assert sh_pid and _alive(sh_pid) and _alive(grandchild)
+    os.kill(proc.pid, signal.SIGKILL)  # the scheduler alone
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while _alive(sh_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(sh_pid), "the command did not die with its scheduler"
+    assert _alive(grandchild)  # still there: only the next scheduler can know it is orphaned
+    later = _scheduler(env, "--once", "--at", "2026-11-30T02:10:00Z", "--json")
+    deadline = time.monotonic() + 30
+    while _alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(grandchild), "the restarted scheduler left the stale run's group running"
+    later.kill()  # the rerun sleeps 300 s; stop it (and its group) here
+    later.wait()
+    with db.session() as session:
+        for run in session.scalars(select(JobRun)):
+            if run.child_pgid:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(run.child_pgid, signal.SIGKILL)

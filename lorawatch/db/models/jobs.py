@@ -37,6 +37,9 @@ class JobRun(Base):
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     host: Mapped[str] = mapped_column(String(200))
     pid: Mapped[int] = mapped_column(Integer)
+    # a command job's child runs in its own process group; a restarted scheduler on the same
+    # host stops that group before it runs the occurrence again
+    child_pgid: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         UniqueConstraint("job", "scheduled_for", "attempt"),
