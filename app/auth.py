@@ -1,6 +1,11 @@
 """Who is acting on the dashboard. Viewing is open (unless ``require_login_to_view``); actions
 (acknowledge, silence, roll back, approve, annotate) need a signed-in responder: a local user
 whose pbkdf2 password hash is in the settings, or an OIDC identity from ``st.login``.
+
+Sign-in resists guessing: an unknown user name costs the same pbkdf2 work as a known one (the
+answer time does not tell which names exist), every failure is audited, and a name with
+``lockout_failures`` failures within ``lockout_window`` is refused for that long, right
+password or not (counted in the database, so every dashboard process agrees).
 """
 
 from __future__ import annotations
@@ -9,7 +14,14 @@ import base64
 import hashlib
 import hmac
 import os
+from datetime import datetime
 
+from sqlalchemy import func, select
+
+from lorawatch import audit
+from lorawatch.db import Database
+from lorawatch.db.models import AuditLog
+from lorawatch.db.types import utcnow
 from lorawatch.settings import Settings
 
 ITERATIONS = 600_000
@@ -34,10 +46,49 @@ def verify_password(password: str, encoded: str) -> bool:
     return hmac.compare_digest(candidate, base64.b64decode(digest))
 
 
+# A hash of nothing anyone knows, checked for unknown users so that they cost the same work.
+_DECOY = hash_password(base64.b64encode(os.urandom(24)).decode())
+
+
 def authenticate(settings: Settings, user: str, password: str) -> bool:
-    """Check a local user's password against the settings."""
+    """Check a local user's password against the settings (the same work for unknown users)."""
     entry = settings.dashboard.users.get(user)
-    return entry is not None and verify_password(password, entry.password_hash)
+    encoded = entry.password_hash if entry is not None else _DECOY
+    matched = verify_password(password, encoded)
+    return entry is not None and matched
+
+
+def sign_in(db: Database, settings: Settings, user: str, password: str, *, now: datetime | None = None) -> str:
+    """``ok``, ``wrong`` or ``locked``; every failure and success is audited."""
+    now = now or utcnow()
+    window = settings.dashboard.lockout_window
+    name = (user or "")[:200]
+    with db.session() as session:
+        failures = session.scalar(
+            select(func.count())
+            .select_from(AuditLog)
+            .where(
+                AuditLog.action == "dashboard.sign_in_failed",
+                AuditLog.object_id == name,
+                AuditLog.ts > now - window,
+            )
+        )
+    if (failures or 0) >= settings.dashboard.lockout_failures:
+        outcome = "locked"
+        authenticate(settings, user, password)  # the same work: a lockout is not told apart by timing
+    else:
+        outcome = "ok" if authenticate(settings, user, password) else "wrong"
+    with db.session() as session:
+        audit.record(
+            session,
+            actor=name or "-",
+            action="dashboard.sign_in" if outcome == "ok" else "dashboard.sign_in_failed",
+            object_type="dashboard_user",
+            object_id=name,
+            details={"outcome": outcome},
+            ts=now,
+        )
+    return outcome
 
 
 def current_user() -> str | None:
@@ -55,7 +106,7 @@ def current_user() -> str | None:
     return None
 
 
-def sign_in_box(settings: Settings) -> str | None:
+def sign_in_box(settings: Settings, db: Database) -> str | None:
     """The sidebar's sign-in (local users, or SSO when configured); returns the user."""
     # Deferred: streamlit is only needed inside the dashboard; the CLI uses this module without it.
     import streamlit as st
@@ -79,9 +130,12 @@ def sign_in_box(settings: Settings) -> str | None:
                 name = st.text_input("User", key="lw_user")
                 password = st.text_input("Password", type="password", key="lw_password")
                 if st.form_submit_button("Sign in"):
-                    if authenticate(settings, name, password):
+                    outcome = sign_in(db, settings, name, password)
+                    if outcome == "ok":
                         st.session_state["lorawatch_user"] = name
                         st.rerun()
+                    elif outcome == "locked":
+                        st.error("Too many failed sign-ins for this user; try again later.")
                     else:
                         st.error("Unknown user or wrong password.")
     return None

@@ -10,7 +10,7 @@ from lorawatch.app.auth import current_user, sign_in_box
 from lorawatch.app.common import context
 
 st.set_page_config(page_title="LoraWatch", page_icon=":material/monitoring:", layout="wide")
-settings, _db = context()
+settings, db = context()
 PAGES = Path(__file__).parent / "app_pages"
 pages = [
     st.Page(PAGES / "overview.py", title="Overview", icon=":material/dashboard:", url_path="overview", default=True),
@@ -23,7 +23,7 @@ pages = [
     st.Page(PAGES / "jobs.py", title="Jobs", icon=":material/schedule:", url_path="jobs"),
 ]
 navigation = st.navigation(pages)
-user = sign_in_box(settings)
+user = sign_in_box(settings, db)
 if settings.dashboard.require_login_to_view and current_user() is None:
     st.title("LoraWatch")
     st.info("Sign in (sidebar) to view the dashboard.")

@@ -251,6 +251,10 @@ class DashboardSettings(_Section):
     oidc: bool = Field(
         False, description="Sign in with Streamlit's st.login (OIDC, configured in .streamlit/secrets.toml [auth])."
     )
+    lockout_failures: int = Field(
+        5, ge=1, description="Failed sign-ins of one user name within lockout_window that lock it for that long."
+    )
+    lockout_window: Duration = Field(timedelta(minutes=15), description="See lockout_failures.")
     users: dict[str, DashboardUser] = Field(
         default_factory=dict,
         description="Local responders who may act (acknowledge, silence, roll back, approve, annotate): "

@@ -275,3 +275,43 @@ def test_a_real_browser_opens_every_page_of_a_running_dashboard(
     for page, result in results.items():
         assert result["ok"], (page, result)
         assert (shots / f"{page}.png").stat().st_size > 10_000
+
+
+def test_sign_in_locks_out_guessing_audits_failures_and_costs_the_same_for_unknown_names(db, tmp_path, monkeypatch):
+    import hashlib
+    from datetime import timedelta
+
+    from lorawatch.app import auth
+    from lorawatch.db.types import utcnow
+    from lorawatch.settings import Settings
+
+    settings = Settings.model_validate(
+        {
+            "home": str(tmp_path),
+            "dashboard": {"users": {"alice": {"password_hash": auth.hash_password("s3cret")}}, "lockout_failures": 3},
+        }
+    )
+    work: list[int] = []
+    real = hashlib.pbkdf2_hmac
+
+    def counting(name, password, salt, iterations, *rest):
+        work.append(iterations)
+        return real(name, password, salt, iterations, *rest)
+
+    monkeypatch.setattr(hashlib, "pbkdf2_hmac", counting)
+    now = utcnow()
+    assert auth.sign_in(db, settings, "mallory", "guess", now=now) == "wrong"
+    assert auth.sign_in(db, settings, "alice", "guess", now=now) == "wrong"
+    assert work == [auth.ITERATIONS, auth.ITERATIONS]  # an unknown name costs what a known one does
+    assert auth.sign_in(db, settings, "alice", "guess2", now=now) == "wrong"
+    assert auth.sign_in(db, settings, "alice", "guess3", now=now) == "wrong"
+    assert auth.sign_in(db, settings, "alice", "s3cret", now=now) == "locked"  # the right password, too late
+    assert auth.sign_in(db, settings, "alice", "s3cret", now=now + timedelta(minutes=16)) == "ok"
+    with db.session() as session:
+        from lorawatch import audit
+
+        actions = [(e.object_id, e.action) for e in audit.entries(session, object_type="dashboard_user")]
+    assert (
+        actions.count(("alice", "dashboard.sign_in_failed")) == 4 and ("mallory", "dashboard.sign_in_failed") in actions
+    )
+    assert actions[0] == ("alice", "dashboard.sign_in")
