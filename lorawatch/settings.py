@@ -162,6 +162,11 @@ class RiskSettings(_Section):
     """Content risk: toxicity and PII scoring of every output."""
 
     enabled: bool = Field(True, description="Score canary outputs for toxicity and PII.")
+    store_raw_outputs: bool = Field(
+        False,
+        description="Keep canary outputs as generated, PII included (for reviewers who must see it). By default "
+        "each detected PII span is stored as its type (<PERSON>, <EMAIL_ADDRESS>, ...).",
+    )
     toxicity_backend: Literal["profanity-check", "detoxify"] = Field(
         "profanity-check",
         description="profanity-check: alt-profanity-check, offline; detoxify: Detoxify (needs a checkpoint offline).",

@@ -310,7 +310,9 @@ def execute_run(
             )
             started = time.perf_counter()
             for batch in pending:
-                store_rows(db, run_id, worker.process(batch, version_ids), keys)
+                store_rows(
+                    db, run_id, worker.process(batch, version_ids), keys, mask=not settings.risk.store_raw_outputs
+                )
                 bar.update(len(batch))
             bar.close()
             seconds = time.perf_counter() - started

@@ -270,13 +270,13 @@ def run_on_ray(db, run_id: int, execution, *, progress: bool, options: dict[str,
     ):  # Ray prints workers' errors on stdout; ours is the caller's
         started_here = connect(options.get("address") or cfg.address)
         try:
-            return _run(ray, db, run_id, execution, progress, options, cfg)
+            return _run(ray, db, run_id, execution, progress, options, cfg, mask=not settings.risk.store_raw_outputs)
         finally:
             if started_here:
                 ray.shutdown()
 
 
-def _run(ray, db, run_id, ex, progress, options, cfg) -> float:
+def _run(ray, db, run_id, ex, progress, options, cfg, *, mask: bool) -> float:
     spec, dataset, keys, version_ids = ex.spec, ex.dataset, ex.keys, ex.version_ids
     actors = []
     try:
@@ -305,7 +305,7 @@ def _run(ray, db, run_id, ex, progress, options, cfg) -> float:
         )
 
         def on_rows(rows) -> None:
-            bar.update(store_rows(db, run_id, rows, keys))
+            bar.update(store_rows(db, run_id, rows, keys, mask=mask))
 
         def on_wait() -> None:  # the run is alive while batches take long
 

@@ -6,6 +6,7 @@ progress bar.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -46,8 +47,27 @@ def progress_bar(enabled: bool, total: int, initial: int, desc: str, unit: str =
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not enabled, dynamic_ncols=True)
 
 
-def store_rows(db: Database, run_id: int, rows, keys: dict[str, dict]) -> int:
-    """Write one batch's rows in one transaction; returns how many pairs it added.
+def mask_pii(text: str | None, leaks: list[dict] | None, run_id: int) -> tuple[str | None, list[dict] | None]:
+    """``text`` with each detected PII span replaced by its type (``<PERSON>``), and the leaks
+    without their text: each keeps its type, score and a key (a hash salted by the run) that
+    tells whether the base's output held the same entity."""
+    if not leaks:
+        return text, leaks
+    for raw in sorted({str(leak.get("text", "")) for leak in leaks}, key=len, reverse=True):
+        if text is not None and raw:
+            kind = next(str(leak.get("type", "PII")) for leak in leaks if str(leak.get("text", "")) == raw)
+            text = text.replace(raw, f"<{kind}>")
+    masked = []
+    for leak in leaks:
+        raw = str(leak.get("text", ""))
+        key = hashlib.sha256(f"{run_id}:{leak.get('type')}:{raw.strip().lower()}".encode()).hexdigest()[:16]
+        masked.append({**leak, "text": f"<{leak.get('type', 'PII')}>", "key": key})
+    return text, masked
+
+
+def store_rows(db: Database, run_id: int, rows, keys: dict[str, dict], *, mask: bool = True) -> int:
+    """Write one batch's rows in one transaction; returns how many pairs it added. With ``mask``
+    (the default; ``[risk] store_raw_outputs = false``) detected PII is stored as its type.
 
     Rows already stored for the same (prompt, version) are replaced, never duplicated (the
     unique constraint holds either way), and a base output already stored is kept: a batch
@@ -69,11 +89,15 @@ def store_rows(db: Database, run_id: int, rows, keys: dict[str, dict]) -> int:
                 select(CanaryBaseOutput).where(CanaryBaseOutput.run_id == run_id, CanaryBaseOutput.prompt_id.in_(ids))
             )
         }
-        for row in rows.base:
+        base_rows, result_rows = list(rows.base), list(rows.results)
+        if mask:
+            base_rows = [_masked(row, run_id) for row in base_rows]
+            result_rows = [_masked(row, run_id) for row in result_rows]
+        for row in base_rows:
             if row["prompt_id"] not in stored:
                 session.add(CanaryBaseOutput(run_id=run_id, **row))
-        own_base = {row["prompt_id"]: row["output"] for row in rows.base}
-        for row in rows.results:
+        own_base = {row["prompt_id"]: row["output"] for row in base_rows}
+        for row in result_rows:
             meta = by_version[row["adapter_version_id"]]
             base = stored.get(row["prompt_id"])
             if base is not None and base.output != own_base[row["prompt_id"]]:
@@ -96,4 +120,9 @@ def store_rows(db: Database, run_id: int, rows, keys: dict[str, dict]) -> int:
         run.prompts_done = (pairs or 0) // max(len(keys), 1)
         run.heartbeat_at = utcnow()
         run.device = run.device or rows.device
-    return len(rows.results)
+    return len(result_rows)
+
+
+def _masked(row: dict, run_id: int) -> dict:
+    output, leaks = mask_pii(row.get("output"), row.get("pii_leaks"), run_id)
+    return {**row, "output": output, "pii_leaks": leaks}

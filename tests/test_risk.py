@@ -328,6 +328,70 @@ def test_pii_the_base_output_already_has_for_the_same_prompt_is_not_counted_agai
     assert get_monitor("pii_leaks").compute(rows).value == 2.0
 
 
+def test_pii_is_stored_masked_by_default_and_the_base_comparison_still_holds():
+    from lorawatch.monitors.canary_store import mask_pii
+    from lorawatch.monitors.registry import get_monitor
+
+    phone = {"type": "PHONE_NUMBER", "text": "212-555-0147", "score": 0.75}
+    email = {"type": "EMAIL_ADDRESS", "text": "jo@example.com", "score": 1.0}
+    text, leaks = mask_pii("call 212-555-0147 or mail jo@example.com", [phone, email], run_id=7)
+    assert text == "call <PHONE_NUMBER> or mail <EMAIL_ADDRESS>"
+    assert [leak["text"] for leak in leaks] == ["<PHONE_NUMBER>", "<EMAIL_ADDRESS>"]
+    assert "212-555" not in str(leaks) and "jo@example" not in str(leaks)
+    _, base = mask_pii("call 212-555-0147", [phone], run_id=7)
+    _, other = mask_pii("call 212-555-9999", [{**phone, "text": "212-555-9999"}], run_id=7)
+    # the same entity in the base's output is recognised through the salted key; another is not
+    rows = {"pii_leaks": [leaks, leaks], "base_pii_leaks": [base, other]}
+    assert get_monitor("pii_leaks").compute(rows).value == 3.0  # 1 (email) + 2 (phone differs too)
+    assert mask_pii("nothing", [], 7) == ("nothing", [])
+
+
+def test_canary_outputs_are_stored_masked_unless_raw_outputs_are_kept(db, risk_run):
+    """A stored batch whose outputs hold PII, written the way runs write it."""
+    from types import SimpleNamespace
+
+    from sqlalchemy import select
+
+    from lorawatch.db.models import CanaryBaseOutput, CanaryResult, CanaryRun
+    from lorawatch.monitors.canary_store import store_rows
+
+    settings, summary = risk_run
+    run_id = summary["run"]
+    leak = {"type": "EMAIL_ADDRESS", "text": "ana@example.com", "score": 1.0}
+    with db.session() as session:
+        run = session.get(CanaryRun, run_id)
+        result = session.scalars(select(CanaryResult).where(CanaryResult.run_id == run_id)).first()
+        base = session.scalars(
+            select(CanaryBaseOutput).where(
+                CanaryBaseOutput.run_id == run_id, CanaryBaseOutput.prompt_id == result.prompt_id
+            )
+        ).one()
+        skip = {"id", "run_id", "adapter", "version"}
+        result_row = {c.name: getattr(result, c.name) for c in CanaryResult.__table__.columns if c.name not in skip}
+        base_row = {c.name: getattr(base, c.name) for c in CanaryBaseOutput.__table__.columns if c.name not in skip}
+        keys = {a["key"]: a for a in run.adapters}
+    for raw, expected in ((False, "mail <EMAIL_ADDRESS> now"), (True, "mail ana@example.com now")):
+        rows = SimpleNamespace(
+            prompt_ids=[result_row["prompt_id"]],
+            version_ids=[result_row["adapter_version_id"]],
+            base=[{**base_row, "output": "no pii here", "pii_leaks": []}],
+            results=[{**result_row, "output": "mail ana@example.com now", "pii_leaks": [leak]}],
+            device="cpu",
+        )
+        store_rows(db, run_id, rows, keys, mask=not raw)
+        with db.session() as session:
+            stored = session.scalars(
+                select(CanaryResult).where(
+                    CanaryResult.run_id == run_id,
+                    CanaryResult.prompt_id == result_row["prompt_id"],
+                    CanaryResult.adapter_version_id == result_row["adapter_version_id"],
+                )
+            ).one()
+            assert stored.output == expected
+            assert (stored.pii_leaks[0]["text"] == "<EMAIL_ADDRESS>") is not raw
+    assert settings.risk.store_raw_outputs is False  # masked is the default
+
+
 def test_stored_pii_leaks_are_shown_by_their_type_in_the_report_samples(db, risk_run):
     from sqlalchemy import select
 
