@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from lorawatch import inputs
 from lorawatch.errors import InputError, IntegrityError
+from lorawatch.privacy import private_dir
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,127}$")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
@@ -206,9 +207,9 @@ def stage_copy(
     """Copy files into a private staging directory of the store, hashing each byte once on the
     way; returns the directory (files read-only) and the manifest of what was written. Only its
     creator moves it into place or removes it."""
-    staging = store_root / ".staging" / uuid.uuid4().hex
-    staging.mkdir(parents=True)
-    os.chmod(staging.parent, 0o700)
+    private_dir(store_root)
+    staging = private_dir(store_root / ".staging") / uuid.uuid4().hex
+    staging.mkdir(mode=0o700)
     result: dict[str, dict] = {}
     iterator = tqdm(names, desc="copying", unit="file", leave=False) if progress and names else names
     try:

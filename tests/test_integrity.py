@@ -97,3 +97,28 @@ def test_a_long_registration_does_not_lock_out_readers_or_the_alerts(registry_en
     )
     assert readers >= 3
     assert json.loads(out)["files"]["model.safetensors"]["size"] > 2 * 1024**3
+
+
+def test_what_lorawatch_keeps_is_private_to_its_owner(tmp_path, trained_adapter, tiny_base):
+    home = tmp_path / "home"
+    env = {**os.environ, "LORAWATCH_HOME": str(home)}
+    env.pop("LORAWATCH_DATABASE_URL", None)
+    env["LORAWATCH_CONFIG"] = str(tmp_path / "none.toml")
+    (tmp_path / "none.toml").write_text(
+        '[alerts.route]\nreceiver = "default"\ngroup_wait = "0s"\n'  # the built-in file receiver
+    )
+    assert _run("init", env=env).returncode == 0
+    assert _run("registry", "add-base", "tiny", "--path", tiny_base, env=env).returncode == 0
+    added = _run("registry", "add", "support", "--path", trained_adapter, "--base", "tiny", env=env)
+    assert added.returncode == 0, added.stderr
+
+    def mode(path: Path) -> int:
+        return path.stat().st_mode & 0o777
+
+    assert mode(home) == 0o700
+    assert mode(home / "lorawatch.db") == 0o600
+    store = home / "store"
+    assert mode(store) == 0o700
+    stored = [p for p in (store / "adapters").rglob("*") if p.is_file()]
+    assert stored and all(mode(p) == 0o400 for p in stored), {str(p): oct(mode(p)) for p in stored}
+    assert all(mode(p) == 0o700 for p in (store / "adapters" / "support").iterdir())

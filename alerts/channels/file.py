@@ -19,7 +19,8 @@ def deliver(payload: dict[str, Any], receiver, settings: Settings) -> None:
     path = path_of(receiver, settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps({k: v for k, v in payload.items() if k != "lorawatch"}, sort_keys=True) + "\n"
-    with open(path, "a", encoding="utf-8") as handle:
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)  # owner-only when new
+    with open(descriptor, "a", encoding="utf-8") as handle:
         handle.write(line)
         handle.flush()
         os.fsync(handle.fileno())

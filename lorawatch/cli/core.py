@@ -35,8 +35,7 @@ def init(app: AppContext, as_json: bool) -> None:
         target = Path.cwd() / CONFIG_FILE_NAME
         target.write_text(render_default_toml(), encoding="utf-8")
         wrote_config = str(target)
-    settings.home_dir.mkdir(parents=True, exist_ok=True)
-    database = open_database(settings)
+    database = open_database(settings)  # the home directory is created owner-only
     before = database.current_revision()
     database.upgrade()
     after = database.current_revision()

@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from lorawatch.errors import ConfigError, ConflictError, DependencyError
+from lorawatch.privacy import private_dir, private_file
 from lorawatch.secrets import scrub
 from lorawatch.settings import Settings, load_settings
 
@@ -54,15 +55,18 @@ class Database:
         self.url = url
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         kwargs: dict = {"future": True}
+        self.file: Path | None = None
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                self.file = Path(parsed.database).expanduser()
+                if not self.file.parent.exists():
+                    private_dir(self.file.parent)
             kwargs["connect_args"] = {"timeout": busy_timeout_ms / 1000}
         else:
             kwargs["pool_pre_ping"] = True
         self.engine: Engine = create_engine(parsed, **kwargs)
         if self.is_sqlite:
-            _configure_sqlite(self.engine, busy_timeout_ms)
+            _configure_sqlite(self.engine, busy_timeout_ms, self.file)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @property
@@ -137,9 +141,11 @@ class Database:
         self.engine.dispose()
 
 
-def _configure_sqlite(engine: Engine, busy_timeout_ms: int) -> None:
+def _configure_sqlite(engine: Engine, busy_timeout_ms: int, file: Path | None) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection, _record) -> None:
+        if file is not None:  # owner-only; SQLite gives its -wal and -shm files the same mode
+            private_file(file)
         # pysqlite's own transaction handling defers BEGIN; emit it ourselves so that
         # a transaction that writes takes the lock at its start (no upgrade deadlocks).
         dbapi_connection.isolation_level = None
@@ -176,4 +182,5 @@ def open_database(settings: Settings | None = None) -> Database:
     """The database named by the settings (loaded when not given)."""
     if settings is None:
         settings = load_settings()
+    private_dir(settings.home_dir)
     return Database(settings.database_url, busy_timeout_ms=settings.database.busy_timeout_ms)
