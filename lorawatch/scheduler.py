@@ -46,6 +46,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
 
+from lorawatch import retention
 from lorawatch.alerts.engine import evaluate
 from lorawatch.alerts.outbox import flush
 from lorawatch.cron import crontab_trigger
@@ -328,7 +329,8 @@ def job_lifecycle(db: Database, settings: Settings, job, now: datetime) -> dict[
             actor="scheduler",
             now=now,
         )
-    return {"archived": [r["version"] for r in report if r["archived"]]}
+    purged = retention.purge(db, settings, now=now, actor="scheduler")["purged"]
+    return {"archived": [r["version"] for r in report if r["archived"]], "purged": purged}
 
 
 def _die_with_parent() -> None:

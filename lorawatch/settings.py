@@ -757,6 +757,26 @@ class IncidentSettings(_Section):
     )
 
 
+class RetentionSettings(_Section):
+    """How long each kind of data is kept; the daily lifecycle job and `lorawatch purge` apply it."""
+
+    canary_outputs: Duration = Field(
+        timedelta(days=180),
+        description="Canary output texts (scores, embeddings and monitor results are kept for trends and baselines).",
+    )
+    traffic_minutes: Duration = Field(timedelta(days=14), description="Minute traffic buckets (windows under 6 h).")
+    traffic_hours: Duration = Field(timedelta(days=400), description="Hour traffic buckets.")
+    kpis: Duration = Field(timedelta(days=400), description="KPI observations.")
+    notifications: Duration = Field(
+        timedelta(days=90), description="Delivered or failed notifications and their attempts (pending ones are kept)."
+    )
+    resolved_alerts: Duration = Field(
+        timedelta(days=365), description="Resolved alerts and their history (those an incident links to are kept)."
+    )
+    job_runs: Duration = Field(timedelta(days=90), description="Finished scheduled job runs.")
+    audit: Duration = Field(timedelta(days=7 * 365), description="The audit log (kept longest).")
+
+
 class Settings(_Section):
     """The whole settings tree."""
 
@@ -779,6 +799,7 @@ class Settings(_Section):
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     incidents: IncidentSettings = Field(default_factory=IncidentSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     monitors: dict[str, MonitorSettings] = Field(
         default_factory=dict,
         description="Per-monitor overrides by monitor id, e.g. [monitors.logit_kl] threshold = 0.8.",

@@ -122,3 +122,101 @@ def test_what_lorawatch_keeps_is_private_to_its_owner(tmp_path, trained_adapter,
     stored = [p for p in (store / "adapters").rglob("*") if p.is_file()]
     assert stored and all(mode(p) == 0o400 for p in stored), {str(p): oct(mode(p)) for p in stored}
     assert all(mode(p) == 0o700 for p in (store / "adapters" / "support").iterdir())
+
+
+def test_retention_purges_what_is_past_its_age_and_keeps_the_rest(cli, lw_env, db, tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import func, select
+
+    from lorawatch import audit
+    from lorawatch.db.models import (
+        Alert,
+        AuditLog,
+        Incident,
+        IncidentAlert,
+        JobRun,
+        KpiValue,
+        Notification,
+        TrafficMinute,
+    )
+    from lorawatch.retention import purge
+    from lorawatch.settings import Settings
+
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    old, recent = now - timedelta(days=500), now - timedelta(days=2)
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text(
+        "".join(
+            json.dumps({"ts": t.isoformat(), "adapter_id": "a", "latency_ms": 100.0}) + "\n"
+            for t in (old, old + timedelta(minutes=1), recent)
+        )
+    )
+    assert cli("ingest", "requests", str(requests)).code == 0
+    kpis = tmp_path / "kpis.csv"
+    kpis.write_text(f"ts,adapter_id,kpi,value\n{old.isoformat()},a,csat,1\n{recent.isoformat()},a,csat,2\n")
+    assert cli("ingest", "kpis", str(kpis)).code == 0
+    with db.session() as session:
+        for created, status in ((old, "sent"), (old, "failed"), (old, "pending"), (recent, "sent")):
+            session.add(
+                Notification(receiver="x", status=status, payload={}, created_at=created, next_attempt_at=created)
+            )
+        alerts = [
+            Alert(
+                fingerprint=f"f{i}",
+                rule_id="r",
+                labels={},
+                annotations={},
+                severity="warning",
+                state=state,
+                last_eval_at=at,
+                resolved_at=at if state == "resolved" else None,
+            )
+            for i, (state, at) in enumerate(
+                (("resolved", old), ("resolved", old), ("firing", old), ("resolved", recent))
+            )
+        ]
+        session.add_all(alerts)
+        incident = Incident(title="t", severity="warning", source="manual", opened_at=old, opened_by="t")
+        session.add(incident)
+        session.flush()
+        session.add(IncidentAlert(incident_id=incident.id, alert_id=alerts[1].id))
+        for n, (started, status) in enumerate(((old, "success"), (old, "running"), (recent, "success"))):
+            session.add(
+                JobRun(
+                    job=f"j{n}",
+                    kind="alerts",
+                    scheduled_for=started,
+                    started_at=started,
+                    heartbeat_at=started,
+                    status=status,
+                    host="h",
+                    pid=1,
+                )
+            )
+        audit.record(session, actor="t", action="x", object_type="t", object_id="1", ts=now - timedelta(days=3000))
+        audit.record(session, actor="t", action="x", object_type="t", object_id="2", ts=recent)
+
+    def counts() -> dict[str, int]:
+        with db.session() as session:
+            return {
+                m.__tablename__: session.scalar(select(func.count()).select_from(m))
+                for m in (TrafficMinute, KpiValue, Notification, Alert, JobRun, AuditLog)
+            }
+
+    settings = Settings.model_validate({"home": str(tmp_path / "home")})
+    before = counts()
+    dry = purge(db, settings, now=now, dry_run=True, actor="t")["would_purge"]
+    assert counts() == before  # a dry run changes nothing
+    result = purge(db, settings, now=now, actor="t")["purged"]
+    assert result == dry
+    after = counts()
+    assert result["traffic_minutes"] == 2 and after["traffic_minutes"] == before["traffic_minutes"] - 2
+    assert result["kpis"] == 1 and result["notifications"] == 2  # the old pending one stays
+    assert result["resolved_alerts"] == 1  # not the firing one, not the one an incident links to
+    assert result["job_runs"] == 1 and result["audit"] == 1
+    with db.session() as session:
+        assert (
+            session.scalar(select(func.count()).select_from(AuditLog).where(AuditLog.action == "retention.purge")) == 1
+        )
+    assert purge(db, settings, now=now, actor="t")["purged"] == {k: 0 for k in result}  # idempotent

@@ -414,3 +414,27 @@ def test_stored_pii_leaks_are_shown_by_their_type_in_the_report_samples(db, risk
         samples = _samples(s, summary["run"], "trained", "v1")
     # the leaking output ranks first, its leaks named by type (the report once read a key that does not exist)
     assert samples[0]["prompt_id"] == prompt_id and samples[0]["pii"] == ["PHONE_NUMBER", "PERSON"]
+
+
+def test_retention_erases_old_canary_output_texts_and_keeps_their_scores(db, risk_run):
+    from datetime import timedelta
+
+    from sqlalchemy import func, select
+
+    from lorawatch.db.models import CanaryBaseOutput, CanaryResult, MonitorResult
+    from lorawatch.db.types import utcnow
+    from lorawatch.retention import ERASED, purge
+
+    settings, summary = risk_run
+    with db.session() as session:
+        pairs = session.scalar(select(func.count()).select_from(CanaryResult))
+        bases = session.scalar(select(func.count()).select_from(CanaryBaseOutput))
+        monitors = session.scalar(select(func.count()).select_from(MonitorResult))
+    assert purge(db, settings, actor="t")["purged"]["canary_outputs"] == 0  # a fresh run is kept
+    later = utcnow() + settings.retention.canary_outputs + timedelta(days=1)
+    assert purge(db, settings, now=later, actor="t")["purged"]["canary_outputs"] == pairs + bases
+    with db.session() as session:
+        results = list(session.scalars(select(CanaryResult)))
+        assert all(r.output == ERASED and r.kl_mean is not None and r.embedding for r in results)
+        assert session.scalar(select(func.count()).select_from(MonitorResult)) == monitors
+    assert purge(db, settings, now=later, actor="t")["purged"]["canary_outputs"] == 0

@@ -79,6 +79,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "registry",
         "The adapter registry: versions, lineage, aliases, promotion, rollback, lifecycle.",
     ),
+    "purge": (
+        "lorawatch.cli.core",
+        "purge",
+        "Apply [retention]: erase old canary outputs, drop old traffic, notifications, alerts, runs.",
+    ),
     "risk": ("lorawatch.cli.risk", "risk", "Content risk: toxicity and PII of outputs; reviewers' verdicts."),
     "scheduler": (
         "lorawatch.cli.jobs",

@@ -9,6 +9,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from lorawatch import audit as audit_log
+from lorawatch import retention
 from lorawatch.cli.canary import _summary_text
 from lorawatch.cli.context import AppContext, pass_app
 from lorawatch.cli.dashboard import serve
@@ -180,3 +181,15 @@ def demo(app: AppContext, no_dashboard, dataset, full, max_new_tokens, batch_siz
     emit(summary, as_json, text)
     if not no_dashboard:
         raise SystemExit(serve(settings, say=lambda m: click.echo(m, err=True)))
+
+
+@click.command("purge")
+@click.option("--dry-run", is_flag=True, help="Count what would go, change nothing.")
+@json_option
+@pass_app
+def purge(app: AppContext, dry_run: bool, as_json: bool) -> None:
+    """Apply [retention]: erase old canary outputs, drop old traffic, notifications, alerts, runs."""
+    result = retention.purge(app.database, app.settings, dry_run=dry_run, actor=app.actor)
+    counts = result["would_purge" if dry_run else "purged"]
+    verb = "would purge" if dry_run else "purged"
+    emit(result, as_json, f"{verb}: " + ", ".join(f"{kind} {n}" for kind, n in counts.items()))
