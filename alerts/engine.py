@@ -38,7 +38,7 @@ from lorawatch.alerts.rules import Rule, load_rules, runbook_url
 from lorawatch.alerts.silences import active_silences
 from lorawatch.alerts.sources import Sample, SeriesReader
 from lorawatch.db import Database
-from lorawatch.db.models import Alert, AlertEvent
+from lorawatch.db.models import AdapterRecord, Alert, AlertEvent
 from lorawatch.db.types import utcnow
 from lorawatch.errors import ConflictError, NotFoundError
 from lorawatch.secrets import scrub
@@ -289,6 +289,14 @@ def describe(alert: Alert, *, silenced_by: list[int] | None = None, inhibited: b
         "inhibited": inhibited,
         "context": alert.context,
     }
+
+
+def known_adapters(db: Database) -> list[str]:
+    """Adapter names LoraWatch knows: registered ones and those alerts were raised for."""
+    with db.session() as session:
+        names = set(session.scalars(select(AdapterRecord.name)))
+        names |= {a.labels.get("adapter") for a in session.scalars(select(Alert)) if a.labels.get("adapter")}
+    return sorted(names)
 
 
 def list_alerts(

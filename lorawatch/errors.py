@@ -19,6 +19,8 @@ object) and an optional ``fix``; ``str()`` joins them into one line.
 
 from __future__ import annotations
 
+import difflib
+
 from lorawatch.secrets import scrub
 
 
@@ -65,3 +67,13 @@ class IntegrityError(LoraWatchError):
 
 class DependencyError(LoraWatchError, RuntimeError):
     """An optional component is missing or cannot be reached."""
+
+
+def did_you_mean(name: str, known: list[str], *, limit: int = 20) -> str:
+    """``; did you mean X?`` (the closest known name) or ``; known: a, b, c`` for a message."""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    prefixed = [k for k in known if name and k.lower().startswith(name.lower())]
+    if close or len(prefixed) == 1:
+        return f"; did you mean {(close or prefixed)[0]}?"
+    shown = ", ".join(sorted(known)[:limit]) or "none"
+    return f"; known: {shown}" + (" ..." if len(known) > limit else "")

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from lorawatch import audit
 from lorawatch.db import Database
-from lorawatch.db.models import IngestedFile, KpiValue, TrafficHour, TrafficMinute
+from lorawatch.db.models import AdapterRecord, IngestedFile, KpiValue, TrafficHour, TrafficMinute
 from lorawatch.db.types import utcnow
 from lorawatch.durations import parse_duration
 from lorawatch.errors import DatasetError, InputError
@@ -494,6 +494,15 @@ def ingest_kpis(db: Database, path: Path, *, actor: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- reading back
+
+
+def known_adapters(db: Database) -> list[str]:
+    """Adapter names with serving traffic or KPIs, and registered ones."""
+    with db.session() as session:
+        names = set(session.scalars(select(TrafficHour.adapter).distinct()))
+        names |= set(session.scalars(select(KpiValue.adapter).distinct()))
+        names |= set(session.scalars(select(AdapterRecord.name)))
+    return sorted(names)
 
 
 def parse_window(text: str) -> timedelta:

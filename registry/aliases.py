@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 from lorawatch import audit
 from lorawatch.db.models import AdapterAlias, AdapterVersion, AliasEvent
 from lorawatch.db.types import utcnow
-from lorawatch.errors import ConflictError, NotFoundError
+from lorawatch.errors import ConflictError, NotFoundError, did_you_mean
 from lorawatch.registry import files
-from lorawatch.registry.store import DEFAULT_TENANT
+from lorawatch.registry.store import DEFAULT_TENANT, ROUTE_ALIASES
 from lorawatch.registry.versions import get_adapter, get_version
 
 
@@ -159,9 +159,18 @@ def resolve_alias(
 ) -> AdapterVersion | None:
     """The version ``alias`` served to ``tenant`` at time ``at`` (now when not given).
 
-    A tenant without an alias of its own follows the route's default.
+    A tenant without an alias of its own follows the route's default. An alias name this
+    adapter never had (and that is not a route alias) raises NotFoundError with the closest name.
     """
     record = get_adapter(session, adapter)
+    known = set(ROUTE_ALIASES) | set(
+        session.scalars(select(AliasEvent.alias).where(AliasEvent.adapter_id == record.id).distinct())
+    )
+    if alias not in known:
+        raise NotFoundError(
+            f'adapter "{adapter}" has no alias "{alias}"' + did_you_mean(alias, sorted(known)),
+            fix="use one of its aliases (lorawatch registry show NAME)",
+        )
     for who in [tenant, DEFAULT_TENANT] if tenant else [DEFAULT_TENANT]:
         if at is None:
             current = session.scalar(

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from lorawatch import audit
 from lorawatch.db.models import BaseModelRecord
-from lorawatch.errors import ConflictError, InputError, NotFoundError
+from lorawatch.errors import ConflictError, InputError, NotFoundError, did_you_mean
 from lorawatch.registry import files
 
 
@@ -115,9 +115,9 @@ def get_base(session: Session, name: str) -> BaseModelRecord:
     """A base model by name."""
     record = session.scalar(select(BaseModelRecord).where(BaseModelRecord.name == name))
     if record is None:
-        known = ", ".join(session.scalars(select(BaseModelRecord.name).order_by(BaseModelRecord.name))) or "none"
+        known = list(session.scalars(select(BaseModelRecord.name)))
         raise NotFoundError(
-            f'no base model "{name}"; known: {known}', fix="register it with `lorawatch registry add-base`"
+            f'no base model "{name}"' + did_you_mean(name, known), fix="register it with `lorawatch registry add-base`"
         )
     return record
 

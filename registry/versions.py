@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from lorawatch import audit, inputs
 from lorawatch.db.models import AdapterRecord, AdapterVersion, BaseModelRecord
 from lorawatch.db.types import utcnow
-from lorawatch.errors import ConflictError, InputError, NotFoundError
+from lorawatch.errors import ConflictError, InputError, NotFoundError, did_you_mean
 from lorawatch.registry import files
 from lorawatch.registry.bases import get_base
 from lorawatch.registry.metadata import VersionMetadata
@@ -336,8 +336,10 @@ def get_adapter(session: Session, name: str) -> AdapterRecord:
     """An adapter by name."""
     record = session.scalar(select(AdapterRecord).where(AdapterRecord.name == name))
     if record is None:
-        known = ", ".join(session.scalars(select(AdapterRecord.name).order_by(AdapterRecord.name).limit(20))) or "none"
-        raise NotFoundError(f'no adapter "{name}"; known: {known}', fix="check the name with `lorawatch registry list`")
+        known = list(session.scalars(select(AdapterRecord.name)))
+        raise NotFoundError(
+            f'no adapter "{name}"' + did_you_mean(name, known), fix="check the name with `lorawatch registry list`"
+        )
     return record
 
 
@@ -348,9 +350,10 @@ def get_version(session: Session, adapter: str, version: str) -> AdapterVersion:
         select(AdapterVersion).where(AdapterVersion.adapter_id == record.id, AdapterVersion.version == version)
     )
     if row is None:
-        known = ", ".join(v.version for v in record.versions) or "none"
         raise NotFoundError(
-            f'adapter "{adapter}" has no version "{version}"; known: {known}', fix="pick a registered version"
+            f'adapter "{adapter}" has no version "{version}"'
+            + did_you_mean(version, [v.version for v in record.versions]),
+            fix="pick a registered version",
         )
     return row
 

@@ -168,3 +168,72 @@ def test_audit_list_reads_the_log(cli, lw_env, db):
     assert [(r["actor"], r["action"], r["reason"]) for r in rows] == [("bo", "rollback", "bad")]
     text = cli("audit", "list")
     assert "promote" in text.out and "rollback" in text.out
+
+
+def test_unknown_names_exit_2_with_the_closest_known_one(cli, lw_env, tiny_base, trained_adapter):
+    assert cli("init").code == 0
+    assert cli("registry", "add-base", "tiny", "--path", tiny_base).code == 0
+    assert (
+        cli(
+            "registry", "add", "support-risky", "--path", trained_adapter, "--base", "tiny", "--promote", "production"
+        ).code
+        == 0
+    )
+    for args, expected in (
+        (("alerts", "list", "--adapter", "support-riskyy"), "did you mean support-risky?"),
+        (("latency", "--adapter", "support-riskyy"), "did you mean support-risky?"),
+        (("registry", "show", "support-risky", "--alias", "prod"), "did you mean production?"),
+        (("registry", "show", "support-riskyy"), "did you mean support-risky?"),
+        (("registry", "show", "support-risky", "--version", "v9"), 'has no version "v9"'),
+        (("registry", "add", "x", "--path", str(trained_adapter), "--base", "tinny"), "did you mean tiny?"),
+    ):
+        result = cli(*args)
+        assert result.code == 2 and expected in result.err, (args, result.err)
+    assert cli("registry", "show", "support-risky", "--alias", "production").code == 0
+
+
+def test_notify_flush_exits_3_when_something_was_not_delivered(cli, lw_env, tmp_path, monkeypatch):
+    from datetime import UTC, datetime
+
+    from lorawatch.db import Database
+    from lorawatch.db.models import Notification
+
+    config = tmp_path / "lorawatch.toml"
+    config.write_text(
+        '[alerts.receivers.dead]\ntype = "webhook"\nurl = { env = "LW_DEAD_URL" }\ntimeout_s = 0.5\n'
+        '[alerts.route]\nreceiver = "dead"\n'
+    )
+    monkeypatch.setenv("LORAWATCH_CONFIG", str(config))
+    monkeypatch.setenv("LW_DEAD_URL", "http://127.0.0.1:9/hook")  # the discard port: connection refused
+    assert cli("init").code == 0
+    assert cli("notify", "flush", "--deadline", "1s").code == 0  # nothing to send
+    database = Database(lw_env)
+    with database.session() as session:
+        now = datetime.now(UTC)
+        session.add(
+            Notification(
+                receiver="dead",
+                status="pending",
+                payload={"status": "firing", "alerts": []},
+                created_at=now,
+                next_attempt_at=now,
+            )
+        )
+    database.dispose()
+    result = cli("notify", "flush", "--deadline", "1s")
+    assert result.code == 3 and "0 delivered, 1 deferred" in result.out, (result.out, result.err)
+
+
+def test_promoting_during_an_open_incident_warns_but_promotes(cli, lw_env, tiny_base, trained_adapter, second_adapter):
+    assert cli("init").code == 0
+    assert cli("registry", "add-base", "tiny", "--path", tiny_base).code == 0
+    assert cli("registry", "add", "bot", "--path", trained_adapter, "--base", "tiny", "--version", "v1").code == 0
+    assert cli("registry", "add", "bot", "--path", second_adapter, "--base", "tiny", "--version", "v2").code == 0
+    quiet = cli("registry", "promote", "bot", "--version", "v1", "--reason", "launch", "--json")
+    assert quiet.code == 0 and quiet.json()["warnings"] == [] and "warning" not in quiet.err
+    assert (
+        cli("incident", "open", "--title", "bot insults users", "--adapter", "bot", "--severity", "critical").code == 0
+    )
+    loud = cli("registry", "promote", "bot", "--version", "v2", "--reason", "fix", "--json")
+    assert loud.code == 0 and "open incident" in loud.err
+    assert loud.json()["to_version"] == "v2" and "bot insults users" in loud.json()["warnings"][0]

@@ -7,13 +7,14 @@ from pathlib import Path
 import click
 from sqlalchemy import select
 
-from lorawatch.alerts.engine import acknowledge, describe, evaluate, find_alert, list_alerts
+from lorawatch.alerts.engine import acknowledge, describe, evaluate, find_alert, known_adapters, list_alerts
 from lorawatch.alerts.rules import load_file, load_rules
 from lorawatch.alerts.silences import add_silence, expire_silence, list_silences
 from lorawatch.cli.context import AppContext, pass_app
 from lorawatch.cli.output import emit, json_option, parse_duration_option, parse_time, table
 from lorawatch.db.models import AlertEvent
 from lorawatch.db.types import utcnow
+from lorawatch.errors import InputError, did_you_mean
 from lorawatch.monitors.traffic_eval import evaluate_traffic
 from lorawatch.plugins import load_default_plugins
 
@@ -64,6 +65,8 @@ def evaluate_cmd(app: AppContext, at, no_traffic, as_json) -> None:
 def list_cmd(app: AppContext, state, adapter, as_json) -> None:
     """Alerts, firing first, then by severity."""
 
+    if adapter and adapter not in (known := known_adapters(app.database)):
+        raise InputError(f'no adapter "{adapter}"' + did_you_mean(adapter, known), fix="check the name")
     rows = list_alerts(app.database, app.settings, state=state, adapter=adapter)
 
     def text() -> str:

@@ -23,8 +23,11 @@ def notify() -> None:
 @click.option("--no-wait", is_flag=True, help="Send new alert groups now instead of after group_wait.")
 @json_option
 @pass_app
-def flush_cmd(app: AppContext, deadline, receivers, no_wait, as_json) -> None:
-    """Queue due group notifications, then deliver everything pending, with retries."""
+def flush_cmd(app: AppContext, deadline, receivers, no_wait, as_json) -> int:
+    """Queue due group notifications, then deliver everything pending, with retries.
+
+    Exits 3 when something claimed in this flush was not delivered (deferred to the next flush
+    or failed for good), so a cron job or a CI step notices; 0 when everything went out."""
 
     result = flush(
         app.database,
@@ -40,6 +43,7 @@ def flush_cmd(app: AppContext, deadline, receivers, no_wait, as_json) -> None:
         f"{result['failed']} failed for good ({result['attempts']} attempts, {result['pending']} pending "
         "in the outbox; `lorawatch notify list --status failed` lists failures)",
     )
+    return 3 if result["deferred"] or result["failed"] else 0
 
 
 @notify.command("list")

@@ -14,6 +14,7 @@ from lorawatch.cli.output import emit, json_option, parse_time, table
 from lorawatch.db.models import AdapterVersion
 from lorawatch.db.types import utcnow
 from lorawatch.errors import InputError
+from lorawatch.incidents.service import list_incidents
 from lorawatch.registry import aliases as registry_aliases
 from lorawatch.registry import bases as registry_bases
 from lorawatch.registry import catalog, lifecycle
@@ -456,13 +457,28 @@ def _alias_options(func):
 @json_option
 @pass_app
 def promote(app: AppContext, adapter, version, alias, tenant, reason, as_json) -> None:
-    """Point an alias (per tenant) at a version."""
+    """Point an alias (per tenant) at a version.
+
+    Warns (on stderr, and under "warnings" with --json) when the version failed its latest
+    promotion gate or the adapter has an open incident; the promotion itself goes ahead."""
 
     with app.database.session() as session:
         ev = registry_aliases.promote(
             session, adapter=adapter, version=version, alias=alias, tenant=tenant, actor=app.actor, reason=reason
         )
         data = _event(session, ev)
+        verdict = catalog.latest_verdict(session, registry_versions.get_version(session, adapter, version).id)
+    data["warnings"] = []
+    if verdict is not None and not verdict["passed"]:
+        data["warnings"].append(
+            f"{adapter}@{version} failed its latest promotion gate (run {verdict['run']}: {', '.join(verdict['failed'])})"
+        )
+    for incident in list_incidents(app.database, adapter=adapter):
+        data["warnings"].append(
+            f"{adapter} has an open incident: #{incident['id']} {incident['title']} ({incident['severity']})"
+        )
+    for warning in data["warnings"]:
+        click.echo(f"lorawatch: warning: {warning}", err=True)
     emit(
         data,
         as_json,

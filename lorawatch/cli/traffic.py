@@ -8,6 +8,7 @@ import click
 
 from lorawatch.cli.context import AppContext, pass_app
 from lorawatch.cli.output import emit, json_option, table
+from lorawatch.errors import InputError, did_you_mean
 from lorawatch.monitors import traffic as traffic_service
 from lorawatch.monitors import traffic_eval
 from lorawatch.monitors.prometheus_pull import pull_latency
@@ -55,6 +56,8 @@ def ingest_kpis(app: AppContext, file: Path, as_json: bool) -> None:
 def latency(app: AppContext, adapter, tenant, window, as_json) -> None:
     """P50, P95 and P99 latency (and TTFT) with counts per adapter, from merged sketches."""
 
+    if adapter and adapter not in (known := traffic_service.known_adapters(app.database)):
+        raise InputError(f'no adapter "{adapter}"' + did_you_mean(adapter, known), fix="check the name")
     rows = traffic_service.latency(
         app.database, window=traffic_service.parse_window(window), adapter=adapter, tenant=tenant
     )
