@@ -134,15 +134,7 @@ def register_version(
     do then), and leave again if it rolls back. A registration that loses a race to another of
     the same version raises ConflictError and removes only its own staging directory.
     """
-    files.check_name(adapter, "adapter name")
-    if version is not None:
-        files.check_name(version, "version")
-    directory = Path(path).expanduser()
-    if not directory.is_dir():
-        raise InputError(
-            "adapter directory does not exist", where=str(directory), fix="pass --path to the directory PEFT saved"
-        )
-    config = read_adapter_config(directory)
+    directory, config = _source(adapter, version, path)
     names = files.list_files(directory)
     _weights(directory, names, allow_pickle)
     staging = None
@@ -171,10 +163,8 @@ def register_version(
             files.remove_tree(staging)
 
 
-def check_registration(session: Session, *, adapter: str, path: Path, base: str, version: str | None) -> None:
-    """The quick checks of a registration (names, config, base, version free), for a short
-    transaction before the long work: bad input is refused before anything is copied. The
-    registration itself checks again inside its own transaction."""
+def _source(adapter: str, version: str | None, path: Path) -> tuple[Path, dict[str, Any]]:
+    """The names checked, and the adapter directory with its checked config."""
     files.check_name(adapter, "adapter name")
     if version is not None:
         files.check_name(version, "version")
@@ -183,7 +173,14 @@ def check_registration(session: Session, *, adapter: str, path: Path, base: str,
         raise InputError(
             "adapter directory does not exist", where=str(directory), fix="pass --path to the directory PEFT saved"
         )
-    config = read_adapter_config(directory)
+    return directory, read_adapter_config(directory)
+
+
+def check_registration(session: Session, *, adapter: str, path: Path, base: str, version: str | None) -> None:
+    """The quick checks of a registration (names, config, base, version free), for a short
+    transaction before the long work: bad input is refused before anything is copied. The
+    registration itself checks again inside its own transaction."""
+    directory, config = _source(adapter, version, path)
     _check_against_registry(session, adapter=adapter, base=base, version=version, config=config, directory=directory)
 
 
