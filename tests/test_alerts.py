@@ -878,3 +878,11 @@ def test_a_rollback_resolves_the_rolled_back_versions_alerts_and_lifecycle_rules
         a for a in list_alerts(db, settings, now=now + timedelta(days=120)) if a["rule"] == "adapter_review_overdue"
     ]
     assert overdue and overdue[0]["labels"]["version"] == "v1" and 29 < overdue[0]["value"] < 31
+
+
+def test_evaluate_says_why_nothing_was_queued_yet(cli, lw_env, db, tmp_path):
+    _write_config(tmp_path, '[alerts.route]\nreceiver = "default"\ngroup_wait = "30s"\n')
+    _fire(db, "support-bot", datetime.now(UTC) - timedelta(minutes=1))
+    result = cli("alerts", "evaluate", "--no-traffic")
+    assert result.code == 0 and "1 firing" in result.out and "0 notifications queued" in result.out
+    assert "group_wait" in result.out and "notify flush --no-wait" in result.out

@@ -42,6 +42,12 @@ def evaluate_cmd(app: AppContext, at, no_traffic, as_json) -> None:
         lines = [
             f"{result['rules']} rules over {result['series']} series: {result['firing']} firing, "
             f"{result['pending']} pending; {result['notifications_queued']} notifications queued"
+            + (
+                " (new alert groups wait for their route's group_wait; `lorawatch notify flush` sends what is "
+                "due, `notify flush --no-wait` sends them now)"
+                if result["firing"] and not result["notifications_queued"]
+                else ""
+            )
         ]
         lines += [
             f"  {t['rule']} {t['labels'].get('adapter', '')}: {t['from']} -> {t['to']}" for t in result["transitions"]
