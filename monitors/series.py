@@ -101,32 +101,43 @@ def kpi_frame(session: Session, adapter: str, start: datetime, end: datetime) ->
 
 
 FLEET_MONITORS = ["logit_kl", "embedding_mmd", "toxicity_rate", "pii_leak_rate", "kpi_drop"]
+# measured per version by canary runs: the fleet shows the production version's, never another's
+CANARY_FLEET_MONITORS = ["logit_kl", "embedding_mmd", "toxicity_rate", "pii_leak_rate"]
 
 
 def latest_results(session: Session, monitors: list[str]) -> dict[tuple[str, str], MonitorResult]:
     """The newest overall result per (adapter, monitor), in one grouped query."""
+    return {(a, m): r for (a, _, m), r in _latest(session, monitors, per_version=False).items()}
 
+
+def latest_results_by_version(session: Session, monitors: list[str]) -> dict[tuple[str, str, str], MonitorResult]:
+    """The newest overall result per (adapter, version, monitor): what a given version showed."""
+    return _latest(session, monitors, per_version=True)
+
+
+def _latest(session: Session, monitors: list[str], *, per_version: bool) -> dict[tuple[str, str, str], MonitorResult]:
+    keys = [MonitorResult.adapter, MonitorResult.monitor] + ([MonitorResult.version] if per_version else [])
     latest = (
-        select(MonitorResult.adapter, MonitorResult.monitor, func.max(MonitorResult.ts).label("ts"))
+        select(*keys, func.max(MonitorResult.ts).label("ts"))
         .where(MonitorResult.monitor.in_(monitors), MonitorResult.segment.is_(None), MonitorResult.tenant.is_(None))
-        .group_by(MonitorResult.adapter, MonitorResult.monitor)
+        .group_by(*keys)
         .subquery()
     )
+    joined = [
+        MonitorResult.adapter == latest.c.adapter,
+        MonitorResult.monitor == latest.c.monitor,
+        MonitorResult.ts == latest.c.ts,
+    ]
+    if per_version:
+        joined.append(MonitorResult.version == latest.c.version)
     rows = session.scalars(
         select(MonitorResult)
-        .join(
-            latest,
-            and_(
-                MonitorResult.adapter == latest.c.adapter,
-                MonitorResult.monitor == latest.c.monitor,
-                MonitorResult.ts == latest.c.ts,
-            ),
-        )
+        .join(latest, and_(*joined))
         .where(MonitorResult.segment.is_(None), MonitorResult.tenant.is_(None))
     )
-    out: dict[tuple[str, str], MonitorResult] = {}
+    out: dict[tuple[str, str, str], MonitorResult] = {}
     for r in rows:  # several rows share the latest time when a monitor has a label (each KPI): keep the worst
-        key = (r.adapter, r.monitor)
+        key = (r.adapter, r.version if per_version else "", r.monitor)
         if key not in out or _worse(r, out[key]):
             out[key] = r
     return out
@@ -139,11 +150,14 @@ def _worse(a: MonitorResult, b: MonitorResult) -> bool:
 
 
 def fleet(db, settings: Settings, now: datetime) -> pd.DataFrame:
-    """One row per adapter: production version, owner, latest drift and risk, P99 over 24 h, KPI trend, open alerts."""
+    """One row per adapter: production version, owner, the production version's latest drift and
+    risk (``not yet verified`` when it has no canary result: a rollback does not look healthy by
+    absence of data), P99 over 24 h, KPI trend, open alerts."""
 
     p99 = {r["adapter"]: r for r in latency(db, window=timedelta(hours=24), end=now)}
     with db.session() as session:
         results = latest_results(session, FLEET_MONITORS)
+        by_version = latest_results_by_version(session, CANARY_FLEET_MONITORS)
         production = {v.adapter.name: (v.version, v.owner_team) for v in aliased_versions(session, "production")}
         names = [n for (n,) in session.execute(select(AdapterRecord.name).order_by(AdapterRecord.name))]
         open_alerts: dict[str, int] = {}
@@ -152,9 +166,13 @@ def fleet(db, settings: Settings, now: datetime) -> pd.DataFrame:
                 open_alerts[labels["adapter"]] = open_alerts.get(labels["adapter"], 0) + 1
     rows = []
     for name in sorted(set(names) | {a for a, _ in results}):
+        version, team = production.get(name, (None, None))
 
-        def value(monitor: str, name: str = name):
-            r = results.get((name, monitor))
+        def value(monitor: str, name: str = name, version: str | None = version):
+            if version is not None and monitor in CANARY_FLEET_MONITORS:
+                r = by_version.get((name, version, monitor))
+            else:
+                r = results.get((name, monitor))
             return (r.value, r.breached) if r else (None, False)
 
         kl, kl_b = value("logit_kl")
@@ -162,7 +180,7 @@ def fleet(db, settings: Settings, now: datetime) -> pd.DataFrame:
         tox, tox_b = value("toxicity_rate")
         pii, pii_b = value("pii_leak_rate")
         kpi = results.get((name, "kpi_drop"))
-        version, team = production.get(name, (None, None))
+        verified = version is None or any((name, version, m) in by_version for m in CANARY_FLEET_MONITORS)
         objective = settings.slo.adapters.get(name, settings.slo.latency_ms)
         p = p99.get(name)
         breaches = [
@@ -182,7 +200,7 @@ def fleet(db, settings: Settings, now: datetime) -> pd.DataFrame:
                 "adapter": name,
                 "production": version,
                 "team": team,
-                "health": "breached: " + ", ".join(breaches) if breaches else "ok",
+                "health": _health(breaches, verified, version),
                 "logit_kl": kl,
                 "mmd_p": mmd,
                 "toxicity_rate": tox,
@@ -194,3 +212,10 @@ def fleet(db, settings: Settings, now: datetime) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def _health(breaches: list[str], verified: bool, version: str | None) -> str:
+    parts = ["breached: " + ", ".join(breaches)] if breaches else []
+    if not verified:
+        parts.append(f"not yet verified ({version} has no canary run)")
+    return "; ".join(parts) or "ok"

@@ -315,3 +315,28 @@ def test_sign_in_locks_out_guessing_audits_failures_and_costs_the_same_for_unkno
         actions.count(("alice", "dashboard.sign_in_failed")) == 4 and ("mallory", "dashboard.sign_in_failed") in actions
     )
     assert actions[0] == ("alice", "dashboard.sign_in")
+
+
+def test_the_fleet_row_describes_the_version_in_production(
+    cli, lw_env, db, tmp_path, tiny_base, trained_adapter, second_adapter
+):
+    """After a rollback the row shows the restored version's numbers, not the bad one's; a
+    version without a canary run says so instead of looking healthy."""
+    import pandas as pd
+
+    from lorawatch.monitors.series import fleet
+    from lorawatch.settings import load_settings
+
+    _seed(cli, db, tmp_path, tiny_base, trained_adapter, second_adapter)
+    settings, now = load_settings(), datetime.now(UTC)
+    row = fleet(db, settings, now).iloc[0]
+    assert row["production"] == "v2" and row["logit_kl"] == 2.4 and "KL" in row["health"]
+    assert cli("registry", "rollback", "support", "--reason", "v2 insults users").code == 0
+    row = fleet(db, settings, now).iloc[0]
+    assert row["production"] == "v1" and row["logit_kl"] == 0.4
+    assert "KL" not in row["health"] and "toxicity" not in row["health"]
+    assert cli("registry", "add", "support", "--path", trained_adapter, "--base", "tiny", "--version", "v3").code == 0
+    assert cli("registry", "promote", "support", "--version", "v3", "--reason", "hotfix").code == 0
+    row = fleet(db, settings, now).iloc[0]
+    assert row["production"] == "v3" and pd.isna(row["logit_kl"])
+    assert "not yet verified (v3 has no canary run)" in row["health"]
