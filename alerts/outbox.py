@@ -280,9 +280,9 @@ def flush(
     def run_receiver(name: str, ids: list[int]) -> None:
         counts = {"delivered": 0, "deferred": 0, "failed": 0, "attempts": 0, "taken": 0}
         receiver = configured.get(name)
-        if receiver is None:
-            job.release(ids, error=f"receiver {name!r} is not configured")
-            counts["deferred"] = len(ids)
+        if receiver is None:  # removed from the settings: nothing can deliver these; say so and end them
+            job.fail(ids, error=f"receiver {name!r} is not configured (any more)")
+            counts["failed"] = len(ids)
         else:
             sender = _Sender(receiver, settings)
             for position, note_id in enumerate(ids):
@@ -402,6 +402,17 @@ class _Flush:
                 )
                 return "deferred", delay
             return "retry", delay
+
+    def fail(self, ids: list[int], *, error: str) -> None:
+        """End this flush's claimed notifications as failed (``notify retry`` sends them again)."""
+        ts = self.clock()
+        with self.db.session() as session:
+            for note in session.scalars(
+                select(Notification).where(Notification.id.in_(ids), Notification.claimed_by == self.token)
+            ):
+                note.status, note.failed_at, note.last_error = "failed", ts, error
+                note.claimed_until = note.claimed_by = None
+        log.warning("%d notification(s) failed: %s", len(ids), error)
 
     def release(self, ids: list[int], *, error: str | None = None) -> None:
         """Give this flush's claimed notifications back to the next flush (recording why)."""

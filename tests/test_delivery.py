@@ -632,3 +632,20 @@ def test_receiver_templates_word_the_message_and_keep_the_links(db, tmp_path, re
         _settings(tmp_path, {"x": {"type": "slack", "url": {"env": "X"}, "template": {"text": "{{ 1 / 0 }}"}}})
     with pytest.raises(Exception, match="not valid Jinja"):
         _settings(tmp_path, {"x": {"type": "slack", "url": {"env": "X"}, "template": {"title": "{% for %}"}}})
+
+
+def test_messages_for_a_receiver_removed_from_the_settings_fail_instead_of_waiting_forever(
+    db, tmp_path, receivers, monkeypatch
+):
+    from lorawatch.alerts.engine import evaluate
+    from lorawatch.alerts.outbox import flush
+
+    hook = receivers.on("/gone", first_then([]))
+    settings = _settings(tmp_path, {"gone": _webhook(monkeypatch, "gone", hook)})
+    _fire(db, "gone-1", T0)
+    evaluate(db, settings, now=T0)
+    without = _settings(tmp_path, {})  # the receiver was removed before the flush
+    result = flush(db, without, now=T0, deadline_s=2)
+    assert result["failed"] == 1 and result["pending"] == 0
+    [note] = [n for n in _notes(db) if n["receiver"] == "gone"]
+    assert note["status"] == "failed" and "not configured" in note["last_error"]
