@@ -102,7 +102,7 @@ def manifest(root: Path, names: list[str] | None = None, progress: bool = False)
     result: dict[str, dict] = {}
     iterator = names
     if progress and names:
-        iterator = tqdm(names, desc="hashing", unit="file", leave=False)
+        iterator = tqdm(names, desc="hashing", unit="file", leave=False, disable=None)  # None: on a terminal only
     for name in iterator:
         path = root / name
         result[name] = {"sha256": sha256_file(path), "size": path.stat().st_size}
@@ -211,7 +211,7 @@ def stage_copy(
     staging = private_dir(store_root / ".staging") / uuid.uuid4().hex
     staging.mkdir(mode=0o700)
     result: dict[str, dict] = {}
-    iterator = tqdm(names, desc="copying", unit="file", leave=False) if progress and names else names
+    iterator = tqdm(names, desc="copying", unit="file", leave=False, disable=None) if progress and names else names
     try:
         for name in iterator:
             destination = staging / name
