@@ -411,6 +411,9 @@ def test_delivery_retries_429_500_and_hangs_and_every_alert_arrives(db, tmp_path
     slack = script.bodies("/slack")[-1]
     assert slack["blocks"][0]["type"] == "header" and slack["blocks"][-1]["type"] == "actions"
     assert [e["text"]["text"] for e in slack["blocks"][-1]["elements"]] == ["Runbook", "Dashboard"]
+    # the header says how urgent; the Dashboard button opens the alert itself, not the front page
+    assert slack["blocks"][0]["text"]["text"].startswith("[FIRING:2] CRITICAL toxicity_budget")
+    assert "/alerts?alert=" in slack["blocks"][-1]["elements"][1]["url"]
     teams = script.bodies("/teams")[0]["attachments"][0]
     assert teams["contentType"] == "application/vnd.microsoft.card.adaptive"
     assert teams["content"]["actions"][0] == {

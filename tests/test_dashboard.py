@@ -340,3 +340,22 @@ def test_the_fleet_row_describes_the_version_in_production(
     row = fleet(db, settings, now).iloc[0]
     assert row["production"] == "v3" and pd.isna(row["logit_kl"])
     assert "not yet verified (v3 has no canary run)" in row["health"]
+
+
+def test_a_deep_link_opens_the_alerts_page_on_that_alert(
+    cli, lw_env, db, tmp_path, tiny_base, trained_adapter, second_adapter
+):
+    _seed(cli, db, tmp_path, tiny_base, trained_adapter, second_adapter)
+    [alert] = [a for a in cli("alerts", "list", "--state", "firing", "--json").json() if a["rule"] == "logit_drift"]
+    at = _apptest()
+    at.run()
+    at.switch_page("app_pages/alerts.py")
+    at.query_params["alert"] = str(alert["id"])
+    at.run()
+    assert not at.exception
+    shown = [e.value for e in at.error] + [w.value for w in at.warning]
+    assert any(f"Alert {alert['id']}: logit_drift" in text for text in shown), shown
+    assert at.selectbox[-1].value == "logit_drift"  # its runbook is the one shown
+    at.query_params["alert"] = "999999"
+    at.run()
+    assert any("No alert 999999" in w.value for w in at.warning)

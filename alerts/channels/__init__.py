@@ -48,11 +48,21 @@ def module_for(receiver_type: str):
 
 
 def title(payload: dict[str, Any]) -> str:
-    """``[FIRING:2] logit_drift support-bot`` (Alertmanager's default title)."""
+    """``[FIRING:2] CRITICAL logit_drift support-bot``: Alertmanager's default title, with the
+    group's severity (the highest among its alerts) so a glance at the header says how urgent."""
     firing = sum(a["status"] == "firing" for a in payload["alerts"])
     status = f"FIRING:{firing}" if payload["status"] == "firing" else "RESOLVED"
     labels = " ".join(str(v) for v in payload["groupLabels"].values())
-    return f"[{status}] {labels}".strip()
+    severity = _highest(a["labels"].get("severity") for a in payload["alerts"])
+    return " ".join(part for part in (f"[{status}]", severity.upper() if severity else "", labels) if part)
+
+
+_SEVERITIES = ["info", "warning", "critical"]
+
+
+def _highest(values: Any) -> str | None:
+    known = [v for v in values if v in _SEVERITIES]
+    return max(known, key=_SEVERITIES.index) if known else None
 
 
 def runbook_of(payload: dict[str, Any]) -> str | None:
@@ -84,10 +94,13 @@ def user_text(receiver: Any, key: str, payload: dict[str, Any]) -> str | None:
 
 
 def links(payload: dict[str, Any]) -> list[tuple[str, str]]:
-    """The links every message carries, whatever its template: the runbook and the dashboard."""
+    """The links every message carries, whatever its template: the runbook, and the dashboard's
+    Alerts page opened on the group's first alert (a deep link, not the front page)."""
     runbook = runbook_of(payload)
     found = [("Runbook", runbook)] if runbook else []
-    return [*found, ("Dashboard", payload["externalURL"])]
+    alerts = payload.get("alerts") or []
+    target = alerts[0].get("generatorURL") if alerts else None
+    return [*found, ("Dashboard", target or payload["externalURL"])]
 
 
 def fmt_value(value: Any) -> str:

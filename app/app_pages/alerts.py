@@ -42,6 +42,28 @@ def rows(items):
 
 everything = list_alerts(db, settings, state="all", now=now)  # one read; the tabs filter it
 open_alerts = [a for a in everything if a["state"] in ("pending", "firing")]
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+# a deep link from chat (?alert=ID, the notifications' Dashboard button) opens on that alert
+focus_id = query_param("alert")
+focus = next((a for a in everything if str(a["id"]) == focus_id), None) if focus_id else None
+if focus_id and focus is None:
+    st.warning(f"No alert {focus_id} here: it was purged, or the link comes from another LoraWatch.")
+elif focus is not None:
+    say = st.error if focus["severity"] == "critical" and focus["state"] == "firing" else st.warning
+    if focus["state"] not in ("firing", "pending"):
+        say = st.info
+    labels = ", ".join(f'{k}="{v}"' for k, v in sorted(focus["labels"].items()) if k not in ("severity",))
+    say(
+        f"**Alert {focus['id']}: {focus['rule']}** ({focus['severity']}, {focus['state']} since "
+        f"{ts(focus['fired_at'] or focus['active_at'])})\n\n{focus['annotations'].get('summary', '')}\n\n"
+        f"value {_num(focus['value'])} against threshold {_num(focus['threshold'])}; labels {labels}"
+        + (f"; acknowledged by {focus['acked_by']}" if focus["acked_by"] else "")
+    )
 views = [
     ("Firing", [a for a in everything if a["state"] == "firing"], st.success, "No alert is firing."),
     ("Pending", [a for a in everything if a["state"] == "pending"], st.caption, "None pending."),
@@ -168,7 +190,9 @@ if failed:
 
 st.subheader("Runbook")
 rule_ids = sorted({r.id for r in load_rules(settings)} | {RULE_FAILED})
-wanted = query_param("runbook") or (open_alerts[0]["rule"] if open_alerts else None)
+wanted = (
+    query_param("runbook") or (focus["rule"] if focus else None) or (open_alerts[0]["rule"] if open_alerts else None)
+)
 rule = st.selectbox("Rule", rule_ids, index=rule_ids.index(wanted) if wanted in rule_ids else 0)
 path = runbook_path(rule)
 if path.is_file():
