@@ -37,7 +37,8 @@ def read_text(path: Path, *, limit: int = MAX_CONFIG_BYTES, what: str = "file") 
         raise InputError(f"{what} is a directory", where=str(path), fix="pass a file") from None
 
 
-def _refuse_constant(name: str) -> float:
+def refuse_constant(name: str) -> float:
+    """A ``parse_constant`` for ``json.loads`` that refuses ``NaN`` and ``Infinity``."""
     raise ValueError(f"{name} is not a number JSON allows")
 
 
@@ -45,7 +46,7 @@ def parse_json(text: str | bytes, *, where: str, fix: str = "correct the JSON", 
     """Parse JSON; bad syntax, ``NaN``/``Infinity`` and runaway nesting raise InputError."""
     at = f"{where}:{line}" if line else where
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return json.loads(text, parse_constant=refuse_constant)
     except RecursionError:
         raise InputError(NESTED_TOO_DEEPLY, where=at, fix=fix) from None
     except json.JSONDecodeError as exc:

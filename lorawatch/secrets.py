@@ -61,11 +61,6 @@ def register(value: str | None) -> None:
             _secrets.update(found)
 
 
-def registered() -> int:
-    """How many secret substrings are known (for tests and diagnostics)."""
-    return len(_secrets)
-
-
 def scrub_known(text: Any) -> str:
     """``text`` with every registered secret masked (and nothing else changed: for output that
     is data, such as model outputs, where credential-looking words may be legitimate)."""

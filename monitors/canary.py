@@ -169,14 +169,6 @@ def _file_checks(base: BaseModelRecord, versions: list[AdapterVersion]) -> list[
     return checks
 
 
-def verify_base(base: BaseModelRecord) -> Path:
-    """Re-check a base model's weight files against their recorded hashes."""
-    path = Path(base.path)
-    root = path.parent if path.is_file() else path
-    registry_files.verify_files(root, base.files, f"base model {base.name}")
-    return path
-
-
 # ---------------------------------------------------------------- runs
 
 

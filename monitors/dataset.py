@@ -18,15 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from lorawatch.errors import DatasetError
-from lorawatch.inputs import NESTED_TOO_DEEPLY
+from lorawatch.inputs import NESTED_TOO_DEEPLY, refuse_constant
 
 SHIPPED_DIR = Path(__file__).parent.parent / "canary_data"  # lorawatch/canary_data: the canary_data/ folder
 KNOWN_KEYS = {"id", "prompt", "messages", "reference", "segment", "tags", "metadata"}
 ROLES = {"system", "user", "assistant"}
-
-
-def _no_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a number JSON allows")
 
 
 @dataclass(frozen=True)
@@ -122,7 +118,7 @@ def load_dataset(path: Path | str) -> CanaryDataset:
         if not line.strip():
             continue
         try:
-            obj = json.loads(line, parse_constant=_no_constant)
+            obj = json.loads(line, parse_constant=refuse_constant)
         except RecursionError:
             raise DatasetError(NESTED_TOO_DEEPLY, where=where, fix="write one flat JSON object per line") from None
         except json.JSONDecodeError as exc:

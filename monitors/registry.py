@@ -8,13 +8,12 @@ known ones. Built-in monitors register exactly as third-party ones would.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from lorawatch.errors import ConfigError, NotFoundError
+from lorawatch.errors import ConfigError, NotFoundError, did_you_mean
 from lorawatch.settings import Settings
 
 
@@ -100,9 +99,8 @@ def check_configured_ids(settings: Settings) -> None:
     _load_builtins()
     for id in settings.monitors:
         if id not in _MONITORS:
-            close = difflib.get_close_matches(id, list(_MONITORS), n=1)
             raise ConfigError(
-                f"[monitors.{id}] names no monitor" + (f"; did you mean {close[0]}?" if close else ""),
+                f"[monitors.{id}] names no monitor" + did_you_mean(id, list(_MONITORS)),
                 where=str(settings.source or "settings"),
                 fix=f"use one of: {', '.join(sorted(_MONITORS))}",
             )

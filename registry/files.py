@@ -234,24 +234,6 @@ def stage_copy(
     return staging, result
 
 
-def copy_into_store(source: Path, names: list[str], target: Path) -> None:
-    """Copy files into a new store directory atomically (temp dir, then rename), read-only."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = target.parent / f".staging-{target.name}-{os.getpid()}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    try:
-        for name in names:
-            destination = staging / name
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source / name, destination)
-            os.chmod(destination, 0o444)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-
-
 def remove_tree(path: Path) -> None:
     """Remove a store directory whose files were made read-only."""
     if not path.exists():
