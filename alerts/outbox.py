@@ -146,10 +146,7 @@ class _Sender:
             requests = module.build(payload, self.receiver, self.settings)
         except ConfigError as exc:  # an unset secret: the operator can fix it, so retry
             return Outcome(False, error=exc.one_line())
-        for request in requests:
-            secrets.register(request.url)
-            for value in request.secrets:
-                secrets.register(value)
+        for request in requests:  # their secrets were registered when the channel resolved them
             request.headers.setdefault("Idempotency-Key", f"lorawatch-{note_id}")
             request.headers.setdefault("X-LoraWatch-Notification-Id", str(note_id))
             outcome = self._post(request, sleep)

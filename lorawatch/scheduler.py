@@ -375,9 +375,7 @@ def job_command(db: Database, settings: Settings, job, now: datetime) -> dict[st
             fix="raise timeout or speed it up",
         ) from None
     finally:
-        if proc.poll() is None:
-            _stop_group(proc.pid)
-    _stop_group(proc.pid)  # anything it left behind in its group goes with it
+        _stop_group(proc.pid)  # whatever happened, nothing it started in its group outlives it
     if proc.returncode != 0:
         tail = (stderr or stdout).strip().splitlines()[-1:] or [""]
         raise DependencyError(f"command exited with status {proc.returncode}: {tail[0][:300]}", fix="see its output")

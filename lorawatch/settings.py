@@ -11,6 +11,7 @@ A bad file fails at load with a ``ConfigError`` naming the file, line, key, valu
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import os
 import re
@@ -916,8 +917,9 @@ def _register_secrets(settings: Settings) -> None:
             secrets.register(settings.database.url)  # not a URL: all of it may be secret
     for receiver in settings.alerts.all_receivers.values():
         for value in receiver.__dict__.values():
-            if isinstance(value, SecretRef) and os.environ.get(value.env, "").strip():
-                secrets.register(os.environ[value.env].strip())
+            if isinstance(value, SecretRef):
+                with contextlib.suppress(ConfigError):  # unset now: its first use says so
+                    value.resolve()  # which registers the value
 
 
 def _line_of_decode_error(message: str) -> int | None:

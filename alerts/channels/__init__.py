@@ -5,7 +5,7 @@ expects (``build``); the outbox sends them, with retries. Other channels send by
 channels (console, file) deliver directly (``deliver``).
 
 Secrets (webhook URLs, routing keys) are resolved from the environment only when a request is
-built, and are listed in ``Request.secrets`` so that error messages can be scrubbed of them.
+built; resolving registers them with ``lorawatch.secrets``, which scrubs every error message.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ class Request:
     url: str
     body: Any
     headers: dict[str, str] = field(default_factory=dict)
-    secrets: list[str] = field(default_factory=list)
     ok_statuses: tuple[int, ...] = (200, 201, 202, 204)
     # the exact bytes to send instead of ``body`` as JSON (a signed body must not be re-encoded)
     content: bytes | None = None

@@ -33,4 +33,4 @@ def build(payload: dict[str, Any], receiver, settings: Settings) -> list[Request
                 "generatorURL": alert["generatorURL"],
             }
         )
-    return [Request(url=f"{base}/api/v2/alerts", body=alerts, secrets=[base])]
+    return [Request(url=f"{base}/api/v2/alerts", body=alerts)]

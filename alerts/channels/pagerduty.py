@@ -48,5 +48,5 @@ def build(payload: dict[str, Any], receiver, settings: Settings) -> list[Request
                     "client_url": payload["externalURL"],
                 }
             )
-        out.append(Request(url=receiver.events_url, body=event, secrets=[key]))
+        out.append(Request(url=receiver.events_url, body=event))
     return out

@@ -55,4 +55,4 @@ def build(payload: dict[str, Any], receiver: SlackReceiver, settings: Settings) 
         for name, link in links(payload)
     ]
     blocks.append({"type": "actions", "elements": buttons})
-    return [Request(url=url, body={"text": head, "blocks": blocks}, secrets=[url])]
+    return [Request(url=url, body={"text": head, "blocks": blocks})]

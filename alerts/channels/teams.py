@@ -55,4 +55,4 @@ def build(payload: dict[str, Any], receiver: TeamsReceiver, settings: Settings) 
             {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card}
         ],
     }
-    return [Request(url=url, body=message, secrets=[url])]
+    return [Request(url=url, body=message)]

@@ -35,11 +35,9 @@ def build(payload: dict[str, Any], receiver: WebhookReceiver, settings: Settings
         body["alerts"] = body["alerts"][: receiver.max_alerts]
     content = json.dumps(body, separators=(",", ":"), sort_keys=True, default=str).encode()
     headers = {"Content-Type": "application/json"}
-    found = [url]
     if receiver.signing_secret is not None:
         secret = receiver.signing_secret.resolve()
         timestamp = str(int(time.time()))
         headers["X-LoraWatch-Timestamp"] = timestamp
         headers["X-LoraWatch-Signature"] = signature(secret, timestamp, content)
-        found.append(secret)
-    return [Request(url=url, body=body, content=content, headers=headers, secrets=found)]
+    return [Request(url=url, body=body, content=content, headers=headers)]
