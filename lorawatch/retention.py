@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from lorawatch import audit
@@ -84,9 +84,7 @@ def _erase_outputs(session: Session, cutoff: datetime, dry_run: bool) -> int:
     old_runs = select(CanaryRun.id).where(CanaryRun.started_at < cutoff)
     count = 0
     for model in (CanaryResult, CanaryBaseOutput):
-        rows = session.scalars(
-            select(model).where(model.run_id.in_(old_runs), or_(model.output != ERASED, model.output.is_(None)))
-        )
+        rows = session.scalars(select(model).where(model.run_id.in_(old_runs), model.output != ERASED))
         for row in rows:
             count += 1
             if dry_run:
