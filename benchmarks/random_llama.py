@@ -24,14 +24,15 @@ class Tokens:
         return [" ".join(map(str, row)) for row in rows]
 
 
-def build(names: list[str], small: bool, device, dtype, seeded: bool = False, adapter_dtype=None):
+def build(names: list[str], small: bool, device, dtype, seeded: bool = False, adapter_dtype=None, vocab=None):
     """The PeftModel with one adapter per name, its config and the base's parameter count.
 
     Adapter weights: PEFT's non-zero init scaled by 0.05 (so KL is non-zero), or with
     ``seeded`` drawn from a generator seeded by the adapter's number, so an adapter has the
     same weights whichever other adapters share its process. They are in ``dtype`` like the
     base, or in ``adapter_dtype`` (fp32: as ``PeftModel.from_pretrained`` loads adapters onto a
-    bf16 base, which is how ``lorawatch canary run`` loads them).
+    bf16 base, which is how ``lorawatch canary run`` loads them). ``vocab`` overrides the
+    vocabulary's size (a real tokenizer's ids must fit).
     """
     import torch
     from peft import LoraConfig, get_peft_model
@@ -60,6 +61,8 @@ def build(names: list[str], small: bool, device, dtype, seeded: bool = False, ad
             max_position_embeddings=4096,
             tie_word_embeddings=True,
         )
+    if vocab is not None:
+        cfg.vocab_size = vocab
     with torch.device(device):
         base = LlamaForCausalLM(cfg).to(dtype)
     base.eval()

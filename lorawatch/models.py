@@ -7,6 +7,8 @@ imported here, not at start-up.
 
 from __future__ import annotations
 
+import os
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,38 @@ def pick_device(preference: str = "auto") -> DeviceChoice:
     if preference in {"auto", "cuda"} and torch.cuda.is_available():
         return DeviceChoice(torch.device("cuda", torch.cuda.current_device()), torch.bfloat16)
     return DeviceChoice(torch.device("cpu"), torch.float32)
+
+
+def preload_libraries() -> threading.Thread:
+    """Import torch and transformers on a thread while the caller does other work (a
+    canary run re-hashes its files first, which releases the interpreter's lock): the imports
+    take seconds that the run would otherwise wait for. A later import of them in the caller
+    waits for this one. The caller must not import these packages' own dependencies meanwhile
+    (two threads importing into each other's modules can deadlock)."""
+
+    def load() -> None:
+        # Deferred: this is the point: the imports run on this thread, beside the caller's work.
+        import torch  # noqa: F401
+        from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
+
+    thread = threading.Thread(target=load, name="preload-libraries", daemon=True)
+    thread.start()
+    return thread
+
+
+def use_kernel_caches(root: Path | None) -> None:
+    """Keep the kernels Triton and Inductor compile under ``root`` (``$LORAWATCH_HOME/cache``),
+    so a run compiles them once per machine, not once per container or reboot; variables the
+    user set win. A root that cannot be created leaves the libraries' own defaults."""
+    if root is None:
+        return
+    try:
+        for name, sub in (("TRITON_CACHE_DIR", "triton"), ("TORCHINDUCTOR_CACHE_DIR", "inductor")):
+            if not os.environ.get(name):
+                (Path(root) / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+                os.environ[name] = str(Path(root) / sub)
+    except OSError:
+        return
 
 
 def resolve_base_source(path: str | None, hub_id: str | None) -> tuple[str, dict[str, Any]]:
@@ -90,9 +124,15 @@ def load_base(path: str | None, hub_id: str | None, choice: DeviceChoice):
 
     quiet_transformers()
     source, extra = resolve_base_source(path, hub_id)
+    placement = {}
+    if choice.device.type != "cpu" and "gguf_file" not in extra and _loads_onto_device():
+        # the weights go from the file straight to the device, not through a copy in host memory
+        placement["device_map"] = {"": choice.device}
     try:
         tokenizer = load_tokenizer(source, extra)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=choice.dtype, local_files_only=True, **extra)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=choice.dtype, local_files_only=True, **extra, **placement
+        )
     except OSError as exc:
         raise InputError(
             f"cannot load the base model: {str(exc).splitlines()[0]}",
@@ -101,6 +141,16 @@ def load_base(path: str | None, hub_id: str | None, choice: DeviceChoice):
         ) from None
     model.to(choice.device).eval()
     return model, tokenizer
+
+
+def _loads_onto_device() -> bool:
+    """Whether ``from_pretrained`` takes a one-device ``device_map`` (transformers 5 does by
+    itself; older versions need accelerate)."""
+    # Deferred: torch and transformers take seconds to import; only model work needs them.
+    import transformers
+    from transformers.utils import is_accelerate_available
+
+    return int(transformers.__version__.split(".")[0]) >= 5 or bool(is_accelerate_available())
 
 
 def attach_adapters(model, adapters: dict[str, Path]):

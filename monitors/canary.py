@@ -283,6 +283,7 @@ def execute_run(
         raise ValueError("models, embedder and risk are built by each Ray worker; pass them only with backend='local'")
     ex = prepare_execution(db, settings, run_id, resume=resume)
     spec, dataset, keys, version_ids = ex.spec, ex.dataset, ex.keys, ex.version_ids
+    timings: dict[str, float] = {}
     try:
         if not ex.pending([dataset.prompts], list(version_ids.values())):
             seconds = None  # every pair is stored (the run stopped while finishing): nothing to load
@@ -291,24 +292,31 @@ def execute_run(
         else:
             # hashes were re-checked above, in this very process
             worker = CanaryWorker(spec.checked(), models=models, embedder=embedder, risk=risk)
-            record_workers(db, run_id, "local", [worker.describe()])
-            batches = plan_batches(dataset.prompts, worker.lengths(dataset.prompts), ex.batch_size)
-            pending = ex.pending(batches, list(version_ids.values()))
-            bar = progress_bar(
-                progress,
-                total=len(dataset.prompts),
-                initial=len(dataset.prompts) - sum(map(len, pending)),
-                desc=f"canary run {run_id}",
-            )
-            started = time.perf_counter()
-            for batch in pending:
-                store_rows(
-                    db, run_id, worker.process(batch, version_ids), keys, mask=not settings.risk.store_raw_outputs
+            try:
+                record_workers(db, run_id, "local", [worker.describe()])
+                batches = plan_batches(dataset.prompts, worker.lengths(dataset.prompts), ex.batch_size)
+                pending = ex.pending(batches, list(version_ids.values()))
+                bar = progress_bar(
+                    progress,
+                    total=len(dataset.prompts),
+                    initial=len(dataset.prompts) - sum(map(len, pending)),
+                    desc=f"canary run {run_id}",
                 )
-                bar.update(len(batch))
-            bar.close()
-            seconds = time.perf_counter() - started
-        return finalize_run(db, settings, run_id, seconds=seconds)
+
+                def store(rows) -> None:
+                    began = time.perf_counter()
+                    store_rows(db, run_id, rows, keys, mask=not settings.risk.store_raw_outputs)
+                    worker.add_time("store", time.perf_counter() - began)
+                    bar.update(len(rows.prompt_ids))
+
+                started = time.perf_counter()
+                worker.process_all(pending, version_ids, store, overlap=settings.canary.overlap)
+                bar.close()
+                seconds = time.perf_counter() - started
+                timings = worker.timings
+            finally:
+                worker.close()
+        return finalize_run(db, settings, run_id, seconds=seconds, timings=timings)
     except BaseException as exc:
         with db.session() as session:
             run = session.get(CanaryRun, run_id)
@@ -432,6 +440,7 @@ def prepare_execution(db: Database, settings: Settings, run_id: int, *, resume: 
             fast_decode=settings.canary.fast_decode,
             embedding_model=settings.canary.embedding_model,
             risk=settings.risk if settings.risk.enabled else None,
+            kernel_cache=str(settings.home_dir / "cache"),
         )
         stored = {
             tuple(row)

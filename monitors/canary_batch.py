@@ -45,16 +45,24 @@ class BatchResult:
 
 
 class CanaryModels:
-    """A PeftModel holding every adapter of a run, with what the batch code needs of it."""
+    """A PeftModel holding every adapter of a run, with what the batch code needs of it; or the
+    plain base with the adapters' LoRA factors read from their files (``factors``, per adapter
+    key: ``lorawatch.monitors.lora_files``), for the grouped decoder, which then needs no PEFT."""
 
-    def __init__(self, peft_model, tokenizer, device, max_new_tokens: int, fast_decode: bool = True) -> None:
+    def __init__(
+        self, peft_model, tokenizer, device, max_new_tokens: int, fast_decode: bool = True, factors=None
+    ) -> None:
         # Deferred: torch and transformers take seconds to import; only model work needs them.
         from transformers import GenerationConfig
 
+        if factors is not None and not fast_decode:
+            raise ValueError("LoRA factors without PEFT need the grouped decoder (fast_decode)")
         self.peft = peft_model
+        self.factors = factors
         self.tokenizer = tokenizer
         self.device = device
-        core = peft_model.get_base_model()
+        get_base_model = getattr(peft_model, "get_base_model", None)  # a PeftModel's; plain models have none
+        core = get_base_model() if get_base_model is not None else peft_model
         self.decoder = core.get_decoder()
         self.lm_head = core.get_output_embeddings()
         self.softcap = getattr(core.config, "final_logit_softcapping", None)
@@ -121,9 +129,12 @@ class CanaryModels:
         from lorawatch.monitors.fast_decode import GroupedDecoder, supported
 
         if self._grouped is None or self._grouped.keys != list(adapter_keys):
-            self._grouped = (
-                GroupedDecoder(self.peft, adapter_keys) if supported(self.peft, adapter_keys) is None else False
-            )
+            if self.factors is not None:  # no PEFT to fall back on: the worker checked that this applies
+                self._grouped = GroupedDecoder(self.peft, adapter_keys, self.factors)
+            else:
+                self._grouped = (
+                    GroupedDecoder(self.peft, adapter_keys) if supported(self.peft, adapter_keys) is None else False
+                )
         return self._grouped or None
 
     @torch.no_grad()

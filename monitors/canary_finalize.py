@@ -65,8 +65,13 @@ def _subset(data: dict[str, Any], mask: np.ndarray) -> dict[str, Any]:
     return result
 
 
-def finalize_run(db: Database, settings: Settings, run_id: int, seconds: float | None = None) -> dict[str, Any]:
-    """Store monitor results per adapter (overall and per segment) and drift tests; mark complete."""
+def finalize_run(
+    db: Database, settings: Settings, run_id: int, seconds: float | None = None, timings: dict[str, float] | None = None
+) -> dict[str, Any]:
+    """Store monitor results per adapter (overall and per segment) and drift tests; mark complete.
+
+    ``timings``: seconds per stage of the last attempt (model loading, the model, embedding,
+    risk scoring), kept in the run's stats."""
     check_configured_ids(settings)
     enabled = lambda spec: settings.monitors.get(spec.id) is None or settings.monitors[spec.id].enabled  # noqa: E731
     with db.session() as session:
@@ -152,6 +157,8 @@ def finalize_run(db: Database, settings: Settings, run_id: int, seconds: float |
         run.finished_at = now
         n_pairs = len(run.adapters) * session.get(CanaryDatasetRecord, run.dataset_id).n_prompts
         run.stats = {"pairs": n_pairs, "seconds_last_attempt": round(seconds, 3) if seconds is not None else None}
+        if timings:
+            run.stats["timings"] = {k: round(v, 3) for k, v in timings.items()}
         audit.record(
             session, actor=run.started_by, action="canary.complete", object_type="canary_run", object_id=str(run_id)
         )

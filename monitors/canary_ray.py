@@ -225,6 +225,8 @@ def start_workers(spec, layout: RayPlan, max_restarts: int, worker_factory=None)
         num_cpus=layout.cpus_per_worker,
         max_restarts=max_restarts,
         max_task_retries=max_restarts,
+        # two batches at once: one on the model while the other's outputs are scored (CanaryWorker.process)
+        max_concurrency=2,
     )
     actors = []
     try:

@@ -12,15 +12,20 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lorawatch.models import attach_adapters, load_base, pick_device
+from lorawatch.models import attach_adapters, load_base, pick_device, use_kernel_caches
 from lorawatch.monitors.dataset import CanaryPrompt
 from lorawatch.monitors.embeddings import Embedder, cosine_distance, to_bytes
+from lorawatch.monitors.pii_pool import PiiPool
 from lorawatch.monitors.risk import RiskScorers, prompt_text
 from lorawatch.registry import files as registry_files
 
@@ -39,6 +44,7 @@ class WorkerSpec:
     fast_decode: bool = True
     embedding_model: str | None = None
     risk: Any = None  # RiskSettings, or None when content risk is off
+    kernel_cache: str | None = None  # where compiled GPU kernels are kept (models.use_kernel_caches)
 
     def shard(self, keys: list[str]) -> WorkerSpec:
         """The same spec for a subset of the adapters."""
@@ -48,6 +54,21 @@ class WorkerSpec:
         """The same spec without hashes, for a worker where they were just re-checked."""
         adapters = {k: (directory, None, label) for k, (directory, _, label) in self.adapters.items()}
         return WorkerSpec(**{**self.__dict__, "adapters": adapters, "base_files": None})
+
+
+def read_factors(model, dirs: dict[str, Path], device):
+    """Every adapter's LoRA factors read from its files (``lorawatch.monitors.lora_files``) when
+    the grouped decoder runs them all: PEFT then is not needed (wrapping the base costs seconds);
+    None when the model or any adapter needs PEFT."""
+    # Deferred: imports torch, which only the worker's model work needs.
+    from lorawatch.monitors import fast_decode, lora_files
+
+    keys = list(dirs)
+    if fast_decode.supported(model, keys) is not None:
+        return None
+    if any(lora_files.unsupported(directory, model) is not None for directory in dirs.values()):
+        return None
+    return {key: lora_files.read_adapter(directory, device) for key, directory in dirs.items()}
 
 
 @dataclass
@@ -74,30 +95,100 @@ class CanaryWorker:
 
         self.spec = spec
         self.keys = list(spec.adapters)
+        # A batch takes the model, then the scorers: two batches in flight overlap (``process``).
+        self._model_lock = threading.Lock()
+        self._score_lock = threading.Lock()
+        self.embedder, self.risk = embedder, risk or None
+        # seconds per stage (start-up, then summed over batches) and when steps began and ended
+        self.timings: dict[str, float] = {"worker_at": time.time()}
+        self._own_risk: RiskScorers | None = None  # scorers built here, whose processes close() stops
+        self._own_pool: PiiPool | None = None
+        self._timings_lock = threading.Lock()
         if models is None:
             self._verify()
+            use_kernel_caches(Path(spec.kernel_cache) if spec.kernel_cache else None)
             choice = pick_device(spec.device)
-            model, tokenizer = load_base(spec.base_path, spec.base_hub, choice)
-            dirs = {key: Path(directory) for key, (directory, _, _) in spec.adapters.items()}
-            models = CanaryModels(
-                attach_adapters(model, dirs),
-                tokenizer,
-                choice.device,
-                spec.max_new_tokens,
-                fast_decode=spec.fast_decode,
-            )
+            # The scorers start while the model loads: the PII processes at once, the embedding
+            # model and the toxicity scorer on a thread (once torch and transformers, which they
+            # share with the model, are imported here: two threads importing one package can deadlock).
+            self._start_scorers(str(choice.device), featurize, embedder, risk)
+            try:
+                started = time.perf_counter()
+                model, tokenizer = load_base(spec.base_path, spec.base_hub, choice)
+                self.add_time("load_base", time.perf_counter() - started)
+                started = time.perf_counter()
+                dirs = {key: Path(directory) for key, (directory, _, _) in spec.adapters.items()}
+                factors = read_factors(model, dirs, choice.device) if spec.fast_decode else None
+                models = CanaryModels(
+                    model if factors is not None else attach_adapters(model, dirs),
+                    tokenizer,
+                    choice.device,
+                    spec.max_new_tokens,
+                    fast_decode=spec.fast_decode,
+                    factors=factors,
+                )
+                if factors is not None:
+                    models.grouped(self.keys)  # the factors stacked per group now, with the loading
+                self.add_time("attach_adapters", time.perf_counter() - started)
+            except BaseException:
+                self._join_scorers(check=False)
+                self.close()
+                raise
+            started = time.perf_counter()
+            self._join_scorers()
+            self.add_time("wait_for_scorers", time.perf_counter() - started)
             self.device_label = choice.label
         else:
             self.device_label = str(models.device)
+            self._start_scorers(str(models.device), featurize, embedder, risk)
+            self._join_scorers()
         self.models = models
-        device = str(models.device)
-        if featurize and embedder is None:
-            embedder = Embedder(spec.embedding_model, device=device)
-        self.embedder = embedder
-        if risk is None and featurize and spec.risk is not None and spec.risk.enabled:
-            risk = RiskScorers.from_risk_settings(spec.risk, device=device)
-        self.risk = risk or None
+        self.timings["ready_at"] = time.time()
         self.identity = {"host": socket.gethostname(), "pid": os.getpid(), "device": self.device_label}
+
+    def _start_scorers(self, device: str, featurize: bool, embedder, risk) -> None:
+        self._scorers_thread = None
+        self._scorers_error: BaseException | None = None
+        if not featurize:
+            return
+        spec = self.spec
+        build_risk = risk is None and spec.risk is not None and spec.risk.enabled
+        # PII worker processes start at once; the rest is built on the thread
+        self._own_pool = RiskScorers.start_pii(spec.risk, device) if build_risk else None
+        if embedder is None or build_risk:
+
+            def build() -> None:
+                try:
+                    if build_risk:
+                        self.risk = self._own_risk = RiskScorers.finish(spec.risk, device, self._own_pool)
+                        self._own_pool = None  # the scorers own it now
+                    if embedder is None:
+                        self.embedder = Embedder(spec.embedding_model, device=device)
+                except BaseException as exc:  # raised by _join_scorers, in the caller's thread
+                    self._scorers_error = exc
+
+            # Deferred: torch and transformers must be imported by this thread before another imports them.
+            import transformers  # noqa: F401
+
+            self._scorers_thread = threading.Thread(target=build, name="canary-scorers", daemon=True)
+            self._scorers_thread.start()
+
+    def _join_scorers(self, check: bool = True) -> None:
+        if self._scorers_thread is not None:
+            self._scorers_thread.join()
+            self._scorers_thread = None
+        if check and self._scorers_error is not None:
+            self.close()
+            raise self._scorers_error
+
+    def close(self) -> None:
+        """Stop the PII worker processes this worker started, if any (the models go with the object)."""
+        if self._own_risk is not None:
+            self._own_risk.close()
+            self._own_risk = None
+        if self._own_pool is not None:  # started, but the scorers around it were never built
+            self._own_pool.close()
+            self._own_pool = None
 
     def _verify(self) -> None:
         spec = self.spec
@@ -121,32 +212,105 @@ class CanaryWorker:
         return [len(m.prompt_ids(p)) + len(m.reference_ids(p) or []) for p in prompts]
 
     def process(self, prompts: list[CanaryPrompt], version_ids: dict[str, int]) -> BatchRows:
-        """One batch through the base and this worker's adapters, ready to store."""
+        """One batch through the base and this worker's adapters, ready to store.
+
+        Two stages, each one batch at a time: the model (tokens in, outputs and drift scores
+        out), then the scorers (embeddings, toxicity, PII). Called from two threads, batch n's
+        outputs are scored while batch n+1 is on the model (``process_all``; a Ray actor runs
+        two calls at once)."""
         # Deferred: imports torch, which only the worker's model work needs.
         from lorawatch.monitors.canary_batch import run_batch
 
-        result = run_batch(self.models, prompts, self.keys)
-        return featurize(result, {k: version_ids[k] for k in self.keys}, self.embedder, self.risk, self.device_label)
+        with self._model_lock:
+            started = time.perf_counter()
+            self.timings.setdefault("first_batch_at", time.time())
+            result = run_batch(self.models, prompts, self.keys)
+            embedded = time.perf_counter()
+            # on the model's device too, so in this stage: a CUDA graph being captured for the
+            # next batch must not see another thread's kernels
+            vectors = embed_outputs(result, self.keys, self.embedder)
+            self.timings.setdefault("first_batch_model", embedded - started)
+            self.add_time("model", embedded - started)
+            self.add_time("embed", time.perf_counter() - embedded)
+        with self._score_lock:
+            rows = featurize(
+                result,
+                {k: version_ids[k] for k in self.keys},
+                vectors,
+                self.risk,
+                self.device_label,
+                embedded=self.embedder is not None,
+                clock=self.add_time,
+            )
+            self.timings["last_batch_at"] = time.time()
+            self.timings.setdefault("first_batch_done_at", self.timings["last_batch_at"])
+            return rows
+
+    def add_time(self, stage: str, seconds: float) -> None:
+        """Count ``seconds`` towards ``stage`` in ``timings``."""
+        with self._timings_lock:
+            self.timings[stage] = self.timings.get(stage, 0.0) + seconds
+
+    def process_all(self, batches: list[list[CanaryPrompt]], version_ids: dict[str, int], sink, overlap: bool = True):
+        """``sink(rows)`` for every batch, in order. With ``overlap``, two batches are in flight
+        on two threads (one on the model, one being scored) while this thread hands the one
+        before to ``sink``; the rows and their order are those of one batch at a time.
+
+        The stages keep their order: each has one lock and at most one batch waiting for it."""
+        if not overlap:
+            for batch in batches:
+                sink(self.process(batch, version_ids))
+            return
+        pool = ThreadPoolExecutor(2, thread_name_prefix="canary-batch")
+        in_flight: deque[Future] = deque()
+        try:
+            for batch in batches:
+                if len(in_flight) == 2:
+                    sink(in_flight.popleft().result())
+                in_flight.append(pool.submit(self.process, batch, version_ids))
+            while in_flight:
+                sink(in_flight.popleft().result())
+        finally:
+            # on an error, batches not started are dropped; one already on a stage finishes first
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
-def featurize(result, version_ids: dict[str, int], embedder, risk, device_label: str) -> BatchRows:
-    """Embeddings, embedding drift and content risk of a batch's outputs, as rows."""
+def output_texts(result, keys: list[str]) -> list[str]:
+    """A batch's outputs: the base's, then each adapter's, prompt by prompt."""
+    texts = list(result.base.texts)
+    for key in keys:
+        texts += result.adapters[key]["generation"].texts
+    return texts
+
+
+def embed_outputs(result, keys: list[str], embedder) -> np.ndarray:
+    """Embeddings of ``output_texts`` (zeros of width 1 without an embedder: benchmarks of the
+    language model alone)."""
+    texts = output_texts(result, keys)
+    if embedder is None:
+        return np.zeros((len(texts), 1), dtype=np.float32)
+    return embedder.encode(texts)
+
+
+def featurize(
+    result, version_ids: dict[str, int], vectors, risk, device_label: str, *, embedded: bool = True, clock=None
+) -> BatchRows:
+    """Embedding drift and content risk of a batch's outputs, as rows; ``vectors`` are the
+    outputs' embeddings (``embed_outputs``; ``embedded=False``: none were made). ``clock(stage,
+    seconds)`` is told how long risk scoring took."""
 
     prompts = result.prompts
     keys = list(version_ids)
     n = len(prompts)
-    texts = list(result.base.texts)
-    for key in keys:
-        texts += result.adapters[key]["generation"].texts
-    if embedder is not None:
-        vectors = embedder.encode(texts)
-    else:  # benchmarks of the language model alone
-        vectors = np.zeros((len(texts), 1), dtype=np.float32)
+    texts = output_texts(result, keys)
     base_vectors = vectors[:n]
     toxicity: list[float | None] = [None] * len(texts)
     pii: list[list[dict] | None] = [None] * len(texts)
+    started = time.perf_counter()
     if risk is not None:
         toxicity, pii = risk.score([prompt_text(p) for p in prompts] * (len(keys) + 1), texts)
+    if clock is not None:
+        clock("risk", time.perf_counter() - started)
     base_ms = result.base.seconds * 1000.0
     base_rows = [
         dict(
@@ -167,7 +331,7 @@ def featurize(result, version_ids: dict[str, int], embedder, risk, device_label:
         scores = result.adapters[key]["scores"]
         adapted = vectors[n * (k + 1) : n * (k + 2)]
         same = [a == b for a, b in zip(gen.texts, result.base.texts)]
-        distance = cosine_distance(base_vectors, adapted, same) if embedder is not None else np.zeros(n)
+        distance = cosine_distance(base_vectors, adapted, same) if embedded else np.zeros(n)
         latency_ms = gen.seconds * 1000.0
         for i, p in enumerate(prompts):
             new_tokens = len(gen.token_ids[i])

