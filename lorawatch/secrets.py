@@ -96,6 +96,11 @@ def scrub_data(value: Any) -> Any:
 _installed = False
 
 
+# Loggers whose formatter reads the record's arguments, not its message: uvicorn's access log
+# (client, method, path, HTTP version, status), as lorawatch server writes it.
+_FORMATTED_FROM_ARGS = frozenset({"uvicorn.access"})
+
+
 def install_log_scrubber() -> None:
     """Scrub every log record when it is made, whoever logs it (idempotent).
 
@@ -111,6 +116,10 @@ def install_log_scrubber() -> None:
 
     def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = previous(*args, **kwargs)
+        if record.name in _FORMATTED_FROM_ARGS and isinstance(record.args, tuple):
+            # their formatter unpacks the arguments: keep them, each scrubbed
+            record.args = tuple(scrub(a) if isinstance(a, str) else a for a in record.args)
+            return record
         try:
             record.msg, record.args = scrub(record.getMessage()), None
         except Exception:  # a record whose arguments do not format: leave it to the handler

@@ -793,6 +793,33 @@ class RetentionSettings(_Section):
     audit: Duration = Field(timedelta(days=7 * 365), description="The audit log (kept longest).")
 
 
+class ServerSettings(_Section):
+    """``lorawatch server``: /metrics, OTLP/HTTP traces in, the read-only JSON API."""
+
+    address: str = Field("127.0.0.1", description="Address the server binds to.")
+    port: int = Field(8700, gt=0, lt=65536, description="Port the server listens on.")
+    metrics_token: bool = Field(
+        False,
+        description="Ask for a bearer token with the metrics scope on /metrics (Prometheus' "
+        "authorization.credentials_file); open by default, like most exporters on a private network.",
+    )
+    max_body_bytes: int = Field(
+        4 << 20, gt=0, description="Largest request body accepted (OTLP batches); a larger one gets 413, whole."
+    )
+    max_ingests_in_flight: int = Field(
+        4, gt=0, description="OTLP batches stored at once; more get 429 with Retry-After instead of queueing."
+    )
+    otlp_adapter_attributes: list[str] = Field(
+        default_factory=lambda: ["lora.adapter", "gen_ai.request.model"],
+        description="Span attributes that name the adapter, the first present wins.",
+    )
+    otlp_version_attribute: str = Field("lora.adapter.version", description="Span attribute with the adapter version.")
+    otlp_tenant_attributes: list[str] = Field(
+        default_factory=lambda: ["tenant.id", "lorawatch.tenant"],
+        description="Span or resource attributes that name the tenant, the first present wins.",
+    )
+
+
 class Settings(_Section):
     """The whole settings tree."""
 
@@ -816,6 +843,7 @@ class Settings(_Section):
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     incidents: IncidentSettings = Field(default_factory=IncidentSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
     monitors: dict[str, MonitorSettings] = Field(
         default_factory=dict,
         description="Per-monitor overrides by monitor id, e.g. [monitors.logit_kl] threshold = 0.8.",

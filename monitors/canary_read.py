@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from lorawatch.db import Database
 from lorawatch.db.models import (
@@ -27,9 +27,13 @@ def results_with_base(
     adapter: str | None = None,
     version: str | None = None,
     version_id: int | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+    embeddings: bool = True,
 ) -> list[tuple[CanaryResult, CanaryBaseOutput | None]]:
-    """The run's results (by adapter, then prompt id), each beside the base model's output for
-    the same prompt (None where the base row is missing). The one place they are joined."""
+    """The run's results (by adapter, then prompt id, then row id), each beside the base
+    model's output for the same prompt (None where the base row is missing). The one place
+    they are joined. ``limit``/``offset``: one page; ``embeddings=False`` leaves the vectors unread."""
     query = select(CanaryResult, CanaryBaseOutput).outerjoin(
         CanaryBaseOutput,
         (CanaryBaseOutput.run_id == CanaryResult.run_id) & (CanaryBaseOutput.prompt_id == CanaryResult.prompt_id),
@@ -41,7 +45,10 @@ def results_with_base(
         query = query.where(CanaryResult.version == version)
     if version_id is not None:
         query = query.where(CanaryResult.adapter_version_id == version_id)
-    rows = session.execute(query.order_by(CanaryResult.adapter, CanaryResult.prompt_id)).all()
+    if not embeddings:
+        query = query.options(defer(CanaryResult.embedding), defer(CanaryBaseOutput.embedding))
+    query = query.order_by(CanaryResult.adapter, CanaryResult.prompt_id, CanaryResult.id).offset(offset)
+    rows = session.execute(query.limit(limit) if limit is not None else query).all()
     return [(r, b) for r, b in rows]
 
 
@@ -149,35 +156,35 @@ def export_rows(db: Database, run_id: int) -> list[dict[str, Any]]:
     with db.session() as session:
         if session.get(CanaryRun, run_id) is None:
             raise NotFoundError(f"no canary run {run_id}", fix="list runs with `lorawatch canary list`")
-        rows = []
-        for r, b in results_with_base(session, run_id):
-            rows.append(
-                {
-                    "run_id": run_id,
-                    "prompt_id": r.prompt_id,
-                    "segment": r.segment,
-                    "adapter_id": r.adapter,
-                    "adapter_version": r.version,
-                    "scored_on": r.scored_on,
-                    "scored_tokens": r.scored_tokens,
-                    "kl_mean": r.kl_mean,
-                    "kl_max": r.kl_max,
-                    "js_mean": r.js_mean,
-                    "top1_agreement": r.top1_agreement,
-                    "ref_logprob_base": r.ref_logprob_base,
-                    "ref_logprob_adapted": r.ref_logprob_adapted,
-                    "ref_logprob_delta": r.ref_logprob_delta,
-                    "embedding_cosine_distance": r.embedding_cosine_distance,
-                    "output": r.output,
-                    "base_output": b.output if b else None,
-                    "new_tokens": r.new_tokens,
-                    "latency_ms": r.latency_ms,
-                    "tokens_per_s": r.tokens_per_s,
-                    "base_latency_ms": b.latency_ms if b else None,
-                    "toxicity": r.toxicity,
-                    "base_toxicity": b.toxicity if b else None,
-                    "pii_leaks": r.pii_leaks,
-                    "base_pii_leaks": b.pii_leaks if b else None,
-                }
-            )
-        return rows
+        return [export_row(run_id, r, b) for r, b in results_with_base(session, run_id)]
+
+
+def export_row(run_id: int, r: CanaryResult, b: CanaryBaseOutput | None) -> dict[str, Any]:
+    """One exported row (``EXPORT_COLUMNS``): the adapted result beside the base's output."""
+    return {
+        "run_id": run_id,
+        "prompt_id": r.prompt_id,
+        "segment": r.segment,
+        "adapter_id": r.adapter,
+        "adapter_version": r.version,
+        "scored_on": r.scored_on,
+        "scored_tokens": r.scored_tokens,
+        "kl_mean": r.kl_mean,
+        "kl_max": r.kl_max,
+        "js_mean": r.js_mean,
+        "top1_agreement": r.top1_agreement,
+        "ref_logprob_base": r.ref_logprob_base,
+        "ref_logprob_adapted": r.ref_logprob_adapted,
+        "ref_logprob_delta": r.ref_logprob_delta,
+        "embedding_cosine_distance": r.embedding_cosine_distance,
+        "output": r.output,
+        "base_output": b.output if b else None,
+        "new_tokens": r.new_tokens,
+        "latency_ms": r.latency_ms,
+        "tokens_per_s": r.tokens_per_s,
+        "base_latency_ms": b.latency_ms if b else None,
+        "toxicity": r.toxicity,
+        "base_toxicity": b.toxicity if b else None,
+        "pii_leaks": r.pii_leaks,
+        "base_pii_leaks": b.pii_leaks if b else None,
+    }

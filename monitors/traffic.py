@@ -109,11 +109,11 @@ def read_table(path: Path) -> tuple[pd.DataFrame, str, bytes]:
     raise InputError(f"unknown file type {suffix!r}", where=str(path), fix="use .jsonl, .csv or .parquet")
 
 
-def _fail(path: Path, unit: str, line: int, what: str, fix: str):
-    raise DatasetError(what, where=f"{path}:{line}" if unit == "line" else f"{path}: row {line}", fix=fix)
+def _fail(path: Path | str, unit: str, line: int, what: str, fix: str):
+    raise DatasetError(what, where=f"{path}:{line}" if unit == "line" else f"{path}: {unit} {line}", fix=fix)
 
 
-def _check_columns(frame: pd.DataFrame, path: Path, known: dict[str, str], required: tuple[str, ...]) -> None:
+def _check_columns(frame: pd.DataFrame, path: Path | str, known: dict[str, str], required: tuple[str, ...]) -> None:
     unknown = [c for c in frame.columns if c != "_line" and c not in known]
     if unknown:
         raise DatasetError(
@@ -137,7 +137,7 @@ def _epoch_unit(values: pd.Series) -> str | None:
     return next((unit for low, high, unit in EPOCH_UNITS if low <= magnitude < high), None)
 
 
-def _times(frame: pd.DataFrame, path: Path, unit: str) -> pd.Series:
+def _times(frame: pd.DataFrame, path: Path | str, unit: str) -> pd.Series:
     column = frame["ts"]
     if pd.api.types.is_numeric_dtype(column):
         epoch = _epoch_unit(column)
@@ -179,7 +179,12 @@ def _times(frame: pd.DataFrame, path: Path, unit: str) -> pd.Series:
 
 
 def _numbers(
-    frame: pd.DataFrame, name: str, path: Path, unit: str, default: float | None = None, allow_negative: bool = False
+    frame: pd.DataFrame,
+    name: str,
+    path: Path | str,
+    unit: str,
+    default: float | None = None,
+    allow_negative: bool = False,
 ) -> np.ndarray:
     if name not in frame.columns:
         return np.full(len(frame), default if default is not None else np.nan)
@@ -218,7 +223,7 @@ def _numbers(
     return values
 
 
-def _strings(frame: pd.DataFrame, name: str, path: Path, unit: str, required: bool = False) -> np.ndarray:
+def _strings(frame: pd.DataFrame, name: str, path: Path | str, unit: str, required: bool = False) -> np.ndarray:
     if name not in frame.columns:
         return np.full(len(frame), "", dtype=object)
     column = frame[name]
@@ -259,8 +264,9 @@ class RequestBatch:
         return len(self.latency_ms)
 
 
-def validate_requests(frame: pd.DataFrame, path: Path, unit: str) -> RequestBatch:
-    """Check every record of a request log; the first problem raises with its line."""
+def validate_requests(frame: pd.DataFrame, path: Path | str, unit: str) -> RequestBatch:
+    """Check every record of a request log; the first problem raises with its line (or the
+    ``unit`` its ``_line`` counts: row, span) at ``path``."""
     _check_columns(frame, path, REQUEST_COLUMNS, REQUIRED_REQUEST)
     ts = _times(frame, path, unit)
     latency = _numbers(frame, "latency_ms", path, unit)
@@ -292,48 +298,72 @@ def _already(session, kind: str, digest: str) -> IngestedFile | None:
 def ingest_requests(db: Database, path: Path, *, actor: str, progress: bool = False) -> dict[str, Any]:
     """Validate a request log whole, then store its per-minute aggregates in one transaction."""
     frame, unit, raw = read_table(path)
-    digest = hashlib.sha256(raw).hexdigest()
+    result = ingest_request_frame(
+        db,
+        frame,
+        where=Path(path),
+        unit=unit,
+        digest=hashlib.sha256(raw).hexdigest(),
+        source=str(Path(path).resolve()),
+        actor=actor,
+        audit_details={"path": str(path)},
+        progress=progress,
+        label=f"ingesting {Path(path).name}",
+    )
+    return {"file": str(path), **result}
+
+
+def ingest_request_frame(
+    db: Database,
+    frame: pd.DataFrame,
+    *,
+    where: Path | str,
+    unit: str,
+    digest: str,
+    source: str,
+    actor: str,
+    audit_details: dict[str, Any],
+    audit_object: str = "file",
+    progress: bool = False,
+    label: str = "",
+) -> dict[str, Any]:
+    """Validate request records whole (``frame``: REQUEST_COLUMNS and ``_line``), then store their
+    per-minute and per-hour aggregates in one transaction.
+
+    ``digest`` is the sha256 of the content the records came in (a file, an OTLP batch): it is
+    remembered with ``source``, and the same digest again counts nothing twice. A problem raises
+    DatasetError at ``where`` with the record's ``_line`` in ``unit`` (line, row, span).
+    """
     with db.session() as session:
         seen = _already(session, "requests", digest)
         if seen is not None:
             return {
-                "file": str(path),
                 "sha256": digest,
                 "rows": 0,
                 "skipped": True,
                 "reason": f"already ingested at {seen.ingested_at.isoformat()}",
                 "minutes": 0,
             }
-    batch = validate_requests(frame, Path(path), unit)
-    minute_rows = _bucket_rows(batch, batch.minute, progress, f"ingesting {Path(path).name}")
+    batch = validate_requests(frame, where, unit)
+    minute_rows = _bucket_rows(batch, batch.minute, progress, label)
     hours = pd.DatetimeIndex(batch.minute).floor("h").to_numpy()
     hour_rows = _bucket_rows(batch, hours, False, "")
     with db.session() as session:
         if _already(session, "requests", digest) is not None:  # another process got there first
-            return {
-                "file": str(path),
-                "sha256": digest,
-                "rows": 0,
-                "skipped": True,
-                "reason": "ingested concurrently",
-                "minutes": 0,
-            }
+            return {"sha256": digest, "rows": 0, "skipped": True, "reason": "ingested concurrently", "minutes": 0}
         merged_count = _upsert(session, TrafficMinute, minute_rows)
         _upsert(session, TrafficHour, hour_rows)
-        record = IngestedFile(
-            kind="requests", sha256=digest, path=str(Path(path).resolve()), rows=len(batch), actor=actor
-        )
+        record = IngestedFile(kind="requests", sha256=digest, path=source, rows=len(batch), actor=actor)
         session.add(record)
         audit.record(
             session,
             actor=actor,
             action="ingest.requests",
-            object_type="file",
+            object_type=audit_object,
             object_id=digest[:16],
-            details={"path": str(path), "rows": len(batch), "minutes": len(minute_rows)},
+            details={**audit_details, "rows": len(batch), "minutes": len(minute_rows)},
         )
     return {
-        "file": str(path),
         "sha256": digest,
         "rows": len(batch),
         "skipped": False,
@@ -386,7 +416,12 @@ def _bucket_rows(batch: RequestBatch, buckets: np.ndarray, progress: bool, label
 
 
 def _upsert(session, model, rows: list[dict[str, Any]]) -> int:
-    """Insert new bucket rows; merge sketches and counters into rows that exist already."""
+    """Insert new bucket rows; merge sketches and counters into rows that exist already.
+
+    The rows to merge into are locked (``FOR UPDATE`` on PostgreSQL; SQLite has one writer at a
+    time anyway): two ingests into the same buckets at once would otherwise each add to what
+    they read, and one's counts would be lost. Two that insert the same new bucket at once: the
+    second fails on the unique key and its whole transaction is rolled back, nothing lost."""
     if not rows:
         return 0
     low = min(r["minute"] for r in rows)
@@ -395,9 +430,9 @@ def _upsert(session, model, rows: list[dict[str, Any]]) -> int:
     existing = {}
     for chunk in range(0, len(adapters), 500):
         for row in session.scalars(
-            select(model).where(
-                model.minute >= low, model.minute <= high, model.adapter.in_(adapters[chunk : chunk + 500])
-            )
+            select(model)
+            .where(model.minute >= low, model.minute <= high, model.adapter.in_(adapters[chunk : chunk + 500]))
+            .with_for_update()
         ):
             existing[(row.adapter, row.version, row.tenant, row.minute.replace(tzinfo=None))] = row
     new = []

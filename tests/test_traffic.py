@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +16,7 @@ from sqlalchemy import func, select
 
 from lorawatch.db.models import KpiValue, TrafficMinute
 from lorawatch.monitors.sketch import DDSketch, merge_many, merged, sketches_by_group
+from tests.prometheus import start_prometheus
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -302,21 +302,7 @@ def test_a_real_prometheus_scrapes_the_helper_and_we_pull_percentiles(lw_env, db
     exporter_port = _free_port()
     server, thread = start_http_server(exporter_port, addr="127.0.0.1", registry=registry)
     prom_port = _free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        f"global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n"
-        f"  - job_name: serving\n    static_configs:\n      - targets: ['127.0.0.1:{exporter_port}']\n"
-    )
-    proc = subprocess.Popen(
-        [
-            "prometheus",
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{prom_port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_prometheus(tmp_path, "serving", f"127.0.0.1:{exporter_port}", prom_port)
     url = f"http://127.0.0.1:{prom_port}"
     try:
         rng = np.random.default_rng(0)

@@ -90,6 +90,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "scheduler",
         "Run the scheduled jobs: the weekly canary, alert evaluation, outbox flushes, pulls, lifecycle.",
     ),
+    "server": (
+        "lorawatch.cli.server",
+        "server",
+        "Serve /metrics, OTLP/HTTP traces in (/v1/traces) and the read-only API (/api/v1).",
+    ),
+    "tokens": ("lorawatch.cli.server", "tokens", "Bearer tokens of lorawatch server: create, list, revoke."),
     "traffic": ("lorawatch.cli.traffic", "traffic", "Traffic monitors: latency SLO burn rates, P99, KPI drops."),
 }
 

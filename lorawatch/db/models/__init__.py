@@ -3,6 +3,7 @@ migration in ``lorawatch/migrations/versions``; ``tests/test_db.py`` checks that
 
 from __future__ import annotations
 
+from lorawatch.db.models.access import ApiToken
 from lorawatch.db.models.alerts import Alert, AlertEvent, DeliveryAttempt, Notification, NotificationGroup, Silence
 from lorawatch.db.models.base import AuditLog, Base
 from lorawatch.db.models.canary import (
@@ -28,6 +29,7 @@ from lorawatch.db.models.traffic import IngestedFile, KpiValue, TrafficHour, Tra
 
 __all__ = [
     "ActionItem",
+    "ApiToken",
     "Alert",
     "AlertEvent",
     "DeliveryAttempt",
