@@ -214,10 +214,10 @@ class CanaryWorker:
     def process(self, prompts: list[CanaryPrompt], version_ids: dict[str, int]) -> BatchRows:
         """One batch through the base and this worker's adapters, ready to store.
 
-        Two stages, each one batch at a time: the model (tokens in, outputs and drift scores
-        out), then the scorers (embeddings, toxicity, PII). Called from two threads, batch n's
-        outputs are scored while batch n+1 is on the model (``process_all``; a Ray actor runs
-        two calls at once)."""
+        Two stages, each one batch at a time: the model's device (tokens in; outputs, drift
+        scores and the outputs' embeddings out), then the scorers (toxicity, PII, the rows).
+        Called from two threads, batch n's outputs are scored while batch n+1 is on the device
+        (``process_all``; a Ray actor runs two calls at once)."""
         # Deferred: imports torch, which only the worker's model work needs.
         from lorawatch.monitors.canary_batch import run_batch
 
