@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from lorawatch.alerts.matchers import Matcher, matches_all, parse_matchers
 from lorawatch.alerts.silences import active_silences
-from lorawatch.db.models import Alert, Notification, NotificationGroup
+from lorawatch.db.models import Alert, Incident, IncidentAlert, Notification, NotificationGroup
 from lorawatch.intervals import Entry, holds
 from lorawatch.settings import Settings
 
@@ -236,7 +236,9 @@ def dispatch(
             continue
         if group.id is None:
             session.flush()
-        payload = build_payload(group, route, settings, firing, to_resolve, now)
+        payload = build_payload(
+            group, route, settings, firing, to_resolve, now, incidents=open_incidents(session, firing, settings)
+        )
         note = Notification(
             receiver=gk[0], group_id=group.id, status="pending", payload=payload, created_at=now, next_attempt_at=now
         )
@@ -272,6 +274,26 @@ def alert_payload(alert: Alert, settings: Settings, status: str) -> dict[str, An
     }
 
 
+def open_incidents(session: Session, alerts: list[Alert], settings: Settings) -> list[dict[str, Any]]:
+    """The unresolved incidents these alerts belong to (an incident opened by the alert
+    evaluation that fired them is one already), with a link to each on the dashboard."""
+    ids = [a.id for a in alerts if a.id is not None]
+    if not ids:
+        return []
+    dashboard = settings.alerts.dashboard_url.rstrip("/")
+    rows = session.scalars(
+        select(Incident)
+        .join(IncidentAlert, IncidentAlert.incident_id == Incident.id)
+        .where(IncidentAlert.alert_id.in_(ids), Incident.state != "resolved")
+        .distinct()
+        .order_by(Incident.id)
+    )
+    return [
+        {"id": i.id, "title": i.title, "severity": i.severity, "url": f"{dashboard}/incidents?incident={i.id}"}
+        for i in rows
+    ]
+
+
 def build_payload(
     group: NotificationGroup,
     route: Route,
@@ -279,8 +301,10 @@ def build_payload(
     firing: list[Alert],
     resolved: list[Alert],
     now: datetime,
+    incidents: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The Alertmanager v4 webhook payload of one group notification (channels render from it)."""
+    """The Alertmanager v4 webhook payload of one group notification (channels render from it);
+    ``lorawatch.incidents`` lists the open incidents its firing alerts belong to."""
     items = [alert_payload(a, settings, "firing") for a in firing] + [
         alert_payload(a, settings, "resolved") for a in resolved
     ]
@@ -297,7 +321,11 @@ def build_payload(
         "commonAnnotations": common_annotations,
         "externalURL": settings.alerts.dashboard_url,
         "alerts": items,
-        "lorawatch": {"sentAt": _iso(now), "repeatIntervalSeconds": route.repeat_interval.total_seconds()},
+        "lorawatch": {
+            "sentAt": _iso(now),
+            "repeatIntervalSeconds": route.repeat_interval.total_seconds(),
+            "incidents": incidents or [],
+        },
     }
 
 

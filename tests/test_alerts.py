@@ -410,7 +410,9 @@ def test_delivery_retries_429_500_and_hangs_and_every_alert_arrives(db, tmp_path
     assert len(script.bodies("/hook")) == 3 and len(script.bodies("/teams")) == 1
     slack = script.bodies("/slack")[-1]
     assert slack["blocks"][0]["type"] == "header" and slack["blocks"][-1]["type"] == "actions"
-    assert [e["text"]["text"] for e in slack["blocks"][-1]["elements"]] == ["Runbook", "Dashboard"]
+    # the critical alerts opened an incident (by default): its button comes after the alert's
+    assert [e["text"]["text"] for e in slack["blocks"][-1]["elements"]] == ["Runbook", "Dashboard", "Incident 1"]
+    assert slack["blocks"][-1]["elements"][2]["url"].endswith("/incidents?incident=1")
     # the header says how urgent; the Dashboard button opens the alert itself, not the front page
     assert slack["blocks"][0]["text"]["text"].startswith("[FIRING:2] CRITICAL toxicity_budget")
     assert "/alerts?alert=" in slack["blocks"][-1]["elements"][1]["url"]

@@ -626,7 +626,8 @@ def test_receiver_templates_word_the_message_and_keep_the_links(db, tmp_path, re
     blocks = receivers.at("/slack")[0].body["blocks"]
     assert blocks[0]["text"]["text"] == "CRITICAL: slack-1"
     assert blocks[1]["text"]["text"] == "slack-1 is at 50%"
-    assert [e["text"]["text"] for e in blocks[-1]["elements"]] == ["Runbook", "Dashboard"]
+    # the buttons stay whatever the template, the incident the critical alert opened included
+    assert [e["text"]["text"] for e in blocks[-1]["elements"]] == ["Runbook", "Dashboard", "Incident 1"]
     # a template that cannot render is a settings error at load, naming the receiver's key
     with pytest.raises(Exception, match="cannot render a sample alert"):
         _settings(tmp_path, {"x": {"type": "slack", "url": {"env": "X"}, "template": {"text": "{{ 1 / 0 }}"}}})

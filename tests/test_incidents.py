@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +121,20 @@ def test_risky_version_to_alert_incident_rollback_resolution_and_report(
             notices[0]["commonLabels"]["incident"] == str(iid)
             and "opened" in notices[0]["commonAnnotations"]["summary"]
         )
+
+    # the alerts' own notification links to the incident they opened (chat lands on it)
+    from lorawatch.alerts.channels import links
+    from lorawatch.db.models import Notification
+
+    with db.session() as s:
+        sent = [n.payload for n in s.scalars(select(Notification).order_by(Notification.id))]
+    alert_messages = [m for m in sent if "incident" not in m["commonLabels"] and m["status"] == "firing"]
+    assert alert_messages, sent
+    [linked] = alert_messages[0]["lorawatch"]["incidents"]
+    assert all(m["lorawatch"]["incidents"] == [linked] for m in alert_messages)
+    alert_message = alert_messages[0]
+    assert linked["id"] == iid and linked["url"].endswith(f"/incidents?incident={iid}")
+    assert (f"Incident {iid}", linked["url"]) in links(alert_message)
 
     assert cli("incident", "ack", iid).code == 0
     assert cli("incident", "note", iid, "outputs insult customers and leak an email; rolling back").code == 0

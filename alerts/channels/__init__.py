@@ -93,13 +93,16 @@ def user_text(receiver: Any, key: str, payload: dict[str, Any]) -> str | None:
 
 
 def links(payload: dict[str, Any]) -> list[tuple[str, str]]:
-    """The links every message carries, whatever its template: the runbook, and the dashboard's
-    Alerts page opened on the group's first alert (a deep link, not the front page)."""
+    """The links every message carries, whatever its template: the runbook, the dashboard's
+    Alerts page opened on the group's first alert (a deep link, not the front page), and the
+    incident the alerts belong to, when one is open."""
     runbook = runbook_of(payload)
     found = [("Runbook", runbook)] if runbook else []
     alerts = payload.get("alerts") or []
     target = alerts[0].get("generatorURL") if alerts else None
-    return [*found, ("Dashboard", target or payload["externalURL"])]
+    incidents = (payload.get("lorawatch") or {}).get("incidents") or []
+    opened = [(f"Incident {incidents[0]['id']}", incidents[0]["url"])] if incidents else []
+    return [*found, ("Dashboard", target or payload["externalURL"]), *opened]
 
 
 def fmt_value(value: Any) -> str:

@@ -51,7 +51,12 @@ def build(payload: dict[str, Any], receiver: SlackReceiver, settings: Settings) 
             }
         )
     buttons = [
-        {"type": "button", "text": {"type": "plain_text", "text": name}, "url": link, "action_id": name.lower()}
+        {
+            "type": "button",
+            "text": {"type": "plain_text", "text": name},
+            "url": link,
+            "action_id": name.split()[0].lower(),
+        }
         for name, link in links(payload)
     ]
     blocks.append({"type": "actions", "elements": buttons})
