@@ -14,12 +14,15 @@ loads its models and runs its first batch; the first ``find_many`` waits for the
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import multiprocessing
 import os
+import sys
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
@@ -74,6 +77,22 @@ def _find(texts: list[str]) -> list[list[Finding]]:
     return _ready().find_many(texts)
 
 
+@contextlib.contextmanager
+def _main_kept_out() -> Iterator[None]:
+    """Start processes without the caller's main module: a spawned child runs the parent's
+    ``__main__`` again unless it is guarded (a user's script, a Streamlit page, a test runner
+    that ran one); the workers need only ``lorawatch.monitors.pii_pool``."""
+    main = sys.modules.get("__main__")
+    saved = {name: getattr(main, name) for name in ("__file__", "__spec__") if hasattr(main, name)}
+    try:
+        for name in saved:
+            setattr(main, name, None)
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(main, name, value)
+
+
 def detector_name(spacy_model: str | None) -> str:
     """``PiiDetector.name`` for a pipeline, known without loading it (a run records it before
     the workers have started)."""
@@ -117,8 +136,9 @@ class PiiPool:
             initializer=_start,
             initargs=(dict(arguments),),
         )
-        # one call per worker makes the executor start them all now, not on first use
-        self._started: list[Future] | None = [self._executor.submit(_describe) for _ in range(workers)]
+        with _main_kept_out():
+            # one call per worker makes the executor start them all now, not on first use
+            self._started: list[Future] | None = [self._executor.submit(_describe) for _ in range(workers)]
         self.name = detector_name(arguments.get("spacy_model"))
 
     def wait(self) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -60,6 +61,27 @@ def test_a_pool_whose_detector_cannot_start_fails_with_its_error_and_leaves_no_p
     finally:
         pool.close()
     assert all(not p.is_alive() for p in (pool._executor._processes or {}).values())
+
+
+def test_the_pool_does_not_run_the_callers_main_module_again(tmp_path, monkeypatch):
+    """A spawned worker would run the parent's unguarded ``__main__`` (a user's script, a
+    Streamlit page): it must not, and the caller's main module is left as it was."""
+    import types
+
+    from lorawatch.monitors.pii_pool import PiiPool
+
+    script = tmp_path / "unguarded.py"
+    script.write_text("raise SystemExit('the main module ran again in a PII worker')\n")
+    main = types.ModuleType("__main__")
+    main.__file__ = str(script)
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    pool = PiiPool(DETECTOR, workers=1)
+    try:
+        [found] = pool.find_many(["Call Anna Schmidt."])
+        assert [(f.type, f.text) for f in found] == [("PERSON", "Anna Schmidt")]
+    finally:
+        pool.close()
+    assert main.__file__ == str(script)
 
 
 def test_default_pool_size_leaves_the_cpu_to_the_model(monkeypatch):
