@@ -121,9 +121,11 @@ def build_minilm(config_dir: Path, target: Path) -> Path:
     return target
 
 
-def cli(home: Path, config: Path, *argv: str, check: bool = True, profile: Path | None = None):
-    """``lorawatch ARGV`` in a fresh process (under cProfile, writing to ``profile``, if given)."""
+def cli(home: Path, config: Path, *argv: str, check: bool = True, profile: Path | None = None, spy=None):
+    """``lorawatch ARGV`` in a fresh process (under cProfile, writing to ``profile``, if given;
+    sampled by py-spy, ``spy`` = (py-spy, output), if given)."""
     prefix = ["-m", "cProfile", "-o", str(profile)] if profile else []
+    sampler = ["record", "-r", "50", "--idle", "--threads", "-f", "chrometrace", "-o", str(spy[1]), "--"] if spy else []
     # bytecode is kept for the next process even where site-packages are read-only (a GPU image)
     os.environ.setdefault("PYTHONPYCACHEPREFIX", str(Path(home).parent / "pycache"))
     env = {
@@ -133,14 +135,20 @@ def cli(home: Path, config: Path, *argv: str, check: bool = True, profile: Path 
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
     done = subprocess.run(
-        [sys.executable, *prefix, "-m", "lorawatch", *argv], env=env, capture_output=True, text=True, check=False
+        [*([str(spy[0]), *sampler] if spy else []), sys.executable, *prefix, "-m", "lorawatch", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if check and done.returncode != 0:
         raise SystemExit(f"lorawatch {' '.join(argv)} exited {done.returncode}:\n{done.stderr[-3000:]}")
     return done
 
 
-def command(home: Path, config: Path, dataset: Path, names: list[str], device: str, args, profile=None) -> dict:
+def command(
+    home: Path, config: Path, dataset: Path, names: list[str], device: str, args, profile=None, spy=None
+) -> dict:
     """One ``lorawatch canary run`` in a fresh process; its seconds, start-up and timings."""
     adapters = [a for name in names for a in ("--adapter", name)]
     extra = ["--max-new-tokens", str(args.max_new_tokens)]
@@ -161,9 +169,10 @@ def command(home: Path, config: Path, dataset: Path, names: list[str], device: s
         *extra,
         "--json",
         profile=profile,
+        spy=spy,
     )
     seconds = time.perf_counter() - start
-    summary = json.loads(done.stdout)
+    summary, _ = json.JSONDecoder().raw_decode(done.stdout[done.stdout.index("{") :])  # py-spy prints after it
     timings = (summary.get("stats") or {}).get("timings") or {}
     pairs = summary["prompts"] * len(names)
     batch = summary["config"]["batch_size"]
@@ -243,6 +252,53 @@ def runner(base_dir: Path, adapters: list[Path], names: list[str], dataset: Path
     }
 
 
+def print_timeline(path: Path, step: float = 0.5) -> None:
+    """What each thread of a py-spy recording (chrometrace, idle samples included) did, in
+    windows of ``step`` seconds from the first sample: the deepest frame of ours on the stack,
+    then the frame under it that says where the time went (a module imported, a library call)."""
+    events = sorted(json.loads(path.read_text()), key=lambda e: e["ts"])
+    if not events:
+        return
+    origin = events[0]["ts"]
+
+    def label(stack: list[dict]) -> str:
+        ours = [i for i, e in enumerate(stack) if "lorawatch/" in e["args"].get("filename", "")]
+        head = stack[ours[-1]]["name"] if ours else "-"
+        leaf = f" .. {stack[-1]['name']}" if len(stack) > 1 else ""
+        for e in stack[ours[-1] + 1 if ours else 1 :]:
+            where = e["args"].get("filename", "")
+            if where.startswith("<frozen") or "importlib" in where or not where:
+                continue
+            return f"{head} > {where.split('site-packages/')[-1]}:{e['name']}{leaf if e is not stack[-1] else ''}"
+        return head + leaf
+
+    stacks: dict[int, list[dict]] = {}
+    last: dict[int, float] = {}
+    names: dict[int, str] = {}
+    windows: dict[int, dict[int, dict[str, float]]] = {}
+    for e in events:
+        tid, ts = e["tid"], (e["ts"] - origin) / 1e6
+        stack = stacks.setdefault(tid, [])
+        if stack and tid in last:  # the time since this thread's previous event went to its stack
+            name, t = label(stack), last[tid]
+            while t < ts:
+                edge = min(ts, (int(t // step) + 1) * step)
+                counts = windows.setdefault(tid, {}).setdefault(int(t // step), {})
+                counts[name] = counts.get(name, 0.0) + edge - t
+                t = edge
+        if e["ph"] == "B":
+            stack.append(e)
+            names.setdefault(tid, e["name"])
+        elif stack:
+            stack.pop()
+        last[tid] = ts
+    for tid, per_window in windows.items():
+        print(f"---- timeline: {names[tid]}")
+        for window in sorted(per_window):
+            top = sorted(per_window[window].items(), key=lambda kv: -kv[1])[:2]
+            print(f"{window * step:6.1f}s  " + "; ".join(f"{name} {share / step:.0%}" for name, share in top))
+
+
 def print_profile(source, title: str, top: int = 45) -> None:
     """The functions that took longest, cumulatively (a cProfile.Profile or a saved file)."""
     import io
@@ -276,6 +332,7 @@ def main() -> None:
         help="one more command run under cProfile, batches in its main thread (overlap off), and the runner's "
         "first batch profiled; the top functions are printed",
     )
+    parser.add_argument("--spy", type=Path, default=None, help="py-spy: sample one more run, print its timeline")
     parser.add_argument("--out", type=Path, default=None, help="append each result as a JSON line here")
     args = parser.parse_args()
 
@@ -331,6 +388,12 @@ def main() -> None:
         result = command(home, profiled_config, dataset, names, device, args, profile=stats)
         print(json.dumps({**shape, "profiled": True, **result}), flush=True)
         print_profile(str(stats), "lorawatch canary run (main thread)")
+    if args.spy:
+        log("lorawatch canary run sampled by py-spy")
+        recording = work / "command.trace.json"
+        result = command(home, config, dataset, names, device, args, spy=(args.spy, recording))
+        print(json.dumps({**shape, "sampled": True, **result}), flush=True)
+        print_timeline(recording)
     if not args.skip_runner:
         log("the runner alone, in this process")
         results.append({**shape, **runner(base_dir, adapters, names, dataset, device, args)})

