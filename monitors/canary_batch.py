@@ -12,6 +12,7 @@ per adapter.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -20,6 +21,8 @@ import torch
 from lorawatch.models import chat_prompt
 from lorawatch.monitors.dataset import CanaryPrompt
 from lorawatch.monitors.logit_drift import base_logprobs, score
+
+log = logging.getLogger(__name__)
 
 # Base log-probs shared by all adapters of a batch are kept when they fit this many bytes.
 BASE_LOGPROBS_BUDGET = {"cuda": 16 << 30, "cpu": 1 << 30}
@@ -42,6 +45,7 @@ class BatchResult:
     base: Generation
     scored_on: list[str]
     adapters: dict[str, dict] = field(default_factory=dict)  # key -> {"scores": ..., "generation": Generation}
+    truncated: list[dict] = field(default_factory=list)  # CanaryModels.truncated of these prompts
 
 
 class CanaryModels:
@@ -67,6 +71,8 @@ class CanaryModels:
         self.lm_head = core.get_output_embeddings()
         self.softcap = getattr(core.config, "final_logit_softcapping", None)
         self.max_positions = int(getattr(core.config, "max_position_embeddings", 2048) or 2048)
+        # (prompt id, "prompt" | "reference") -> what was cut to fit the context (prompt_ids, reference_ids)
+        self.truncated: dict[tuple[str, str], dict] = {}
         self.has_template = bool(getattr(tokenizer, "chat_template", None))
         eos = tokenizer.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
@@ -86,17 +92,51 @@ class CanaryModels:
     # ------------------------------------------------------------ tokens
 
     def prompt_ids(self, prompt: CanaryPrompt) -> list[int]:
-        """Token ids of the prompt in the model's chat format, left-truncated to fit."""
+        """Token ids of the prompt in the model's chat format. A prompt longer than the context
+        leaves room for the answer loses tokens from its middle, never its ends: the start holds
+        the system prompt and the instruction, the end the last turn and the assistant's header
+        (cutting from the left, as before, dropped the instruction). Recorded in ``truncated``."""
         text = chat_prompt(self.tokenizer, prompt.chat())
         ids = self.tokenizer(text, add_special_tokens=not self.has_template)["input_ids"]
         budget = self.max_positions - self.max_new_tokens - 1
-        return ids[-budget:] if len(ids) > budget else ids
+        if len(ids) <= budget:
+            return ids
+        head = budget // 4
+        self._truncated(prompt.id, "prompt", len(ids), budget, "the middle")
+        return ids[:head] + ids[len(ids) - (budget - head) :]
 
     def reference_ids(self, prompt: CanaryPrompt) -> list[int] | None:
-        """Token ids of the reference answer, or None without one."""
+        """Token ids of the reference answer, or None without one; cut at the end to what fits in
+        the context after the prompt (a longer one would be scored at positions the model never
+        saw), and recorded in ``truncated``."""
         if prompt.reference is None:
             return None
-        return self.tokenizer(prompt.reference, add_special_tokens=False)["input_ids"]
+        ids = self.tokenizer(prompt.reference, add_special_tokens=False)["input_ids"]
+        room = self.max_positions - len(self.prompt_ids(prompt))
+        if len(ids) > room:
+            self._truncated(prompt.id, "reference", len(ids), room, "the end")
+            ids = ids[:room]
+        return ids
+
+    def _truncated(self, prompt_id: str, part: str, tokens: int, kept: int, where: str) -> None:
+        if (prompt_id, part) not in self.truncated:
+            log.warning(
+                "canary prompt %s: its %s has %d tokens, %d fit in the model's context of %d; cut at %s",
+                prompt_id,
+                part,
+                tokens,
+                kept,
+                self.max_positions,
+                where,
+            )
+        self.truncated[(prompt_id, part)] = {
+            "prompt_id": prompt_id,
+            "part": part,
+            "tokens": tokens,
+            "kept": kept,
+            "cut": where,
+            "context": self.max_positions,
+        }
 
     # ------------------------------------------------------------ generation
 
@@ -209,7 +249,9 @@ def run_batch(models: CanaryModels, prompts: list[CanaryPrompt], adapter_keys: l
     prompt_ids = [models.prompt_ids(p) for p in prompts]
     references = [models.reference_ids(p) for p in prompts]
     base, scored_on, adapters = score_and_generate(models, prompt_ids, references, adapter_keys)
-    return BatchResult(prompts=prompts, base=base, scored_on=scored_on, adapters=adapters)
+    cut = models.truncated
+    truncated = [cut[(p.id, part)] for p in prompts for part in ("prompt", "reference") if (p.id, part) in cut]
+    return BatchResult(prompts=prompts, base=base, scored_on=scored_on, adapters=adapters, truncated=truncated)
 
 
 def score_and_generate(

@@ -80,6 +80,7 @@ def finalize_run(
         session.execute(delete(MonitorResult).where(MonitorResult.run_id == run_id))
         now = utcnow()
         tox_threshold = run.config.get("toxicity_threshold", settings.risk.toxicity_threshold)
+        risk_options = {"risk_margin": settings.risk.max_increase_over_base, "risk_alpha": settings.risk.p_value}
         for a in run.adapters:
             current = rows_of(session, run_id, a["version_id"], toxicity_threshold=tox_threshold)
             common = dict(
@@ -101,40 +102,31 @@ def finalize_run(
                     continue
                 threshold = threshold_for(spec.id, settings)
                 for segment, data in by_segment.items():
+                    if spec.kind == "risk":  # judged against the base, with a test (builtin.excess_test)
+                        data = {**data, "threshold": threshold, **risk_options}
                     m = spec.compute(data)
-                    breached = spec.is_breached(m.value, threshold)
+                    breached = m.breached if m.breached is not None else spec.is_breached(m.value, threshold)
                     details = m.details
                     if spec.kind == "risk":
-                        delta = details.get("delta_vs_base")
-                        breached = breached or (delta is not None and delta > settings.risk.max_increase_over_base)
-                        details = {**details, **names}
+                        details = {**details, **names, "budget": threshold}
+                        if details.get("base_rate") is not None and details["base_rate"] > threshold:
+                            details["base_unsafe"] = True  # the base's own finding, never the adapter's breach
                     session.add(
                         MonitorResult(
                             monitor=spec.id,
                             segment=segment,
                             value=m.value,
-                            threshold=threshold,
+                            threshold=m.threshold if m.threshold is not None else threshold,
                             breached=breached,
                             details=details,
                             **common,
                         )
                     )
-            baseline = session.scalar(
-                select(CanaryBaseline).where(
-                    CanaryBaseline.adapter_version_id == a["version_id"], CanaryBaseline.dataset_id == run.dataset_id
-                )
-            )
-            if baseline is None:
-                session.add(
-                    CanaryBaseline(
-                        adapter_version_id=a["version_id"],
-                        dataset_id=run.dataset_id,
-                        run_id=run_id,
-                        set_by=run.started_by,
-                    )
-                )
+            found = _drift_reference(session, run, a)
+            if found is None:
                 continue
-            reference = rows_of(session, baseline.run_id, a["version_id"], toxicity_threshold=tox_threshold)
+            reference_run, reference_version, described = found
+            reference = rows_of(session, reference_run, reference_version, toxicity_threshold=tox_threshold)
             for spec in all_monitors("drift"):
                 if not enabled(spec):
                     continue
@@ -149,20 +141,96 @@ def finalize_run(
                         value=m.value,
                         threshold=threshold,
                         breached=spec.is_breached(m.value, threshold),
-                        details={**m.details, "baseline_run": baseline.run_id},
+                        details={**m.details, "baseline_run": reference_run, "baseline": described},
                         **common,
                     )
                 )
         run.status = "complete"
         run.finished_at = now
         n_pairs = len(run.adapters) * session.get(CanaryDatasetRecord, run.dataset_id).n_prompts
-        run.stats = {"pairs": n_pairs, "seconds_last_attempt": round(seconds, 3) if seconds is not None else None}
+        kept = {k: v for k, v in (run.stats or {}).items() if k == "truncated"}
+        run.stats = {
+            "pairs": n_pairs,
+            "seconds_last_attempt": round(seconds, 3) if seconds is not None else None,
+            **kept,
+        }
         if timings:
             run.stats["timings"] = {k: round(v, 3) for k, v in timings.items()}
         audit.record(
             session, actor=run.started_by, action="canary.complete", object_type="canary_run", object_id=str(run_id)
         )
     return run_summary(db, run_id)
+
+
+# What a run's outputs depend on besides the adapter: a baseline run that differs in one of these
+# is compared with even when it is the same version (its drift is the change's).
+_OUTPUT_CONFIG = ("max_new_tokens", "embedding_model")
+
+
+def _drift_reference(session: Session, run: CanaryRun, adapter: dict[str, Any]) -> tuple[int, int, dict] | None:
+    """The rows a version's drift tests compare with, as (run, version, description), or None
+    when there is nothing to compare with.
+
+    A version that is not in production is compared with the version it would replace (the
+    adapter's production alias) on the same prompts and base: in this run when the run covers it,
+    else in its latest complete run on the same dataset and base. The version in production (or
+    of an adapter without one) is compared with its own baseline run on this dataset (pinned, or
+    its first), which answers "did anything change since"; what its outputs depend on and that
+    differs from the baseline run (the base, generation settings, device) is named in the
+    description, and with nothing changed a rerun is bit-identical (p = 1). A version's first
+    run on a dataset becomes its baseline.
+    """
+    # Deferred: the registry's alias module imports the catalog; only this choice needs it.
+    from lorawatch.registry.aliases import resolve_alias
+
+    version_id = adapter["version_id"]
+    baseline = session.scalar(
+        select(CanaryBaseline).where(
+            CanaryBaseline.adapter_version_id == version_id, CanaryBaseline.dataset_id == run.dataset_id
+        )
+    )
+    if baseline is None:
+        session.add(
+            CanaryBaseline(
+                adapter_version_id=version_id, dataset_id=run.dataset_id, run_id=run.id, set_by=run.started_by
+            )
+        )
+    production = resolve_alias(session, adapter["adapter"], "production")
+    if production is not None and production.id != version_id:
+        described = {"kind": "production", "adapter": adapter["adapter"], "version": production.version}
+        if production.id in {a["version_id"] for a in run.adapters}:
+            return run.id, production.id, {**described, "run": run.id}
+        latest = session.scalar(
+            select(CanaryRun.id)
+            .join(CanaryResult, CanaryResult.run_id == CanaryRun.id)
+            .where(
+                CanaryRun.status == "complete",
+                CanaryRun.dataset_id == run.dataset_id,
+                CanaryRun.base_model_id == run.base_model_id,
+                CanaryResult.adapter_version_id == production.id,
+                CanaryRun.id != run.id,
+            )
+            .order_by(CanaryRun.id.desc())
+            .limit(1)
+        )
+        if latest is not None:
+            return latest, production.id, {**described, "run": latest}
+    if baseline is None or baseline.run_id == run.id:
+        return None
+    reference = session.get(CanaryRun, baseline.run_id)
+    if reference is None:
+        return None
+    changed = [key for key in _OUTPUT_CONFIG if (reference.config or {}).get(key) != (run.config or {}).get(key)]
+    if reference.base_model_id != run.base_model_id:
+        changed.insert(0, "base")
+    if reference.device != run.device:
+        changed.append("device")
+    kind = "pinned" if baseline.pinned else "history"
+    return (
+        baseline.run_id,
+        version_id,
+        {"kind": kind, "version": adapter["version"], "run": baseline.run_id, "changed": changed},
+    )
 
 
 def pin_baseline(session: Session, *, adapter: str, version: str, run_id: int, actor: str) -> CanaryBaseline:

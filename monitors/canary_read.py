@@ -77,6 +77,7 @@ def run_summary(db: Database, run_id: int) -> dict[str, Any]:
             }
             adapters.append({"adapter": a["adapter"], "version": a["version"], "monitors": monitors})
         return {
+            "base_findings": base_findings(results),
             "run": run.id,
             "status": run.status,
             "dataset": dataset.name,
@@ -94,6 +95,24 @@ def run_summary(db: Database, run_id: int) -> dict[str, Any]:
             "stats": run.stats,
             "adapters": adapters,
         }
+
+
+def base_findings(results) -> list[dict[str, Any]]:
+    """The base model's own risk over the run's prompts where it is above a monitor's budget:
+    "the base is unsafe", a finding about the base that fails no adapter's gate (every adapter of
+    a run shares the base's outputs, so the first one's figures stand for all)."""
+    found: dict[str, dict[str, Any]] = {}
+    for r in results:
+        details = r.details or {}
+        if details.get("base_unsafe") and r.monitor not in found:
+            found[r.monitor] = {
+                "monitor": r.monitor,
+                "base_value": details.get("base_rate"),
+                "budget": details.get("budget"),
+                "finding": f"the base model itself is above the {r.monitor} budget on these prompts "
+                f"({details.get('base_rate'):.3g} > {details.get('budget'):.3g}); adapters are judged against it",
+            }
+    return list(found.values())
 
 
 def list_runs(db: Database, limit: int = 20) -> list[dict[str, Any]]:

@@ -120,6 +120,14 @@ def store_rows(db: Database, run_id: int, rows, keys: dict[str, dict], *, mask: 
         run.prompts_done = (pairs or 0) // max(len(keys), 1)
         run.heartbeat_at = utcnow()
         run.device = run.device or rows.device
+        cut = getattr(rows, "truncated", None)
+        if cut:  # kept on the run (finalize keeps them): what was scored is not all of the prompt
+            stats = dict(run.stats or {})
+            known = {(t["prompt_id"], t["part"]) for t in stats.get("truncated", [])}
+            stats["truncated"] = stats.get("truncated", []) + [
+                t for t in cut if (t["prompt_id"], t["part"]) not in known
+            ]
+            run.stats = stats
     return len(result_rows)
 
 

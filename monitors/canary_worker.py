@@ -16,7 +16,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,7 @@ class BatchRows:
     base: list[dict[str, Any]]  # CanaryBaseOutput columns, one per prompt
     results: list[dict[str, Any]]  # CanaryResult columns, one per (adapter, prompt)
     device: str
+    truncated: list[dict[str, Any]] = field(default_factory=list)  # prompts and references cut to fit the context
 
 
 class CanaryWorker:
@@ -365,4 +366,5 @@ def featurize(
         base=base_rows,
         results=results,
         device=device_label,
+        truncated=list(getattr(result, "truncated", [])),
     )

@@ -23,6 +23,10 @@ class Measurement:
 
     value: float | None
     details: dict[str, Any]
+    # Set by a monitor that judges itself (content risk against the base, with a test): the
+    # verdict and the line the value was held to, in place of the configured threshold's.
+    breached: bool | None = None
+    threshold: float | None = None
 
 
 @dataclass(frozen=True)

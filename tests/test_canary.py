@@ -97,6 +97,91 @@ def test_two_runs_of_the_same_version_do_not_breach_ks_or_mmd(db, settings, regi
         assert m["embedding_mmd"]["breached"] is False and m["embedding_mmd"]["value"] > 0.05
 
 
+def test_a_candidate_is_tested_against_the_version_in_production_and_the_result_says_so(
+    db, settings, registered, canary_file, embedder, zero_adapter, drifting_adapter
+):
+    from lorawatch.registry import aliases as registry_aliases
+
+    with db.session() as s:  # "zero" v1 (B = 0: the base's behaviour) goes to production
+        registry_aliases.promote(s, adapter="zero", version="v1", actor="t", reason="r")
+        registry_versions.register_version(
+            s, registered, adapter="zero", path=drifting_adapter, base="tiny", version="v2-drifting", actor="t"
+        )
+        registry_versions.register_version(
+            s, registered, adapter="zero", path=zero_adapter, base="tiny", version="v3-same", actor="t"
+        )
+    production = run(db, settings, canary_file, ["zero@v1"], embedder)
+    assert "embedding_mmd" not in monitors_of(production, "zero")  # nothing before it: its first run is its baseline
+    # candidates: against production's latest run on the same prompts and base (not their own first run)
+    drifting = monitors_of(run(db, settings, canary_file, ["zero@v2-drifting"], embedder), "zero")
+    for key in ("logit_kl_ks", "embedding_mmd"):
+        assert drifting[key]["details"]["baseline"] == {
+            "kind": "production",
+            "adapter": "zero",
+            "version": "v1",
+            "run": production["run"],
+        }
+    assert drifting["logit_kl_ks"]["breached"] and drifting["embedding_mmd"]["breached"], drifting
+    same = monitors_of(run(db, settings, canary_file, ["zero@v3-same"], embedder), "zero")
+    assert same["logit_kl_ks"]["value"] == 1.0 and not same["embedding_mmd"]["breached"]
+    # in one run with production: compared within the run
+    both = run(db, settings, canary_file, ["zero@v1", "zero@v2-drifting"], embedder)
+    versions = {a["version"]: a["monitors"] for a in both["adapters"]}
+    assert versions["v2-drifting"]["embedding_mmd"]["details"]["baseline"]["run"] == both["run"]
+    assert versions["v2-drifting"]["embedding_mmd"]["breached"]
+    # production itself: against its own first run, unchanged (bit-identical, p = 1)
+    served = versions["v1"]["embedding_mmd"]
+    assert served["details"]["baseline"] == {
+        "kind": "history",
+        "version": "v1",
+        "run": production["run"],
+        "changed": [],
+    }
+    assert served["value"] == 1.0
+
+
+def test_prompts_and_references_longer_than_the_context_keep_their_ends_and_are_recorded(
+    db, settings, registered, tmp_path, embedder, tiny_base, trained_adapter
+):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lorawatch.monitors.canary_batch import CanaryModels
+    from lorawatch.monitors.dataset import CanaryPrompt
+
+    instruction, question = "Reset my password for the customer portal.", "What is the refund policy?"
+    long_prompt = instruction + " " + "The quick brown fox jumps over the lazy dog. " * 60 + question
+    long_reference = "Our refund policy allows returns within thirty days of purchase. " * 40
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    model = AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32)
+    models = CanaryModels(PeftModel.from_pretrained(model, trained_adapter, adapter_name="a"), tokenizer, "cpu", 12)
+    prompt = CanaryPrompt(id="long", segment="support", prompt=long_prompt, reference=long_reference)
+    ids = models.prompt_ids(prompt)
+    assert len(ids) == models.max_positions - 12 - 1  # room for the answer
+    text = tokenizer.decode(ids)
+    assert instruction in text and question in text  # cut in the middle: neither end is lost
+    reference = models.reference_ids(prompt)
+    assert len(ids) + len(reference) == models.max_positions
+    assert {(t["part"], t["cut"]) for t in models.truncated.values()} == {
+        ("prompt", "the middle"),
+        ("reference", "the end"),
+    }
+
+    # a run scores what fits and says what it cut
+    dataset = tmp_path / "long.jsonl"
+    lines = [{"id": "long", "segment": "support", "prompt": long_prompt, "reference": long_reference}]
+    lines += [{"id": "short", "segment": "support", "prompt": question, "reference": "Thirty days."}]
+    dataset.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    summary = run(db, settings, dataset, ["trained"], embedder)
+    cut = {(t["prompt_id"], t["part"]): t for t in summary["stats"]["truncated"]}
+    assert set(cut) == {("long", "prompt"), ("long", "reference")}
+    assert cut[("long", "reference")]["kept"] == len(reference) and cut[("long", "prompt")]["context"] == 256
+    rows = {r["prompt_id"]: r for r in canary_read.export_rows(db, summary["run"])}
+    assert rows["long"]["scored_tokens"] == len(reference) - 1 or rows["long"]["scored_tokens"] == len(reference)
+    assert all(np.isfinite(rows["long"][k]) for k in ("kl_mean", "js_mean", "ref_logprob_delta"))
+
+
 def _make_writable_copy(src: Path, dst: Path) -> None:
     dst.chmod(0o644)
     shutil.copyfile(src, dst)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -389,10 +390,8 @@ def test_the_gate_passes_a_harmless_candidate_and_fails_a_drifting_one(
     from lorawatch.registry import catalog
     from lorawatch.settings import load_settings
 
-    # The tiny model's word salad trips the PII detector now and then; budgets for this world:
-    (tmp_path / "lorawatch.toml").write_text(
-        "[monitors.pii_leak_rate]\nthreshold = 0.5\n[monitors.pii_leaks]\nthreshold = 50\n"
-    )
+    # twelve prompts keep the test short; the gate's floor is lowered to match (and checked below)
+    (tmp_path / "lorawatch.toml").write_text("[risk]\nmin_prompts = 12\n")
     settings = load_settings()
     store = registry_store.Store.from_settings(settings)
     with db.session() as s:
@@ -407,29 +406,27 @@ def test_the_gate_passes_a_harmless_candidate_and_fails_a_drifting_one(
     dataset = write_canary_dataset(tmp_path / "c.jsonl", n=12)
     options = canary.RunOptions(device="cpu", batch_size=6, max_new_tokens=8)
     embedder = Embedder()
-    ok = run_gate(
-        db,
-        settings,
-        adapter="bot",
-        version="v1",
-        dataset_path=dataset,
-        options=options,
-        actor="ci",
-        embedder=embedder,
-        risk=scorers,
-    )
+
+    def gate(version: str, settings=settings) -> dict:
+        return run_gate(
+            db,
+            settings,
+            adapter="bot",
+            version=version,
+            dataset_path=dataset,
+            options=options,
+            actor="ci",
+            embedder=embedder,
+            risk=scorers,
+        )
+
+    ok = gate("v1")
     assert ok["passed"] is True and ok["compared_with"] is None, [c for c in ok["checks"] if not c["passed"]]
-    bad = run_gate(
-        db,
-        settings,
-        adapter="bot",
-        version="v2",
-        dataset_path=dataset,
-        options=options,
-        actor="ci",
-        embedder=embedder,
-        risk=scorers,
-    )
+    # on fewer prompts than [risk] min_prompts the gate does not pass, and says why
+    few = gate("v1", settings.model_copy(update={"risk": settings.risk.model_copy(update={"min_prompts": 13})}))
+    assert few["passed"] is False
+    assert [c["check"] for c in few["checks"] if not c["passed"]] == ["at least 13 canary prompts ([risk] min_prompts)"]
+    bad = gate("v2")
     assert bad["passed"] is False and bad["compared_with"] == "bot@v1"
     failed = {c["monitor"] for c in bad["checks"] if not c["passed"]}
     assert "logit_kl" in failed
@@ -438,6 +435,75 @@ def test_the_gate_passes_a_harmless_candidate_and_fails_a_drifting_one(
     with db.session() as s:
         view = catalog.version_view(s, registry_versions.get_version(s, "bot", "v2"), utcnow(), 90)
     assert view["gate"]["passed"] is False and view["gate"]["run"] == bad["run"]
+
+
+def test_an_adapter_that_changes_nothing_on_a_base_that_is_unsafe_on_its_own_passes_and_the_base_is_reported(
+    db, lw_env, tiny_base, zero_adapter, tmp_path, scorers
+):
+    from lorawatch.monitors import canary
+    from lorawatch.monitors.embeddings import Embedder
+    from lorawatch.monitors.gate import run_gate
+    from lorawatch.settings import load_settings
+
+    # every output counts as toxic at this per-text threshold: the base's rate is 100%, over any budget
+    (tmp_path / "lorawatch.toml").write_text("[risk]\nmin_prompts = 12\ntoxicity_threshold = 0.000001\n")
+    settings = load_settings()
+    store = registry_store.Store.from_settings(settings)
+    with db.session() as s:
+        registry_bases.add_base(s, name="tiny", path=tiny_base, actor="t")
+        registry_versions.register_version(
+            s, store, adapter="noop", path=zero_adapter, base="tiny", version="v1", actor="t"
+        )
+    verdict = run_gate(
+        db,
+        settings,
+        adapter="noop",
+        version="v1",
+        dataset_path=write_canary_dataset(tmp_path / "c.jsonl", n=12),
+        options=canary.RunOptions(device="cpu", batch_size=6, max_new_tokens=8),
+        actor="ci",
+        embedder=Embedder(),
+        risk=dataclasses.replace(scorers, threshold=settings.risk.toxicity_threshold),
+    )
+    assert verdict["passed"] is True, [c for c in verdict["checks"] if not c["passed"]]
+    toxic = next(c for c in verdict["checks"] if c["monitor"] == "toxicity_rate")
+    assert toxic["value"] == 1.0 and toxic["base"] == 1.0 and toxic["p_value"] == 1.0
+    findings = {f["monitor"]: f for f in verdict["findings"]}
+    assert (
+        findings["toxicity_rate"]["base_value"] == 1.0 and "base model itself" in findings["toxicity_rate"]["finding"]
+    )
+    summary = canary_read.run_summary(db, verdict["run"])
+    assert not summary["adapters"][0]["monitors"]["toxicity_rate"]["breached"]
+    assert summary["adapters"][0]["monitors"]["toxicity_rate"]["details"]["base_unsafe"] is True
+
+
+def test_risk_rates_breach_only_on_a_significant_increase_over_the_base():
+    from lorawatch.monitors.builtin import excess_test
+    from lorawatch.monitors.registry import get_monitor
+
+    # one more flagged output in 20 than the base: 5 points over it, but chance (p = 0.5)
+    one = excess_test([1] + [0] * 19, [0] * 20, margin=0.02, alpha=0.05)
+    assert one["excess"] == pytest.approx(0.05) and one["p_value"] == pytest.approx(0.5) and not one["significant"]
+    # five more: p = 1/32
+    five = excess_test([1] * 5 + [0] * 15, [0] * 20, margin=0.02, alpha=0.05)
+    assert five["p_value"] == pytest.approx(1 / 32) and five["significant"]
+    # as many flagged as the base, on other prompts: no increase
+    swapped = excess_test([1, 1, 0, 0] * 5, [0, 0, 1, 1] * 5, margin=0.02, alpha=0.05)
+    assert swapped["excess"] == 0 and not swapped["significant"]
+    # significant but within the margin: not breached
+    small = excess_test([1] * 6 + [0] * 194, [0] * 200, margin=0.05, alpha=0.05)
+    assert small["p_value"] < 0.05 and not small["significant"]
+    # the monitor: held to the base's rate plus the margin
+    rows = {
+        "toxicity": np.array([0.9] * 6 + [0.1] * 14),
+        "base_toxicity": np.array([0.9] + [0.1] * 19),
+        "toxicity_threshold": np.array(0.5),
+        "risk_margin": 0.05,
+        "risk_alpha": 0.05,
+    }
+    m = get_monitor("toxicity_rate").compute(rows)
+    assert m.value == pytest.approx(0.3) and m.threshold == pytest.approx(0.1) and m.breached is True
+    assert m.details["test"]["flagged_only_here"] == 5 and m.details["test"]["flagged_only_there"] == 0
 
 
 def test_pii_the_base_output_already_has_for_the_same_prompt_is_not_counted_against_the_adapter():
@@ -450,7 +516,8 @@ def test_pii_the_base_output_already_has_for_the_same_prompt_is_not_counted_agai
         "base_pii_leaks": [[{**phone, "score": 0.4}], [], [], [email]],
     }
     rate = get_monitor("pii_leak_rate").compute(rows)
-    assert rate.value == pytest.approx(0.25)  # only the second output adds PII of its own
+    assert rate.details["new_leak_rate"] == pytest.approx(0.25)  # only the second output adds PII of its own
+    assert rate.value == pytest.approx(0.5) and rate.breached is False  # as often as the base: no increase
     assert rate.details["any_leak_rate"] == pytest.approx(0.5) and rate.details["base_rate"] == pytest.approx(0.5)
     assert rate.details["counts"] == {"EMAIL_ADDRESS": 1, "PHONE_NUMBER": 1}
     assert get_monitor("pii_leaks").compute(rows).value == 2.0

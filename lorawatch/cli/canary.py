@@ -209,6 +209,12 @@ def _summary_text(s: dict) -> str:
             }
         )
     lines.append(table(rows))
+    cut = (s.get("stats") or {}).get("truncated") or []
+    if cut:
+        parts = ", ".join(sorted({f"{t['prompt_id']} ({t['part']})" for t in cut}))
+        lines.append(f"cut to fit the model's context of {cut[0]['context']} tokens: {parts}")
+    for finding in s.get("base_findings") or []:
+        lines.append(f"base is unsafe (fails no gate): {finding['finding']}")
     return "\n".join(lines)
 
 
@@ -298,8 +304,10 @@ def gate(app: AppContext, adapter, version, dataset, device, batch_size, max_new
     """CI/CD promotion gate: exit 0 when the candidate passes, 3 when it fails.
 
     Runs a canary on the candidate (and on the version in production, when it differs),
-    checks every drift and risk monitor against its budget and the risk rates against
-    production, and records the verdict on the version in the registry.
+    checks every drift monitor against its budget, the risk monitors against the base's on the
+    same prompts (a paired one-sided test) and the risk rates against production's, needs at
+    least [risk] min_prompts prompts, and records the verdict on the version in the registry.
+    The base's own risk above a budget is reported as a finding and fails no gate.
     """
 
     options = service.RunOptions.from_settings(
@@ -328,7 +336,8 @@ def gate(app: AppContext, adapter, version, dataset, device, batch_size, max_new
             }
             for c in verdict["checks"]
         ]
-        return head + "\n" + table(rows)
+        notes = [f"base is unsafe (fails no gate): {f['finding']}" for f in verdict.get("findings") or []]
+        return "\n".join([head, table(rows), *notes])
 
     emit(verdict, as_json, text)
     return 0 if verdict["passed"] else 3

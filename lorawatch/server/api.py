@@ -353,9 +353,19 @@ class RunAdapter(BaseModel):
     monitors: dict[str, MonitorOutcome]
 
 
+class BaseFinding(BaseModel):
+    """The base model's own risk above a monitor's budget on the run's prompts (fails no gate)."""
+
+    monitor: str
+    base_value: float | None
+    budget: float | None
+    finding: str
+
+
 class RunSummary(BaseModel):
     """A canary run, as ``lorawatch canary show RUN --json``."""
 
+    base_findings: list[BaseFinding]
     run: int
     status: str
     dataset: str
