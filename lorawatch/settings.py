@@ -159,6 +159,11 @@ class MonitorSettings(_Section):
     """Per-monitor settings: ``[monitors.<id>]``."""
 
     threshold: float | None = Field(None, description="Threshold in force instead of the monitor's default.")
+    in_domain_threshold: float | None = Field(
+        None,
+        description="Drift monitors: the threshold on an adapter's own domain segments (its registry "
+        "risk.domain_segments); unset, drift there is reported and never breached.",
+    )
     enabled: bool = Field(True, description="Whether the monitor is computed and stored.")
 
 

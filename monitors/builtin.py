@@ -33,7 +33,7 @@ def _summary(values: np.ndarray) -> dict[str, float]:
     }
 
 
-@monitor("logit_kl", kind="canary", threshold=1.0, breached_when="above", unit="nats")
+@monitor("logit_kl", kind="canary", threshold=0.55, breached_when="above", unit="nats")
 def logit_kl(rows: dict[str, np.ndarray]) -> Measurement:
     """Mean per-token KL(adapted || base) over the canary prompts."""
     values = rows["kl_mean"]

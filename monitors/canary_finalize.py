@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from lorawatch import audit
 from lorawatch.db import Database
 from lorawatch.db.models import (
+    AdapterVersion,
     BaseModelRecord,
     CanaryBaseline,
     CanaryBaseOutput,
@@ -97,16 +98,39 @@ def finalize_run(
                 by_segment[segment] = _subset(current, current["segments"] == segment)
             names = {k: run.config.get(k) for k in ("toxicity_backend", "pii_detector")}
             kinds = ["canary", "risk"] if bool(current["risk_scored"]) else ["canary"]
+            version = session.get(AdapterVersion, a["version_id"])
+            domain = sorted(set((version.risk or {}).get("domain_segments") or []) if version is not None else [])
+            in_domain_rows = np.isin(current["segments"], domain)
             for spec in (spec for kind in kinds for spec in all_monitors(kind)):
                 if not enabled(spec):
                     continue
                 threshold = threshold_for(spec.id, settings)
+                override = settings.monitors.get(spec.id)
+                in_domain_threshold = override.in_domain_threshold if override is not None else None
                 for segment, data in by_segment.items():
                     if spec.kind == "risk":  # judged against the base, with a test (builtin.excess_test)
                         data = {**data, "threshold": threshold, **risk_options}
+                    scope = None
+                    if spec.kind == "canary" and domain:
+                        # drift on the adapter's own domain is intended: reported, judged only against
+                        # in_domain_threshold; the adapter's overall drift is its drift elsewhere
+                        in_domain = segment in domain if segment is not None else bool(in_domain_rows.all())
+                        scope = "in-domain" if in_domain else "off-domain"
+                        if segment is None and not in_domain:
+                            data = _subset(current, ~in_domain_rows)
                     m = spec.compute(data)
                     breached = m.breached if m.breached is not None else spec.is_breached(m.value, threshold)
                     details = m.details
+                    stored_threshold = m.threshold if m.threshold is not None else threshold
+                    if scope is not None:
+                        details = {**details, "scope": scope, "domain_segments": domain}
+                        if segment is None and scope == "off-domain":
+                            details["all_prompts"] = spec.compute(current).value
+                        if scope == "in-domain":
+                            stored_threshold = in_domain_threshold
+                            breached = in_domain_threshold is not None and spec.is_breached(
+                                m.value, in_domain_threshold
+                            )
                     if spec.kind == "risk":
                         details = {**details, **names, "budget": threshold}
                         if details.get("base_rate") is not None and details["base_rate"] > threshold:
@@ -116,7 +140,7 @@ def finalize_run(
                             monitor=spec.id,
                             segment=segment,
                             value=m.value,
-                            threshold=m.threshold if m.threshold is not None else threshold,
+                            threshold=stored_threshold,
                             breached=breached,
                             details=details,
                             **common,

@@ -39,6 +39,11 @@ class RiskProfile(_Section):
     bias_assessment: str | None = Field(None, description="Summary of the bias assessment.")
     safety_incidents: list[str] = Field(default_factory=list, description="Known safety incidents.")
     data_expires_on: date | None = Field(None, description="Date the training data goes stale.")
+    domain_segments: list[str] = Field(
+        default_factory=list,
+        description="Canary segments the adapter is trained for: drift there is intended (reported, not alerted); "
+        "drift on every other segment is what its drift monitors judge.",
+    )
 
 
 class Ownership(_Section):

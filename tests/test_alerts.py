@@ -471,11 +471,11 @@ def test_a_500_body_echoing_the_url_is_scrubbed(db, tmp_path, http_server, monke
         tmp_path,
         receivers={"hook": {"type": "webhook", "url": {"env": "LW_HOOK_URL"}}},
         route={"receiver": "hook", "group_wait": "0s"},
-        retry_initial_s=0.05,
+        retry_initial_s=60,  # one attempt, then deferred: however slow the machine, the deadline leaves room for it
     )
     _fire(db, "a", T0)
     evaluate(db, settings, now=T0)
-    flush(db, settings, now=T0, deadline_s=0.3)
+    flush(db, settings, now=T0, deadline_s=10)
     note = list_notifications(db)[0]
     assert note["status"] == "pending" and note["last_error"] == "HTTP 500: error at <redacted>"
     assert all("SECRET" not in (a["error"] or "") for a in attempts_of(db, note["id"]))
@@ -490,10 +490,11 @@ def test_an_unset_secret_is_a_visible_failure_not_a_crash(db, tmp_path, monkeypa
         tmp_path,
         receivers={"slack": {"type": "slack", "url": {"env": "LW_UNSET_URL"}}},
         route={"receiver": "slack", "group_wait": "0s"},
+        retry_initial_s=60,  # one attempt, then deferred (see above)
     )
     _fire(db, "a", T0)
     evaluate(db, settings, now=T0)
-    result = flush(db, settings, now=T0, deadline_s=0.2)
+    result = flush(db, settings, now=T0, deadline_s=10)
     assert result["delivered"] == 0 and result["pending"] == 1
     assert "LW_UNSET_URL is not set" in list_notifications(db)[0]["last_error"]
 

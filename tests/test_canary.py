@@ -182,6 +182,52 @@ def test_prompts_and_references_longer_than_the_context_keep_their_ends_and_are_
     assert all(np.isfinite(rows["long"][k]) for k in ("kl_mean", "js_mean", "ref_logprob_delta"))
 
 
+def test_drift_on_an_adapters_own_domain_is_reported_and_its_drift_elsewhere_is_judged(
+    db, settings, registered, canary_file, embedder, trained_adapter
+):
+    from lorawatch.registry.metadata import VersionMetadata
+    from lorawatch.settings import MonitorSettings
+
+    with db.session() as s:
+        meta = VersionMetadata.model_validate({"risk": {"domain_segments": ["support"]}})
+        registry_versions.register_version(
+            s, registered, adapter="scoped", path=trained_adapter, base="tiny", metadata=meta, actor="t"
+        )
+    # any drift at all breaches, on every segment class that has a threshold
+    strict = settings.model_copy(update={"monitors": {"logit_kl": MonitorSettings(threshold=0.0)}})
+    summary = run(db, strict, canary_file, ["trained", "scoped"], embedder)
+    rows = [r for r in canary_read.export_rows(db, summary["run"]) if r["adapter_id"] == "scoped"]
+    off_domain = [r["kl_mean"] for r in rows if r["segment"] != "support"]
+    with db.session() as s:
+        results = {
+            (r.adapter, r.segment): r
+            for r in s.scalars(
+                select(MonitorResult).where(MonitorResult.run_id == summary["run"], MonitorResult.monitor == "logit_kl")
+            )
+        }
+    overall = results[("scoped", None)]
+    assert overall.value == pytest.approx(float(np.mean(off_domain)), rel=1e-9)  # the drift off its domain
+    assert overall.breached and overall.details["scope"] == "off-domain"
+    assert overall.details["all_prompts"] == pytest.approx(results[("trained", None)].value, rel=1e-9)
+    support = results[("scoped", "support")]
+    assert support.value > 0 and not support.breached and support.threshold is None
+    assert support.details["scope"] == "in-domain" and support.details["domain_segments"] == ["support"]
+    assert results[("scoped", "finance")].breached and results[("scoped", "finance")].details["scope"] == "off-domain"
+    assert "scope" not in results[("trained", None)].details and results[("trained", "support")].breached
+    # a threshold for the domain too
+    both = strict.model_copy(update={"monitors": {"logit_kl": MonitorSettings(threshold=0.0, in_domain_threshold=0.0)}})
+    summary = run(db, both, canary_file, ["scoped"], embedder)
+    with db.session() as s:
+        support = s.scalar(
+            select(MonitorResult).where(
+                MonitorResult.run_id == summary["run"],
+                MonitorResult.monitor == "logit_kl",
+                MonitorResult.segment == "support",
+            )
+        )
+    assert support.breached and support.threshold == 0.0
+
+
 def _make_writable_copy(src: Path, dst: Path) -> None:
     dst.chmod(0o644)
     shutil.copyfile(src, dst)

@@ -273,6 +273,13 @@ def test_from_json_registers_with_metadata_and_promotes_in_one_call(cli, reg, tr
     assert cli("registry", "list", "--team", "nobody", "--json").json() == []
     assert [r["version"] for r in cli("registry", "list", "--expired", "--json").json()] == ["2026.11.1"]
     assert [r["version"] for r in cli("registry", "list", "--alias", "canary", "--json").json()] == ["2026.11.1"]
+    # the command line adds to the file: the domain where drift is intended
+    spec["version"] = "2026.11.2"
+    (tmp_path / "release.json").write_text(json.dumps(spec))
+    args = ("--from-json", tmp_path / "release.json", "--domain", "finance", "--domain", "payments")
+    assert cli("registry", "add", *args).code == 0
+    shown = cli("registry", "show", "billing", "--version", "2026.11.2", "--json").json()
+    assert shown["risk"]["domain_segments"] == ["finance", "payments"] and shown["risk"]["bias_assessment"] == "low"
 
 
 def test_a_bad_from_json_names_the_file(cli, reg, tmp_path, trained_adapter):

@@ -159,6 +159,12 @@ def _read_spec(path: Path) -> dict[str, Any]:
 @click.option("--bias-assessment", help="Risk: bias assessment summary.")
 @click.option("--safety-incident", multiple=True, help="Risk: a known safety incident (repeatable).")
 @click.option(
+    "--domain",
+    "domain_segment",
+    multiple=True,
+    help="Risk: a canary segment the adapter is trained for, where drift is intended (repeatable).",
+)
+@click.option(
     "--data-expires", type=click.DateTime(["%Y-%m-%d"]), help="Risk: date the training data goes stale (YYYY-MM-DD)."
 )
 @click.option("--team", help="Ownership: responsible team.")
@@ -188,6 +194,7 @@ def add(
     policy_check,
     bias_assessment,
     safety_incident,
+    domain_segment,
     data_expires,
     team,
     contact,
@@ -235,6 +242,7 @@ def add(
                 "risk": {
                     "bias_assessment": bias_assessment,
                     "safety_incidents": list(safety_incident),
+                    "domain_segments": list(domain_segment),
                     "data_expires_on": data_expires.date() if data_expires else None,
                 },
                 "ownership": {"team": team, "contacts": list(contact), "review_cadence_days": review_days},

@@ -84,6 +84,8 @@ def run_demo(
                             f"rank {spec.rank}",
                         },
                         "performance": {"human_eval": spec.description},
+                        # trained for support: drift there is intended, drift elsewhere is judged
+                        "risk": {"domain_segments": ["customer_support"]},
                         "ownership": {
                             "team": spec.team,
                             "contacts": [f"{spec.team}@example.com", "oncall-ml@example.com"],
