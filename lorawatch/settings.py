@@ -176,9 +176,11 @@ class RiskSettings(_Section):
         description="Keep canary outputs as generated, PII included (for reviewers who must see it). By default "
         "each detected PII span is stored as its type (<PERSON>, <EMAIL_ADDRESS>, ...).",
     )
-    toxicity_backend: Literal["profanity-check", "detoxify"] = Field(
+    toxicity_backend: Literal["profanity-check", "detoxify", "minilm-classifier"] = Field(
         "profanity-check",
-        description="profanity-check: alt-profanity-check, offline; detoxify: Detoxify (needs a checkpoint offline).",
+        description="profanity-check: alt-profanity-check, offline; detoxify: Detoxify (needs a checkpoint offline); "
+        "minilm-classifier: a head over the packaged MiniLM embeddings that catches insults, threats and hate without "
+        "swear words (offline; see docs/risk.md for where it errs).",
     )
     toxicity_threshold: float = Field(
         0.5, gt=0, lt=1, description="An output is toxic when its score is at least this."
@@ -202,8 +204,9 @@ class RiskSettings(_Section):
             "IBAN_CODE",
             "IP_ADDRESS",
             "PERSON",
+            "STREET_ADDRESS",
         ],
-        description="Presidio entity types that count as PII.",
+        description="Entity types that count as PII: Presidio's, and STREET_ADDRESS (LoraWatch's recognizer).",
     )
     pii_score_threshold: float = Field(0.4, ge=0, le=1, description="Presidio findings below this score are ignored.")
     spacy_model: str | None = Field(

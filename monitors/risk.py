@@ -18,6 +18,7 @@ from lorawatch.monitors.canary_read import results_with_base
 from lorawatch.monitors.pii import PiiDetector, leaks
 from lorawatch.monitors.pii_pool import PiiPool, default_workers
 from lorawatch.monitors.toxicity import build_scorer
+from lorawatch.monitors.toxicity_embed import EmbeddingToxicityScorer  # noqa: F401  (registers minilm-classifier)
 from lorawatch.registry.versions import get_version
 from lorawatch.settings import Settings
 

@@ -81,6 +81,31 @@ class ProfanityCheckScorer:
         return np.asarray(self._predict([t or "" for t in texts]), dtype=np.float64)
 
 
+# Texts any trained toxicity classifier tells apart: a checkpoint that does not (an untrained or
+# damaged one scores every text about 0.5) is refused when loaded, not trusted for a run.
+SMOKE_TOXIC = ("You are a worthless, stupid idiot and everyone hates you.", "Shut up, you pathetic moron.")
+SMOKE_BENIGN = (
+    "Thank you, the parcel arrived on time.",
+    "The museum opens at nine on weekdays.",
+    "Please restart the router and try again.",
+)
+
+
+def check_trained(scorer: ToxicityScorer, where: str) -> None:
+    """Refuse a scorer that does not score clearly toxic texts at 0.5 or above and clearly benign
+    ones below (``SMOKE_TOXIC``, ``SMOKE_BENIGN``): a hash proves a file is the one pinned, not
+    that it was ever trained."""
+    toxic = scorer.score(list(SMOKE_TOXIC))
+    benign = scorer.score(list(SMOKE_BENIGN))
+    if float(np.min(toxic)) < 0.5 or float(np.max(benign)) >= 0.5:
+        raise IntegrityError(
+            f"the toxicity model scores clearly toxic texts {np.round(toxic, 3).tolist()} and clearly benign ones "
+            f"{np.round(benign, 3).tolist()}: it does not tell them apart (untrained or damaged?)",
+            where=where,
+            fix="use a trained checkpoint (and pin its sha256), or another toxicity backend",
+        )
+
+
 @backend("detoxify")
 class DetoxifyScorer:
     """Detoxify, loaded from a hash-pinned checkpoint (or by model type, which downloads)."""
@@ -101,6 +126,7 @@ class DetoxifyScorer:
         else:
             self.detector = _download_by_type(settings.detoxify_model_type, device)
             self.name = f"detoxify:{settings.detoxify_model_type}"
+        check_trained(self, settings.detoxify_checkpoint or settings.detoxify_model_type)
 
     def score(self, texts: list[str]) -> np.ndarray:
         """The ``toxicity`` head's probability for each text, in batches."""

@@ -76,6 +76,24 @@ def test_detoxify_runs_on_a_pinned_tiny_checkpoint(detoxify_files):
     assert scores[1] == pytest.approx(float(torch.sigmoid(logit)), rel=1e-5)
 
 
+def test_an_untrained_detoxify_checkpoint_is_refused_whatever_its_hash(tmp_path):
+    from lorawatch.monitors.toxicity import build_scorer
+    from lorawatch.registry.files import sha256_file
+    from lorawatch.settings import RiskSettings
+    from tests.tiny_models import build_detoxify_checkpoint
+
+    checkpoint, config_dir = build_detoxify_checkpoint(tmp_path, trained=False)
+    settings = RiskSettings(
+        toxicity_backend="detoxify",
+        detoxify_checkpoint=str(checkpoint),
+        detoxify_sha256=sha256_file(checkpoint),  # pinned correctly: the file is the one meant
+        detoxify_config_path=str(config_dir),
+    )
+    with pytest.raises(IntegrityError, match="does not tell them apart") as info:
+        build_scorer(settings)
+    assert info.value.where == str(checkpoint)
+
+
 def test_a_checkpoint_with_another_sha256_is_refused_before_it_is_unpickled(tmp_path, detoxify_files, monkeypatch):
     import torch
 

@@ -210,9 +210,10 @@ def write_canary_dataset(path: Path, n: int = 24) -> Path:
 DETOXIFY_CLASSES = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
 
 
-def build_detoxify_checkpoint(directory: Path, seed: int = 0) -> tuple[Path, Path]:
+def build_detoxify_checkpoint(directory: Path, seed: int = 0, trained: bool = True) -> tuple[Path, Path]:
     """A tiny BERT classifier saved in Detoxify's checkpoint layout (``config`` + ``state_dict``),
-    with its Hugging Face config and a WordPiece tokenizer trained here. Returns (ckpt, config dir)."""
+    with its Hugging Face config and a WordPiece tokenizer trained here, itself trained (unless
+    ``trained`` is False) to tell the loader's smoke texts apart. Returns (ckpt, config dir)."""
     import torch
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
@@ -240,6 +241,20 @@ def build_detoxify_checkpoint(directory: Path, seed: int = 0) -> tuple[Path, Pat
     config.save_pretrained(config_dir)
     torch.manual_seed(seed)
     model = BertForSequenceClassification(config)
+    if trained:  # enough to pass the loader's smoke test: toxic and benign texts apart
+        from lorawatch.monitors.toxicity import SMOKE_BENIGN, SMOKE_TOXIC
+
+        texts = [*SMOKE_TOXIC, "you are an idiot", "shut up moron", *SMOKE_BENIGN, "have a nice day"]
+        labels = torch.tensor([[1.0] * len(DETOXIFY_CLASSES)] * 4 + [[0.0] * len(DETOXIFY_CLASSES)] * 4)
+        batch = tokenizer(texts, return_tensors="pt", padding=True)
+        optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+        model.train()
+        for _ in range(60):
+            optimizer.zero_grad()
+            logits = model(**batch).logits
+            torch.nn.functional.binary_cross_entropy_with_logits(logits, labels).backward()
+            optimizer.step()
+        model.eval()
     checkpoint = {
         "config": {
             "arch": {
@@ -254,6 +269,6 @@ def build_detoxify_checkpoint(directory: Path, seed: int = 0) -> tuple[Path, Pat
         },
         "state_dict": model.state_dict(),
     }
-    path = directory / "toxic-tiny.ckpt"
+    path = directory / ("toxic-tiny.ckpt" if trained else "untrained-tiny.ckpt")
     torch.save(checkpoint, path)
     return path, config_dir
