@@ -764,6 +764,20 @@ def test_user_rules_replace_builtins_by_id_and_can_be_disabled(cli, lw_env, db, 
     assert "adapter_review_overdue" not in rules and "pii_leak" in rules
 
 
+def test_p_values_in_summaries_read_as_p_values_not_float_noise():
+    from lorawatch.alerts.rules import load_rules
+
+    kpi = next(r for r in load_rules(Settings()) if r.id == "kpi_drop")
+    context = {
+        "labels": {"adapter": "support-risky", "kpi": "conversion"},
+        "threshold": 0.05,
+        "context": {"details": {"relative_change": -0.238, "baseline_mean": 0.0823, "current_mean": 0.0627}},
+    }
+    tiny = kpi.render_annotations({**context, "value": 1.8e-23})["summary"]
+    assert tiny == "support-risky: conversion fell 23.8% against its baseline (p < 0.0001)"
+    assert "p = 0.012" in kpi.render_annotations({**context, "value": 0.01234})["summary"]
+
+
 def test_every_rule_has_a_runbook_with_every_section():
     from lorawatch.alerts.rules import load_rules, runbook_path
 
