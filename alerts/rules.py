@@ -169,7 +169,15 @@ class Rule:
 def _template_env(strict: bool = False) -> SandboxedEnvironment:
     env = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined if strict else Undefined)
     env.filters["pct"] = lambda v: f"{float(v) * 100:.1f}%"
+    env.filters["pvalue"] = format_p_value
     return env
+
+
+def format_p_value(value) -> str:
+    """A p-value as people read one: "p = 0.012", and "p < 0.0001" where rounding would print 0 or
+    a float's noise ("p=0.0", "1.8e-23")."""
+    p = float(value)
+    return "p < 0.0001" if p < 0.0001 else f"p = {p:.2g}"
 
 
 def _compile(spec: RuleSpec, source: str, line: int | None, runbook_base: str | None, dashboard_url: str) -> Rule:
