@@ -1,6 +1,7 @@
 """CI: the demo's canary round shows what the demo adapters were built to show."""
 
 import json
+import subprocess
 import sys
 
 with open(sys.argv[1]) as handle:
@@ -38,4 +39,15 @@ assert alerts["notifications"]["delivered"] >= 1 and alerts["notifications"]["pe
 opened = {i["adapter"] for i in alerts["incidents"]}
 print(f"incidents open: {sorted(opened)}")
 assert "support-risky" in opened and "support-healthy" not in opened, alerts["incidents"]
+# the risky and drifted adapters replaced a safe v0, so on-call has a version to roll back to
+listed = subprocess.run(
+    [sys.executable, "-m", "lorawatch", "registry", "list", "--json"], capture_output=True, text=True, check=True
+)
+versions = {}
+for row in json.loads(listed.stdout):
+    versions.setdefault(row["adapter"], {})[row["version"]] = row.get("aliases") or []
+for name in ("support-risky", "support-drifted"):
+    assert set(versions[name]) == {"v0", "v1"}, versions[name]
+    assert any(a["alias"] == "production" for a in versions[name]["v1"]), versions[name]
+assert set(versions["support-healthy"]) == {"v1"}, versions["support-healthy"]
 print("demo checks passed")

@@ -69,6 +69,13 @@ def run_demo(
                 actor=actor,
                 progress=progress,
             )
+    healthy = demo_models.DEMO_ADAPTERS[0]  # support-healthy
+
+    def release(session, adapter: str, version: str, why: str) -> None:
+        registry_aliases.promote(
+            session, adapter=adapter, version=version, alias="production", actor=actor, reason=f"lorawatch demo: {why}"
+        )
+
     for spec in demo_models.DEMO_ADAPTERS:
         out = demo_models.shipped_adapter(spec)
         with db.session() as session:
@@ -93,6 +100,27 @@ def run_demo(
                         },
                     }
                 )
+                if spec is not healthy:
+                    # an earlier, safe release (the healthy adapter's weights) that v1 replaced:
+                    # what on-call rolls back to (`lorawatch registry rollback support-risky`)
+                    registry_versions.register_version(
+                        session,
+                        store,
+                        adapter=spec.name,
+                        path=demo_models.shipped_adapter(healthy),
+                        base=demo_models.BASE_NAME,
+                        version="v0",
+                        metadata=meta.model_copy(
+                            update={
+                                "performance": meta.performance.model_copy(
+                                    update={"human_eval": f"the previous release: {healthy.description}"}
+                                )
+                            }
+                        ),
+                        actor=actor,
+                        reason="lorawatch demo: the previous release",
+                    )
+                    release(session, spec.name, "v0", "the previous release")
                 registry_versions.register_version(
                     session,
                     store,
@@ -104,15 +132,10 @@ def run_demo(
                     actor=actor,
                     reason="lorawatch demo",
                 )
+                if spec is not healthy:
+                    release(session, spec.name, "v1", "this release")
             if registry_aliases.resolve_alias(session, spec.name, "production") is None:
-                registry_aliases.promote(
-                    session,
-                    adapter=spec.name,
-                    version="v1",
-                    alias="production",
-                    actor=actor,
-                    reason="lorawatch demo: initial release",
-                )
+                release(session, spec.name, "v1", "initial release")
     say("2/4 seeding two weeks of serving traffic and five weeks of KPIs")
 
     seeded = demo_traffic.seed(db, cache / "traffic", actor=actor)
