@@ -186,8 +186,8 @@ def finalize_run(
     return run_summary(db, run_id)
 
 
-# What a run's outputs depend on besides the adapter: a baseline run that differs in one of these
-# is compared with even when it is the same version (its drift is the change's).
+# What a run's outputs depend on besides the adapter: where the baseline run differs in one of
+# these, the drift result names it (the drift may be the change's, not the adapter's).
 _OUTPUT_CONFIG = ("max_new_tokens", "embedding_model")
 
 
