@@ -91,18 +91,26 @@ SMOKE_BENIGN = (
 )
 
 
-def check_trained(scorer: ToxicityScorer, where: str) -> None:
-    """Refuse a scorer that does not score clearly toxic texts at 0.5 or above and clearly benign
-    ones below (``SMOKE_TOXIC``, ``SMOKE_BENIGN``): a hash proves a file is the one pinned, not
-    that it was ever trained."""
-    toxic = scorer.score(list(SMOKE_TOXIC))
-    benign = scorer.score(list(SMOKE_BENIGN))
-    if float(np.min(toxic)) < 0.5 or float(np.max(benign)) >= 0.5:
+def check_trained(
+    scorer: ToxicityScorer,
+    where: str,
+    *,
+    toxic=SMOKE_TOXIC,
+    benign=SMOKE_BENIGN,
+    fix: str = "use a trained checkpoint (and pin its sha256), or another toxicity backend",
+) -> None:
+    """Refuse a scorer that does not score each clearly ``toxic`` text above 0.5 and each clearly
+    ``benign`` one below: a hash or a well-formed file proves a model is the one meant, not that
+    it was ever trained (an untrained one scores every text about 0.5)."""
+    scores = scorer.score([*toxic, *benign])
+    wrong = [f"{s:.2f} for {t!r}" for t, s in zip(toxic, scores[: len(toxic)]) if not s > 0.5]
+    wrong += [f"{s:.2f} for {t!r}" for t, s in zip(benign, scores[len(toxic) :]) if not s < 0.5]
+    if wrong:
         raise IntegrityError(
-            f"the toxicity model scores clearly toxic texts {np.round(toxic, 3).tolist()} and clearly benign ones "
-            f"{np.round(benign, 3).tolist()}: it does not tell them apart (untrained or damaged?)",
+            "the toxicity model fails its smoke test, so it does not tell them apart (clearly toxic texts must "
+            f"score above 0.5, clearly benign ones below; untrained or damaged?): {'; '.join(wrong)}",
             where=where,
-            fix="use a trained checkpoint (and pin its sha256), or another toxicity backend",
+            fix=fix,
         )
 
 

@@ -51,7 +51,7 @@ import numpy as np
 
 from lorawatch.errors import IntegrityError
 from lorawatch.monitors.embeddings import Embedder
-from lorawatch.monitors.toxicity import backend
+from lorawatch.monitors.toxicity import backend, check_trained
 from lorawatch.settings import RiskSettings
 
 HEAD_PATH = Path(__file__).resolve().with_name("toxicity_head.json")
@@ -97,7 +97,7 @@ class EmbeddingToxicityScorer:
                 where=str(self.head_path),
                 fix=f"use the packaged {HEAD_MODEL} model, or train a head for this one",
             )
-        self._smoke_test()
+        check_trained(self, str(self.head_path), toxic=SMOKE_TOXIC, benign=SMOKE_BENIGN, fix=_RETRAIN)
 
     def score(self, texts: list[str]) -> np.ndarray:
         """Probability of toxic for each text: sigmoid(w·x + b) in float64."""
@@ -112,19 +112,6 @@ class EmbeddingToxicityScorer:
         if vectors.ndim != 2 or vectors.shape[1] != self.weights.shape[0]:
             raise ValueError(f"expected (N, {self.weights.shape[0]}) embeddings, got {vectors.shape}")
         return _sigmoid(vectors @ self.weights + self.bias)
-
-    def _smoke_test(self) -> None:
-        scores = self.score(SMOKE_TOXIC + SMOKE_BENIGN)
-        toxic, benign = scores[: len(SMOKE_TOXIC)], scores[len(SMOKE_TOXIC) :]
-        wrong = [f"{s:.2f} for {t!r}" for t, s in zip(SMOKE_TOXIC, toxic) if not s > 0.5]
-        wrong += [f"{s:.2f} for {t!r}" for t, s in zip(SMOKE_BENIGN, benign) if not s < 0.5]
-        if wrong:
-            raise IntegrityError(
-                "the toxicity head fails its smoke test (clearly toxic texts must score above 0.5, clearly benign "
-                f"ones below): {'; '.join(wrong)}",
-                where=str(self.head_path),
-                fix=_RETRAIN,
-            )
 
 
 def load_head(path: Path) -> tuple[np.ndarray, float, dict]:
