@@ -105,14 +105,15 @@ class CanaryModels:
         self._truncated(prompt.id, "prompt", len(ids), budget, "the middle")
         return ids[:head] + ids[len(ids) - (budget - head) :]
 
-    def reference_ids(self, prompt: CanaryPrompt) -> list[int] | None:
+    def reference_ids(self, prompt: CanaryPrompt, prompt_ids: list[int] | None = None) -> list[int] | None:
         """Token ids of the reference answer, or None without one; cut at the end to what fits in
         the context after the prompt (a longer one would be scored at positions the model never
-        saw), and recorded in ``truncated``."""
+        saw), and recorded in ``truncated``. ``prompt_ids``: the prompt's, when the caller has
+        them (else the prompt is tokenized again)."""
         if prompt.reference is None:
             return None
         ids = self.tokenizer(prompt.reference, add_special_tokens=False)["input_ids"]
-        room = self.max_positions - len(self.prompt_ids(prompt))
+        room = self.max_positions - len(prompt_ids if prompt_ids is not None else self.prompt_ids(prompt))
         if len(ids) > room:
             self._truncated(prompt.id, "reference", len(ids), room, "the end")
             ids = ids[:room]
@@ -247,7 +248,7 @@ def _sync(device) -> None:
 def run_batch(models: CanaryModels, prompts: list[CanaryPrompt], adapter_keys: list[str]) -> BatchResult:
     """Base generation, base hidden states, then per adapter: drift scores and generation."""
     prompt_ids = [models.prompt_ids(p) for p in prompts]
-    references = [models.reference_ids(p) for p in prompts]
+    references = [models.reference_ids(p, ids) for p, ids in zip(prompts, prompt_ids)]
     base, scored_on, adapters = score_and_generate(models, prompt_ids, references, adapter_keys)
     cut = models.truncated
     truncated = [cut[(p.id, part)] for p in prompts for part in ("prompt", "reference") if (p.id, part) in cut]

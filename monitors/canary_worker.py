@@ -210,7 +210,11 @@ class CanaryWorker:
     def lengths(self, prompts: list[CanaryPrompt]) -> list[int]:
         """Tokens per prompt (prompt and reference), which the batch plan sorts by."""
         m = self.models
-        return [len(m.prompt_ids(p)) + len(m.reference_ids(p) or []) for p in prompts]
+        lengths = []
+        for p in prompts:
+            ids = m.prompt_ids(p)
+            lengths.append(len(ids) + len(m.reference_ids(p, ids) or []))
+        return lengths
 
     def process(self, prompts: list[CanaryPrompt], version_ids: dict[str, int]) -> BatchRows:
         """One batch through the base and this worker's adapters, ready to store.
