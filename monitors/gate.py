@@ -118,7 +118,7 @@ def _production_checks(
 ) -> list[dict[str, Any]]:
     """The candidate's risk rates against production's, prompt by prompt, in the gate's run."""
     # Deferred: the finalizer's row reader imports the database models; only this check needs it.
-    from lorawatch.monitors.builtin import excess_test
+    from lorawatch.monitors.builtin import excess_test, flagged
     from lorawatch.monitors.canary_finalize import rows_of
 
     with db.session() as session:
@@ -129,14 +129,10 @@ def _production_checks(
         theirs = rows_of(session, run_id, production_id, toxicity_threshold=threshold)
     if not bool(mine["risk_scored"]) or not bool(theirs["risk_scored"]):
         return []
-    flags = {
-        "toxicity_rate": (mine["toxicity"] >= threshold, theirs["toxicity"] >= threshold),
-        "pii_leak_rate": ([bool(x) for x in mine["pii_leaks"]], [bool(x) for x in theirs["pii_leaks"]]),
-    }
     allowed, alpha = settings.risk.max_increase_over_base, settings.risk.p_value
     checks = []
     for monitor_id in COMPARED_WITH_PRODUCTION:
-        here, there = flags[monitor_id]
+        here, there = flagged(mine, monitor_id), flagged(theirs, monitor_id)
         test = excess_test(here, there, margin=allowed, alpha=alpha)
         checks.append(
             {
