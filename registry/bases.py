@@ -11,10 +11,10 @@ import json
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session
 
 from lorawatch import audit
+from lorawatch.db import insert_unique
 from lorawatch.db.models import BaseModelRecord
 from lorawatch.errors import ConflictError, InputError, NotFoundError, did_you_mean
 from lorawatch.registry import files
@@ -70,12 +70,8 @@ def add_base(
         files=manifest,
         created_by=actor,
     )
-    session.add(record)
-    try:
-        with session.begin_nested():
-            session.flush()
-    except DBIntegrityError:  # registered by another process a moment ago
-        raise ConflictError(f'base model "{name}" is registered already', fix="choose another name") from None
+    if not insert_unique(session, record):  # registered by another process a moment ago
+        raise ConflictError(f'base model "{name}" is registered already', fix="choose another name")
     audit.record(
         session,
         actor=actor,

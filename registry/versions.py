@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, func, select
-from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session
 
 from lorawatch import audit, inputs
+from lorawatch.db import insert_unique
 from lorawatch.db.models import AdapterRecord, AdapterVersion, BaseModelRecord
 from lorawatch.db.types import utcnow
 from lorawatch.errors import ConflictError, InputError, NotFoundError, did_you_mean
@@ -234,11 +234,7 @@ def _record_version(
     declared_base = config.get("base_model_name_or_path")
     if record is None:
         record = AdapterRecord(name=adapter, base_model_id=base_record.id, created_by=actor)
-        session.add(record)
-        try:
-            with session.begin_nested():
-                session.flush()
-        except DBIntegrityError:  # registered by another process a moment ago
+        if not insert_unique(session, record):  # registered by another process a moment ago
             record = session.scalar(select(AdapterRecord).where(AdapterRecord.name == adapter))
             assert record is not None
     if version is None:
@@ -271,12 +267,8 @@ def _record_version(
         created_by=actor,
         **_metadata_columns(metadata),
     )
-    session.add(row)
-    try:
-        with session.begin_nested():
-            session.flush()
-    except DBIntegrityError:  # another registration of this version committed first
-        raise _already(adapter, version) from None
+    if not insert_unique(session, row):  # another registration of this version committed first
+        raise _already(adapter, version)
     if staging is not None:
         # This transaction now owns (adapter, version): a directory already at its place was
         # left by a registration that died before committing, and is garbage.

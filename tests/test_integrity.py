@@ -55,6 +55,49 @@ def test_two_registrations_of_one_version_one_wins_and_its_files_stay_whole(
     assert not list((store / ".staging").iterdir()) if (store / ".staging").exists() else True
 
 
+def test_a_name_inserted_by_another_writer_a_moment_ago_leaves_the_session_usable(db):
+    """The race the registrations above run into on PostgreSQL, made deterministic: writer A holds
+    an uncommitted row named "race"; writer B inserts the same name, waits on A's key, and after
+    A commits gets False from ``insert_unique`` with its own transaction still usable: it reads
+    A's row and commits work of its own."""
+    import threading
+
+    from sqlalchemy import select
+
+    from lorawatch.db import insert_unique
+    from lorawatch.db.models import AdapterRecord, BaseModelRecord
+
+    with db.session() as session:
+        base = BaseModelRecord(name="tiny", sha256="0" * 64, files={}, created_by="test")
+        session.add(base)
+        session.flush()
+        base_id = base.id
+    outcome: dict[str, object] = {}
+
+    def writer_b() -> None:
+        try:
+            with db.session() as session:
+                outcome["inserted"] = insert_unique(
+                    session, AdapterRecord(name="race", base_model_id=base_id, created_by="b")
+                )
+                outcome["owner"] = session.scalar(select(AdapterRecord.created_by).where(AdapterRecord.name == "race"))
+                session.add(AdapterRecord(name="b-own", base_model_id=base_id, created_by="b"))
+        except Exception as exc:  # reported below: the assertion names it
+            outcome["error"] = repr(exc)
+
+    with db.session() as session_a:
+        session_a.add(AdapterRecord(name="race", base_model_id=base_id, created_by="a"))
+        session_a.flush()  # A's row is written, not committed: B's insert must wait for it
+        b = threading.Thread(target=writer_b)
+        b.start()
+        b.join(timeout=1.0)  # B blocks on A's key (PostgreSQL) or on the write lock (SQLite)
+    b.join(timeout=60)
+    assert not b.is_alive()
+    assert outcome == {"inserted": False, "owner": "a"}, outcome
+    with db.session() as session:
+        assert sorted(session.scalars(select(AdapterRecord.name))) == ["b-own", "race"]
+
+
 def _big_safetensors(path: Path, size: int) -> None:
     """A valid safetensors file of ``size`` bytes of weights (sparse: quick to make, slow to hash)."""
     header = json.dumps({"w": {"dtype": "F32", "shape": [size // 4], "data_offsets": [0, size]}}).encode()

@@ -19,6 +19,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import IntegrityError as DBIntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from lorawatch.errors import ConfigError, ConflictError, DependencyError
@@ -38,6 +39,21 @@ def unreachable(db: Database, exc: Exception) -> DependencyError:
         f"cannot use the database {db.safe_url}: {first}",
         fix="check database.url (or $LORAWATCH_DATABASE_URL), that the server runs and accepts this user",
     )
+
+
+def insert_unique(session: Session, row: object) -> bool:
+    """Insert ``row`` in a savepoint: True if it went in, False if a unique key already held it
+    (another process committed the same name a moment ago). Either way the session's transaction
+    stays usable. The row is added inside the savepoint: ``begin_nested()`` flushes what is
+    pending before it opens, so a row added earlier would fail outside the savepoint and poison
+    the whole transaction (PostgreSQL; SQLite serialises writers and rarely gets there)."""
+    try:
+        with session.begin_nested():
+            session.add(row)
+            session.flush()
+    except DBIntegrityError:
+        return False
+    return True
 
 
 class Database:
