@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from lorawatch import audit
-from lorawatch.alerts.matchers import parse_matchers
+from lorawatch.alerts.matchers import Matcher, matches_all, parse_matchers
 from lorawatch.db import Database
 from lorawatch.db.models import Silence
 from lorawatch.db.types import utcnow
@@ -24,6 +24,22 @@ def active_silences(session: Session, now: datetime) -> list[tuple[Silence, list
     """Silences in force at ``now`` with their parsed matchers."""
     rows = session.scalars(select(Silence).where(Silence.starts_at <= now, Silence.ends_at > now))
     return [(s, parse_matchers(s.matchers)) for s in rows]
+
+
+def matchers_for(labels: dict[str, str]) -> list[str]:
+    """The matchers that silence exactly this alert's series: every label but ``severity``
+    (Alertmanager's "silence this alert"), alertname first."""
+    names = ["alertname", *sorted(k for k in labels if k not in ("alertname", "severity"))]
+    return [str(Matcher(name, "=", str(labels[name]))) for name in names if name in labels]
+
+
+def silence_preview(matchers: list[str], alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Which of ``alerts`` (``list_alerts`` dicts) a silence with ``matchers`` would mute, before
+    it is made. Raises InputError on a matcher that does not parse, as ``add_silence`` would."""
+    parsed = parse_matchers(matchers)
+    if not parsed:
+        return []
+    return [a for a in alerts if matches_all(parsed, a["labels"])]
 
 
 def add_silence(

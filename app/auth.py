@@ -1,6 +1,8 @@
 """Who is acting on the dashboard. Viewing is open (unless ``require_login_to_view``); actions
 (acknowledge, silence, roll back, approve, annotate) need a signed-in responder: a local user
-whose pbkdf2 password hash is in the settings, or an OIDC identity from ``st.login``.
+whose pbkdf2 password hash is in the settings or in ``$LORAWATCH_HOME/dashboard-users.toml``
+(written by ``lorawatch dashboard --add-user``, and by the demo for its ``oncall`` user), or an
+OIDC identity from ``st.login``.
 
 Sign-in resists guessing: an unknown user name costs the same pbkdf2 work as a known one (the
 answer time does not tell which names exist), every failure is audited, and a name with
@@ -14,7 +16,11 @@ import base64
 import hashlib
 import hmac
 import os
+import re
+import secrets
+import tomllib
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import func, select
 
@@ -22,6 +28,8 @@ from lorawatch import audit
 from lorawatch.db import Database
 from lorawatch.db.models import AuditLog
 from lorawatch.db.types import utcnow
+from lorawatch.errors import ConfigError, InputError
+from lorawatch.privacy import private_file
 from lorawatch.settings import Settings
 
 ITERATIONS = 600_000
@@ -50,12 +58,75 @@ def verify_password(password: str, encoded: str) -> bool:
 _DECOY = hash_password(base64.b64encode(os.urandom(24)).decode())
 
 
+USERS_FILE = "dashboard-users.toml"
+_USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$")
+
+
+def users_file(settings: Settings) -> Path:
+    return settings.home_dir / USERS_FILE
+
+
+def local_users(settings: Settings) -> dict[str, str]:
+    """Local responders and their password hashes: the users file's, then the settings' (which
+    win on a shared name)."""
+    users = _file_users(users_file(settings))
+    users.update({name: entry.password_hash for name, entry in settings.dashboard.users.items()})
+    return users
+
+
+def _file_users(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(
+            f"cannot read the dashboard's users: {exc}",
+            where=str(path),
+            fix="remove the file and add the users again with `lorawatch dashboard --add-user NAME`",
+        ) from None
+    return {
+        name: entry["password_hash"]
+        for name, entry in (data.get("users") or {}).items()
+        if isinstance(entry, dict) and isinstance(entry.get("password_hash"), str)
+    }
+
+
+def add_user(settings: Settings, name: str, password: str) -> Path:
+    """Add or replace a local responder in the users file (its hash only; the file is private
+    and replaced whole, so a crash leaves the old one)."""
+    if not _USER_NAME.match(name or ""):
+        raise InputError(
+            f"user name {name!r} is not valid", fix="use letters, digits, '.', '_', '-' or '@' (100 at most)"
+        )
+    if len(password or "") < 8:
+        raise InputError("the password is shorter than 8 characters", fix="choose a longer one")
+    path = users_file(settings)
+    users = _file_users(path)
+    users[name] = hash_password(password)
+    text = "# LoraWatch dashboard responders: `lorawatch dashboard --add-user NAME`. Hashes only.\n"
+    text += "".join(f'\n[users."{n}"]\npassword_hash = "{h}"\n' for n, h in sorted(users.items()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(text.encode())
+        handle.flush()
+        os.fsync(handle.fileno())
+    private_file(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(12)
+
+
 def authenticate(settings: Settings, user: str, password: str) -> bool:
-    """Check a local user's password against the settings (the same work for unknown users)."""
-    entry = settings.dashboard.users.get(user)
-    encoded = entry.password_hash if entry is not None else _DECOY
-    matched = verify_password(password, encoded)
-    return entry is not None and matched
+    """Check a local user's password (the same work for unknown users)."""
+    encoded = local_users(settings).get(user)
+    matched = verify_password(password, encoded or _DECOY)
+    return encoded is not None and matched
 
 
 def sign_in(db: Database, settings: Settings, user: str, password: str, *, now: datetime | None = None) -> str:
@@ -125,7 +196,7 @@ def sign_in_box(settings: Settings, db: Database) -> str | None:
         st.caption("Viewing. Sign in to act (acknowledge, silence, roll back).")
         if settings.dashboard.oidc and st.button("Sign in with SSO", key="lw_sso"):
             st.login()
-        if settings.dashboard.users:
+        if local_users(settings):
             with st.form("lw_sign_in", clear_on_submit=True):
                 name = st.text_input("User", key="lw_user")
                 password = st.text_input("Password", type="password", key="lw_password")
@@ -138,6 +209,12 @@ def sign_in_box(settings: Settings, db: Database) -> str | None:
                         st.error("Too many failed sign-ins for this user; try again later.")
                     else:
                         st.error("Unknown user or wrong password.")
+        elif not settings.dashboard.oidc:
+            st.caption(
+                "No responder is set up yet. Add one with `lorawatch dashboard --add-user NAME` "
+                "(`lorawatch demo` makes `oncall` and prints its password), or configure "
+                "`[dashboard.users]` or SSO; see docs/dashboard.md."
+            )
     return None
 
 

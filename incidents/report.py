@@ -6,11 +6,15 @@ Trigger and root cause, Resolution, What went well, What went badly, Where we go
 Action items, Before and after (output samples of the version involved against the base),
 Lineage and versions, Charts (drift, risk, latency and KPIs around the incident, with
 promotion and rollback markers, rendered from the dashboard's chart specs).
+
+A report is meant to be sent (the runbooks say not to paste PII into tickets): every PII entity is
+replaced by its type (``<PHONE_NUMBER>``) wherever the report would show it (see ``_mask_pii``).
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import re
 import shutil
@@ -30,8 +34,9 @@ from lorawatch.errors import DependencyError, InputError
 from lorawatch.incidents import service
 from lorawatch.monitors import charts
 from lorawatch.monitors import series as queries
-from lorawatch.monitors.canary_read import results_with_base
-from lorawatch.monitors.risk import leak_types
+from lorawatch.monitors.canary_read import prompt_texts, results_with_base
+from lorawatch.monitors.pii import PiiDetector
+from lorawatch.monitors.risk import detector_arguments, leak_types
 from lorawatch.settings import Settings
 
 SECTIONS = [
@@ -75,11 +80,13 @@ def gather(db: Database, settings: Settings, incident_id: int) -> dict[str, Any]
         ]
         data["samples"] = []
         seen: set[tuple] = set()
+        prompts: dict[int, dict[str, str] | str] = {}  # per run: prompt id -> text, or why there is none
+        data["unshown"] = []  # the outputs of those runs that are not shown, read by _mask_pii
         for alert in data["alerts"]:
             key = (alert["run"], alert["labels"].get("adapter"), alert["labels"].get("version"))
             if key[0] and key not in seen:
                 seen.add(key)
-                data["samples"] += _samples(session, *key)
+                data["samples"] += _samples(session, *key, prompts=prompts, unshown=data["unshown"])
         adapter = incident.adapter
         data["frames"] = {}
         if adapter:
@@ -107,6 +114,7 @@ def gather(db: Database, settings: Settings, incident_id: int) -> dict[str, Any]
                 ),
                 "kpis": (queries.kpi_frame(session, adapter, start, end), None, events),
             }
+    data = _mask_pii(data, settings)  # before anything else: no PII leaves in a report
     data = _defanged(data)  # everything above is user- or adapter-written text
     data["links"] = {
         "incident": f"{settings.alerts.dashboard_url.rstrip('/')}/incidents?incident={incident_id}",
@@ -170,10 +178,32 @@ def _version(session, adapter: str, version: str) -> dict[str, Any]:
     }
 
 
-def _samples(session, run_id: int, adapter: str, version: str, limit: int = 5) -> list[dict[str, Any]]:
-    """The run's riskiest outputs of the version, next to the base model's output for the same prompt."""
-    rows = results_with_base(session, run_id, adapter=adapter, version=version)
-    ranked = sorted(rows, key=lambda r: (len(r[0].pii_leaks or []), r[0].toxicity or 0, r[0].kl_mean), reverse=True)
+def _samples(
+    session,
+    run_id: int,
+    adapter: str,
+    version: str,
+    limit: int = 5,
+    *,
+    prompts: dict | None = None,
+    unshown: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """The run's riskiest outputs of the version, next to the base model's output for the same
+    prompt and the prompt itself. Riskiest first: most PII leaks, then toxicity, then drift (the
+    order only chooses what is shown; every sample is masked the same way, ``_mask_pii``).
+
+    The texts are as stored (masked at storage unless ``[risk] store_raw_outputs``); ``leaks``
+    keeps the stored leaks of both outputs for ``_mask_pii`` and is not shown. The rows not
+    shown are added to ``unshown`` (their texts and leaks), for ``_mask_pii`` to learn from."""
+    rows = results_with_base(session, run_id, adapter=adapter, version=version, embeddings=False)
+    ranked = sorted(
+        rows, key=lambda p: (-len(p[0].pii_leaks or []), -(p[0].toxicity or 0), -(p[0].kl_mean or 0), p[0].prompt_id)
+    )
+    texts = prompt_texts(session, run_id, {} if prompts is None else prompts)
+    if unshown is not None:
+        unshown += [
+            {"texts": [r.output, *([b.output] if b else [])], "leaks": _leaks_of(r, b)} for r, b in ranked[limit:]
+        ]
     return [
         {
             "run": run_id,
@@ -181,14 +211,143 @@ def _samples(session, run_id: int, adapter: str, version: str, limit: int = 5) -
             "version": version,
             "prompt_id": r.prompt_id,
             "segment": r.segment,
+            "prompt": texts.get(r.prompt_id) if isinstance(texts, dict) else None,
+            "prompt_missing": _why_no_prompt(texts, r.prompt_id),
             "adapted": r.output,
             "base": b.output if b else None,
             "toxicity": r.toxicity,
+            "base_toxicity": b.toxicity if b else None,
             "pii": leak_types(r.pii_leaks),
+            "base_pii": leak_types(b.pii_leaks) if b else [],
             "kl": r.kl_mean,
+            "leaks": _leaks_of(r, b),
         }
         for r, b in ranked[:limit]
     ]
+
+
+def _leaks_of(result, base) -> list[tuple[Any, str]]:
+    """Each stored leak of the adapted and the base output, beside the output it was found in."""
+    pairs = [(leak, result.output or "") for leak in result.pii_leaks or []]
+    return pairs + ([(leak, base.output or "") for leak in base.pii_leaks or []] if base is not None else [])
+
+
+def _why_no_prompt(texts: dict[str, str] | str, prompt_id: str) -> str | None:
+    if isinstance(texts, str):
+        return texts
+    return None if prompt_id in texts else "not in the dataset"
+
+
+# -- PII -------------------------------------------------------------------------------------
+# What a report quotes can hold PII: model outputs, the prompts (canary prompts carry PII on
+# purpose, to see whether it is repeated), and notes or alert summaries that quote them. The
+# stored leaks do not cover it all: a leak is only an entity *not in the prompt* (an echoed
+# e-mail address is no leak and stays in the stored output even when outputs are stored masked),
+# the prompt has no stored findings at all, and with ``[risk] store_raw_outputs`` the outputs are
+# stored as generated. So the report masks (1) every value of a stored leak of a shown sample (its
+# ``text``/``value``, or its ``start``/``end`` span), and (2) everything the run's own detector
+# (``[risk]``'s Presidio set-up, the one that scored the outputs) finds in those quoted texts;
+# then every occurrence of each found value is replaced by ``<TYPE>`` in every text of the report.
+# The run's outputs that are not shown are read too (their stored leaks, and up to UNSHOWN_READ of
+# them by the detector): spaCy finds a name in one sentence and misses it in the next, and a value
+# found anywhere in the run is masked everywhere in the report. Without a detector (it could not
+# be built) the quoted sample texts are withheld, not shown raw.
+
+_PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*>")
+UNSHOWN_READ = 400
+WITHHELD = "[withheld: the PII detector could not run ({why}), so this text is not shown]"
+
+
+@functools.cache
+def _cached_detector(arguments: tuple[tuple[str, Any], ...]) -> PiiDetector:
+    args = dict(arguments)
+    return PiiDetector(**{**args, "entities": list(args["entities"])})
+
+
+def pii_detector(settings: Settings) -> PiiDetector:
+    """The ``[risk]`` PII detector, built once per process and settings (loading spaCy takes seconds)."""
+    arguments = detector_arguments(settings.risk)
+    return _cached_detector(tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in arguments.items())))
+
+
+def _stored_values(leak: Any, text: str) -> list[str]:
+    """The raw values a stored leak names: its ``text`` or ``value``, and its span of the output
+    it was found in when it has ``start``/``end`` (a masked leak's text is its placeholder)."""
+    if not isinstance(leak, dict):
+        return []
+    values = [str(leak.get(k) or "") for k in ("text", "value")]
+    start, end = leak.get("start"), leak.get("end")
+    if isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(text):
+        values.append(text[start:end])
+    return [v for v in values if v.strip() and not _PLACEHOLDER.fullmatch(v.strip())]
+
+
+class _Masker:
+    """Replaces every occurrence of known PII values (case- and spacing-insensitive) by ``<TYPE>``."""
+
+    def __init__(self) -> None:
+        self.types: dict[str, str] = {}
+        self._pattern: re.Pattern[str] | None = None
+
+    @staticmethod
+    def _key(value: str) -> str:
+        return " ".join(value.split()).casefold()
+
+    def add(self, value: str, kind: str) -> None:
+        if value.strip() and not _PLACEHOLDER.fullmatch(value.strip()):
+            self.types.setdefault(self._key(value), re.sub(r"[^A-Z0-9_]", "_", kind.upper()) or "PII")
+            self._pattern = None
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, str):
+            if not self.types:
+                return value
+            if self._pattern is None:
+                alternatives = [
+                    r"\s+".join(re.escape(word) for word in key.split())
+                    for key in sorted(self.types, key=len, reverse=True)
+                ]
+                self._pattern = re.compile("|".join(alternatives), re.IGNORECASE)
+            return self._pattern.sub(lambda m: f"<{self.types[self._key(m.group(0))]}>", value)
+        if isinstance(value, dict):
+            return {k: self(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self(v) for v in value]
+        if isinstance(value, tuple):
+            return tuple(self(v) for v in value)
+        return value
+
+
+def _mask_pii(data: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """``data`` with every PII value replaced by its type, everywhere (see the notes above)."""
+    masker = _Masker()
+    unshown = data.pop("unshown", [])
+    for row in [*data["samples"], *unshown]:
+        for leak, text in row.pop("leaks"):
+            for value in _stored_values(leak, text):
+                masker.add(value, str(leak.get("type") or "PII"))
+    quoted: list[str] = [t for s in data["samples"] for t in (s["prompt"], s["base"], s["adapted"]) if t]
+    prose = [data["title"], *(data[f] for f in service.TEXT_FIELDS)]
+    prose += [e["message"] for e in data["timeline"]] + [a["summary"] for a in data["alerts"]]
+    prose += [a["description"] for a in data["action_items"]]
+    why = None
+    try:
+        context = [t for row in unshown[:UNSHOWN_READ] for t in row["texts"] if t]
+        found = pii_detector(settings).find_many(quoted + [t for t in prose if isinstance(t, str)] + context)
+    except Exception as exc:  # fail closed: no detector, no quoted texts
+        why, found = f"{type(exc).__name__}: {exc}"[:200], []
+    for findings in found:
+        for f in findings:
+            masker.add(f.text, f.type)
+    frames = data.pop("frames")  # charts draw numbers and event labels, never quoted text
+    masked = masker(data)
+    masked["frames"] = frames
+    if why is not None:
+        for s in masked["samples"]:
+            for key in ("prompt", "base", "adapted"):
+                if s[key]:
+                    s[key] = WITHHELD.format(why=masker(why))
+    return masked
 
 
 def render_charts(data: dict[str, Any]) -> dict[str, bytes]:
@@ -274,30 +433,41 @@ def to_markdown(data: dict[str, Any], image_paths: dict[str, str]) -> str:
     section("Action items", items if i["action_items"] else ["None recorded."])
     samples = []
     for s in i["samples"]:
+        prompt = _cell(s["prompt"]) if s["prompt"] is not None else f"_(not shown: {s['prompt_missing']})_"
+        base = _cell(s["base"]) if s["base"] is not None else "_(no base output stored)_"
         samples += [
-            f"**{s['adapter']} {s['version']}, run {s['run']}, prompt `{s['prompt_id']}` ({s['segment']})**: "
-            f"toxicity {_num(s['toxicity'])}, PII {', '.join(s['pii']) or 'none'}, KL {_num(s['kl'])}",
+            f"### {s['adapter']} {s['version']}, run {s['run']}, prompt `{s['prompt_id']}` ({s['segment']})",
             "",
-            f"> base: {_cell(s['base'])}",
+            f"Toxicity {_toxicity(s['toxicity'])} (base {_toxicity(s['base_toxicity'])}); "
+            f"PII {', '.join(s['pii']) or 'none'} (base {', '.join(s['base_pii']) or 'none'}); KL {_num(s['kl'])}.",
+            "",
+            f"> prompt: {prompt}",
+            ">",
+            f"> base: {base}",
             ">",
             f"> adapted: {_cell(s['adapted'])}",
             "",
         ]
-    section("Before and after", samples or ["No canary samples are linked to this incident's alerts."])
+    section(
+        "Before and after",
+        (
+            ["Riskiest first. Every PII entity is shown as its type (&lt;PHONE_NUMBER&gt;).", "", *samples]
+            if samples
+            else ["No canary samples are linked to this incident's alerts."]
+        ),
+    )
     versions = []
     for v in i["versions"]:
         if v.get("missing"):
             versions.append(f"- `{v['adapter']}` {v['version']}: not in the registry")
             continue
-        lineage = (
-            ", ".join(f"{k}: {val}" for k, val in v["lineage"].items() if val not in (None, ""))
-            or "no lineage recorded"
-        )
         owners = v["ownership"].get("team") or "-"
         versions.append(
             f"- `{v['adapter']}` **{v['version']}** on {v['base']} (rank {v['rank']}, sha256 {v['sha256'][:12]}), "
-            f"registered {_fmt(v['created_at'])} by {v['created_by']}; owner team {owners}; {lineage}"
+            f"registered {_fmt(v['created_at'])} by {v['created_by']}; owner team {owners}; "
+            + ("lineage:" if _flat(v["lineage"]) else "no lineage recorded.")
         )
+        versions += [f"    - {key}: {_cell(value)}" for key, value in _flat(v["lineage"])]
     section("Lineage and versions", versions or ["No adapter versions involved."])
     charts = [f"![{title}]({image_paths[key]})" for key, title in CHARTS if key in image_paths]
     section(
@@ -317,7 +487,27 @@ def _minutes(value: float | None) -> str:
 
 
 def _num(value) -> str:
+    """Four significant digits (KL, alert values)."""
     return "-" if value is None else f"{value:.4g}"
+
+
+def _toxicity(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _flat(value: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested lineage as ``(dotted.key, text)`` pairs, empty values left out: readable lines,
+    never a dict's or list's repr."""
+    if isinstance(value, dict):
+        return [pair for k, v in value.items() for pair in _flat(v, f"{prefix}.{k}" if prefix else str(k))]
+    if isinstance(value, (list, tuple)):
+        if all(not isinstance(v, (dict, list, tuple)) for v in value):
+            text = ", ".join(str(v) for v in value if v not in (None, ""))
+            return [(prefix or "value", text)] if text else []
+        return [pair for n, v in enumerate(value, start=1) for pair in _flat(v, f"{prefix}[{n}]")]
+    if value is None or value == "":
+        return []
+    return [(prefix or "value", str(value))]
 
 
 def _cell(text: str | None) -> str:
@@ -344,8 +534,13 @@ def to_html(markdown_text: str, images: dict[str, bytes]) -> str:
         "body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:960px;margin:2em auto;"
         "color:#222;line-height:1.45}table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;"
         "padding:3px 8px;font-size:90%;vertical-align:top}th{background:#f3f3f3}blockquote{border-left:3px solid #ccc;"
-        "margin:.3em 0;padding:0 .8em;color:#444}img{max-width:100%;page-break-inside:avoid}h2{border-bottom:1px solid #ddd;"
-        "padding-bottom:.2em;margin-top:1.6em}code{background:#f5f5f5;padding:0 3px}"
+        "margin:.3em 0;padding:0 .8em;color:#444}h2{border-bottom:1px solid #ddd;"
+        "padding-bottom:.2em;margin-top:1.6em}h3{font-size:105%;margin:1.2em 0 .3em}code{background:#f5f5f5;padding:0 3px}"
+        # printed (PDF): a heading stays with what follows it, a table, quote or chart is not cut
+        "h1,h2,h3{break-after:avoid;page-break-after:avoid}"
+        "table,figure,blockquote,img,tr{break-inside:avoid;page-break-inside:avoid}img{max-width:100%;height:auto}"
+        "h3+p{break-after:avoid;page-break-after:avoid}"  # a sample's heading, scores and quotes stay together
+        "@media print{body{margin:0 auto}}"
     )
     # the page may run nothing and fetch nothing: its images are inlined, its style is its own
     policy = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"

@@ -451,6 +451,35 @@ def _approval_for(
     return None
 
 
+def _refuse_a_second_rollback(session: Session, incident: Incident, alias: str, tenant: str) -> None:
+    """A rollback this incident already made, whose version the alias still serves, is not made
+    again: a second click (or a retried command) would step back one more version, past the one
+    on-call chose. Going further back is a deliberate promotion."""
+    done = session.scalars(
+        select(IncidentEvent)
+        .where(IncidentEvent.incident_id == incident.id, IncidentEvent.kind == "rollback")
+        .order_by(IncidentEvent.ts.desc(), IncidentEvent.id.desc())
+    ).all()
+    last = next(
+        (
+            e
+            for e in done
+            if (e.details or {}).get("alias") == alias and ((e.details or {}).get("tenant") or "") == tenant
+        ),
+        None,
+    )
+    if last is None or incident.adapter is None:
+        return
+    serving = registry_aliases.resolve_alias(session, incident.adapter, alias, tenant)
+    if serving is not None and serving.version == (last.details or {}).get("to"):
+        raise ConflictError(
+            f"incident {incident.id} rolled {incident.adapter} {alias} back from {last.details['from']} to "
+            f"{last.details['to']} already ({last.ts:%Y-%m-%d %H:%M} UTC, {last.actor}); nothing was changed",
+            fix=f"to go further back, promote the version you want: `lorawatch registry promote {incident.adapter} "
+            f"--version VERSION --alias {alias} --reason ...`",
+        )
+
+
 def rollback(
     db: Database,
     settings: Settings,
@@ -480,6 +509,7 @@ def rollback(
             raise ConflictError(
                 f"incident {incident_id} is resolved", fix="open a new incident or use `lorawatch registry rollback`"
             )
+        _refuse_a_second_rollback(session, incident, alias, tenant)
         approval = _approval_for(session, settings, incident, actor)
         if approval is None:
             who = (

@@ -288,6 +288,9 @@ class DashboardSettings(_Section):
     require_login_to_view: bool = Field(
         False, description="Viewing is open by default; true asks everyone to sign in first."
     )
+    refresh_s: float = Field(
+        60.0, ge=0, description="Seconds between refreshes of the Overview and the Alerts list; 0 turns it off."
+    )
     oidc: bool = Field(
         False, description="Sign in with Streamlit's st.login (OIDC, configured in .streamlit/secrets.toml [auth])."
     )

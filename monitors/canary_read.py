@@ -17,7 +17,8 @@ from lorawatch.db.models import (
     CanaryRun,
     MonitorResult,
 )
-from lorawatch.errors import NotFoundError
+from lorawatch.errors import LoraWatchError, NotFoundError
+from lorawatch.monitors.dataset import load_dataset
 
 
 def results_with_base(
@@ -207,3 +208,30 @@ def export_row(run_id: int, r: CanaryResult, b: CanaryBaseOutput | None) -> dict
         "pii_leaks": r.pii_leaks,
         "base_pii_leaks": b.pii_leaks if b else None,
     }
+
+
+def prompt_texts(
+    session: Session, run_id: int, cache: dict[int, dict[str, str] | str] | None = None
+) -> dict[str, str] | str:
+    """The prompts of a run's canary dataset by id (each prompt's last user message), or why they
+    cannot be shown: the database keeps the dataset's path and sha256, not its text."""
+    cache = {} if cache is None else cache
+    if run_id in cache:
+        return cache[run_id]
+    run = session.get(CanaryRun, run_id)
+    record = session.get(CanaryDatasetRecord, run.dataset_id) if run is not None else None
+    found: dict[str, str] | str
+    if record is None:
+        found = "the run's dataset is not recorded"
+    else:
+        try:
+            dataset = load_dataset(record.path)
+        except LoraWatchError:
+            found = f"the dataset file {record.path} cannot be read"
+        else:
+            if dataset.sha256 != record.sha256:
+                found = f"the dataset file {record.path} changed since the run"
+            else:
+                found = {p.id: p.text() for p in dataset.prompts}
+    cache[run_id] = found
+    return found

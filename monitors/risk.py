@@ -53,14 +53,14 @@ class RiskScorers:
         the caller does other work); None when PII is found in this process."""
         if pii_workers is None:
             pii_workers = risk.pii_workers if risk.pii_workers is not None else default_workers(device)
-        return PiiPool(_detector_arguments(risk), pii_workers) if pii_workers > 0 else None
+        return PiiPool(detector_arguments(risk), pii_workers) if pii_workers > 0 else None
 
     @classmethod
     def finish(cls, risk, device: str, pool: PiiPool | None) -> RiskScorers:
         """The scorers around ``pool`` (from ``start_pii``; None: a detector in this process).
         The pool is stopped if the rest cannot be built."""
         try:
-            pii = pool if pool is not None else PiiDetector(**_detector_arguments(risk))
+            pii = pool if pool is not None else PiiDetector(**detector_arguments(risk))
             return cls(build_scorer(risk, device), pii, risk.toxicity_threshold)
         except BaseException:
             if pool is not None:
@@ -85,7 +85,7 @@ class RiskScorers:
         return toxicity, found
 
 
-def _detector_arguments(risk) -> dict[str, Any]:
+def detector_arguments(risk) -> dict[str, Any]:
     """``PiiDetector``'s arguments from the ``[risk]`` section."""
     return {
         "entities": list(risk.pii_entities),

@@ -36,6 +36,40 @@ def monitor_frame(session: Session, adapter: str, monitors: list[str], start: da
     )
 
 
+SEGMENT_MONITORS = ["logit_kl", "logit_js", "top1_agreement", "embedding_cosine", "toxicity_rate", "pii_leak_rate"]
+
+
+def segment_frame(session: Session, adapter: str, version: str | None) -> pd.DataFrame:
+    """Drift and risk per canary segment in the version's latest run: one row per segment, a
+    column per monitor, ``breached`` listing what breached and ``scope`` (in-domain or
+    off-domain where the adapter declares a domain)."""
+    where = [MonitorResult.adapter == adapter, MonitorResult.run_id.is_not(None)]
+    if version is not None:
+        where.append(MonitorResult.version == version)
+    run_id = session.scalar(select(func.max(MonitorResult.run_id)).where(*where))
+    if run_id is None:
+        return pd.DataFrame()
+    rows = session.execute(
+        select(MonitorResult.segment, MonitorResult.monitor, MonitorResult.value, MonitorResult.breached)
+        .add_columns(MonitorResult.details, MonitorResult.version)
+        .where(*where, MonitorResult.run_id == run_id, MonitorResult.monitor.in_(SEGMENT_MONITORS))
+        .where(MonitorResult.tenant.is_(None))
+    ).all()
+    table: dict[str, dict] = {}
+    for segment, monitor, value, breached, details, found_version in rows:
+        name = segment if segment is not None else "(all prompts)"
+        row = table.setdefault(
+            name, {"segment": name, "run": run_id, "version": found_version, "scope": None, "breached": []}
+        )
+        row[monitor] = value
+        row["scope"] = row["scope"] or (details or {}).get("scope")
+        if breached:
+            row["breached"].append(monitor)
+    out = pd.DataFrame(sorted(table.values(), key=lambda r: (r["segment"] != "(all prompts)", r["segment"])))
+    out["breached"] = [", ".join(sorted(b)) for b in out["breached"]]
+    return out
+
+
 def thresholds(session: Session, adapter: str, monitors: list[str]) -> dict[str, float]:
     """The latest threshold in force for each monitor."""
     out = {}
@@ -100,7 +134,12 @@ def kpi_frame(session: Session, adapter: str, start: datetime, end: datetime) ->
     return frame.groupby(["ts", "series"], as_index=False)["value"].mean()
 
 
-FLEET_MONITORS = ["logit_kl", "embedding_mmd", "toxicity_rate", "pii_leak_rate", "kpi_drop"]
+# the latency SLO burn monitors are what the latency alert rules read: the fleet's "latency"
+# breach is theirs, so the Overview and the alerts never disagree on it
+LATENCY_BURN_MONITORS = ["latency_slo_burn_fast", "latency_slo_burn_medium", "latency_slo_burn_slow"]
+FLEET_MONITORS = ["logit_kl", "embedding_mmd", "toxicity_rate", "pii_leak_rate", "kpi_drop", *LATENCY_BURN_MONITORS]
+# worst first: an adapter's status is the most severe of its firing alerts, then its breaches
+STATUS_ORDER = ["critical", "warning", "not verified", "info", "ok"]
 # measured per version by canary runs: the fleet shows the production version's, never another's
 CANARY_FLEET_MONITORS = ["logit_kl", "embedding_mmd", "toxicity_rate", "pii_leak_rate"]
 
@@ -150,9 +189,11 @@ def _worse(a: MonitorResult, b: MonitorResult) -> bool:
 
 
 def fleet(db, settings: Settings, now: datetime) -> pd.DataFrame:
-    """One row per adapter: production version, owner, the production version's latest drift and
-    risk (``not yet verified`` when it has no canary result: a rollback does not look healthy by
-    absence of data), P99 over 24 h, KPI trend, open alerts."""
+    """One row per adapter, worst first: status (the most severe firing alert, else warning on a
+    breach, else ``not verified``, else ok), production version, owner, the production version's
+    latest drift and risk (``not yet verified`` when it has no canary result: a rollback does not
+    look healthy by absence of data), the latency SLO burn monitors the alert rules read, P99
+    over 24 h, KPI trend, firing alerts. ``settings`` is kept for the callers' signature."""
 
     p99 = {r["adapter"]: r for r in latency(db, window=timedelta(hours=24), end=now)}
     with db.session() as session:
@@ -161,10 +202,19 @@ def fleet(db, settings: Settings, now: datetime) -> pd.DataFrame:
         production = {v.adapter.name: (v.version, v.owner_team) for v in aliased_versions(session, "production")}
         names = [n for (n,) in session.execute(select(AdapterRecord.name).order_by(AdapterRecord.name))]
         open_alerts: dict[str, int] = {}
-        for (labels,) in session.execute(select(Alert.labels).where(Alert.state == "firing")):
-            if labels.get("adapter"):
-                open_alerts[labels["adapter"]] = open_alerts.get(labels["adapter"], 0) + 1
-    rows = []
+        worst_alert: dict[str, str] = {}
+        for labels, severity in session.execute(select(Alert.labels, Alert.severity).where(Alert.state == "firing")):
+            name = labels.get("adapter")
+            if not name:
+                continue
+            open_alerts[name] = open_alerts.get(name, 0) + 1
+            # an alert about a version no longer in production (rolled back, until the next
+            # evaluation resolves it) does not colour the version that serves now
+            if labels.get("version") in (None, "", production.get(name, (None, None))[0]):
+                if _rank(severity) < _rank(worst_alert.get(name, "ok")):
+                    worst_alert[name] = severity
+    rows: list[dict] = []
+    order: list[tuple] = []
     for name in sorted(set(names) | {a for a, _ in results}):
         version, team = production.get(name, (None, None))
 
@@ -181,8 +231,8 @@ def fleet(db, settings: Settings, now: datetime) -> pd.DataFrame:
         pii, pii_b = value("pii_leak_rate")
         kpi = results.get((name, "kpi_drop"))
         verified = version is None or any((name, version, m) in by_version for m in CANARY_FLEET_MONITORS)
-        objective = settings.slo.adapters.get(name, settings.slo.latency_ms)
         p = p99.get(name)
+        burning = [m for m in LATENCY_BURN_MONITORS if (r := results.get((name, m))) is not None and r.breached]
         breaches = [
             m
             for m, b in (
@@ -190,13 +240,17 @@ def fleet(db, settings: Settings, now: datetime) -> pd.DataFrame:
                 ("MMD", mmd_b),
                 ("toxicity", tox_b),
                 ("PII", pii_b),
-                ("P99", bool(p and p["p99_ms"] and p["p99_ms"] > objective)),
+                ("latency SLO", bool(burning)),
                 ("KPI", bool(kpi and kpi.breached)),
             )
             if b
         ]
+        status = worst_alert.get(name) or ("warning" if breaches else "not verified" if not verified else "ok")
+        if status not in STATUS_ORDER:
+            status = "info"
         rows.append(
             {
+                "status": status,
                 "adapter": name,
                 "production": version,
                 "team": team,
@@ -211,7 +265,12 @@ def fleet(db, settings: Settings, now: datetime) -> pd.DataFrame:
                 "firing_alerts": open_alerts.get(name, 0),
             }
         )
-    return pd.DataFrame(rows)
+        order.append((_rank(status), -len(breaches), -open_alerts.get(name, 0), name))
+    return pd.DataFrame([row for _, row in sorted(zip(order, rows), key=lambda pair: pair[0])])
+
+
+def _rank(status: str) -> int:
+    return STATUS_ORDER.index(status) if status in STATUS_ORDER else STATUS_ORDER.index("info")
 
 
 def _health(breaches: list[str], verified: bool, version: str | None) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -174,7 +175,7 @@ def test_pages_render_with_data_and_only_a_signed_in_responder_can_act(
         assert not at.exception, (page, [e.value for e in at.exception])
     overview = _render("overview")
     fleet = overview.dataframe[1].value
-    assert list(fleet["adapter"]) == ["support"] and fleet["production"][0] == "v2"
+    assert list(fleet["adapter"]) == ["./adapter?adapter=support"] and fleet["production"][0] == "v2"
     assert "breached" in fleet["health"][0] and fleet["firing_alerts"][0] >= 1
 
     # anonymous: no action is offered, and nothing changes
@@ -199,6 +200,10 @@ def test_pages_render_with_data_and_only_a_signed_in_responder_can_act(
     assert not at.exception
     acked = [a for a in cli("alerts", "list", "--json").json() if a["acked_by"]]
     assert acked and acked[0]["acked_by"] == "alice"
+    # the page shows the acknowledgement at once: the action's message, and the table reread
+    assert any(m.value == f"Alert {acked[0]['id']} acknowledged." for m in at.success)
+    firing_tab = at.dataframe[0].value
+    assert list(firing_tab.loc[firing_tab["id"] == acked[0]["id"], "acked by"]) == ["alice"]
     # a notification that failed for good is listed, and a responder sends it again
     from lorawatch.db.models import Notification
     from lorawatch.db.types import utcnow
@@ -331,9 +336,11 @@ def test_the_fleet_row_describes_the_version_in_production(
     settings, now = load_settings(), datetime.now(UTC)
     row = fleet(db, settings, now).iloc[0]
     assert row["production"] == "v2" and row["logit_kl"] == 2.4 and "KL" in row["health"]
+    assert row["status"] == "critical"  # v2's toxicity alert
     assert cli("registry", "rollback", "support", "--reason", "v2 insults users").code == 0
     row = fleet(db, settings, now).iloc[0]
     assert row["production"] == "v1" and row["logit_kl"] == 0.4
+    assert row["status"] != "critical"  # v2's alerts, still firing until the next evaluation, are not v1's
     assert "KL" not in row["health"] and "toxicity" not in row["health"]
     assert cli("registry", "add", "support", "--path", trained_adapter, "--base", "tiny", "--version", "v3").code == 0
     assert cli("registry", "promote", "support", "--version", "v3", "--reason", "hotfix").code == 0
@@ -359,3 +366,165 @@ def test_a_deep_link_opens_the_alerts_page_on_that_alert(
     at.query_params["alert"] = "999999"
     at.run()
     assert any("No alert 999999" in w.value for w in at.warning)
+
+
+def test_the_fleet_and_the_latency_alerts_agree_and_the_worst_adapter_comes_first(cli, lw_env, db, tmp_path):
+    """The Overview's latency breach is the alert rules' burn-rate monitors, not a P99 of its own:
+    an adapter that was slow 20 h ago and is fast now has a high 24 h P99 and no latency breach,
+    exactly as the rules fire no alert; one slow now breaches and fires, and its row comes first
+    with the severity of its worst firing alert."""
+    from lorawatch.alerts.engine import evaluate
+    from lorawatch.monitors.series import fleet
+    from lorawatch.monitors.traffic_eval import evaluate_traffic
+    from lorawatch.settings import load_settings
+
+    now = datetime.now(UTC)
+    lines = []
+    for i in range(24 * 60):
+        ts = now - timedelta(minutes=24 * 60 - i)
+        recovered_slow = 3000.0 if i < 6 * 60 else 150.0  # slow from 24 h to 18 h ago, fast since
+        for adapter, ms in (("recovered", recovered_slow), ("slow-now", 150.0 if i < 20 * 60 else 2500.0)):
+            lines.append(json.dumps({"ts": ts.isoformat(), "adapter_id": adapter, "latency_ms": ms}))
+    (tmp_path / "requests.jsonl").write_text("\n".join(lines) + "\n")
+    assert cli("ingest", "requests", tmp_path / "requests.jsonl").code == 0
+    settings = load_settings()
+    evaluate_traffic(db, settings, now=now)
+    evaluate(db, settings, now=now)
+    firing = cli("alerts", "list", "--state", "firing", "--json").json()
+    alerting = {a["labels"]["adapter"] for a in firing if a["rule"].startswith("latency_slo_burn")}
+    assert alerting == {"slow-now"}, firing
+
+    table = fleet(db, settings, now)
+    assert list(table["adapter"]) == ["slow-now", "recovered"]
+    rows = {r["adapter"]: r for r in table.to_dict("records")}
+    assert rows["recovered"]["p99_ms_24h"] > settings.slo.latency_ms  # the 24 h P99 alone would say breached
+    assert rows["recovered"]["health"] == "ok" and rows["recovered"]["status"].endswith("ok")
+    worst = min(
+        (a["severity"] for a in firing if a["labels"].get("adapter") == "slow-now"),
+        key=["critical", "warning", "info"].index,
+    )
+    assert "latency SLO" in rows["slow-now"]["health"] and rows["slow-now"]["status"].endswith(worst)
+
+
+def test_silence_this_alert_fills_in_its_matchers_and_previews_what_it_mutes(
+    cli, lw_env, db, tmp_path, tiny_base, trained_adapter, second_adapter
+):
+    """From a deep link to an alert, a signed-in responder finds the silence form filled in with
+    that alert's labels (severity left out), sees which open alerts it would mute before making
+    it, and after "Silence" the alert is listed as silenced at once, with no reload."""
+    from lorawatch.app.auth import add_user
+    from lorawatch.settings import load_settings
+
+    _seed(cli, db, tmp_path, tiny_base, trained_adapter, second_adapter)
+    add_user(load_settings(), "alice", "s3cret-s3cret")
+    [alert] = [a for a in cli("alerts", "list", "--state", "firing", "--json").json() if a["rule"] == "logit_drift"]
+    at = _apptest()
+    at.run()
+    at.sidebar.text_input(key="lw_user").input("alice")
+    at.sidebar.text_input(key="lw_password").input("s3cret-s3cret")
+    next(b for b in at.sidebar.button if b.label == "Sign in").click().run()
+    at.switch_page("app_pages/alerts.py")
+    at.query_params["alert"] = str(alert["id"])
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    matchers = at.text_area(key=f"silence-matchers-{alert['id']}").value.splitlines()
+    assert matchers[0] == 'alertname="logit_drift"' and 'adapter="support"' in matchers
+    assert 'version="v2"' in matchers and not any(m.startswith("severity") for m in matchers)
+    assert any(c.value.startswith("Would mute 1 of ") for c in at.caption), [c.value for c in at.caption]
+    at.text_area(key=f"silence-matchers-{alert['id']}").input('adapter="support"').run()
+    firing = [
+        a
+        for a in cli("alerts", "list", "--state", "firing", "--json").json()
+        if a["labels"].get("adapter") == "support"
+    ]
+    assert any(c.value.startswith(f"Would mute {len(firing)} of ") for c in at.caption)
+    at.text_area(key=f"silence-matchers-{alert['id']}").input('adapter=~"(unclosed"').run()
+    assert any("invalid regular expression" in e.value for e in at.error)
+    at.text_area(key=f"silence-matchers-{alert['id']}").input("\n".join(matchers)).run()
+    at.text_input(key="silence-why").input("known drift, fix in review")
+    next(b for b in at.button if b.label == "Silence").click().run()
+    assert not at.exception
+    assert any(s.value.startswith("Silence ") and "1 alerts muted" in s.value for s in at.success)
+    [silence] = cli("alerts", "silences", "--json").json()
+    assert sorted(silence["matchers"]) == sorted(matchers)
+    shown = at.dataframe[1].value  # the Silenced tab, read in the same run as the action's message
+    assert alert["id"] in list(shown["id"])
+
+
+def test_responders_added_to_the_users_file_sign_in_and_the_file_holds_only_hashes(cli, lw_env, tmp_path):
+    import stat
+
+    from lorawatch.app.auth import authenticate, users_file
+    from lorawatch.settings import load_settings
+
+    result = cli("dashboard", "--add-user", "bob", "--generate-password")
+    assert result.code == 0
+    password = result.out.strip().removeprefix("password: ")
+    settings = load_settings()
+    path = users_file(settings)
+    assert password not in path.read_text() and stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert authenticate(settings, "bob", password) and not authenticate(settings, "bob", password + "x")
+    assert cli("dashboard", "--add-user", "carol", "--generate-password").code == 0
+    assert authenticate(settings, "bob", password)  # adding carol kept bob
+    bad = cli("dashboard", "--add-user", "no spaces please", "--generate-password")
+    assert bad.code == 2 and "not valid" in bad.err
+    assert cli("dashboard", "--generate-password").code == 2
+
+
+def test_without_responders_the_sidebar_says_how_to_add_one(lw_env, db):
+    at = _render("alerts")
+    assert not at.exception
+    said = " ".join(c.value for c in at.sidebar.caption)
+    assert "lorawatch dashboard --add-user NAME" in said and "oncall" in said, said
+    assert not [b for b in at.sidebar.button if b.label == "Sign in"]
+
+
+def test_canary_samples_show_their_prompt_and_alert_tables_show_p_values_as_p_values(
+    cli, lw_env, db, tmp_path, tiny_base, trained_adapter
+):
+    """The Canary runs page quotes each sample's prompt (from the run's dataset, checked by its
+    sha256) and rounds toxicity; the Alerts page prints a KPI drop's p-value as "p < 0.0001",
+    never as 1.2e-25."""
+
+    assert cli("registry", "add-base", "tiny", "--path", tiny_base).code == 0
+    add = ["registry", "add", "support", "--path", trained_adapter, "--base", "tiny", "--version", "v1"]
+    assert cli(*add, "--promote", "production").code == 0
+    dataset = tmp_path / "canary.jsonl"
+    prompts = {"p1": "Where is my parcel from Lisbon?", "p2": "How do I reset my password?"}
+    dataset.write_text(
+        "".join(json.dumps({"id": k, "prompt": v, "segment": "support", "reference": "Let me check that for you."}) + "\n" for k, v in prompts.items())
+    )
+    run = cli("canary", "run", "--dataset", dataset, "--adapter", "support", "--max-new-tokens", "4", "--json")
+    assert run.code == 0, run.err
+    at = _render("canary_runs")
+    assert not at.exception, [e.value for e in at.exception]
+    shown = [t.value for t in at.text]
+    assert all(p in shown for p in prompts.values()), shown
+    assert all(
+        "toxicity -" in c.value or re.search(r"toxicity \d\.\d{3} ", c.value)
+        for c in at.caption
+        if "toxicity" in c.value
+    )
+
+    now = datetime.now(UTC)
+    kpis = [
+        json.dumps(
+            {
+                "ts": (now - timedelta(days=d, hours=h)).isoformat(),
+                "adapter_id": "support",
+                "kpi": "csat",
+                "value": (3.0 if d < 7 else 4.5) + (h % 3) * 0.01,
+            }
+        )
+        for d in range(35)
+        for h in range(0, 24, 4)
+    ]
+    (tmp_path / "kpis.jsonl").write_text("\n".join(kpis) + "\n")
+    assert cli("ingest", "kpis", tmp_path / "kpis.jsonl").code == 0
+    assert cli("alerts", "evaluate").code == 0
+    [drop] = [a for a in cli("alerts", "list", "--state", "firing", "--json").json() if a["rule"] == "kpi_drop"]
+    assert drop["value"] < 1e-4
+    at = _render("alerts")
+    table = at.dataframe[0].value
+    row = table.loc[table["id"] == drop["id"]].iloc[0]
+    assert row["value"] == "p < 0.0001" and row["threshold"] == "p = 0.05", dict(row)

@@ -381,3 +381,30 @@ def test_the_report_of_injection_payloads_holds_no_active_content(cli, lw_env, d
     assert "alert(1)" in page  # the payloads are shown, as text
     markdown = md_path.read_text()
     assert "](javascript:" not in markdown.lower() and "<script" not in markdown and "<img" not in markdown
+
+
+def test_an_incident_rolls_back_once_and_going_further_back_is_a_deliberate_promotion(
+    cli, lw_env, db, tiny_base, trained_adapter, second_adapter
+):
+    """A second rollback of the same incident (a double click, a retried command) would step
+    back one more version, past the one on-call chose: it is refused with nothing changed, and
+    says how to go further. Once the alias moves again, the incident may roll it back again."""
+    assert cli("registry", "add-base", "tiny", "--path", tiny_base).code == 0
+    for version, path in (("v1", trained_adapter), ("v2", second_adapter), ("v3", trained_adapter)):
+        add = ["registry", "add", "support", "--path", path, "--base", "tiny", "--version", version]
+        assert cli(*add, "--promote", "production").code == 0
+
+    def production() -> str:
+        shown = cli("registry", "show", "support", "--json").json()
+        return next(v["version"] for v in shown["versions"] if any(a["alias"] == "production" for a in v["aliases"]))
+
+    iid = cli("incident", "open", "--title", "v3 insults users", "--adapter", "support", "--json").json()["id"]
+    assert cli("incident", "rollback", iid, "--reason", "v3 insults users").code == 0
+    assert production() == "v2"
+    again = cli("incident", "rollback", iid, "--reason", "clicked twice")
+    assert again.code == 2 and "already" in again.err and "registry promote support" in again.err, again.err
+    assert production() == "v2"
+    assert [e["kind"] for e in cli("incident", "show", iid, "--json").json()["timeline"]].count("rollback") == 1
+    assert cli("registry", "promote", "support", "--version", "v3", "--reason", "hotfix, still bad").code == 0
+    assert cli("incident", "rollback", iid, "--reason", "the hotfix did not help").code == 0
+    assert production() == "v2"

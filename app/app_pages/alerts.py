@@ -8,17 +8,43 @@ from datetime import timedelta
 import streamlit as st
 
 from lorawatch.app.auth import require_responder
-from lorawatch.app.common import context, query_param, shown_errors, ts
+from lorawatch.app.common import context, flash, query_param, show_flash, shown_errors, ts
 from lorawatch.db.types import utcnow
 
 settings, db = context()
 st.title("Alerts")
+show_flash()
 from lorawatch.alerts.engine import RULE_FAILED, acknowledge, list_alerts  # noqa: E402
 from lorawatch.alerts.outbox import list_notifications, retry  # noqa: E402
-from lorawatch.alerts.rules import load_rules, runbook_path  # noqa: E402
-from lorawatch.alerts.silences import add_silence, expire_silence, list_silences  # noqa: E402
+from lorawatch.alerts.rules import format_p_value, load_rules, runbook_path  # noqa: E402
+from lorawatch.alerts.silences import (  # noqa: E402
+    add_silence,
+    expire_silence,
+    list_silences,
+    matchers_for,
+    silence_preview,
+)
+from lorawatch.errors import LoraWatchError  # noqa: E402
+from lorawatch.monitors.registry import get_monitor  # noqa: E402
 
 now = utcnow()
+
+
+# rules whose value is a p-value (kpi_drop, embedding_drift) show it as one: "p < 0.0001"
+def _is_p_value(monitor: str | None) -> bool:
+    try:
+        return monitor is not None and get_monitor(monitor).breached_when == "p_value_below"
+    except LoraWatchError:  # a rule over a monitor no plugin provides here
+        return False
+
+
+P_VALUE_RULES = {r.id for r in load_rules(settings) if _is_p_value(r.monitor)}
+
+
+def _value(a, key: str) -> str | None:
+    if a[key] is None:
+        return None
+    return format_p_value(a[key]) if a["rule"] in P_VALUE_RULES else f"{a[key]:.4g}"
 
 
 def rows(items):
@@ -29,9 +55,9 @@ def rows(items):
             "severity": a["severity"],
             "rule": a["rule"],
             "adapter": a["labels"].get("adapter"),
-            "version": a["labels"].get("version"),
-            "value": None if a["value"] is None else f"{a['value']:.4g}",
-            "threshold": None if a["threshold"] is None else f"{a['threshold']:.4g}",
+            "version": a["labels"].get("version") or "-",
+            "value": _value(a, "value"),
+            "threshold": _value(a, "threshold"),
             "since": ts(a["fired_at"] or a["active_at"]),
             "acked by": a["acked_by"] or "",
             "summary": a["annotations"].get("summary"),
@@ -42,10 +68,6 @@ def rows(items):
 
 everything = list_alerts(db, settings, state="all", now=now)  # one read; the tabs filter it
 open_alerts = [a for a in everything if a["state"] in ("pending", "firing")]
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
 
 
 # a deep link from chat (?alert=ID, the notifications' Dashboard button) opens on that alert
@@ -61,7 +83,7 @@ elif focus is not None:
     say(
         f"**Alert {focus['id']}: {focus['rule']}** ({focus['severity']}, {focus['state']} since "
         f"{ts(focus['fired_at'] or focus['active_at'])})\n\n{focus['annotations'].get('summary', '')}\n\n"
-        f"value {_num(focus['value'])} against threshold {_num(focus['threshold'])}; labels {labels}"
+        f"value {_value(focus, 'value') or '-'} against threshold {_value(focus, 'threshold') or '-'}; labels {labels}"
         + (f"; acknowledged by {focus['acked_by']}" if focus["acked_by"] else "")
     )
 views = [
@@ -144,34 +166,58 @@ with left:
             if st.form_submit_button("Acknowledge"):
                 with shown_errors():
                     acknowledge(db, str(choice), actor=user, comment=comment or None)
-                    st.success(f"Alert {choice} acknowledged.")
+                    flash(f"Alert {choice} acknowledged.")
 with right:
     st.markdown("**Silence**")
     user = require_responder("silence alerts")
     if user:
-        with st.form("silence"):
-            matchers = st.text_input(
-                "Matchers (comma-separated)", placeholder='adapter="support-bot", alertname="logit_drift"'
-            )
-            hours = st.number_input("Hours", min_value=0.25, max_value=24 * 14.0, value=2.0, step=0.25)
-            comment = st.text_input("Why")
-            if st.form_submit_button("Silence"):
-                with shown_errors():
-                    made = add_silence(
-                        db,
-                        matchers=[m.strip() for m in matchers.split(",") if m.strip()],
-                        duration=timedelta(hours=hours),
-                        comment=comment,
-                        actor=user,
-                    )
-                    st.success(f"Silence {made['id']} until {ts(made['ends_at'])}.")
+        # "silence this alert": matchers filled in from the alert in focus (or the one chosen),
+        # and a preview of every open alert they would mute before anything is stored
+        choices = [None] + [a["id"] for a in open_alerts]
+        chosen = st.selectbox(
+            "Silence this alert",
+            choices,
+            index=choices.index(focus["id"]) if focus is not None and focus["id"] in choices else 0,
+            format_func=lambda i: (
+                "(write matchers)"
+                if i is None
+                else next(
+                    f"{a['id']} {a['rule']} {a['labels'].get('adapter', '')}" for a in open_alerts if a["id"] == i
+                )
+            ),
+        )
+        source = next((a for a in open_alerts if a["id"] == chosen), None)
+        prefilled = "\n".join(matchers_for(source["labels"])) if source else ""
+        text = st.text_area(
+            "Matchers, one per line",
+            value=prefilled,
+            key=f"silence-matchers-{chosen}",
+            placeholder='adapter="support-bot"\nalertname="logit_drift"',
+        )
+        matchers = [line.strip() for line in text.splitlines() if line.strip()]
+        try:
+            muted = silence_preview(matchers, open_alerts)
+        except LoraWatchError as exc:
+            muted = []
+            st.error(exc.one_line())
+        else:
+            if matchers:
+                st.caption(f"Would mute {len(muted)} of {len(open_alerts)} open alerts:")
+                if muted:
+                    st.dataframe(rows(muted), hide_index=True, width="stretch")
+        hours = st.number_input("Hours", min_value=0.25, max_value=24 * 14.0, value=2.0, step=0.25)
+        comment = st.text_input("Why", key="silence-why")
+        if st.button("Silence", disabled=not matchers):
+            with shown_errors():
+                made = add_silence(db, matchers=matchers, duration=timedelta(hours=hours), comment=comment, actor=user)
+                flash(f"Silence {made['id']} until {ts(made['ends_at'])}: {len(muted)} alerts muted.")
         if silences:
             with st.form("expire"):
                 sid = st.selectbox("End silence", [s["id"] for s in silences])
                 if st.form_submit_button("End now"):
                     with shown_errors():
                         expire_silence(db, int(sid), actor=user)
-                        st.success(f"Silence {sid} ended.")
+                        flash(f"Silence {sid} ended.")
 
 if failed:
     st.markdown("**Send a failed notification again**")
@@ -186,7 +232,7 @@ if failed:
             if st.form_submit_button("Send again"):
                 with shown_errors():
                     retry(db, int(note), actor=user)
-                    st.success(f"Notification {note} is pending again; the next flush sends it.")
+                    flash(f"Notification {note} is pending again; the next flush sends it.")
 
 st.subheader("Runbook")
 rule_ids = sorted({r.id for r in load_rules(settings)} | {RULE_FAILED})

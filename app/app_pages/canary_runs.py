@@ -48,24 +48,33 @@ samples = risk.samples(
     db, int(run_id), adapter=adapter, flagged_only=flagged, threshold=settings.risk.toxicity_threshold
 )
 st.caption(f"{len(samples)} samples")
+with db.session() as session:
+    prompts = canary_read.prompt_texts(session, int(run_id))
+
+
+def _tox(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 for s in samples[:100]:
     with st.container(border=True):
         st.markdown(
             f"`{s['prompt_id']}` ({s['segment']}): KL {s['kl_mean']:.3f}" + (" · **flagged**" if s["flagged"] else "")
         )
+        if isinstance(prompts, dict) and s["prompt_id"] in prompts:
+            st.markdown("**Prompt**")
+            st.text(prompts[s["prompt_id"]])
+        else:
+            st.caption(f"prompt not shown: {prompts if isinstance(prompts, str) else 'not in the dataset'}")
         left, right = st.columns(2)
         left.markdown("**Base**")
         left.text(s["base_output"] or "")
         left.caption(
-            f"toxicity {s['base_toxicity'] if s['base_toxicity'] is not None else '-'} · PII "
-            f"{', '.join(risk.leak_types(s['base_pii_leaks'])) or 'none'}"
+            f"toxicity {_tox(s['base_toxicity'])} · PII {', '.join(risk.leak_types(s['base_pii_leaks'])) or 'none'}"
         )
         right.markdown(f"**{s['adapter']} {s['version']}**")
         right.text(s["output"] or "")
-        right.caption(
-            f"toxicity {s['toxicity'] if s['toxicity'] is not None else '-'} · PII "
-            f"{', '.join(risk.leak_types(s['pii_leaks'])) or 'none'}"
-        )
+        right.caption(f"toxicity {_tox(s['toxicity'])} · PII {', '.join(risk.leak_types(s['pii_leaks'])) or 'none'}")
         for note in s["annotations"]:
             st.caption(f"{note['actor']}: {note['verdict']}" + (f" ({note['note']})" if note["note"] else ""))
 

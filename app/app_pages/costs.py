@@ -8,13 +8,13 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from lorawatch.app.common import context
+from lorawatch.app.common import context, window_days
 
 settings, db = context()
 st.title("Costs")
 from lorawatch.monitors.traffic_eval import costs  # noqa: E402
 
-days = st.select_slider("Window", options=[1, 7, 30, 90], value=30, format_func=lambda d: f"{d} days")
+days = window_days()
 data = costs(db, window=timedelta(days=days))
 if not data["adapters"]:
     st.info("No traffic ingested in this window: `lorawatch ingest requests FILE`.")

@@ -8,10 +8,11 @@ from pathlib import Path
 import streamlit as st
 
 from lorawatch.app.auth import require_responder
-from lorawatch.app.common import context, query_param, shown_errors, ts
+from lorawatch.app.common import context, flash, query_param, show_flash, shown_errors, ts
 
 settings, db = context()
 st.title("Incidents")
+show_flash()
 from lorawatch.incidents import service  # noqa: E402
 
 show_all = st.toggle("Include resolved", value=False)
@@ -86,6 +87,13 @@ if incident["action_items"]:
     st.markdown("**Action items**")
     st.dataframe(incident["action_items"], hide_index=True, width="stretch")
 
+
+def _rolled_back(done: dict, adapter: str | None, alias: str) -> str:
+    """The rollback's own timeline line: which version the alias left and which it serves now."""
+    moves = [e for e in done.get("timeline", []) if e["kind"] == "rollback"]
+    return moves[-1]["message"][:1].upper() + moves[-1]["message"][1:] if moves else f"Rolled back {adapter} {alias}."
+
+
 st.markdown("**Act**")
 user = require_responder("acknowledge, roll back, approve or resolve")
 if user and incident["state"] != "resolved":
@@ -105,14 +113,14 @@ if user and incident["state"] != "resolved":
         alias = st.text_input("Alias", value="production")
         if st.form_submit_button(f"Roll back {incident['adapter'] or ''}", disabled=not incident["adapter"]):
             with shown_errors():
-                service.rollback(db, settings, incident["id"], actor=user, reason=reason, alias=alias)
-                st.success("Rolled back.")
+                done = service.rollback(db, settings, incident["id"], actor=user, reason=reason, alias=alias)
+                flash(_rolled_back(done, incident["adapter"], alias))
     with st.form("note"):
         text = st.text_area("Note")
         if st.form_submit_button("Add note"):
             with shown_errors():
                 service.add_note(db, incident["id"], text, actor=user)
-                st.success("Note added.")
+                flash("Note added.")
 
 st.markdown("**Post-incident report**")
 fmt = st.radio(

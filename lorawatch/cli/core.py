@@ -166,6 +166,9 @@ def demo(app: AppContext, no_dashboard, dataset, full, max_new_tokens, batch_siz
         say=say,
     )
 
+    user = summary.pop("dashboard_user")  # its password is shown once, on the terminal, never in --json
+    summary["dashboard_user"] = {"name": user["name"], "password": "shown only without --json"}
+
     def text() -> str:
         alerts = summary["alerts"]
         lines = [_summary_text(summary), "", f"alerts firing: {len(alerts['firing'])}"]
@@ -176,6 +179,10 @@ def demo(app: AppContext, no_dashboard, dataset, full, max_new_tokens, batch_siz
         ]
         n = alerts["notifications"]
         lines.append(f"notifications: {n['delivered']} delivered, {n['pending']} pending (see `lorawatch notify list`)")
+        lines.append(
+            f"dashboard responder: user {user['name']}, password {user['password']} "
+            "(new each demo run; `lorawatch dashboard --add-user NAME` adds your own)"
+        )
         return "\n".join(lines)
 
     emit(summary, as_json, text)

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import click
 
+from lorawatch.app.auth import add_user, new_password
 from lorawatch.app.auth import hash_password as make
 from lorawatch.cli.context import AppContext, pass_app
+from lorawatch.errors import InputError
 from lorawatch.settings import Settings
 
 APP = Path(__file__).parent.parent / "app" / "dashboard.py"  # lorawatch/app: the app/ folder
@@ -69,9 +71,30 @@ def serve(settings: Settings, *, port: int | None = None, address: str | None = 
 @click.option(
     "--hash-password", is_flag=True, help="Read a password on stdin and print its hash for [dashboard.users.NAME]."
 )
+@click.option(
+    "--add-user",
+    "add_user_name",
+    metavar="NAME",
+    default=None,
+    help="Add or replace a responder who may act on the dashboard; reads the password on stdin "
+    "(stored hashed in $LORAWATCH_HOME/dashboard-users.toml).",
+)
+@click.option("--generate-password", is_flag=True, help="With --add-user: make a password and print it once.")
 @pass_app
-def dashboard(app: AppContext, port, address, hash_password) -> None:
+def dashboard(app: AppContext, port, address, hash_password, add_user_name, generate_password) -> None:
     """Serve the Streamlit dashboard (headless; open the printed URL)."""
+    if generate_password and not add_user_name:
+        raise InputError("--generate-password goes with --add-user NAME", fix="add --add-user NAME")
+    if add_user_name:
+        if generate_password:
+            password = new_password()
+        else:
+            password = click.prompt("Password", hide_input=True, confirmation_prompt=sys.stdin.isatty())
+        path = add_user(app.settings, add_user_name, password)
+        click.echo(f"responder {add_user_name} can sign in to the dashboard (hash in {path})", err=True)
+        if generate_password:
+            click.echo(f"password: {password}")
+        return
     if hash_password:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=sys.stdin.isatty())
         click.echo(make(password))

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from lorawatch.alerts.engine import evaluate, list_alerts
 from lorawatch.alerts.outbox import flush
+from lorawatch.app.auth import add_user, new_password
 from lorawatch.db import Database
 from lorawatch.db.models import AdapterRecord, BaseModelRecord
 from lorawatch.demo import models as demo_models
@@ -34,6 +35,7 @@ from lorawatch.settings import Settings
 # the 20-prompt smoke set by default (minutes on 2 CPU cores); --full runs the 225-prompt core set
 DEFAULT_DATASET = "smoke-v1"
 FULL_DATASET = "core-v1"
+DEMO_USER = "oncall"
 
 
 def run_demo(
@@ -155,6 +157,11 @@ def run_demo(
     say("4/4 evaluating alert rules and delivering notifications")
     summary["traffic"] = {"requests": seeded["requests"].get("rows", 0), "kpis": seeded["kpis"].get("rows", 0)}
     summary["alerts"] = demo_alerts(db, settings)
+    # a responder to sign in as, so the dashboard's actions (ack, silence, approve, roll back)
+    # work on the stock demo; a new password each run, shown once by `lorawatch demo`
+    password = new_password()
+    add_user(settings, DEMO_USER, password)
+    summary["dashboard_user"] = {"name": DEMO_USER, "password": password}
     return summary
 
 
