@@ -210,9 +210,9 @@ def fleet(db, settings: Settings, now: datetime) -> pd.DataFrame:
             open_alerts[name] = open_alerts.get(name, 0) + 1
             # an alert about a version no longer in production (rolled back, until the next
             # evaluation resolves it) does not colour the version that serves now
-            if labels.get("version") in (None, "", production.get(name, (None, None))[0]):
-                if _rank(severity) < _rank(worst_alert.get(name, "ok")):
-                    worst_alert[name] = severity
+            current = labels.get("version") in (None, "", production.get(name, (None, None))[0])
+            if current and _rank(severity) < _rank(worst_alert.get(name, "ok")):
+                worst_alert[name] = severity
     rows: list[dict] = []
     order: list[tuple] = []
     for name in sorted(set(names) | {a for a, _ in results}):
