@@ -492,7 +492,10 @@ def test_canary_samples_show_their_prompt_and_alert_tables_show_p_values_as_p_va
     dataset = tmp_path / "canary.jsonl"
     prompts = {"p1": "Where is my parcel from Lisbon?", "p2": "How do I reset my password?"}
     dataset.write_text(
-        "".join(json.dumps({"id": k, "prompt": v, "segment": "support", "reference": "Let me check that for you."}) + "\n" for k, v in prompts.items())
+        "".join(
+            json.dumps({"id": k, "prompt": v, "segment": "support", "reference": "Let me check that for you."}) + "\n"
+            for k, v in prompts.items()
+        )
     )
     run = cli("canary", "run", "--dataset", dataset, "--adapter", "support", "--max-new-tokens", "4", "--json")
     assert run.code == 0, run.err
