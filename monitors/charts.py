@@ -35,7 +35,8 @@ NAMES = {
     "toxicity_rate": "toxicity",
     "pii_leak_rate": "PII leak",
 }
-_ROWS = 3  # marker labels are staggered over this many lines so neighbours do not overprint
+_ROWS = 4  # marker labels are staggered over this many lines so neighbours do not overprint
+_GAP = 0.3  # share of the axis a label needs before the next one may use its line
 _LINE = 13  # px per marker label line
 
 
@@ -89,6 +90,22 @@ def _threshold_label(name: str, value: float, unit: str | None) -> str:
     return f"{NAMES.get(name, name)} threshold {value:.3g}{' ' + unit if unit else ''}"
 
 
+def _label_rows(stamps: pd.Series, lo, hi) -> list[int]:
+    """A line per marker label such that labels on one line are at least ``_GAP`` of the axis
+    apart (a promotion and a rollback minutes apart on a two-week axis must not overprint);
+    when every line is taken near a label, the one whose last label is farthest away."""
+    span = (hi - lo).total_seconds() if hi > lo else 1.0
+    last: list[float] = [float("-inf")] * _ROWS
+    rows = []
+    for t in stamps:
+        x = (t - lo).total_seconds() / span
+        free = [r for r in range(_ROWS) if x - last[r] >= _GAP]
+        row = free[0] if free else min(range(_ROWS), key=lambda r: last[r])
+        last[row] = x
+        rows.append(row)
+    return rows
+
+
 def _data(
     frame: pd.DataFrame,
     thresholds: dict[str, float] | None,
@@ -115,7 +132,7 @@ def _data(
         else:
             lo, hi = min(values["ts"].min(), ev["ts"].min()), max(values["ts"].max(), ev["ts"].max())
         # staggered lines; labels in the right half of the axis run leftwards so they stay inside
-        ev["row"] = ev.index % _ROWS
+        ev["row"] = _label_rows(ev["ts"], lo, hi)
         ev["side"] = ["right" if hi > lo and t > lo + (hi - lo) / 2 else "left" for t in ev["ts"]]
         ev["kind"] = "event"
         if per_series:

@@ -249,3 +249,19 @@ def test_to_png_renders_empty_and_windowed_charts():
     assert charts.to_png(charts.latency_chart(None, 1000, None, window=window)).startswith(b"\x89PNG")
     one = charts.drift_chart(DRIFT.iloc[:1], {"logit_kl": 0.55}, EVENTS, window=window)
     assert charts.to_png(one).startswith(b"\x89PNG")
+
+
+def test_marker_labels_minutes_apart_on_a_long_axis_never_share_a_line():
+    """A promotion, a second promotion, the incident and its rollback within minutes, drawn on a
+    two-week axis: each label gets its own line (they overprinted in the report's latency chart)."""
+    start = datetime(2024, 5, 1)
+    frame = _frame({"P50": 200.0, "P95": 600.0, "P99": 900.0}, n=14 * 24, step=timedelta(hours=1))
+    close = pd.DataFrame(
+        {
+            "ts": [start + timedelta(days=13, minutes=m) for m in (0, 1, 5, 20)],
+            "label": ["promote production -> v0", "promote production -> v1", "incident 1 opened", "rollback -> v0"],
+        }
+    )
+    spec = charts.spec(charts.latency_chart(frame, 1000.0, close, window=(start, start + timedelta(days=14))))
+    rows = [row["row"] for rows in spec["datasets"].values() for row in rows if row.get("kind") == "event"]
+    assert sorted(rows) == [0, 1, 2, 3], rows
