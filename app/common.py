@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from datetime import datetime
+from urllib.parse import urlencode
 
 import streamlit as st
 
@@ -65,8 +66,6 @@ def window_days(default: int = 30) -> int:
 def page_link(page: str, **params: object) -> str:
     """A link to a dashboard page with its query (``adapter?adapter=support``), relative to the
     dashboard's root so it works behind any prefix."""
-    from urllib.parse import urlencode
-
     query = urlencode({k: str(v) for k, v in params.items() if v is not None})
     return f"./{page}" + (f"?{query}" if query else "")
 
