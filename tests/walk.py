@@ -113,7 +113,9 @@ def walk(url: str, env: dict[str, str], shots: Path, chromium: str) -> list[str]
     incidents = cli_json("incident", "list", env=env)
     worst = min(firing, key=lambda a: (SEVERITY.get(a["severity"], 3), a["id"]))
     adapter = worst["labels"]["adapter"]
-    [incident] = [i for i in incidents if i["adapter"] == adapter]
+    theirs = [i for i in incidents if i["adapter"] == adapter]
+    assert theirs, f"no open incident on {adapter}, the adapter of the most severe alert: {incidents}"
+    incident = theirs[0]  # the newest
     registry = cli_json("registry", "show", adapter, env=env)
     before = next(v["version"] for v in registry["versions"] if "production" in _aliases(v))
     password = cli("dashboard", "--add-user", "walker", "--generate-password", env=env).stdout.split()[-1]
