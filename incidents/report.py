@@ -307,7 +307,8 @@ class _Masker:
                     r"\s+".join(re.escape(word) for word in key.split())
                     for key in sorted(self.types, key=len, reverse=True)
                 ]
-                self._pattern = re.compile("|".join(alternatives), re.IGNORECASE)
+                # whole values only: the name "Ann" must not eat the "Ann" of "Annual"
+                self._pattern = re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)", re.IGNORECASE)
             return self._pattern.sub(lambda m: f"<{self.types[self._key(m.group(0))]}>", value)
         if isinstance(value, dict):
             return {k: self(v) for k, v in value.items()}

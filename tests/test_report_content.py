@@ -228,3 +228,15 @@ def test_the_printed_page_keeps_headings_with_their_content(cli, pii_incident, t
     assert {"table", "figure", "blockquote", "img"} <= set(avoid)
     assert "img{max-width:100%" in style
     assert "<h3>support v1, run" in page  # each sample has a heading that the rule keeps with it
+
+
+def test_masking_replaces_whole_values_only():
+    """A masked name does not eat the same letters inside another word ("Ann" in "Annual");
+    values match across case and spacing."""
+    from lorawatch.incidents.report import _Masker
+
+    mask = _Masker()
+    mask.add("Ann", "PERSON")
+    mask.add("(617) 555-0102", "PHONE_NUMBER")
+    said = mask("Ann filed the Annual report; call (617)  555-0102, ann says.")
+    assert said == "<PERSON> filed the Annual report; call <PHONE_NUMBER>, <PERSON> says."
