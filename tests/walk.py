@@ -65,6 +65,20 @@ class Walk:
     def text(self) -> str:
         return self.page.locator('[data-testid="stMain"]').inner_text()
 
+    def wait_for(self, pattern: str, *, where: str = '[data-testid="stMain"]', timeout_s: float = 90) -> str:
+        """The text of ``where`` once it matches ``pattern`` (a regex): an action's rerun may
+        start a moment after the click on a slow machine, so a check never reads the page from
+        before it. Fails with the text it last saw."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            text = self.page.locator(where).first.inner_text()
+            if re.search(pattern, text):
+                self.settle()
+                return self.page.locator(where).first.inner_text()
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no {pattern!r} within {timeout_s:g} s in: {text[:1500]}")
+            self.page.wait_for_timeout(300)
+
     def nav(self, title: str) -> None:
         """Go to a page through the sidebar, as a user does: the session (and sign-in) stays."""
         self.page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title, exact=True).click()
@@ -78,8 +92,11 @@ class Walk:
             return
         box.click()
         self.page.get_by_role("option", name=option, exact=True).first.click()
+        deadline = time.monotonic() + 60
+        while box.input_value() != option:
+            assert time.monotonic() < deadline, (label, box.input_value(), option)
+            self.page.wait_for_timeout(200)
         self.settle()
-        assert box.input_value() == option, (label, box.input_value(), option)
 
     def shot(self, name: str, what: str, focus=None) -> None:
         """A screenshot of the viewport, scrolled to ``focus`` (a locator) when given."""
@@ -175,8 +192,8 @@ def _steps(
     sidebar.get_by_label("User", exact=True).fill("walker")
     sidebar.get_by_label("Password", exact=True).fill(password)
     sidebar.get_by_role("button", name="Sign in").click()
-    w.settle()
-    assert "Signed in as walker" in sidebar.inner_text()
+    w.wait_for("Signed in as walker", where='[data-testid="stSidebar"]')
+    w.wait_for(r"Would mute 1 of \d+ open alerts")
 
     # 5. silence this alert: its matchers filled in, a preview of what it mutes
     matchers = w.page.get_by_label("Matchers, one per line", exact=True).input_value().splitlines()
@@ -186,7 +203,7 @@ def _steps(
     w.shot("silence_preview", "the silence form, filled in, with its preview", focus=w.page.get_by_text("Would mute"))
     w.fill("Why", "walk: known, rolling back")
     w.click("Silence")
-    assert re.search(r"Silence \d+ until .*: 1 alerts muted", w.text())
+    w.wait_for(r"Silence \d+ until .*: 1 alerts muted")
     silences = cli_json("alerts", "silences", env=env)
     assert any(sorted(s["matchers"]) == sorted(matchers) for s in silences), silences
     w.shot("silence", f"silence with {len(matchers)} pre-filled matchers, muting alert {worst['id']}")
@@ -194,26 +211,29 @@ def _steps(
     # 6. the incident: approve, roll back, resolve (through the sidebar: the sign-in stays)
     w.nav("Incidents")
     w.choose("Incident", str(incident["id"]))
-    assert f"{incident['id']}: {incident['title']}" in w.text()
+    w.wait_for(re.escape(f"{incident['id']}: {incident['title']}"))
     w.click("Approve rollback")
-    assert "approv" in w.text().lower()
+    w.wait_for(f"Rollback of {re.escape(adapter)} approved by walker")
     w.fill("Rollback reason", "walk: the release regressed", in_form=True)
     w.click(f"Roll back {adapter}")
+    w.wait_for(rf"Rolled back {re.escape(adapter)} production from {re.escape(before)} to ")
     registry = cli_json("registry", "show", adapter, env=env)
     after = next(v["version"] for v in registry["versions"] if "production" in _aliases(v))
     assert after != before, (before, after)
-    assert f"from {before} to {after}" in w.text(), w.text()[:800]
+    w.wait_for(f"from {re.escape(before)} to {re.escape(after)}")
     w.shot("rollback", f"{adapter} production rolled back from {before} to {after}")
     w.click("Resolve")
+    w.wait_for(f"Incident {incident['id']} resolved by walker")
     assert cli_json("incident", "show", str(incident["id"]), env=env)["state"] == "resolved"
 
     # 7. the report, downloaded from the page: PII masked, the rollback in its timeline
     w.page.get_by_text("Include resolved").first.click()
-    w.settle()
+    w.wait_for("Prepare report")
     w.choose("Incident", str(incident["id"]))
     w.page.get_by_text("md", exact=True).first.click()
     w.settle()
     w.click("Prepare report")
+    w.wait_for(r"Download incident-\d+\.md")
     with w.page.expect_download(timeout=120_000) as download:
         w.page.get_by_role("button", name=re.compile(r"Download incident-\d+\.md")).click()
     report = Path(download.value.path()).read_text(encoding="utf-8")
@@ -227,7 +247,7 @@ def _steps(
     # 8. the adapter after the rollback: the restored version, not yet verified by a canary
     w.nav("Adapter")
     w.choose("Adapter", adapter)
-    text = w.text().replace("*", "")
+    text = w.wait_for(rf"{re.escape(adapter)}\s.*production \**{re.escape(after)}\b").replace("*", "")
     assert f"production {after}" in text and "not yet verified" in text, text[:600]
     w.shot("after_rollback", f"{adapter} on {after}, not yet verified")
 

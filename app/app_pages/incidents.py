@@ -101,13 +101,13 @@ if user and incident["state"] != "resolved":
     with shown_errors():
         if incident["state"] == "triggered" and a1.button("Acknowledge"):
             service.acknowledge(db, incident["id"], actor=user)
-            st.rerun()
+            flash(f"Incident {incident['id']} acknowledged by {user}.")
         if a2.button("Approve rollback"):
             service.approve(db, settings, incident["id"], actor=user, reason="approved on the dashboard")
-            st.rerun()
+            flash(f"Rollback of {incident['adapter']} approved by {user}.")
         if a4.button("Resolve"):
             service.resolve(db, settings, incident["id"], actor=user, note="resolved on the dashboard")
-            st.rerun()
+            flash(f"Incident {incident['id']} resolved by {user}.")
     with st.form("rollback"):
         reason = st.text_input("Rollback reason")
         alias = st.text_input("Alias", value="production")
