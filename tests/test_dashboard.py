@@ -444,7 +444,7 @@ def test_silence_this_alert_fills_in_its_matchers_and_previews_what_it_mutes(
     at.text_input(key="silence-why").input("known drift, fix in review")
     next(b for b in at.button if b.label == "Silence").click().run()
     assert not at.exception
-    assert any(s.value.startswith("Silence ") and "1 alerts muted" in s.value for s in at.success)
+    assert any(s.value.startswith("Silence ") and "1 alert muted" in s.value for s in at.success)
     [silence] = cli("alerts", "silences", "--json").json()
     assert sorted(silence["matchers"]) == sorted(matchers)
     shown = at.dataframe[1].value  # the Silenced tab, read in the same run as the action's message

@@ -203,10 +203,14 @@ def _steps(
     w.shot("silence_preview", "the silence form, filled in, with its preview", focus=w.page.get_by_text("Would mute"))
     w.fill("Why", "walk: known, rolling back")
     w.click("Silence")
-    w.wait_for(r"Silence \d+ until .*: 1 alerts muted")
+    w.wait_for(r"Silence \d+ until .*: 1 alert muted")
     silences = cli_json("alerts", "silences", env=env)
     assert any(sorted(s["matchers"]) == sorted(matchers) for s in silences), silences
-    w.shot("silence", f"silence with {len(matchers)} pre-filled matchers, muting alert {worst['id']}")
+    w.shot(
+        "silence",
+        f"silence with {len(matchers)} pre-filled matchers, muting alert {worst['id']}",
+        focus=w.page.get_by_text(re.compile(r"Silence \d+ until")).first,
+    )
 
     # 6. the incident: approve, roll back, resolve (through the sidebar: the sign-in stays)
     w.nav("Incidents")
@@ -221,7 +225,11 @@ def _steps(
     after = next(v["version"] for v in registry["versions"] if "production" in _aliases(v))
     assert after != before, (before, after)
     w.wait_for(f"from {re.escape(before)} to {re.escape(after)}")
-    w.shot("rollback", f"{adapter} production rolled back from {before} to {after}")
+    w.shot(
+        "rollback",
+        f"{adapter} production rolled back from {before} to {after}",
+        focus=w.page.get_by_text(re.compile(r"Rolled back .* from ")).first,
+    )
     w.click("Resolve")
     w.wait_for(f"Incident {incident['id']} resolved by walker")
     assert cli_json("incident", "show", str(incident["id"]), env=env)["state"] == "resolved"

@@ -210,7 +210,10 @@ with right:
         if st.button("Silence", disabled=not matchers):
             with shown_errors():
                 made = add_silence(db, matchers=matchers, duration=timedelta(hours=hours), comment=comment, actor=user)
-                flash(f"Silence {made['id']} until {ts(made['ends_at'])}: {len(muted)} alerts muted.")
+                flash(
+                    f"Silence {made['id']} until {ts(made['ends_at'])}: "
+                    f"{len(muted)} alert{'' if len(muted) == 1 else 's'} muted."
+                )
         if silences:
             with st.form("expire"):
                 sid = st.selectbox("End silence", [s["id"] for s in silences])
