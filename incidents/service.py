@@ -560,6 +560,7 @@ def rollback(
         if incident.state in ("triggered", "acknowledged"):
             incident.state, incident.mitigated_at = "mitigated", now
             incident.acked_at = incident.acked_at or now
+            incident.commander = incident.commander or actor  # acting on it acknowledges it, as `ack` does
             event(session, incident, "state", f"{before} -> mitigated", actor=actor, ts=now)
         audit.record(
             session,
@@ -587,6 +588,7 @@ def mitigate(
         before = incident.state
         incident.state, incident.mitigated_at = "mitigated", now
         incident.acked_at = incident.acked_at or now
+        incident.commander = incident.commander or actor  # acting on it acknowledges it, as `ack` does
         event(session, incident, "state", f"{before} -> mitigated: {note}", actor=actor, ts=now)
         queue_notices(session, settings, incident, "mitigated", now=now, actor=actor)
         return describe(session, incident)
@@ -610,6 +612,7 @@ def resolve(
         before = incident.state
         incident.state, incident.resolved_at = "resolved", now
         incident.acked_at = incident.acked_at or now
+        incident.commander = incident.commander or actor  # acting on it acknowledges it, as `ack` does
         incident.mitigated_at = incident.mitigated_at or now
         event(session, incident, "state", f"{before} -> resolved" + (f": {note}" if note else ""), actor=actor, ts=now)
         audit.record(

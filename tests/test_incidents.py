@@ -401,6 +401,8 @@ def test_an_incident_rolls_back_once_and_going_further_back_is_a_deliberate_prom
     iid = cli("incident", "open", "--title", "v3 insults users", "--adapter", "support", "--json").json()["id"]
     assert cli("incident", "rollback", iid, "--reason", "v3 insults users").code == 0
     assert production() == "v2"
+    shown = cli("incident", "show", iid, "--json").json()
+    assert shown["acked_at"] and shown["commander"]  # rolling back acknowledges it: whoever did is commander
     again = cli("incident", "rollback", iid, "--reason", "clicked twice")
     assert again.code == 2 and "already" in again.err and "registry promote support" in again.err, again.err
     assert production() == "v2"
