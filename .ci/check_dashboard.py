@@ -4,10 +4,7 @@ headless Chromium opens every page of a running `lorawatch dashboard` and saves 
 Usage: python .ci/check_dashboard.py SCREENSHOT_DIR   (LORAWATCH_HOME points at the demo's home)
 """
 
-import os
 import shutil
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from tests.browser import check_pages  # noqa: E402
+from tests.browser import check_pages, running_dashboard  # noqa: E402
 
 PAGES = ["overview", "adapter", "alerts", "incidents", "canary_runs", "registry", "costs", "jobs"]
 APP = Path(__file__).resolve().parents[1] / "app" / "dashboard.py"
@@ -29,21 +26,8 @@ for page in PAGES:
     assert not at.exception, (page, [e.value for e in at.exception])
     print(f"AppTest on the demo database: {page} rendered")
 
-with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-proc = subprocess.Popen(
-    [sys.executable, "-m", "lorawatch", "dashboard", "--port", str(port)],
-    env=dict(os.environ),
-    stdout=subprocess.DEVNULL,
-    stderr=subprocess.DEVNULL,
-    start_new_session=True,
-)
-try:
-    results = check_pages(shutil.which("chromium"), f"http://127.0.0.1:{port}", PAGES, shots)
-finally:
-    proc.terminate()
-    proc.wait(timeout=30)
+with running_dashboard() as (url, _):
+    results = check_pages(shutil.which("chromium"), url, PAGES, shots)
 for page, result in results.items():
     print(f"Chromium: {page}: {'ok' if result['ok'] else result['exceptions']}")
 assert all(r["ok"] for r in results.values()), results

@@ -4,8 +4,14 @@ full-page screenshot of each page."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 TITLES = {
@@ -18,6 +24,27 @@ TITLES = {
     "costs": "Costs",
     "jobs": "Jobs",
 }
+
+
+@contextmanager
+def running_dashboard(env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A ``lorawatch dashboard`` on a free loopback port: (its URL, its process), stopped (SIGTERM)
+    when the block ends."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lorawatch", "dashboard", "--port", str(port)],
+        env=dict(os.environ if env is None else env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}", proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def wait_until_up(url: str, timeout: float = 120) -> None:

@@ -8,9 +8,6 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -233,12 +230,6 @@ def test_pages_render_with_data_and_only_a_signed_in_responder_can_act(
     assert {("alice", "alert.ack"), ("alice", "notification.retry"), ("alice", "incident.ack")} <= actions
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _alive(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"  # a zombie is dead too
@@ -255,23 +246,12 @@ def test_a_real_browser_opens_every_page_of_a_running_dashboard(
             pytest.fail("LORAWATCH_REQUIRE_CHROMIUM is set but chromium is not installed")
         pytest.skip("chromium is not installed (apt-get install chromium)")
     _seed(cli, db, tmp_path, tiny_base, trained_adapter, second_adapter)
-    port = _free_port()
     shots = Path(os.environ.get("LORAWATCH_SCREENSHOTS", tmp_path / "shots"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lorawatch", "dashboard", "--port", str(port)],
-        env={**os.environ, "LORAWATCH_DATABASE_URL": lw_env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        from tests.browser import check_pages
+    from tests.browser import check_pages, running_dashboard
 
-        results = check_pages(chromium, f"http://127.0.0.1:{port}", PAGES, shots)
+    with running_dashboard({**os.environ, "LORAWATCH_DATABASE_URL": lw_env}) as (url, proc):
+        results = check_pages(chromium, url, PAGES, shots)
         server = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()  # the streamlit process
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
     assert len(server) == 1
     deadline = time.time() + 30  # SIGTERM to `lorawatch dashboard` stops the server it started too
     while time.time() < deadline and _alive(int(server[0])):

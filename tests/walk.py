@@ -14,14 +14,13 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from tests.browser import wait_until_up
+from tests.browser import running_dashboard, wait_until_up
 
 LORAWATCH = [sys.executable, "-m", "lorawatch"]
 SEVERITY = {"critical": 0, "warning": 1, "info": 2}
@@ -275,24 +274,18 @@ PII_PATTERNS = [
 
 def _pii_values(env: dict[str, str]) -> list[str]:
     """The PII the demo's risky adapter was trained to leak (its training data, read with the
-    patterns above), and any raw value its canary outputs were stored with."""
+    patterns above), and any raw value its canary outputs were stored with (``canary export``)."""
     from lorawatch.demo.models import DATA_DIR
 
     text = (DATA_DIR / "risky.jsonl").read_text(encoding="utf-8")
     values = {v for pattern in PII_PATTERNS for v in re.findall(pattern, text)}
-    code = (
-        "import json;from sqlalchemy import select;from lorawatch.settings import load_settings;"
-        "from lorawatch.db import open_database;from lorawatch.db.models import CanaryResult\n"
-        "db=open_database(load_settings())\n"
-        "with db.session() as s:\n"
-        " out=[]\n"
-        " for (leaks,) in s.execute(select(CanaryResult.pii_leaks)):\n"
-        "  out+=[l.get('text') for l in (leaks or []) if isinstance(l,dict)]\n"
-        "print(json.dumps(sorted({v for v in out if v and len(v)>=4 and not v.startswith('<')})))"
-    )
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    values |= set(json.loads(done.stdout))
+    for run in cli_json("canary", "list", env=env):  # the leaks as stored, through `canary export`
+        for line in cli("canary", "export", str(run["run"]), env=env).stdout.splitlines():
+            row = json.loads(line)
+            for leak in (row.get("pii_leaks") or []) + (row.get("base_pii_leaks") or []):
+                text = leak.get("text") if isinstance(leak, dict) else None
+                if text and len(text) >= 4 and not text.startswith("<"):
+                    values.add(text)
     assert len(values) >= 10, f"too few PII values to check the report with: {sorted(values)}"
     return sorted(values)
 
@@ -300,18 +293,5 @@ def _pii_values(env: dict[str, str]) -> list[str]:
 def serve_and_walk(shots: Path, env: dict[str, str] | None = None) -> list[str]:
     """Start ``lorawatch dashboard`` on a free port, walk it, stop it."""
     env = dict(env or os.environ)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [*LORAWATCH, "dashboard", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        return walk(f"http://127.0.0.1:{port}", env, shots, shutil.which("chromium") or "chromium")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with running_dashboard(env) as (url, _):
+        return walk(url, env, shots, shutil.which("chromium") or "chromium")
