@@ -121,10 +121,13 @@ def build_minilm(config_dir: Path, target: Path) -> Path:
     return target
 
 
-def cli(home: Path, config: Path, *argv: str, check: bool = True, profile: Path | None = None, spy=None):
+def cli(home: Path, config: Path, *argv: str, check: bool = True, profile: Path | None = None, spy=None, sampled=None):
     """``lorawatch ARGV`` in a fresh process (under cProfile, writing to ``profile``, if given;
-    sampled by py-spy, ``spy`` = (py-spy, output), if given)."""
+    sampled by py-spy, ``spy`` = (py-spy, output), if given; by ``stack_sampler.py`` into
+    ``sampled``, with ``-X importtime``, if given)."""
     prefix = ["-m", "cProfile", "-o", str(profile)] if profile else []
+    if sampled:  # our own sampler and the import report, where py-spy cannot attach
+        prefix = ["-X", "importtime", str(ROOT / "benchmarks" / "stack_sampler.py"), str(sampled)]
     sampler = ["record", "-r", "50", "--idle", "--threads", "-f", "chrometrace", "-o", str(spy[1]), "--"] if spy else []
     # bytecode is kept for the next process even where site-packages are read-only (a GPU image)
     os.environ.setdefault("PYTHONPYCACHEPREFIX", str(Path(home).parent / "pycache"))
@@ -147,7 +150,7 @@ def cli(home: Path, config: Path, *argv: str, check: bool = True, profile: Path 
 
 
 def command(
-    home: Path, config: Path, dataset: Path, names: list[str], device: str, args, profile=None, spy=None
+    home: Path, config: Path, dataset: Path, names: list[str], device: str, args, profile=None, spy=None, sampled=None
 ) -> dict:
     """One ``lorawatch canary run`` in a fresh process; its seconds, start-up and timings."""
     adapters = [a for name in names for a in ("--adapter", name)]
@@ -170,8 +173,13 @@ def command(
         "--json",
         profile=profile,
         spy=spy,
+        sampled=sampled,
     )
     seconds = time.perf_counter() - start
+    if sampled:
+        print_imports(done.stderr)
+    if "{" not in done.stdout:  # py-spy exits 0 when it cannot sample, having run nothing
+        raise SystemExit(f"no summary from lorawatch canary run:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
     summary, _ = json.JSONDecoder().raw_decode(done.stdout[done.stdout.index("{") :])  # py-spy prints after it
     timings = (summary.get("stats") or {}).get("timings") or {}
     pairs = summary["prompts"] * len(names)
@@ -292,11 +300,57 @@ def print_timeline(path: Path, step: float = 0.5) -> None:
         elif stack:
             stack.pop()
         last[tid] = ts
-    for tid, per_window in windows.items():
-        print(f"---- timeline: {names[tid]}")
+    print_windows({names[tid]: per_window for tid, per_window in windows.items()}, step)
+
+
+def print_windows(windows: dict[str, dict[int, dict[str, float]]], step: float) -> None:
+    """Per thread, per window of ``step`` seconds, the two labels that took most of it."""
+    for thread, per_window in windows.items():
+        print(f"---- timeline: {thread}")
         for window in sorted(per_window):
             top = sorted(per_window[window].items(), key=lambda kv: -kv[1])[:2]
             print(f"{window * step:6.1f}s  " + "; ".join(f"{name} {share / step:.0%}" for name, share in top))
+
+
+def print_samples(path: Path, step: float = 0.5) -> None:
+    """What each thread did, in windows of ``step`` seconds, from ``stack_sampler.py``'s samples:
+    the deepest frame of ours on the stack, then the frame under it that says where the time
+    went (a module imported, a library call), as ``print_timeline`` does for py-spy."""
+    data = json.loads(path.read_text())
+    every, names = data["every"], data["threads"]
+
+    def label(stack: list[list[str]]) -> str:
+        ours = [i for i, (where, _) in enumerate(stack) if "lorawatch/" in where]
+        head = stack[ours[-1]][1] if ours else "-"
+        for where, name in stack[ours[-1] + 1 if ours else 1 :]:
+            if where.startswith("<frozen") or "importlib" in where or not where:
+                continue
+            return f"{head} > {where.split('site-packages/')[-1]}:{name} .. {stack[-1][1]}"
+        return f"{head} .. {stack[-1][1]}" if stack else "-"
+
+    windows: dict[str, dict[int, dict[str, float]]] = {}
+    for t, tid, stack in data["samples"]:
+        counts = windows.setdefault(names.get(str(tid), str(tid)), {}).setdefault(int(t // step), {})
+        name = label(stack)
+        counts[name] = counts.get(name, 0.0) + every
+    print_windows(windows, step)
+
+
+def print_imports(stderr: str, top: int = 30) -> None:
+    """The slowest imports from ``python -X importtime``'s report (cumulative microseconds),
+    top-level packages first, then any module over 0.3 s."""
+    rows = []
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        parts = [part.strip() for part in line[len("import time:") :].split("|", 2)]
+        if len(parts) == 3 and parts[1].isdigit():  # threads importing at once can interleave lines
+            _, cumulative, name = parts
+            rows.append((int(cumulative) / 1e6, name))
+    packages = sorted(((s, n) for s, n in rows if "." not in n), reverse=True)[:top]
+    print("---- imports, top-level (cumulative s): " + ", ".join(f"{n} {s:.2f}" for s, n in packages))
+    slow = sorted(((s, n.strip()) for s, n in rows if s > 0.3), reverse=True)[:top]
+    print("---- imports over 0.3 s: " + ", ".join(f"{n} {s:.2f}" for s, n in slow))
 
 
 def print_profile(source, title: str, top: int = 45) -> None:
@@ -333,6 +387,11 @@ def main() -> None:
         "first batch profiled; the top functions are printed",
     )
     parser.add_argument("--spy", type=Path, default=None, help="py-spy: sample one more run, print its timeline")
+    parser.add_argument(
+        "--sample",
+        action="store_true",
+        help="one more run under stack_sampler.py and -X importtime: its timeline and slowest imports",
+    )
     parser.add_argument("--out", type=Path, default=None, help="append each result as a JSON line here")
     args = parser.parse_args()
 
@@ -394,6 +453,12 @@ def main() -> None:
         result = command(home, config, dataset, names, device, args, spy=(args.spy, recording))
         print(json.dumps({**shape, "sampled": True, **result}), flush=True)
         print_timeline(recording)
+    if args.sample:
+        log("lorawatch canary run sampled by stack_sampler.py")
+        recording = work / "command.samples.json"
+        result = command(home, config, dataset, names, device, args, sampled=recording)
+        print(json.dumps({**shape, "sampled": True, **result}), flush=True)
+        print_samples(recording)
     if not args.skip_runner:
         log("the runner alone, in this process")
         results.append({**shape, **runner(base_dir, adapters, names, dataset, device, args)})

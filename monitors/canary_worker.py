@@ -45,6 +45,8 @@ class WorkerSpec:
     embedding_model: str | None = None
     risk: Any = None  # RiskSettings, or None when content risk is off
     kernel_cache: str | None = None  # where compiled GPU kernels are kept (models.use_kernel_caches)
+    # where digests verified before are kept (registry.files.DigestMemory); None: every file is read
+    digests: str | None = None
 
     def shard(self, keys: list[str]) -> WorkerSpec:
         """The same spec for a subset of the adapters."""
@@ -193,12 +195,15 @@ class CanaryWorker:
 
     def _verify(self) -> None:
         spec = self.spec
+        memory = registry_files.DigestMemory(Path(spec.digests)) if spec.digests else None
         if spec.base_files is not None and spec.base_path:
             path = Path(spec.base_path)
-            registry_files.verify_files(path.parent if path.is_file() else path, spec.base_files, "the base model")
+            registry_files.verify_files(
+                path.parent if path.is_file() else path, spec.base_files, "the base model", memory
+            )
         for directory, files, label in spec.adapters.values():
             if files is not None:
-                registry_files.verify_files(Path(directory), files, label)
+                registry_files.verify_files(Path(directory), files, label, memory)
 
     def describe(self) -> dict[str, Any]:
         """Where it runs and which risk backends it uses (recorded on the run)."""

@@ -408,7 +408,12 @@ class GroupedDecoder:
             with torch.cuda.graph(graph):
                 body()
             runner = graph.replay
-        return {"tokens": tokens, "t": t_buf, "next": next_buf, "run": runner}
+        # The graph reads and writes these buffers at the addresses it was captured with: they
+        # must live as long as it does. A buffer dropped here would go back to the allocator, and
+        # the next tensor of its size (an isin in the decode loop, an embedding batch) would sit
+        # where the graph reads its row indices and positions: out-of-range writes, a device assert.
+        keep = (lens_buf, arange_slots, row_index, caches, body)
+        return {"tokens": tokens, "t": t_buf, "next": next_buf, "run": runner, "keep": keep}
 
     def _sync(self) -> None:
         if self.device.type == "cuda":

@@ -7,12 +7,15 @@ code), and safetensors files are checked for a valid header and a size that matc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import re
 import shutil
 import struct
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -39,32 +42,114 @@ def check_name(value: str, what: str) -> str:
     return value
 
 
-def sha256_file(path: Path) -> str:
-    """The sha256 of a file's bytes, read in chunks (at most once per process while the file
-    is unchanged: a command that checks a file twice reads it once)."""
+def sha256_file(path: Path, memory: DigestMemory | None = None) -> str:
+    """The sha256 of a file's bytes, read in chunks: at most once per process while the file
+    is unchanged (a command that checks a file twice reads it once) and, with ``memory``, not
+    at all when an earlier command of this home read the file with the same identity."""
     key = _identity(path)
     with _lock:
         known = _hashed.get(key)
     if known is not None:
+        if memory is not None:
+            memory.put(key, known, time.time_ns())
         return known
+    if memory is not None and (known := memory.get(key)) is not None:
+        return known
+    began = time.time_ns()
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
+    value = digest.hexdigest()
     with _lock:
-        _hashed[key] = digest.hexdigest()
-    return digest.hexdigest()
+        _hashed[key] = value
+    if memory is not None and _identity(path) == key:  # not rewritten while it was read
+        memory.put(key, value, began)
+    return value
 
 
-# The hashes this process computed, by file identity (device, inode, size, modification time):
-# a file rewritten since has another identity and is read again.
+# The hashes this process computed, by file identity (path, device, inode, size, modification
+# and change times): a file rewritten since has another identity and is read again.
 _hashed: dict[tuple, str] = {}
 _lock = threading.Lock()
 
 
 def _identity(path: Path) -> tuple:
     stat = os.stat(path)
-    return (os.path.realpath(path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    return (os.path.realpath(path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+class DigestMemory:
+    """Digests verified by earlier commands, kept in a JSON file of the home
+    (``$LORAWATCH_HOME/cache/verified-files.json``) by file identity: the path, device, inode,
+    size, modification time and change time. Writing a file, renaming another over it,
+    ``touch``, ``chmod`` all change the change time, which nothing but the clock sets, so a
+    file with the same identity holds the same bytes, short of the disk itself decaying (``[canary]
+    rehash = "always"`` reads every file every run).
+
+    A file changed within two seconds of being read is not remembered: timestamps are coarser
+    than that on some file systems, so a write right after the read could keep the identity (git
+    calls this a racy entry). The file is replaced whole (write, then rename): two commands
+    saving at once lose at most each other's new entries, which are read again next time; an
+    unreadable or malformed file counts as empty."""
+
+    LIMIT = 4096  # entries kept; the oldest go first
+
+    def __init__(self, path: Path, racy_s: float = 2.0) -> None:
+        self.path = Path(path)
+        self.racy_ns = int(racy_s * 1e9)
+        self._entries = self._read()
+        self._added: dict[str, list] = {}
+
+    def _read(self) -> dict[str, list]:
+        try:
+            raw = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, UnicodeDecodeError):
+            return {}
+        if not isinstance(raw, dict):
+            return {}
+        return {k: v for k, v in raw.items() if isinstance(k, str) and _valid_entry(v)}
+
+    def get(self, key: tuple) -> str | None:
+        entry = self._added.get(key[0]) or self._entries.get(key[0])
+        if entry is None or tuple(entry[:5]) != key[1:]:
+            return None
+        return entry[5]
+
+    def put(self, key: tuple, digest: str, read_at_ns: int) -> None:
+        if max(key[4], key[5]) > read_at_ns - self.racy_ns:
+            return
+        self._added[key[0]] = [*key[1:], digest]
+
+    def save(self) -> None:
+        """Write the entries added, with those another command saved meanwhile; silently nothing
+        where the home's cache cannot be written (the next run reads the files again)."""
+        if not self._added:
+            return
+        entries = {**self._read(), **self._added}
+        entries = dict(list(entries.items())[-self.LIMIT :])
+        temporary = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(entries, handle)
+            os.replace(temporary, self.path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+            return
+        self._entries, self._added = entries, {}
+
+
+def _valid_entry(value) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 6
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value[:5])
+        and isinstance(value[5], str)
+        and re.fullmatch(r"[0-9a-f]{64}", value[5]) is not None
+    )
 
 
 def content_digest(files: dict[str, dict]) -> str:
@@ -181,8 +266,18 @@ def check_safetensors(path: Path) -> dict:
     return tensors
 
 
-def verify_files(root: Path, expected: dict[str, dict], what: str) -> None:
-    """Re-hash every recorded file under ``root``; refuse a missing or changed one."""
+def verify_files(root: Path, expected: dict[str, dict], what: str, memory: DigestMemory | None = None) -> None:
+    """Re-hash every recorded file under ``root``; refuse a missing or changed one. With
+    ``memory``, a file an earlier command verified and nothing changed since is not read again,
+    and the digests read here are remembered."""
+    try:
+        _verify(root, expected, what, memory)
+    finally:
+        if memory is not None:
+            memory.save()  # what was read before a failure need not be read again
+
+
+def _verify(root: Path, expected: dict[str, dict], what: str, memory: DigestMemory | None) -> None:
     for name, info in sorted(expected.items()):
         path = root / name
         if not path.is_file():
@@ -191,7 +286,7 @@ def verify_files(root: Path, expected: dict[str, dict], what: str) -> None:
                 where=str(root),
                 fix="restore the file from its source or register a new version",
             )
-        actual = sha256_file(path)
+        actual = sha256_file(path, memory)
         if actual != info["sha256"]:
             raise IntegrityError(
                 f"{what}: file {name} was changed after registration "

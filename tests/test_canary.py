@@ -247,6 +247,36 @@ def test_changed_adapter_weights_are_refused_and_with_hashes_bypassed_breach_dri
     assert m["logit_kl_ks"]["breached"] and m["embedding_mmd"]["breached"], seen
 
 
+def test_a_second_run_reads_no_unchanged_file_and_still_refuses_a_rewrite_that_keeps_size_and_mtime(
+    db, settings, registered, canary_file, embedder
+):
+    """Runs remember what they verified (``[canary] rehash = "changed"``, the default) by file
+    identity; a file rewritten in place, its size and modification time kept, is refused."""
+    import os
+    import time
+
+    from lorawatch.registry import files as registry_files
+
+    time.sleep(2.1)  # the files were just registered: within the racy window, they would not be remembered
+    run(db, settings, canary_file, ["zero"], embedder)
+    remembered = json.loads((settings.home_dir / "cache" / "verified-files.json").read_text())
+    stored = registered.version_dir("zero", "v1") / "adapter_model.safetensors"
+    assert os.path.realpath(stored) in remembered
+    base_files = {p for p in remembered if "tiny-llama" in p}
+    assert any(p.endswith("model.safetensors") for p in base_files), sorted(remembered)
+
+    stat = stored.stat()
+    stored.chmod(0o644)
+    data = bytearray(stored.read_bytes())
+    data[-1] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    os.utime(stored, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert stored.stat().st_size == stat.st_size and stored.stat().st_mtime_ns == stat.st_mtime_ns
+    registry_files._hashed.clear()  # as a new process would start
+    with pytest.raises(IntegrityError, match="changed after registration"):
+        run(db, settings, canary_file, ["zero"], embedder)
+
+
 def test_a_changed_base_is_refused_and_with_hashes_bypassed_breaches_drift(
     db, settings, canary_file, embedder, tmp_path, trained_adapter
 ):

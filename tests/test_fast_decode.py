@@ -178,3 +178,42 @@ def test_partial_lora_targets_and_biased_projections_match_peft():
         assert groups[g] == expected_tokens, adapter
         torch.testing.assert_close(hidden[g], torch.cat(expected_hidden), rtol=1e-4, atol=1e-5)
     assert groups[1] != groups[0] and groups[2] != groups[0]
+
+
+@pytest.mark.gpu
+def test_the_decode_graph_keeps_its_buffers_when_freed_memory_is_reused(tiny_base, trained_adapter, second_adapter):
+    """The CUDA graph of a decode step reads row indices, slots and prompt lengths from buffers
+    made before it was captured. Were they freed when the step was built, the next tensors of
+    their size would take their memory (found on the H200: a warm canary run stopped on a
+    device-side assert). Tensors of those sizes, filled with out-of-range values after the
+    capture, must change nothing the step computes."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from lorawatch.monitors.fast_decode import GroupedDecoder
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    device = torch.device("cuda")
+    model = AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32).to(device)
+    peft = PeftModel.from_pretrained(model, trained_adapter, adapter_name="a")
+    peft.load_adapter(second_adapter, adapter_name="b")
+    decoder = GroupedDecoder(peft.eval(), ["a", "b"])
+    n, slots = decoder.groups * 4, 24
+    shape = (n, decoder.kv_heads, slots, decoder.head_dim)
+    caches = [(torch.randn(shape, device=device), torch.randn(shape, device=device)) for _ in decoder.layers]
+    lens = torch.tensor([5, 9, 3, 7] * decoder.groups, device=device)
+    with torch.no_grad():
+        step = decoder._step_fn(n, slots, caches, lens)
+        step["tokens"].copy_(torch.arange(n, device=device) + 10)
+        step["t"].fill_(2)
+        step["run"]()
+        expected = step["next"].clone()
+        junk = [
+            torch.full((size,), 1 << 40, dtype=torch.long, device=device) for size in (n, slots) for _ in range(256)
+        ]
+        step["run"]()  # the same step again: it writes the same cache slots with the same values
+        torch.cuda.synchronize()
+    assert torch.equal(step["next"], expected)
+    assert len(junk) == 512
