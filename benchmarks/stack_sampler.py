@@ -6,13 +6,15 @@ stand-in for py-spy where it cannot attach (a container without ptrace).
 Every ``--every`` seconds a thread reads ``sys._current_frames()`` and keeps, per thread, the
 stack as (file, function) pairs, root first. The samples are written to OUT.json when the
 module exits (also on SystemExit): ``{"every": s, "threads": {tid: name}, "samples": [[t, tid,
-[[file, function], ...]], ...]}``. The sampler needs the interpreter's lock to sample, so a
+[[file, function], ...]], ...]}``; also when the module ends the process with ``os._exit``
+after running the exit handlers, as ``lorawatch`` does. The sampler needs the interpreter's lock to sample, so a
 thread busy in C code for long is seen only when the lock is released; at 20 ms the cost to
 the program is a few percent.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import runpy
 import sys
@@ -48,16 +50,22 @@ def main() -> None:
                     frame = frame.f_back
                 samples.append([t, tid, stack[::-1]])
 
-    sampler = threading.Thread(target=sample, name="stack-sampler", daemon=True)
-    sampler.start()
-    me = sampler.ident
-    try:
-        runpy.run_module(module, run_name="__main__", alter_sys=True)
-    finally:
+    def write() -> None:
+        if stop.is_set():
+            return
         stop.set()
         sampler.join()
         with open(out, "w", encoding="utf-8") as handle:
             json.dump({"every": every, "threads": names, "samples": samples}, handle)
+
+    sampler = threading.Thread(target=sample, name="stack-sampler", daemon=True)
+    sampler.start()
+    me = sampler.ident
+    atexit.register(write)  # lorawatch ends with os._exit after the exit handlers (cli.leave)
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    finally:
+        write()
 
 
 if __name__ == "__main__":

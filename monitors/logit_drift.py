@@ -158,7 +158,9 @@ def score(
     fused = isinstance(base_logprobs, BaseLogits)
     # the fused kernel keeps only bf16 logits of a chunk: larger chunks, fewer head matmuls
     chunk = chunk or chunk_positions(vocab, 1 << 28 if fused else 1 << 25)
-    metrics = _metrics_fn(device)
+    # torch.compile is set up only where it runs: building it costs seconds of the first batch
+    # (Inductor's imports and operator registrations) that the fused kernel never repays
+    metrics = None if fused else _metrics_fn(device)
     f64 = torch.float64
     kl_sum = torch.zeros(n_rows, dtype=f64, device=device)
     kl_max = torch.zeros(n_rows, dtype=f64, device=device)
@@ -180,6 +182,7 @@ def score(
                 lb = head_logits(lm_head, base_hidden[sl], softcap).log_softmax(-1)
             if softcap:
                 logits = torch.tanh(logits.float() / softcap) * softcap
+            assert metrics is not None
             kl, js, agree, lpb, lpa = metrics(logits, lb, labels[sl].unsqueeze(-1))
         r = rows[sl]
         kl_sum.index_add_(0, r, kl.to(f64))

@@ -10,11 +10,18 @@ the parent.
 
 The processes are started when the pool is made and build their detectors while the caller
 loads its models and runs its first batch; the first ``find_many`` waits for them.
+
+Given the ``[risk]`` settings of a toxicity backend that runs on the CPU alone
+(``POOLED_TOXICITY``: profanity-check, a linear model over character n-grams), each worker
+scores toxicity too (``score_many``): the caller then never imports scikit-learn, whose
+import would hold its interpreter's lock for seconds while the model loads, and toxicity is
+scored on every worker instead of one thread.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
 import importlib.metadata
 import multiprocessing
 import os
@@ -26,10 +33,17 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
-from lorawatch.monitors.pii import Finding, PiiDetector
+import numpy as np
 
-# The detector of a pool's worker process, built once by ``_start``, or why it could not be.
+from lorawatch.monitors.pii import Finding, PiiDetector
+from lorawatch.monitors.toxicity import ToxicityScorer, build_scorer
+
+# Toxicity backends a worker may run: on the CPU, light, and the same scores in any process.
+POOLED_TOXICITY = frozenset({"profanity-check"})
+
+# The detector (and toxicity scorer) of a pool's worker process, built once by ``_start``, or why it could not be.
 _detector: PiiDetector | None = None
+_toxicity: ToxicityScorer | None = None
 _start_error: BaseException | None = None
 _start_warnings: list[str] = []
 
@@ -39,16 +53,35 @@ _start_warnings: list[str] = []
 _ONE_THREAD = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
-def _start(arguments: dict[str, Any]) -> None:
-    global _detector
+# Libraries Presidio imports for recognizers and NLP engines the detector never builds (its NER
+# is spaCy's). Importing them took 12 of a worker's 16 s of start-up on the H200's host, so the
+# workers were not ready for the first batch; each import is optional in Presidio, spaCy and
+# thinc, which go on without them (tests/test_pipeline.py: the same findings as in one process).
+UNUSED_IN_WORKERS = frozenset({"torch", "torchvision", "transformers", "gliner", "stanza", "flair"})
+
+
+class _Unused(importlib.abc.MetaPathFinder):
+    """Imports of ``UNUSED_IN_WORKERS`` fail as for a library not installed."""
+
+    def find_spec(self, name, path, target=None):
+        if name.partition(".")[0] in UNUSED_IN_WORKERS:
+            raise ModuleNotFoundError(f"No module named {name!r} (not used by a PII worker)", name=name)
+        return None
+
+
+def _start(arguments: dict[str, Any], toxicity: Any = None) -> None:
+    global _detector, _toxicity
     for name in _ONE_THREAD:  # before the detector imports the libraries that read them
         os.environ[name] = "1"
+    sys.meta_path.insert(0, _Unused())
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="watch-parent", daemon=True).start()
     global _start_error
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             _detector = PiiDetector(**arguments)
+            if toxicity is not None:
+                _toxicity = build_scorer(toxicity, "cpu")
         _start_warnings[:] = [str(w.message) for w in caught]
     except Exception as exc:  # raised by the first call, in the parent, as itself
         _start_error = exc
@@ -75,6 +108,12 @@ def _describe() -> tuple[str, list[str]]:
 
 def _find(texts: list[str]) -> list[list[Finding]]:
     return _ready().find_many(texts)
+
+
+def _score(texts: list[str]) -> tuple[np.ndarray, list[list[Finding]]]:
+    detector = _ready()
+    assert _toxicity is not None, "this pool was started without a toxicity backend"
+    return _toxicity.score(texts), detector.find_many(texts)
 
 
 @contextlib.contextmanager
@@ -121,20 +160,26 @@ def default_workers(device: str) -> int:
 
 
 class PiiPool:
-    """``PiiDetector(**arguments)`` in ``workers`` processes, with the detector's ``find_many``."""
+    """``PiiDetector(**arguments)`` in ``workers`` processes, with the detector's ``find_many``;
+    with ``toxicity`` (``[risk]`` settings naming a backend of ``POOLED_TOXICITY``), the
+    backend's scorer in each of them too, and ``score_many``."""
 
     # Fewer texts than this per process cost more in messages than they save.
     MIN_PART = 16
 
-    def __init__(self, arguments: dict[str, Any], workers: int) -> None:
+    def __init__(self, arguments: dict[str, Any], workers: int, toxicity: Any = None) -> None:
         if workers < 1:
             raise ValueError("a PII pool needs at least one worker process")
+        if toxicity is not None and toxicity.toxicity_backend not in POOLED_TOXICITY:
+            raise ValueError(f"toxicity backend {toxicity.toxicity_backend!r} runs in the caller's process")
         self.workers = workers
+        # the backend's name, known without loading it (a run records it before the workers start)
+        self.toxicity_name: str | None = toxicity.toxicity_backend if toxicity is not None else None
         self._executor = ProcessPoolExecutor(
             workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start,
-            initargs=(dict(arguments),),
+            initargs=(dict(arguments), toxicity),
         )
         with _main_kept_out():
             # one call per worker makes the executor start them all now, not on first use
@@ -156,16 +201,32 @@ class PiiPool:
 
     def find_many(self, texts: list[str]) -> list[list[Finding]]:
         """``PiiDetector.find_many`` over the workers, results in the order of ``texts``."""
-        self.wait()
-        if not texts:
-            return []
-        parts = max(1, min(self.workers, len(texts) // self.MIN_PART))
-        size = -(-len(texts) // parts)
-        chunks = [texts[i : i + size] for i in range(0, len(texts), size)]
         found: list[list[Finding]] = []
-        for part in self._executor.map(_find, chunks):
+        for part in self._map(_find, texts):
             found.extend(part)
         return found
+
+    def score_many(self, texts: list[str]) -> tuple[np.ndarray, list[list[Finding]]]:
+        """Toxicity and PII of ``texts`` over the workers (a pool started with ``toxicity``),
+        in the order of ``texts``: what the scorer and ``find_many`` give in one process."""
+        if self.toxicity_name is None:
+            raise ValueError("this pool scores no toxicity: start it with the [risk] settings")
+        scores: list[np.ndarray] = [np.zeros(0)]
+        found: list[list[Finding]] = []
+        for part_scores, part_found in self._map(_score, texts):
+            scores.append(np.asarray(part_scores, dtype=np.float64))
+            found.extend(part_found)
+        return np.concatenate(scores), found
+
+    def _map(self, function, texts: list[str]) -> Iterator:
+        """``function`` over contiguous parts of ``texts``, one per worker (at least MIN_PART
+        texts each), results in order."""
+        self.wait()
+        if not texts:
+            return iter(())
+        parts = max(1, min(self.workers, len(texts) // self.MIN_PART))
+        size = -(-len(texts) // parts)
+        return self._executor.map(function, [texts[i : i + size] for i in range(0, len(texts), size)])
 
     def close(self) -> None:
         """Stop the worker processes (work not started is dropped)."""

