@@ -237,3 +237,28 @@ def test_promoting_during_an_open_incident_warns_but_promotes(cli, lw_env, tiny_
     loud = cli("registry", "promote", "bot", "--version", "v2", "--reason", "fix", "--json")
     assert loud.code == 0 and "open incident" in loud.err
     assert loud.json()["to_version"] == "v2" and "bot insults users" in loud.json()["warnings"][0]
+
+
+def test_after_the_model_libraries_the_entry_point_ends_at_once_keeping_its_output_status_and_exit_handlers(
+    cli, tmp_path
+):
+    """``lorawatch`` skips the interpreter's module teardown (seconds after torch) once its exit
+    handlers ran and its output is flushed; called in a process that goes on, it raises
+    SystemExit as before (this very test process has torch loaded)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, atexit, torch; from lorawatch.cli import main;"
+        "sys.argv=['lorawatch','registry','show','no-such-adapter'];"
+        "atexit.register(lambda: print('exit handlers ran'));"
+        "print('buffered output', end='');"
+        "main()"
+    )
+    env = {**os.environ, "LORAWATCH_HOME": str(tmp_path / "home")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 2, out.stderr
+    assert out.stdout == "buffered outputexit handlers ran\n"
+    assert 'no adapter "no-such-adapter"' in out.stderr or "no-such-adapter" in out.stderr
+    assert "torch" in sys.modules
+    assert cli("registry", "show", "no-such-adapter").code == 2  # in this process: SystemExit, not the end of it

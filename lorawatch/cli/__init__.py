@@ -22,6 +22,7 @@ import click
 
 from lorawatch import __version__
 from lorawatch.errors import LoraWatchError
+from lorawatch.models import preload_libraries
 from lorawatch.secrets import install_log_scrubber, scrub
 
 # Each command group is imported only when it runs, so ``lorawatch --help`` and a plain
@@ -170,20 +171,22 @@ def main(argv: list[str] | None = None) -> None:
     Every message it prints on failure passes the secret scrubber, tracebacks of bugs included,
     and so does every log line (``lorawatch.secrets``)."""
     install_log_scrubber()
+    entry = argv is None  # the console script (or python -m lorawatch), not a caller in this process
+    _preload_for(sys.argv[1:] if argv is None else argv)
     try:
         result = cli.main(args=argv, prog_name="lorawatch", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("lorawatch: aborted", err=True)
-        leave(130)
+        leave(entry, 130)
     except click.ClickException as exc:
         exc.show()
-        leave(exc.exit_code)
+        leave(entry, exc.exit_code)
     except LoraWatchError as exc:
         click.echo(f"lorawatch: error: {exc.one_line()}", err=True)
-        leave(2)
+        leave(entry, 2)
     except KeyboardInterrupt:
         click.echo("lorawatch: interrupted", err=True)
-        leave(130)
+        leave(entry, 130)
     except Exception as exc:
         if _database_error(exc):  # the database went away or refused mid-command: not a bug
             said = str(getattr(exc, "orig", None) or exc).strip().splitlines()
@@ -192,21 +195,31 @@ def main(argv: list[str] | None = None) -> None:
                 "fix: check that the database server runs and has space, then run the command again",
                 err=True,
             )
-            leave(2)
+            leave(entry, 2)
         # a bug: its traceback, scrubbed of secrets (exit status 1)
         click.echo(scrub(traceback.format_exc()).rstrip(), err=True)
-        leave(1)
-    leave(result if isinstance(result, int) else 0)
+        leave(entry, 1)
+    leave(entry, result if isinstance(result, int) else 0)
 
 
-def leave(code: int) -> NoReturn:
-    """End the process with ``code``. After a command that loaded the model libraries (torch,
-    transformers, spaCy), tearing down the interpreter's modules one by one takes seconds (1.9 s
-    on a 2-core machine) and writes nothing: the exit handlers run (they flush logs and stop
-    process pools), the output is flushed, and the process ends. Any other command, or one with
-    a thread still at work, exits the usual way."""
+def _preload_for(args: list[str]) -> None:
+    """A local canary run needs torch and transformers, whose imports read thousands of files:
+    they start on a thread now, while this thread imports the command line, the settings and
+    the database layer (``models.preload_libraries``)."""
+    words = [a for a in args if not a.startswith("-")]
+    if words[:2] == ["canary", "run"] and not {"-h", "--help"} & set(args) and "ray" not in args:
+        preload_libraries()
+
+
+def leave(entry: bool, code: int) -> NoReturn:
+    """End the command with ``code``. As the process's entry point (``entry``), after a command
+    that loaded the model libraries (torch, transformers, spaCy), tearing down the interpreter's
+    modules one by one takes seconds (1.9 s on a 2-core machine) and writes nothing: the exit
+    handlers run (they flush logs and stop process pools), the output is flushed, and the
+    process ends. Called in a process that goes on (tests), any other command, or one with a
+    thread still at work: ``SystemExit``, as usual."""
     working = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
-    if "torch" not in sys.modules or working:
+    if not entry or "torch" not in sys.modules or working:
         sys.exit(code)
     try:
         atexit._run_exitfuncs()
