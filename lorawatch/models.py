@@ -49,9 +49,8 @@ def pick_device(preference: str = "auto") -> DeviceChoice:
 
 def preload_libraries() -> threading.Thread:
     """Import torch and transformers on a thread while the caller does other work (a
-    canary run imports the command line and re-hashes its files first, much of it reading
-    files, which releases the interpreter's lock): the imports take seconds that the run would
-    otherwise wait for. A later import of them in the caller waits for this one. The caller
+    canary run re-hashes its files first, which releases the interpreter's lock): the imports
+    take seconds that the run would otherwise wait for. A later import of them in the caller waits for this one. The caller
     must not import these packages' own dependencies meanwhile (two threads importing into
     each other's modules can deadlock). Started once per process; later calls return it."""
     global _preloading

@@ -22,7 +22,6 @@ import click
 
 from lorawatch import __version__
 from lorawatch.errors import LoraWatchError
-from lorawatch.models import preload_libraries
 from lorawatch.secrets import install_log_scrubber, scrub
 
 # Each command group is imported only when it runs, so ``lorawatch --help`` and a plain
@@ -172,7 +171,6 @@ def main(argv: list[str] | None = None) -> None:
     and so does every log line (``lorawatch.secrets``)."""
     install_log_scrubber()
     entry = argv is None  # the console script (or python -m lorawatch), not a caller in this process
-    _preload_for(sys.argv[1:] if argv is None else argv)
     try:
         result = cli.main(args=argv, prog_name="lorawatch", standalone_mode=False)
     except click.exceptions.Abort:
@@ -200,15 +198,6 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(scrub(traceback.format_exc()).rstrip(), err=True)
         leave(entry, 1)
     leave(entry, result if isinstance(result, int) else 0)
-
-
-def _preload_for(args: list[str]) -> None:
-    """A local canary run needs torch and transformers, whose imports read thousands of files:
-    they start on a thread now, while this thread imports the command line, the settings and
-    the database layer (``models.preload_libraries``)."""
-    words = [a for a in args if not a.startswith("-")]
-    if words[:2] == ["canary", "run"] and not {"-h", "--help"} & set(args) and "ray" not in args:
-        preload_libraries()
 
 
 def leave(entry: bool, code: int) -> NoReturn:
