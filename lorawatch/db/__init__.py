@@ -8,6 +8,8 @@ creates or upgrades it and is idempotent.
 
 from __future__ import annotations
 
+import atexit
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -81,6 +83,7 @@ class Database:
         else:
             kwargs["pool_pre_ping"] = True
         self.engine: Engine = create_engine(parsed, **kwargs)
+        _engines.add(self.engine)
         if self.is_sqlite:
             _configure_sqlite(self.engine, busy_timeout_ms, self.file)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
@@ -155,6 +158,17 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+# Every engine made, closed at exit: a command that ends with os._exit (``cli.leave``) runs the
+# exit handlers first, and a PostgreSQL server then sees its connections closed, not dropped.
+_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_engines() -> None:
+    for engine in list(_engines):
+        engine.dispose()
 
 
 def _configure_sqlite(engine: Engine, busy_timeout_ms: int, file: Path | None) -> None:
