@@ -93,7 +93,7 @@ class DigestMemory:
     saving at once lose at most each other's new entries, which are read again next time; an
     unreadable or malformed file counts as empty."""
 
-    LIMIT = 4096  # entries kept; the oldest go first
+    LIMIT = 4096  # entries kept; those verified longest ago go first
 
     def __init__(self, path: Path, racy_s: float = 2.0) -> None:
         self.path = Path(path)
@@ -126,7 +126,8 @@ class DigestMemory:
         where the home's cache cannot be written (the next run reads the files again)."""
         if not self._added:
             return
-        entries = {**self._read(), **self._added}
+        entries = {k: v for k, v in self._read().items() if k not in self._added}
+        entries.update(self._added)  # the files verified now go last: the limit drops the least recent
         entries = dict(list(entries.items())[-self.LIMIT :])
         temporary = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex}")
         try:
