@@ -33,7 +33,7 @@ def main() -> None:
     samples: list = []
     names: dict[int, str] = {}
     stop = threading.Event()
-    me = threading.get_ident()
+    me: int | None = None  # the sampler's own thread, skipped once it runs
     origin = time.perf_counter()
 
     def sample() -> None:

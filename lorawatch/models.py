@@ -50,25 +50,18 @@ def pick_device(preference: str = "auto") -> DeviceChoice:
 def preload_libraries() -> threading.Thread:
     """Import torch and transformers on a thread while the caller does other work (a
     canary run re-hashes its files first, which releases the interpreter's lock): the imports
-    take seconds that the run would otherwise wait for. A later import of them in the caller waits for this one. The caller
-    must not import these packages' own dependencies meanwhile (two threads importing into
-    each other's modules can deadlock). Started once per process; later calls return it."""
-    global _preloading
+    take seconds that the run would otherwise wait for. A later import of them in the caller
+    waits for this one. The caller must not import these packages' own dependencies meanwhile
+    (two threads importing into each other's modules can deadlock)."""
 
     def load() -> None:
         # Deferred: this is the point: the imports run on this thread, beside the caller's work.
         import torch  # noqa: F401
         from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
 
-    with _preload_lock:
-        if _preloading is None:
-            _preloading = threading.Thread(target=load, name="preload-libraries", daemon=True)
-            _preloading.start()
-        return _preloading
-
-
-_preloading: threading.Thread | None = None
-_preload_lock = threading.Lock()
+    thread = threading.Thread(target=load, name="preload-libraries", daemon=True)
+    thread.start()
+    return thread
 
 
 def use_kernel_caches(root: Path | None) -> None:

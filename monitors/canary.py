@@ -204,8 +204,9 @@ def create_run(
         version_ids = [v.id for v in versions]
         _check_positions(versions[0].adapter.base_model, options.max_new_tokens)
     if verify_hashes:
+        memory = digest_memory(settings)  # read once for the base and every adapter
         for root, manifest, label in checks:
-            registry_files.verify_files(root, manifest, label, digest_memory(settings))
+            registry_files.verify_files(root, manifest, label, memory)
     with db.session() as session:
         versions = [session.get(AdapterVersion, i) for i in version_ids]
         if any(v is None or v.state == "archived" for v in versions):
@@ -419,8 +420,9 @@ def prepare_execution(db: Database, settings: Settings, run_id: int, *, resume: 
             fix="restore the file, or start a new run on the new dataset",
         )
     if verify:
+        memory = digest_memory(settings)  # read once for the base and every adapter
         for root, manifest, label in checks:
-            registry_files.verify_files(root, manifest, label, digest_memory(settings))
+            registry_files.verify_files(root, manifest, label, memory)
     with db.session() as session:
         run = _startable(session, run_id, settings, resume=resume)
         base = session.get(BaseModelRecord, run.base_model_id)

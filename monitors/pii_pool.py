@@ -121,10 +121,14 @@ def _find(texts: list[str]) -> list[list[Finding]]:
     return _ready().find_many(texts)
 
 
-def _score(texts: list[str]) -> tuple[np.ndarray, list[list[Finding]]]:
-    detector = _ready()
+def _toxicity_of(texts: list[str]) -> np.ndarray:
+    _ready()
     assert _toxicity is not None, "this pool was started without a toxicity backend"
-    return _toxicity.score(texts), detector.find_many(texts)
+    return _toxicity.score(texts)
+
+
+def _score(texts: list[str]) -> tuple[np.ndarray, list[list[Finding]]]:
+    return _toxicity_of(texts), _ready().find_many(texts)
 
 
 @contextlib.contextmanager
@@ -220,14 +224,22 @@ class PiiPool:
     def score_many(self, texts: list[str]) -> tuple[np.ndarray, list[list[Finding]]]:
         """Toxicity and PII of ``texts`` over the workers (a pool started with ``toxicity``),
         in the order of ``texts``: what the scorer and ``find_many`` give in one process."""
-        if self.toxicity_name is None:
-            raise ValueError("this pool scores no toxicity: start it with the [risk] settings")
+        self._check_toxicity()
         scores: list[np.ndarray] = [np.zeros(0)]
         found: list[list[Finding]] = []
         for part_scores, part_found in self._map(_score, texts):
             scores.append(np.asarray(part_scores, dtype=np.float64))
             found.extend(part_found)
         return np.concatenate(scores), found
+
+    def toxicity_many(self, texts: list[str]) -> np.ndarray:
+        """Toxicity alone of ``texts`` over the workers, in order (no PII is looked for)."""
+        self._check_toxicity()
+        return np.concatenate([np.zeros(0), *(np.asarray(p, dtype=np.float64) for p in self._map(_toxicity_of, texts))])
+
+    def _check_toxicity(self) -> None:
+        if self.toxicity_name is None:
+            raise ValueError("this pool scores no toxicity: start it with the [risk] settings")
 
     def _map(self, function, texts: list[str]) -> Iterator:
         """``function`` over contiguous parts of ``texts``, one per worker (at least MIN_PART

@@ -105,7 +105,7 @@ class PooledToxicity:
         return self.pool.toxicity_name
 
     def score(self, texts: list[str]) -> np.ndarray:
-        return self.pool.score_many(texts)[0]
+        return self.pool.toxicity_many(texts)
 
 
 def detector_arguments(risk) -> dict[str, Any]:
