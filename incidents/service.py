@@ -237,6 +237,13 @@ def sync_with_alerts(
     return opened
 
 
+def _acted_on(incident: Incident, actor: str, now: datetime) -> None:
+    """Rolling back, mitigating or resolving an incident acknowledges it, as ``acknowledge``
+    does: it is acknowledged now unless it was, and the actor is commander unless one is set."""
+    incident.acked_at = incident.acked_at or now
+    incident.commander = incident.commander or actor
+
+
 def acknowledge(db: Database, incident_id: int, *, actor: str, now: datetime | None = None) -> dict[str, Any]:
     """Acknowledge: the actor becomes commander unless one is set; its alerts are acknowledged too."""
     now = now or utcnow()
@@ -559,8 +566,7 @@ def rollback(
         before = incident.state
         if incident.state in ("triggered", "acknowledged"):
             incident.state, incident.mitigated_at = "mitigated", now
-            incident.acked_at = incident.acked_at or now
-            incident.commander = incident.commander or actor  # acting on it acknowledges it, as `ack` does
+            _acted_on(incident, actor, now)
             event(session, incident, "state", f"{before} -> mitigated", actor=actor, ts=now)
         audit.record(
             session,
@@ -587,8 +593,7 @@ def mitigate(
             raise ConflictError(f"incident {incident_id} is {incident.state}")
         before = incident.state
         incident.state, incident.mitigated_at = "mitigated", now
-        incident.acked_at = incident.acked_at or now
-        incident.commander = incident.commander or actor  # acting on it acknowledges it, as `ack` does
+        _acted_on(incident, actor, now)
         event(session, incident, "state", f"{before} -> mitigated: {note}", actor=actor, ts=now)
         queue_notices(session, settings, incident, "mitigated", now=now, actor=actor)
         return describe(session, incident)
@@ -611,8 +616,7 @@ def resolve(
             raise ConflictError(f"incident {incident_id} is already resolved")
         before = incident.state
         incident.state, incident.resolved_at = "resolved", now
-        incident.acked_at = incident.acked_at or now
-        incident.commander = incident.commander or actor  # acting on it acknowledges it, as `ack` does
+        _acted_on(incident, actor, now)
         incident.mitigated_at = incident.mitigated_at or now
         event(session, incident, "state", f"{before} -> resolved" + (f": {note}" if note else ""), actor=actor, ts=now)
         audit.record(
