@@ -27,6 +27,7 @@ import ctypes
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -339,32 +340,54 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+# The command waits at this gate (its stdin) until the scheduler has recorded its group. Popen
+# returns only once the child has exec'd, so the wait is a shell's, on a pipe the scheduler holds:
+# a scheduler that dies first closes it unopened, and the command never starts.
+_GATE = 'read -r _ || exit 125; exec "$@" </dev/null'
+
+
 def _stop_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):  # gone, or someone else's now
         os.killpg(pgid, signal.SIGKILL)
 
 
+def _record_group(db: Database, pgid: int) -> None:
+    run_id = _CURRENT_RUN.get()
+    if run_id is None:
+        return
+    with db.session() as session:
+        run = session.get(JobRun, run_id)
+        if run is not None:
+            run.child_pgid = pgid  # start_new_session: the child leads its own group
+
+
 def job_command(db: Database, settings: Settings, job, now: datetime) -> dict[str, Any]:
     """Run a command in its own process group that dies with the scheduler; its group id is
-    recorded on the run, so a restarted scheduler stops what a killed one left running."""
+    recorded on the run before the command starts, so a restarted scheduler stops whatever a
+    killed one left running."""
     timeout = job.timeout.total_seconds()
-    try:
-        proc = subprocess.Popen(
-            job.command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
-        )
-    except FileNotFoundError:
-        raise DependencyError(f"program {job.command[0]!r} not found", fix="install it or correct command") from None
-    run_id = _CURRENT_RUN.get()
-    if run_id is not None:
-        with db.session() as session:
-            run = session.get(JobRun, run_id)
-            if run is not None:
-                run.child_pgid = proc.pid  # start_new_session: the child leads its own group
+    if shutil.which(job.command[0]) is None:
+        raise DependencyError(f"program {job.command[0]!r} not found", fix="install it or correct command")
+    gate, go = os.pipe()
+    with open(go, "wb", buffering=0) as release:
+        with open(gate, "rb", buffering=0) as stdin:
+            proc = subprocess.Popen(
+                ["/bin/sh", "-c", _GATE, "lorawatch-job", *job.command],
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,  # noqa: PLW1509
+            )
+        try:
+            _record_group(db, proc.pid)
+        except BaseException:
+            _stop_group(proc.pid)  # not recorded: it must not run
+            proc.wait()
+            raise
+        with contextlib.suppress(BrokenPipeError):  # the shell is gone already: its status says why
+            release.write(b"go\n")
     try:
         stdout, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:

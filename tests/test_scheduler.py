@@ -315,3 +315,57 @@ def test_a_sigkilled_scheduler_leaves_no_command_running_after_restart(lw_env, d
             if run.child_pgid:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(run.child_pgid, signal.SIGKILL)
+
+
+def test_a_command_whose_group_cannot_be_recorded_never_starts(db, tmp_path):
+    """The group is recorded before the command runs: when the database refuses the record, the
+    command is stopped at the gate, not left running where no restarted scheduler could find it."""
+    from sqlalchemy import text
+
+    from lorawatch.scheduler import run_job
+
+    out = tmp_path / "out.txt"
+    settings = load_settings(_config(tmp_path, _append_job("guarded", out, 'cron = "0 2 * * 1"')))
+    with db.engine.begin() as conn:  # the database itself refuses to store a group id
+        if db.engine.dialect.name == "sqlite":
+            conn.execute(
+                text(
+                    "CREATE TRIGGER refuse_group BEFORE UPDATE OF child_pgid ON job_runs "
+                    "BEGIN SELECT RAISE(ABORT, 'no group ids today'); END"
+                )
+            )
+        else:
+            conn.execute(
+                text(
+                    "CREATE FUNCTION refuse_group() RETURNS trigger AS $$ BEGIN "
+                    "RAISE EXCEPTION 'no group ids today'; END $$ LANGUAGE plpgsql"
+                )
+            )
+            conn.execute(
+                text(
+                    "CREATE TRIGGER refuse_group BEFORE UPDATE OF child_pgid ON job_runs "
+                    "FOR EACH ROW EXECUTE FUNCTION refuse_group()"
+                )
+            )
+    result = run_job(db, settings, "guarded", clock=lambda: MONDAY + timedelta(minutes=1))
+    assert result["status"] == "failed" and "no group ids today" in result["error"], result
+    time.sleep(0.5)  # long enough for the command to have written, had it started
+    assert not out.exists()
+
+
+def test_a_command_reads_no_input_and_a_missing_program_is_named(db, tmp_path):
+    from lorawatch.scheduler import run_job
+
+    code = "import sys; print(repr(sys.stdin.read()))"
+    job = (
+        '[scheduler.jobs.reader]\nkind = "command"\ncron = "0 2 * * 1"\n'
+        f'command = [{json.dumps(sys.executable)}, "-c", {json.dumps(code)}]\n'
+        '[scheduler.jobs.missing]\nkind = "command"\ncron = "0 2 * * 1"\n'
+        'command = ["no-such-program-lorawatch", "x"]\n'
+    )
+    settings = load_settings(_config(tmp_path, job))
+    clock = lambda: MONDAY + timedelta(minutes=1)  # noqa: E731
+    reader = run_job(db, settings, "reader", clock=clock)
+    assert reader["status"] == "success" and reader["result"]["stdout_tail"] == "''", reader
+    missing = run_job(db, settings, "missing", clock=clock)
+    assert missing["status"] == "failed" and "'no-such-program-lorawatch' not found" in missing["error"], missing
