@@ -143,6 +143,41 @@ def load_base(path: str | None, hub_id: str | None, choice: DeviceChoice):
     return model, tokenizer
 
 
+def direct_unsupported(path: str | None) -> str | None:
+    """Why the base at ``path`` cannot be built without transformers (``load_base_direct``), or None."""
+    if not path:
+        return "a hub id (transformers reads its cache)"
+    folder = Path(path)
+    if not folder.is_dir():
+        return "not a model folder (a GGUF file, say)"
+    # Deferred: torch and safetensors take seconds to import; only model work needs them.
+    from lorawatch import llama_file, tokenizer_file
+
+    return tokenizer_file.unsupported(folder) or llama_file.unsupported(folder)
+
+
+def load_base_direct(path: str, choice: DeviceChoice):
+    """The base and its tokenizer built without transformers: a Llama-family model from its
+    folder's config and safetensors (``lorawatch.llama_file``), its tokenizer with ``tokenizers``
+    (``lorawatch.tokenizer_file``). Only the canary's grouped decoder runs such a model; check
+    ``direct_unsupported`` first."""
+    # Deferred: torch and safetensors take seconds to import; only model work needs them.
+    from lorawatch import llama_file
+    from lorawatch.tokenizer_file import FileTokenizer
+
+    folder = Path(path)
+    try:
+        tokenizer = FileTokenizer(folder)
+        model = llama_file.load(folder, choice.device, choice.dtype)
+    except (OSError, ValueError) as exc:
+        raise InputError(
+            f"cannot load the base model: {str(exc).splitlines()[0]}",
+            where=path,
+            fix="check the registered path and its files",
+        ) from None
+    return model, tokenizer
+
+
 def _loads_onto_device() -> bool:
     """Whether ``from_pretrained`` takes a one-device ``device_map`` (transformers 5 does by
     itself; older versions need accelerate)."""

@@ -142,6 +142,12 @@ class CanarySettings(_Section):
         description="Generate for the base and every adapter in one grouped batch with a static KV cache "
         "(Llama, Mistral, Qwen2); false: PEFT's generate per adapter.",
     )
+    model_loader: Literal["auto", "transformers"] = Field(
+        "auto",
+        description="auto: a Llama, Mistral or Qwen2 base in safetensors, whose adapters the grouped decoder "
+        "reads from their files, is built from its files with torch alone (no transformers import: seconds of "
+        "start-up, most on a GPU host); anything else loads through transformers. transformers: always.",
+    )
     embedding_model: str | None = Field(
         None,
         description="Sentence-transformers model directory for embedding drift; empty means "

@@ -450,6 +450,7 @@ def prepare_execution(db: Database, settings: Settings, run_id: int, *, resume: 
             device=run.config["device"],
             max_new_tokens=run.config["max_new_tokens"],
             fast_decode=settings.canary.fast_decode,
+            direct_load=settings.canary.model_loader == "auto",
             embedding_model=settings.canary.embedding_model,
             risk=settings.risk if settings.risk.enabled else None,
             kernel_cache=str(settings.home_dir / "cache"),

@@ -50,15 +50,13 @@ class BatchResult:
 
 class CanaryModels:
     """A PeftModel holding every adapter of a run, with what the batch code needs of it; or the
-    plain base with the adapters' LoRA factors read from their files (``factors``, per adapter
-    key: ``lorawatch.monitors.lora_files``), for the grouped decoder, which then needs no PEFT."""
+    plain base (transformers', or built without it by ``lorawatch.llama_file``) with the
+    adapters' LoRA factors read from their files (``factors``, per adapter key:
+    ``lorawatch.monitors.lora_files``), for the grouped decoder, which then needs no PEFT."""
 
     def __init__(
         self, peft_model, tokenizer, device, max_new_tokens: int, fast_decode: bool = True, factors=None
     ) -> None:
-        # Deferred: torch and transformers take seconds to import; only model work needs them.
-        from transformers import GenerationConfig
-
         if factors is not None and not fast_decode:
             raise ValueError("LoRA factors without PEFT need the grouped decoder (fast_decode)")
         self.peft = peft_model
@@ -82,12 +80,22 @@ class CanaryModels:
         # score every adapter in one grouped pass too (109k against 97k scored tok/s on the H200, benchmarks/README.md)
         self.grouped_scoring = fast_decode
         self._grouped = None
-        self.generation_config = GenerationConfig(
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=self.pad_id,
-            eos_token_id=sorted(self.eos_ids) or None,
-        )
+        self._generation_config = None
+
+    @property
+    def generation_config(self):
+        """Greedy decoding for HF ``generate`` (PEFT's path; the grouped decoder needs none)."""
+        if self._generation_config is None:
+            # Deferred: transformers takes seconds to import; the grouped decoder never needs it.
+            from transformers import GenerationConfig
+
+            self._generation_config = GenerationConfig(
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.pad_id,
+                eos_token_id=sorted(self.eos_ids) or None,
+            )
+        return self._generation_config
 
     # ------------------------------------------------------------ tokens
 

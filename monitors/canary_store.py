@@ -33,7 +33,9 @@ def record_workers(db: Database, run_id: int, backend: str, workers: list[dict[s
         config = {
             **run.config,
             "backend": backend,
-            "workers": [{k: w[k] for k in ("host", "pid", "device", "adapters")} for w in workers],
+            "workers": [
+                {k: w[k] for k in ("host", "pid", "device", "adapters", "model_loader") if k in w} for w in workers
+            ],
         }
         if risk is not None:
             config.update(risk)

@@ -10,6 +10,7 @@ whoever holds the database (``lorawatch.monitors.canary.store_rows``). Workers n
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -22,12 +23,21 @@ from typing import Any
 
 import numpy as np
 
-from lorawatch.models import attach_adapters, load_base, pick_device, use_kernel_caches
+from lorawatch.models import (
+    attach_adapters,
+    direct_unsupported,
+    load_base,
+    load_base_direct,
+    pick_device,
+    use_kernel_caches,
+)
 from lorawatch.monitors.dataset import CanaryPrompt
-from lorawatch.monitors.embeddings import Embedder, cosine_distance, to_bytes
+from lorawatch.monitors.embeddings import Embedder, cosine_distance, needs_transformers, to_bytes
 from lorawatch.monitors.pii_pool import PiiPool
 from lorawatch.monitors.risk import RiskScorers, prompt_text
 from lorawatch.registry import files as registry_files
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -42,6 +52,7 @@ class WorkerSpec:
     device: str = "auto"
     max_new_tokens: int = 48
     fast_decode: bool = True
+    direct_load: bool = True  # the base built without transformers where it can be (models.load_base_direct)
     embedding_model: str | None = None
     risk: Any = None  # RiskSettings, or None when content risk is off
     kernel_cache: str | None = None  # where compiled GPU kernels are kept (models.use_kernel_caches)
@@ -58,6 +69,32 @@ class WorkerSpec:
         return WorkerSpec(**{**self.__dict__, "adapters": adapters, "base_files": None})
 
 
+def direct_plan(spec: WorkerSpec) -> str | None:
+    """None when the run needs no transformers at all: the base is built from its files
+    (``lorawatch.models.load_base_direct``) and every adapter's factors are read from its files
+    for the grouped decoder; else why not (the base then loads through transformers, as before)."""
+    if not spec.fast_decode:
+        return "fast_decode is off"
+    if not spec.direct_load:
+        return "[canary] model_loader is transformers"
+    why = direct_unsupported(spec.base_path)
+    if why is not None:
+        return why
+    # Deferred: imports torch, which only the worker's model work needs.
+    from lorawatch import llama_file
+    from lorawatch.monitors import fast_decode, lora_files
+
+    assert spec.base_path is not None  # direct_unsupported says a hub id is not a folder
+    shape = llama_file.skeleton(Path(spec.base_path))
+    keys = list(spec.adapters)
+    why = fast_decode.supported(shape, keys)
+    for directory, _, label in spec.adapters.values():
+        why = why or lora_files.unsupported(Path(directory), shape)
+        if why is not None:
+            return f"{label}: {why}"
+    return why
+
+
 def read_factors(model, dirs: dict[str, Path], device):
     """Every adapter's LoRA factors read from its files (``lorawatch.monitors.lora_files``) when
     the grouped decoder runs them all: PEFT then is not needed (wrapping the base costs seconds);
@@ -71,6 +108,16 @@ def read_factors(model, dirs: dict[str, Path], device):
     if any(lora_files.unsupported(directory, model) is not None for directory in dirs.values()):
         return None
     return {key: lora_files.read_adapter(directory, device) for key, directory in dirs.items()}
+
+
+def _scorers_need_hf(spec: WorkerSpec, build_risk: bool, embedder) -> bool:
+    """Whether the scorers' thread will import transformers (Detoxify, or an embedding model
+    that ``lorawatch.monitors.bert_file`` does not run)."""
+    if build_risk and spec.risk.toxicity_backend == "detoxify":
+        return True
+    if build_risk and spec.risk.toxicity_backend == "minilm-classifier" and needs_transformers(None):
+        return True  # the classifier embeds with the packaged model
+    return embedder is None and needs_transformers(spec.embedding_model)
 
 
 @dataclass
@@ -111,16 +158,23 @@ class CanaryWorker:
             self._verify()
             use_kernel_caches(Path(spec.kernel_cache) if spec.kernel_cache else None)
             choice = pick_device(spec.device)
+            self.direct = direct_plan(spec)  # None: no transformers in this process for the model
+            if self.direct is not None:
+                log.info("the base loads through transformers: %s", self.direct)
             # The scorers start while the model loads: the PII processes at once, the embedding
-            # model and the toxicity scorer on a thread (once torch and transformers, which they
-            # share with the model, are imported here: two threads importing one package can deadlock).
-            self._start_scorers(str(choice.device), featurize, embedder, risk)
+            # model and the toxicity scorer on a thread (once torch, and transformers where they
+            # or the model need it, are imported here: two threads importing one package can deadlock).
+            self._start_scorers(str(choice.device), featurize, embedder, risk, model_needs_hf=self.direct is not None)
             try:
                 started = time.perf_counter()
-                model, tokenizer = load_base(spec.base_path, spec.base_hub, choice)
+                dirs = {key: Path(directory) for key, (directory, _, _) in spec.adapters.items()}
+                if self.direct is None:
+                    assert spec.base_path is not None  # direct_plan checked
+                    model, tokenizer = load_base_direct(spec.base_path, choice)
+                else:
+                    model, tokenizer = load_base(spec.base_path, spec.base_hub, choice)
                 self.add_time("load_base", time.perf_counter() - started)
                 started = time.perf_counter()
-                dirs = {key: Path(directory) for key, (directory, _, _) in spec.adapters.items()}
                 factors = read_factors(model, dirs, choice.device) if spec.fast_decode else None
                 models = CanaryModels(
                     model if factors is not None else attach_adapters(model, dirs),
@@ -142,14 +196,15 @@ class CanaryWorker:
             self.add_time("wait_for_scorers", time.perf_counter() - started)
             self.device_label = choice.label
         else:
+            self.direct = "models given"
             self.device_label = str(models.device)
-            self._start_scorers(str(models.device), featurize, embedder, risk)
+            self._start_scorers(str(models.device), featurize, embedder, risk, model_needs_hf=True)
             self._join_scorers()
         self.models = models
         self.timings["ready_at"] = time.time()
         self.identity = {"host": socket.gethostname(), "pid": os.getpid(), "device": self.device_label}
 
-    def _start_scorers(self, device: str, featurize: bool, embedder, risk) -> None:
+    def _start_scorers(self, device: str, featurize: bool, embedder, risk, model_needs_hf: bool) -> None:
         self._scorers_thread = None
         self._scorers_error: BaseException | None = None
         if not featurize:
@@ -170,8 +225,12 @@ class CanaryWorker:
                 except BaseException as exc:  # raised by _join_scorers, in the caller's thread
                     self._scorers_error = exc
 
-            # Deferred: torch and transformers must be imported by this thread before another imports them.
-            import transformers  # noqa: F401
+            if model_needs_hf or _scorers_need_hf(spec, build_risk, embedder):
+                # Deferred: transformers must be imported by this thread before another imports it.
+                import transformers  # noqa: F401
+            else:
+                # Deferred: torch too, so that the thread does not import it while this one does.
+                import torch  # noqa: F401
 
             self._scorers_thread = threading.Thread(target=build, name="canary-scorers", daemon=True)
             self._scorers_thread.start()
@@ -208,6 +267,7 @@ class CanaryWorker:
     def describe(self) -> dict[str, Any]:
         """Where it runs and which risk backends it uses (recorded on the run)."""
         info = {**self.identity, "adapters": list(self.keys)}
+        info["model_loader"] = "direct" if self.direct is None else f"transformers ({self.direct})"
         if self.risk is not None:
             info["risk"] = {**self.risk.names, "toxicity_threshold": self.risk.threshold}
         return info

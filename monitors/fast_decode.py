@@ -37,8 +37,9 @@ PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "
 def supported(model, adapter_keys: list[str]) -> str | None:
     """None when the fast path applies, else why not.
 
-    ``model`` is a PeftModel holding the adapters, or the plain transformers model whose adapters
-    were read from their files (``lorawatch.monitors.lora_files``, which vets those itself).
+    ``model`` is a PeftModel holding the adapters, or the plain model (transformers', or
+    ``lorawatch.llama_file``'s) whose adapters were read from their files
+    (``lorawatch.monitors.lora_files``, which vets those itself).
     """
     core = _core(model)
     config = core.config
@@ -48,8 +49,10 @@ def supported(model, adapter_keys: list[str]) -> str | None:
         getattr(config, "sliding_window", None)
         and getattr(config, "use_sliding_window", True)
         and config.model_type == "mistral"
-    ):
+    ) or "sliding_attention" in (getattr(config, "layer_types", None) or []):
         return "sliding-window attention"
+    if getattr(config, "hidden_act", "silu") not in ("silu", "swish"):
+        return f"activation {config.hidden_act}"
     for module in core.modules():
         if hasattr(module, "lora_magnitude_vector") and any(k in module.lora_magnitude_vector for k in adapter_keys):
             return "DoRA adapters"
@@ -75,6 +78,13 @@ def decoder_projections(core) -> list[dict[str, tuple[str, torch.nn.Module]]]:
         modules = {name: getattr(attn, name, None) or getattr(mlp, name) for name in PROJECTIONS}
         layers.append({name: (paths[id(module)], module) for name, module in modules.items()})
     return layers
+
+
+def _rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of ``x`` (N, heads, T, D) as transformers' ``apply_rotary_pos_emb`` computes it."""
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    half = x.shape[-1] // 2
+    return (x * cos) + (torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin)
 
 
 @dataclass(frozen=True)
@@ -159,7 +169,7 @@ class GroupedDecoder:
 
     def _fusable(self) -> bool:
         norms = [layer[k] for layer in self.layers for k in ("in_norm", "post_norm")]  # the final norm stays eager
-        if any(type(m).__name__ not in kernels.NORMS or not hasattr(m, "variance_epsilon") for m in norms):
+        if any(not kernels.is_rms_norm(m) for m in norms):
             return False
         return getattr(self.config, "partial_rotary_factor", 1.0) == 1.0 and self.head_dim % 2 == 0
 
@@ -218,9 +228,6 @@ class GroupedDecoder:
         group_size: int | None = None,
         group: int | None = None,
     ):
-        # Deferred: torch and transformers take seconds to import; only model work needs them.
-        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
         n, t, _ = x.shape
         fused = self.fused
         norm = layer["in_norm"]
@@ -235,7 +242,7 @@ class GroupedDecoder:
         if fused:
             q, k = kernels.rotary(q, cos, sin).transpose(1, 2), kernels.rotary(k, cos, sin).transpose(1, 2)
         else:
-            q, k = apply_rotary_pos_emb(q.transpose(1, 2), k.transpose(1, 2), cos, sin)
+            q, k = _rotary(q.transpose(1, 2), cos, sin), _rotary(k.transpose(1, 2), cos, sin)
         write(k_cache, v_cache, k, v)
         if causal:
             o = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.kv_heads != self.heads)

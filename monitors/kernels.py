@@ -27,6 +27,8 @@ import os
 
 import torch
 
+from lorawatch.llama_file import RMSNorm
+
 try:
     import triton
     import triton.language as tl
@@ -40,6 +42,13 @@ except ImportError:  # CPU installs without triton: the eager code runs instead
 
 LOG2 = math.log(2.0)
 NORMS = {"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm"}
+
+
+def is_rms_norm(module) -> bool:
+    """Whether ``module`` computes transformers' Llama RMSNorm (which ``rms_norm`` reproduces):
+    one of NORMS, or ``lorawatch.llama_file``'s copy of it."""
+    named = type(module).__name__ in NORMS and hasattr(module, "variance_epsilon")
+    return named or type(module) is RMSNorm
 
 
 def interpreting() -> bool:
