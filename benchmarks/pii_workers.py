@@ -29,7 +29,9 @@ started = time.perf_counter()
 sys.path.insert(0, {root!r})
 from lorawatch.monitors import pii_pool
 if {refuse}:
-    sys.meta_path.insert(0, pii_pool._Unused())
+    sys.meta_path.insert(0, pii_pool.RefuseImports(pii_pool.UNUSED_IN_WORKERS))
+else:  # what Presidio imported before (the detector now refuses it wherever it is not loaded yet)
+    import torch, transformers
 from lorawatch.monitors.pii import PiiDetector
 from lorawatch.monitors.risk import detector_arguments
 from lorawatch.monitors.toxicity import build_scorer

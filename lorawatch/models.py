@@ -30,6 +30,18 @@ class DeviceChoice:
         return f"{self.device}/{str(self.dtype).removeprefix('torch.')}"
 
 
+def cuda_likely(preference: str = "auto") -> bool:
+    """Whether ``pick_device(preference)`` will likely pick CUDA, known without importing torch
+    (which takes seconds): an NVIDIA driver is loaded and CUDA_VISIBLE_DEVICES hides nothing.
+    For work worth starting early (the PII worker processes); a wrong guess costs time, not
+    correctness."""
+    if preference == "cpu":
+        return False
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidiactl").exists()
+
+
 def pick_device(preference: str = "auto") -> DeviceChoice:
     """``auto``: CUDA in bf16 when available, else the CPU in fp32."""
     # Deferred: torch and transformers take seconds to import; only model work needs them.
@@ -48,16 +60,17 @@ def pick_device(preference: str = "auto") -> DeviceChoice:
 
 
 def preload_libraries() -> threading.Thread:
-    """Import torch and transformers on a thread while the caller does other work (a
-    canary run re-hashes its files first, which releases the interpreter's lock): the imports
-    take seconds that the run would otherwise wait for. A later import of them in the caller
-    waits for this one. The caller must not import these packages' own dependencies meanwhile
-    (two threads importing into each other's modules can deadlock)."""
+    """Import torch on a thread while the caller does other work (a canary run opens its
+    database and checks its files first): the import takes seconds that the run would
+    otherwise wait for. A later import of it in the caller waits for this one. transformers is
+    not imported here: a run whose base is built from its files never needs it, and the canary
+    worker imports it itself where it does (``lorawatch.monitors.canary_worker``). The caller
+    must not import torch's own dependencies meanwhile (two threads importing into each
+    other's modules can deadlock)."""
 
     def load() -> None:
-        # Deferred: this is the point: the imports run on this thread, beside the caller's work.
+        # Deferred: this is the point: the import runs on this thread, beside the caller's work.
         import torch  # noqa: F401
-        from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: F401
 
     thread = threading.Thread(target=load, name="preload-libraries", daemon=True)
     thread.start()

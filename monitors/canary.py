@@ -36,12 +36,14 @@ from lorawatch.db.models import (
 from lorawatch.db.types import utcnow
 from lorawatch.durations import format_duration
 from lorawatch.errors import ConflictError, InputError, NotFoundError
-from lorawatch.models import pick_device
+from lorawatch.models import cuda_likely, pick_device
 from lorawatch.monitors.canary_finalize import finalize_run
 from lorawatch.monitors.canary_ray import run_on_ray
 from lorawatch.monitors.canary_store import plan_batches, progress_bar, record_workers, store_rows
 from lorawatch.monitors.canary_worker import CanaryWorker, WorkerSpec
 from lorawatch.monitors.dataset import CanaryDataset, CanaryPrompt, load_dataset
+from lorawatch.monitors.pii_pool import PiiPool
+from lorawatch.monitors.risk import RiskScorers
 from lorawatch.registry import files as registry_files
 from lorawatch.registry.aliases import aliased_versions, resolve_alias
 from lorawatch.registry.versions import get_adapter, get_version
@@ -264,6 +266,17 @@ def _dataset_record(session: Session, dataset: CanaryDataset) -> CanaryDatasetRe
     return record
 
 
+def start_pii_early(settings: Settings, device: str) -> PiiPool | None:
+    """The PII worker processes a local run on ``device`` will use, started now, before the run
+    imports torch and opens its database: they take seconds to load Presidio and spaCy, which
+    then overlap the run's own start-up (hand the pool to ``execute_run``). None where the run
+    finds PII in its own process (content risk off, ``[risk] pii_workers = 0``, no GPU)."""
+    risk = settings.risk
+    if not risk.enabled or not cuda_likely(device):
+        return None
+    return RiskScorers.start_pii(risk, "cuda")
+
+
 def execute_run(
     db: Database,
     settings: Settings,
@@ -276,8 +289,13 @@ def execute_run(
     backend: str | None = None,
     ray_options: dict[str, Any] | None = None,
     resume: bool = False,
+    pii_pool: PiiPool | None = None,
 ) -> dict[str, Any]:
     """Score every (prompt, adapter) pair not yet stored, then finalise; returns the run's summary.
+
+    ``pii_pool``: PII workers started early (``start_pii_early``) for the local backend, which
+    then owns them; the caller closes them only if this raises before the run starts (closing
+    twice is harmless).
 
     ``resume``: the run was started earlier (``--resume``): refused while another process keeps
     its heartbeat fresh.
@@ -302,7 +320,7 @@ def execute_run(
             seconds = run_on_ray(db, run_id, ex, progress=progress, options=ray_options or {}, settings=settings)
         else:
             # hashes were re-checked above, in this very process
-            worker = CanaryWorker(spec.checked(), models=models, embedder=embedder, risk=risk)
+            worker = CanaryWorker(spec.checked(), models=models, embedder=embedder, risk=risk, pii_pool=pii_pool)
             try:
                 record_workers(db, run_id, "local", [worker.describe()])
                 batches = plan_batches(dataset.prompts, worker.lengths(dataset.prompts), ex.batch_size)

@@ -139,7 +139,9 @@ class CanaryWorker:
     they are loaded from the spec. ``risk=False`` turns content risk off whatever the spec says.
     """
 
-    def __init__(self, spec: WorkerSpec, models=None, embedder=None, risk=None, featurize: bool = True) -> None:
+    def __init__(
+        self, spec: WorkerSpec, models=None, embedder=None, risk=None, featurize: bool = True, pii_pool=None
+    ) -> None:
         # Deferred: imports torch, which only the worker's model work needs.
         from lorawatch.monitors.canary_batch import CanaryModels
 
@@ -152,7 +154,7 @@ class CanaryWorker:
         # seconds per stage (start-up, then summed over batches) and when steps began and ended
         self.timings: dict[str, float] = {"worker_at": time.time()}
         self._own_risk: RiskScorers | None = None  # scorers built here, whose processes close() stops
-        self._own_pool: PiiPool | None = None
+        self._own_pool: PiiPool | None = pii_pool  # PII workers started before this worker, now its own
         self._timings_lock = threading.Lock()
         if models is None:
             self._verify()
@@ -207,12 +209,16 @@ class CanaryWorker:
     def _start_scorers(self, device: str, featurize: bool, embedder, risk, model_needs_hf: bool) -> None:
         self._scorers_thread = None
         self._scorers_error: BaseException | None = None
+        spec = self.spec
+        build_risk = featurize and risk is None and spec.risk is not None and spec.risk.enabled
+        if not build_risk and self._own_pool is not None:
+            self._own_pool.close()  # started early for scorers this worker does not build
+            self._own_pool = None
+        if build_risk and self._own_pool is None:
+            # PII worker processes start at once (unless started before); the rest is built on the thread
+            self._own_pool = RiskScorers.start_pii(spec.risk, device)
         if not featurize:
             return
-        spec = self.spec
-        build_risk = risk is None and spec.risk is not None and spec.risk.enabled
-        # PII worker processes start at once; the rest is built on the thread
-        self._own_pool = RiskScorers.start_pii(spec.risk, device) if build_risk else None
         if embedder is None or build_risk:
 
             def build() -> None:

@@ -28,10 +28,13 @@ batch's time.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib.abc
 import ipaddress
 import logging
 import re
+import sys
 import tempfile
 import unicodedata
 import warnings
@@ -579,6 +582,42 @@ def _text_recognizers() -> list:
     ]
 
 
+# Libraries Presidio imports for recognizers and NLP engines the detector never builds (its NER
+# is spaCy's): transformers alone took 10 of the 15 s Presidio's import took in a canary run on 2
+# cores. Each of these imports is optional in Presidio, spaCy and thinc, which go on without
+# them (tests/test_pii_quality.py: the same findings). A library already imported is used as it is.
+UNUSED_BY_DETECTOR = frozenset({"torchvision", "transformers", "gliner", "stanza", "flair"})
+
+
+class RefuseImports(importlib.abc.MetaPathFinder):
+    """Imports of ``names`` (and their submodules) fail as for a library not installed."""
+
+    def __init__(self, names: frozenset[str] | set[str]) -> None:
+        self.names = frozenset(names)
+
+    def find_spec(self, name, path, target=None):
+        if name.partition(".")[0] in self.names:
+            raise ModuleNotFoundError(f"No module named {name!r} (not used to find PII)", name=name)
+        return None
+
+
+@contextlib.contextmanager
+def refused(names: frozenset[str] | set[str]) -> Iterator[None]:
+    """``RefuseImports(names)`` while the block runs: for the detector's construction, which
+    imports whatever Presidio imports. Only libraries not imported yet are named (a library
+    being imported by another thread meanwhile would fail: the canary worker imports
+    transformers before it starts building the scorers, when anything of its own needs it)."""
+    if not names:
+        yield
+        return
+    finder = RefuseImports(names)
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+
+
 class PiiDetector:
     """Finds configured PII entity types in texts with a Presidio AnalyzerEngine."""
 
@@ -590,6 +629,12 @@ class PiiDetector:
         *,
         person_min_words: int = 2,
         ignore_toll_free: bool = True,
+    ) -> None:
+        with refused(UNUSED_BY_DETECTOR - set(sys.modules)):
+            self._build(entities, score_threshold, spacy_model, person_min_words, ignore_toll_free)
+
+    def _build(
+        self, entities: list[str], score_threshold: float, spacy_model, person_min_words: int, ignore_toll_free: bool
     ) -> None:
         # Deferred: Presidio, spaCy and tldextract take seconds to import; only PII scoring needs them.
         from presidio_analyzer import AnalyzerEngine

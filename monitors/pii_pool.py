@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import importlib.abc
 import importlib.metadata
 import multiprocessing
 import os
@@ -36,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from lorawatch.monitors.pii import Finding, PiiDetector
+from lorawatch.monitors.pii import UNUSED_BY_DETECTOR, Finding, PiiDetector, RefuseImports
 from lorawatch.monitors.toxicity import ToxicityScorer, build_scorer
 
 # Toxicity backends a worker may run: on the CPU, light, and the same scores in any process.
@@ -54,27 +53,17 @@ _start_warnings: list[str] = []
 _ONE_THREAD = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
-# Libraries Presidio imports for recognizers and NLP engines the detector never builds (its NER
-# is spaCy's). Importing them took 12 of a worker's 16 s of start-up on the H200's host, so the
-# workers were not ready for the first batch; each import is optional in Presidio, spaCy and
-# thinc, which go on without them (tests/test_pipeline.py: the same findings as in one process).
-UNUSED_IN_WORKERS = frozenset({"torch", "torchvision", "transformers", "gliner", "stanza", "flair"})
-
-
-class _Unused(importlib.abc.MetaPathFinder):
-    """Imports of ``UNUSED_IN_WORKERS`` fail as for a library not installed."""
-
-    def find_spec(self, name, path, target=None):
-        if name.partition(".")[0] in UNUSED_IN_WORKERS:
-            raise ModuleNotFoundError(f"No module named {name!r} (not used by a PII worker)", name=name)
-        return None
+# What the detector leaves out anywhere (pii.UNUSED_BY_DETECTOR), and torch: importing them took
+# 12 of a worker's 16 s of start-up on the H200's host, so the workers were not ready for the
+# first batch (tests/test_pipeline.py: the same findings as in one process).
+UNUSED_IN_WORKERS = UNUSED_BY_DETECTOR | {"torch"}
 
 
 def _start(arguments: dict[str, Any], toxicity: Any = None) -> None:
     global _detector, _toxicity
     for name in _ONE_THREAD:  # before the detector imports the libraries that read them
         os.environ[name] = "1"
-    sys.meta_path.insert(0, _Unused())
+    sys.meta_path.insert(0, RefuseImports(UNUSED_IN_WORKERS))
     # a spawned worker ends through the interpreter's full teardown, which for Presidio, spaCy
     # and scikit-learn took a second and a half of every run's finish (the run waits for its
     # workers to stop); it has nothing to write then, so its first exit handler ends it

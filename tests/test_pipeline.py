@@ -79,7 +79,7 @@ def test_a_run_on_a_pool_scores_toxicity_there_too_and_the_same_as_one_process()
         # the model libraries Presidio would import for recognizers it does not build stay out of the workers
         import importlib
 
-        with pytest.raises(ModuleNotFoundError, match="not used by a PII worker"):
+        with pytest.raises(ModuleNotFoundError, match="not used to find PII"):
             pooled.pii._executor.submit(importlib.import_module, "transformers").result()
     finally:
         pooled.close()
@@ -144,18 +144,23 @@ def test_overlapped_batches_with_a_pii_pool_store_the_rows_of_one_batch_at_a_tim
     """The same run, batch by batch in one thread with PII in this process, and overlapped with
     PII on two processes: every stored column is the same, risk included."""
     from lorawatch.monitors import canary
+    from lorawatch.monitors.risk import RiskScorers
     from lorawatch.settings import load_settings
 
-    def run(overlap: bool, workers: int) -> int:
+    def run(overlap: bool, workers: int, early: bool = False) -> int:
         (tmp_path / "lorawatch.toml").write_text(
             f"[canary]\noverlap = {str(overlap).lower()}\n[risk]\npii_workers = {workers}\n"
         )
         settings = load_settings()
+        # as the command line starts them on a GPU host: before the run is even created
+        pool = RiskScorers.start_pii(settings.risk, "cuda") if early else None
         opts = canary.RunOptions(device="cpu", batch_size=3, max_new_tokens=12)
         run_id = canary.create_run(
             db, settings, dataset_path=canary_file, adapters=["trained", "other"], options=opts, actor="t"
         )
-        summary = canary.execute_run(db, settings, run_id, progress=False, embedder=embedder)
+        summary = canary.execute_run(db, settings, run_id, progress=False, embedder=embedder, pii_pool=pool)
+        if pool is not None:  # the run's worker used the pool and stopped its processes
+            assert pool._executor._shutdown_thread and not pool._executor._processes  # joined
         assert summary["status"] == "complete"
         timings = summary["stats"]["timings"]
         assert timings["model"] > 0 and timings["risk"] > 0 and timings["first_batch_at"] <= timings["last_batch_at"]
@@ -171,6 +176,7 @@ def test_overlapped_batches_with_a_pii_pool_store_the_rows_of_one_batch_at_a_tim
     assert len(sequential) == 48
     assert all(r["toxicity"] is not None for r in sequential)
     assert overlapped == sequential
+    assert stable(run(overlap=True, workers=2, early=True)) == sequential
 
 
 def test_a_failing_batch_stops_the_pipeline_and_stores_only_whole_batches(db, registered, canary_file, settings):
@@ -251,3 +257,31 @@ def _running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
     except OSError:
         return False
+
+
+def test_pii_workers_start_before_the_run_only_where_it_will_have_a_gpu(monkeypatch, tmp_path):
+    """The command line starts the PII workers before it imports torch when the run will be on a
+    GPU (an NVIDIA driver, no CUDA_VISIBLE_DEVICES hiding it); elsewhere PII is found in-process."""
+    from pathlib import Path
+
+    from lorawatch import models
+    from lorawatch.monitors import canary
+    from lorawatch.settings import load_settings
+
+    assert not models.cuda_likely("cpu")
+    driver = Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidiactl").exists()
+    assert models.cuda_likely("auto") == driver
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert not models.cuda_likely("cuda")
+    (tmp_path / "lorawatch.toml").write_text("[risk]\nenabled = false\n")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert canary.start_pii_early(load_settings(tmp_path / "lorawatch.toml"), "cuda") is None  # risk off
+    (tmp_path / "lorawatch.toml").write_text("[risk]\npii_workers = 1\n")
+    settings = load_settings(tmp_path / "lorawatch.toml")
+    assert canary.start_pii_early(settings, "cpu") is None
+    pool = canary.start_pii_early(settings, "auto")
+    try:
+        assert (pool is not None) == driver
+    finally:
+        if pool is not None:
+            pool.close()

@@ -152,35 +152,43 @@ def _execute(
     as_json,
 ) -> dict:
     db = app.database
+    pii_pool = None
     if (backend or app.settings.canary.backend) == "local":
-        preload_libraries()  # the model's libraries import while the run's files are re-hashed
-    if resume is not None:
-        run_id = resume
-    else:
-        if dataset is None:
-            raise InputError("--dataset is required", fix="pass --dataset FILE.jsonl (or --resume RUN)")
-        options = service.RunOptions.from_settings(
-            app.settings, backend=backend, device=device, batch_size=batch_size, max_new_tokens=max_new_tokens
-        )
-        run_id = service.create_run(
+        # PII workers load Presidio and spaCy while this process imports torch and opens the run
+        pii_pool = service.start_pii_early(app.settings, device or app.settings.canary.device)
+        preload_libraries()  # the model's libraries import while the run's files are checked
+    try:
+        if resume is not None:
+            run_id = resume
+        else:
+            if dataset is None:
+                raise InputError("--dataset is required", fix="pass --dataset FILE.jsonl (or --resume RUN)")
+            options = service.RunOptions.from_settings(
+                app.settings, backend=backend, device=device, batch_size=batch_size, max_new_tokens=max_new_tokens
+            )
+            run_id = service.create_run(
+                db,
+                app.settings,
+                dataset_path=dataset,
+                adapters=list(adapters) or None,
+                options=options,
+                actor=app.actor,
+            )
+            if not as_json:
+                click.echo(f"canary run {run_id} started", err=True)
+        return service.execute_run(
             db,
             app.settings,
-            dataset_path=dataset,
-            adapters=list(adapters) or None,
-            options=options,
-            actor=app.actor,
+            run_id,
+            progress=not (no_progress or as_json),
+            backend=backend,
+            ray_options={"workers": workers},
+            resume=resume is not None,
+            pii_pool=pii_pool,
         )
-        if not as_json:
-            click.echo(f"canary run {run_id} started", err=True)
-    return service.execute_run(
-        db,
-        app.settings,
-        run_id,
-        progress=not (no_progress or as_json),
-        backend=backend,
-        ray_options={"workers": workers},
-        resume=resume is not None,
-    )
+    finally:
+        if pii_pool is not None:
+            pii_pool.close()  # the run's worker closed it already, unless the run never started
 
 
 def _summary_text(s: dict) -> str:
