@@ -84,13 +84,14 @@ def prepare_llama(work: Path, n_adapters: int, tokenizer_dir: Path, small: bool)
     model, _, _ = build(
         names, small=small, device=where, dtype=dtype, seeded=True, vocab=len(tokens) if small else None
     )
-    model.get_base_model().save_pretrained(base_dir, safe_serialization=True)
-    tokens.save_pretrained(base_dir)
     for name, directory in zip(names, adapters):
         model.save_pretrained(directory.parent / f".{directory.name}", selected_adapters=[name])
         saved = directory.parent / f".{directory.name}" / name
         saved = saved if saved.is_dir() else directory.parent / f".{directory.name}"
         saved.rename(directory)
+    # the base as a user has it: without the LoRA layers PEFT put in (their tensors are the adapters')
+    model.unload().save_pretrained(base_dir, safe_serialization=True)
+    tokens.save_pretrained(base_dir)
     (base_dir / ".complete").write_text("random weights\n")
     return base_dir, adapters
 
@@ -205,6 +206,7 @@ def command(
         "timings": {k: v for k, v in timings.items() if not k.endswith("_at")},
         "device": summary["device"],
         "batch_size": batch,
+        "model_loader": [w.get("model_loader") for w in summary["config"].get("workers", [])],
         "risk": {k: summary["config"].get(k) for k in ("toxicity_backend", "pii_detector")},
     }
 

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from lorawatch import audit
 from lorawatch.db import Database
 from lorawatch.db.models import AdapterRecord, IngestedFile, KpiValue, TrafficHour, TrafficMinute
+from lorawatch.db.models.traffic import bucket_table
 from lorawatch.db.types import utcnow
 from lorawatch.durations import parse_duration
 from lorawatch.errors import DatasetError, InputError
@@ -554,20 +555,6 @@ def parse_window(text: str) -> timedelta:
     return window
 
 
-HOURLY_FROM = timedelta(hours=6)
-
-
-def bucket_table(start: datetime, end: datetime):
-    """The table a window is answered from, and the window's start in it.
-
-    Windows of 6 hours or more merge hourly sketches (their start rounded down to the hour);
-    shorter ones merge minute sketches.
-    """
-    if end - start >= HOURLY_FROM:
-        return TrafficHour, start.replace(minute=0, second=0, microsecond=0)
-    return TrafficMinute, start
-
-
 def _buckets(session, start: datetime, end: datetime, adapter: str | None, tenant: str | None):
     model, start = bucket_table(start, end)
     query = select(model.adapter, model.tenant, model.requests, model.errors, model.latency_sketch, model.ttft_sketch)
@@ -588,7 +575,7 @@ def latency(
     end: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """P50/P95/P99 latency (and TTFT) with counts per adapter over a window, from merged sketches
-    (hourly ones for windows of 6 hours or more, see ``bucket_table``)."""
+    (hourly ones for windows of 6 hours or more, see ``lorawatch.db.models.traffic.bucket_table``)."""
     end = end or utcnow()
     start = end - window
     with db.session() as session:

@@ -17,10 +17,10 @@ from sqlalchemy import func, select
 
 from lorawatch.db import Database
 from lorawatch.db.models import KpiValue, MonitorResult
+from lorawatch.db.models.traffic import bucket_table
 from lorawatch.db.types import utcnow
 from lorawatch.monitors.registry import Measurement, get_monitor, monitor, threshold_for
 from lorawatch.monitors.sketch import DDSketch, merge_many
-from lorawatch.monitors.traffic import bucket_table
 from lorawatch.settings import Settings
 
 BURN_WINDOWS = {
@@ -197,7 +197,7 @@ def _day(db: Database, column):
 
 def costs(db: Database, *, window: timedelta, end: datetime | None = None) -> dict[str, Any]:
     """Adapter hit rates (requests and tokens), GPU hours per adapter and tenant, and daily roll-ups
-    (from hourly buckets for windows of 6 hours or more, see ``lorawatch.monitors.traffic.bucket_table``)."""
+    (from hourly buckets for windows of 6 hours or more, see ``lorawatch.db.models.traffic.bucket_table``)."""
 
     end = end or utcnow()
     model, start = bucket_table(end - window, end)

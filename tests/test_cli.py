@@ -75,6 +75,19 @@ def test_help_starts_fast_and_imports_nothing_heavy():
     assert "lorawatch.cli.alerts" not in loaded and "lorawatch.db" not in loaded, loaded
 
 
+def test_a_command_on_a_current_database_imports_neither_alembic_nor_pandas(cli, lw_env):
+    """Checking the schema reads the version table (Alembic only migrates), and evaluating
+    monitors leaves pandas to ingestion: a canary run pays for neither."""
+    assert cli("init").code == 0
+    code = (
+        "import sys; from lorawatch.db import open_database; from lorawatch.monitors.registry import all_monitors;"
+        "db = open_database(); db.ensure_schema(); assert all_monitors('traffic') and all_monitors('canary');"
+        "print([m for m in ('alembic', 'pandas') if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
 def test_init_creates_the_database_and_a_default_config(cli, lw_env, tmp_path):
     result = cli("init", "--json")
     assert result.code == 0, result.err

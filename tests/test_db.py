@@ -7,6 +7,7 @@ import pytest
 from lorawatch import audit
 from lorawatch.db import Database
 from lorawatch.db.models import Base
+from lorawatch.errors import ConflictError
 
 
 def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path):
@@ -28,9 +29,27 @@ def test_migrations_match_the_models(db):
 
 
 def test_upgrade_is_idempotent_and_downgrade_removes_everything(db):
+    from alembic.migration import MigrationContext
+
+    from lorawatch.db import SCHEMA_HEAD
+
     head = db.head_revision()
+    assert head == SCHEMA_HEAD  # the constant commands check against is the newest migration
+    with db.engine.connect() as conn:  # our reading of the version table is Alembic's
+        assert db.current_revision() == MigrationContext.configure(conn).get_current_revision() == head
+    db.downgrade("0010")
+    assert db.current_revision() == "0010"
+    with pytest.raises(ConflictError, match="at revision 0010, this LoraWatch needs 0011"):
+        db.ensure_schema()
     db.upgrade()
     assert db.current_revision() == head
+    db.upgrade()
+    with db.engine.begin() as conn:  # a second row: two branches at once, which Alembic refuses too
+        conn.exec_driver_sql("INSERT INTO alembic_version (version_num) VALUES ('0009')")
+    with pytest.raises(ConflictError, match=r"several revisions at once \(0009, 0011\)"):
+        db.ensure_schema()
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM alembic_version WHERE version_num = '0009'")
     db.downgrade("base")
     assert db.current_revision() is None
     db.upgrade()

@@ -14,11 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, event, inspect
+from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import IntegrityError as DBIntegrityError
@@ -30,6 +26,10 @@ from lorawatch.secrets import scrub
 from lorawatch.settings import Settings, load_settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# The newest migration's revision: every command checks the database against it without
+# importing Alembic, which parses every migration script (tests/test_db.py checks that it is
+# Alembic's head).
+SCHEMA_HEAD = "0011"
 
 
 def unreachable(db: Database, exc: Exception) -> DependencyError:
@@ -108,6 +108,8 @@ class Database:
 
     def upgrade(self, revision: str = "head") -> None:
         """Create or upgrade the schema to ``revision`` (idempotent)."""
+        # Deferred: Alembic takes about half a second to import; only schema changes need it.
+        from alembic import command
 
         with self.engine.begin() as connection:
             config = alembic_config(connection)
@@ -115,18 +117,32 @@ class Database:
 
     def downgrade(self, revision: str) -> None:
         """Undo migrations down to ``revision`` (``base`` empties the schema)."""
+        # Deferred: as in upgrade().
+        from alembic import command
 
         with self.engine.begin() as connection:
             command.downgrade(alembic_config(connection), revision)
 
     def current_revision(self) -> str | None:
-        """The schema revision the database is at, or None for an empty database."""
+        """The schema revision the database is at, or None for an empty database (read from
+        Alembic's version table, as Alembic reads it)."""
 
         with self.engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
+            if not inspect(connection).has_table("alembic_version"):
+                return None
+            versions = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+        if len(versions) > 1:
+            raise ConflictError(
+                f"database schema is at several revisions at once ({', '.join(sorted(versions))})",
+                where=self.safe_url,
+                fix="merge the branches with alembic, or restore the database from a backup",
+            )
+        return versions[0] if versions else None
 
     def head_revision(self) -> str:
-        """The newest revision the code knows."""
+        """The newest revision the code knows, from the migration scripts."""
+        # Deferred: as in upgrade().
+        from alembic.script import ScriptDirectory
 
         head = ScriptDirectory.from_config(alembic_config()).get_current_head()
         assert head is not None, "lorawatch/migrations/versions holds no migration"
@@ -143,7 +159,7 @@ class Database:
             current = self.current_revision()
         except DBAPIError as exc:
             raise unreachable(self, exc) from None
-        head = self.head_revision()
+        head = SCHEMA_HEAD
         if current == head:
             return
         if current is None and self.is_sqlite and not inspect(self.engine).get_table_names():
@@ -200,6 +216,8 @@ def _redact(url: str) -> str:
 
 def alembic_config(connection=None):
     """An Alembic Config for our migrations, bound to ``connection`` when given."""
+    # Deferred: as in Database.upgrade().
+    from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))

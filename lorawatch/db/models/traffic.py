@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
@@ -79,3 +79,19 @@ class KpiValue(Base):
     file_id: Mapped[int | None] = mapped_column(ForeignKey("ingested_files.id"))
 
     __table_args__ = (Index("ix_kpi_values_lookup", "adapter", "kpi", "ts"),)
+
+
+# Windows this long or longer are answered from hourly buckets (see ``bucket_table``).
+HOURLY_FROM = timedelta(hours=6)
+
+
+def bucket_table(start: datetime, end: datetime) -> tuple[type[TrafficHour] | type[TrafficMinute], datetime]:
+    """The table a window is answered from, and the window's start in it.
+
+    Windows of 6 hours or more merge hourly sketches (their start rounded down to the hour);
+    shorter ones merge minute sketches. Here, not in ``lorawatch.monitors.traffic``, so that
+    evaluating monitors does not import pandas, which only ingestion needs.
+    """
+    if end - start >= HOURLY_FROM:
+        return TrafficHour, start.replace(minute=0, second=0, microsecond=0)
+    return TrafficMinute, start
