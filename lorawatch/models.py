@@ -62,8 +62,7 @@ def pick_device(preference: str = "auto") -> DeviceChoice:
 
 def preload_libraries(*names: str) -> threading.Thread:
     """Import ``names`` (default: torch) on a thread while the caller does other work (a canary
-    run opens its database and checks its files first; later, it waits on its batches while
-    the drift tests' scipy.stats imports): the imports take seconds that the run would
+    run opens its database and checks its files first): the imports take seconds that the run would
     otherwise wait for. A later import of them in the caller waits for this one. transformers
     is not imported here: a run whose base is built from its files never needs it, and the
     canary worker imports it itself where it does (``lorawatch.monitors.canary_worker``). The

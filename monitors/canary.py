@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from lorawatch.db.models import (
 from lorawatch.db.types import utcnow
 from lorawatch.durations import format_duration
 from lorawatch.errors import ConflictError, InputError, NotFoundError
-from lorawatch.models import cuda_likely, pick_device, preload_libraries
+from lorawatch.models import cuda_likely, pick_device
 from lorawatch.monitors.canary_finalize import finalize_run
 from lorawatch.monitors.canary_ray import run_on_ray
 from lorawatch.monitors.canary_store import plan_batches, progress_bar, record_workers, store_rows
@@ -338,11 +337,6 @@ def execute_run(
                     store_rows(db, run_id, rows, keys, mask=not settings.risk.store_raw_outputs)
                     worker.add_time("store", time.perf_counter() - began)
                     bar.update(len(rows.prompt_ids))
-                    if "scipy.stats" not in sys.modules and not preloading:
-                        # the drift tests' library imports while the next batches run, not after them
-                        preloading.append(preload_libraries("scipy.stats"))
-
-                preloading: list = []
 
                 started = time.perf_counter()
                 worker.process_all(pending, version_ids, store, overlap=settings.canary.overlap)
