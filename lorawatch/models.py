@@ -7,7 +7,6 @@ imported here, not at start-up.
 
 from __future__ import annotations
 
-import importlib
 import os
 import threading
 import warnings
@@ -60,18 +59,18 @@ def pick_device(preference: str = "auto") -> DeviceChoice:
     return DeviceChoice(torch.device("cpu"), torch.float32)
 
 
-def preload_libraries(*names: str) -> threading.Thread:
-    """Import ``names`` (default: torch) on a thread while the caller does other work (a canary
-    run opens its database and checks its files first): the imports take seconds that the run would
-    otherwise wait for. A later import of them in the caller waits for this one. transformers
-    is not imported here: a run whose base is built from its files never needs it, and the
-    canary worker imports it itself where it does (``lorawatch.monitors.canary_worker``). The
-    caller must not import these modules' own dependencies meanwhile (two threads importing
-    into each other's modules can deadlock)."""
+def preload_libraries() -> threading.Thread:
+    """Import torch on a thread while the caller does other work (a canary run opens its
+    database and checks its files first): the import takes seconds that the run would
+    otherwise wait for. A later import of it in the caller waits for this one. transformers is
+    not imported here: a run whose base is built from its files never needs it, and the canary
+    worker imports it itself where it does (``lorawatch.monitors.canary_worker``). The caller
+    must not import torch's own dependencies meanwhile (two threads importing into each
+    other's modules can deadlock)."""
 
     def load() -> None:
-        for name in names or ("torch",):
-            importlib.import_module(name)
+        # Deferred: this is the point: the import runs on this thread, beside the caller's work.
+        import torch  # noqa: F401
 
     thread = threading.Thread(target=load, name="preload-libraries", daemon=True)
     thread.start()
