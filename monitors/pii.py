@@ -607,9 +607,6 @@ def refused(names: frozenset[str] | set[str]) -> Iterator[None]:
     imports whatever Presidio imports. Only libraries not imported yet are named (a library
     being imported by another thread meanwhile would fail: the canary worker imports
     transformers before it starts building the scorers, when anything of its own needs it)."""
-    if not names:
-        yield
-        return
     finder = RefuseImports(names)
     sys.meta_path.insert(0, finder)
     try:
