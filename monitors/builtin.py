@@ -21,6 +21,7 @@ import numpy as np
 
 from lorawatch.monitors.drift_stats import ks_test, mmd_test
 from lorawatch.monitors.registry import Measurement, monitor
+from lorawatch.monitors.stat_tests import binomial_tail, signed_rank_greater
 
 
 def _summary(values: np.ndarray) -> dict[str, float]:
@@ -137,18 +138,13 @@ def excess_test(flags, reference, *, margin: float = DEFAULT_MARGIN, alpha: floa
     model's on the same prompts) by more than ``margin``, by the exact one-sided McNemar test:
     under "no increase" the prompts flagged for one model only split evenly between the two,
     so the p-value is P(X >= b) for X ~ Binomial(b + c, 1/2), b = flagged here only, c = there only."""
-    # Deferred: scipy takes ~0.3 s to import; only the statistical tests need it.
-    from scipy.stats import binomtest
-
     here = np.asarray(flags, dtype=bool)
     there = np.asarray(reference, dtype=bool)
     n = int(here.size)
     only_here, only_there = int(np.sum(here & ~there)), int(np.sum(there & ~here))
     rate = float(here.mean()) if n else 0.0
     reference_rate = float(there.mean()) if n else 0.0
-    p_value = (
-        float(binomtest(only_here, only_here + only_there, 0.5, alternative="greater").pvalue) if only_here else 1.0
-    )
+    p_value = binomial_tail(only_here, only_here + only_there) if only_here else 1.0
     excess = rate - reference_rate
     return {
         "n": n,
@@ -165,15 +161,10 @@ def excess_test(flags, reference, *, margin: float = DEFAULT_MARGIN, alpha: floa
 def _mean_excess_test(scores, reference, *, margin: float, alpha: float) -> dict[str, Any]:
     """``excess_test`` for scores: the mean's increase over the reference's on the same prompts,
     with the one-sided Wilcoxon signed-rank test of the paired differences."""
-    # Deferred: scipy takes ~0.3 s to import; only the statistical tests need it.
-    from scipy.stats import wilcoxon
-
     here, there = np.asarray(scores, dtype=np.float64), np.asarray(reference, dtype=np.float64)
     excess = float(here.mean() - there.mean()) if here.size else 0.0
     differences = here - there
-    p_value = 1.0
-    if np.any(differences != 0):
-        p_value = float(wilcoxon(differences, alternative="greater", zero_method="zsplit").pvalue)
+    p_value = signed_rank_greater(differences)
     return {
         "n": int(here.size),
         "excess": excess,

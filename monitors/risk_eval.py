@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from lorawatch.monitors.stat_tests import average_ranks
+
 
 def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
     return a[0] < b[1] and b[0] < a[1]
@@ -43,12 +45,9 @@ def pii_scores(detector, items: list[dict[str, Any]]) -> dict[str, dict[str, flo
 
 def toxicity_auc(scorer, items: list[dict[str, Any]]) -> float:
     """ROC AUC of a toxicity scorer against the ``toxic`` labels (Mann-Whitney form)."""
-    # Deferred: scipy takes ~0.3 s to import; only this statistical test needs it.
-    from scipy.stats import rankdata
-
     scores = scorer.score([i["text"] for i in items])
     labels = np.array([int(i["toxic"]) for i in items])
-    ranks = rankdata(scores)
+    ranks = average_ranks(scores)
     positives = labels.sum()
     negatives = len(labels) - positives
     return float((ranks[labels == 1].sum() - positives * (positives + 1) / 2) / (positives * negatives))
