@@ -7,6 +7,7 @@ imported here, not at start-up.
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 import warnings
@@ -59,22 +60,49 @@ def pick_device(preference: str = "auto") -> DeviceChoice:
     return DeviceChoice(torch.device("cpu"), torch.float32)
 
 
-def preload_libraries() -> threading.Thread:
+def preload_libraries(kernels: bool = False) -> threading.Thread:
     """Import torch on a thread while the caller does other work (a canary run opens its
     database and checks its files first): the import takes seconds that the run would
     otherwise wait for. A later import of it in the caller waits for this one. transformers is
     not imported here: a run whose base is built from its files never needs it, and the canary
     worker imports it itself where it does (``lorawatch.monitors.canary_worker``). The caller
     must not import torch's own dependencies meanwhile (two threads importing into each
-    other's modules can deadlock)."""
+    other's modules can deadlock).
+
+    ``kernels`` (the run will likely use a GPU, ``cuda_likely``): then Triton too, and the hash
+    of its installation that the first kernel launch would otherwise compute in the first
+    batch (it reads all of libtriton.so: 0.3 s on the H200's host, 1 s on 2 CPU cores), while
+    the run loads its model."""
 
     def load() -> None:
         # Deferred: this is the point: the import runs on this thread, beside the caller's work.
         import torch  # noqa: F401
 
+        if kernels:
+            hash_triton_installation()
+
     thread = threading.Thread(target=load, name="preload-libraries", daemon=True)
     thread.start()
     return thread
+
+
+def hash_triton_installation() -> bool:
+    """Compute (and keep, in Triton's own cache) the hash of Triton's installation that keys its
+    compiled kernels; False where Triton or the function is missing (it moved from
+    ``triton.compiler.compiler`` to ``triton.runtime.cache``) or fails. Only time is at stake:
+    the first kernel launch computes it otherwise, and reports any failure itself, in the run's
+    own thread, where it belongs (here it would only print a thread's traceback)."""
+    for module in ("triton.runtime.cache", "triton.compiler.compiler"):
+        try:
+            key = getattr(importlib.import_module(module), "triton_key", None)
+            if callable(key):
+                key()
+                return True
+        except ImportError:
+            continue
+        except Exception:  # a broken Triton install, an unreadable file: the launch will say so
+            return False
+    return False
 
 
 def use_kernel_caches(root: Path | None) -> None:

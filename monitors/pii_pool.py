@@ -154,13 +154,20 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+# Four keep up with one H200: a worker finds PII in 380 to 490 canary outputs a second and the
+# GPU makes about 400 pairs a second; with two the first batch waited for them. Eight start
+# beside the run's torch import and slowed it: start-up 10.0-10.2 s against 8.9-9.3 s with
+# four, the steady state no faster (benchmarks/README.md, "Fourth round").
+MAX_DEFAULT_WORKERS = 4
+
+
 def default_workers(device: str) -> int:
     """``[risk] pii_workers`` left unset: on a GPU, the usable cores minus two (one for the
-    run's own process, one for the system), at least 1 and at most 8; on the CPU 0, since the
-    model's own threads take the cores."""
+    run's own process, one for the system), at least 1 and at most ``MAX_DEFAULT_WORKERS``; on
+    the CPU 0, since the model's own threads take the cores."""
     if not str(device).startswith("cuda"):
         return 0
-    return max(1, min(8, usable_cores() - 2))
+    return max(1, min(MAX_DEFAULT_WORKERS, usable_cores() - 2))
 
 
 class PiiPool:

@@ -133,7 +133,9 @@ def test_default_pool_size_leaves_the_cpu_to_the_model(monkeypatch):
 
     monkeypatch.setattr(pii_pool, "usable_cores", lambda: 16)
     assert pii_pool.default_workers("cpu") == 0
-    assert pii_pool.default_workers("cuda:0") == 8
+    assert pii_pool.default_workers("cuda:0") == 4
+    monkeypatch.setattr(pii_pool, "usable_cores", lambda: 5)
+    assert pii_pool.default_workers("cuda:0") == 3
     monkeypatch.setattr(pii_pool, "usable_cores", lambda: 2)
     assert pii_pool.default_workers("cuda") == 1
 
@@ -285,3 +287,20 @@ def test_pii_workers_start_before_the_run_only_where_it_will_have_a_gpu(monkeypa
     finally:
         if pool is not None:
             pool.close()
+
+
+def test_preloading_for_a_gpu_run_hashes_tritons_installation_and_for_a_cpu_run_not():
+    """The first kernel launch keys Triton's cache with a hash of its installation (it reads
+    libtriton.so); a run likely on a GPU computes it on the preload thread, a CPU run never."""
+    pytest.importorskip("triton")
+    import subprocess
+
+    code = (
+        "import sys; from lorawatch.models import preload_libraries; preload_libraries(kernels={}).join();"
+        "key = getattr(sys.modules.get('triton.runtime.cache') or sys.modules.get('triton.compiler.compiler'),"
+        " 'triton_key', None); print(key.cache_info().currsize if key else 'not imported')"
+    )
+    gpu = subprocess.run([sys.executable, "-c", code.format(True)], capture_output=True, text=True, check=True)
+    assert gpu.stdout.strip() == "1", gpu.stderr
+    cpu = subprocess.run([sys.executable, "-c", code.format(False)], capture_output=True, text=True, check=True)
+    assert cpu.stdout.strip() == "not imported", cpu.stderr

@@ -11,7 +11,7 @@ import click
 from lorawatch.cli.context import AppContext, pass_app
 from lorawatch.cli.output import emit, json_option, table
 from lorawatch.errors import InputError
-from lorawatch.models import preload_libraries
+from lorawatch.models import cuda_likely, preload_libraries
 from lorawatch.monitors import canary as service
 from lorawatch.monitors import canary_finalize, canary_read
 from lorawatch.monitors.canary_ray import connect, preflight
@@ -155,8 +155,9 @@ def _execute(
     pii_pool = None
     if (backend or app.settings.canary.backend) == "local":
         # PII workers load Presidio and spaCy while this process imports torch and opens the run
-        pii_pool = service.start_pii_early(app.settings, device or app.settings.canary.device)
-        preload_libraries()  # the model's libraries import while the run's files are checked
+        where = device or app.settings.canary.device
+        pii_pool = service.start_pii_early(app.settings, where)
+        preload_libraries(kernels=cuda_likely(where))  # while the run's files are checked
     try:
         if resume is not None:
             run_id = resume
