@@ -539,3 +539,21 @@ def test_a_nul_byte_in_a_model_output_is_stored_as_the_replacement_character(tin
     )
     assert "\x00" in tokenizer.decode([nul])  # the case is real
     assert token_ids == [words + [nul] + words] and texts == ["The album\ufffdThe album"]
+
+
+def test_scorers_that_cannot_be_built_fail_the_run_with_their_error_and_store_nothing(
+    db, registered, canary_file, embedder, tmp_path
+):
+    """The scorers load on a thread beside the model: one that cannot be built fails the run
+    with its own error, the run says so, and no row is stored."""
+    from lorawatch.db.models import CanaryResult
+    from lorawatch.errors import DependencyError
+    from lorawatch.settings import load_settings
+
+    (tmp_path / "lorawatch.toml").write_text('[risk]\ntoxicity_backend = "detoxify"\n')  # no checkpoint here
+    with pytest.raises(DependencyError, match="unreachable here"):
+        run(db, load_settings(), canary_file, ["trained"], embedder)
+    with db.session() as s:
+        (failed,) = s.scalars(select(CanaryRun)).all()
+        assert failed.status == "failed" and "unreachable here" in failed.error
+        assert s.scalar(select(func.count()).select_from(CanaryResult)) == 0
