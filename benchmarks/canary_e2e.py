@@ -388,7 +388,12 @@ def main() -> None:
         help="one more command run under cProfile, batches in its main thread (overlap off), and the runner's "
         "first batch profiled; the top functions are printed",
     )
-    parser.add_argument("--spy", type=Path, default=None, help="py-spy: sample one more run, print its timeline")
+    parser.add_argument(
+        "--spy",
+        type=Path,
+        default=None,
+        help="the py-spy program (on the device: $PYSPY): sample one more run, print its timeline",
+    )
     parser.add_argument(
         "--sample",
         action="store_true",
@@ -436,10 +441,18 @@ def main() -> None:
 
     shape = {"shape": args.shape, "prompts": n_prompts, "adapters": len(names), "max_new_tokens": args.max_new_tokens}
     results = []
+
+    def record(result: dict) -> None:
+        """Print a result and append it to ``--out`` at once: a run cut short keeps the ones before."""
+        print(json.dumps(result), flush=True)
+        if args.out:
+            with args.out.open("a", encoding="utf-8") as out:
+                out.write(json.dumps(result) + "\n")
+
     for i in range(args.runs):
         log(f"lorawatch canary run, run {i + 1} of {args.runs}")
         results.append({**shape, "run": i + 1, **command(home, config, dataset, names, device, args)})
-        print(json.dumps(results[-1]), flush=True)
+        record(results[-1])
     if args.profile:
         log("lorawatch canary run under cProfile, one batch at a time")
         lines = config.read_text().splitlines()
@@ -447,32 +460,28 @@ def main() -> None:
         profiled_config.write_text("\n".join([lines[0], "overlap = false", *lines[1:]]) + "\n")
         stats = work / "command.prof"
         result = command(home, profiled_config, dataset, names, device, args, profile=stats)
-        print(json.dumps({**shape, "profiled": True, **result}), flush=True)
+        record({**shape, "profiled": True, **result})
         print_profile(str(stats), "lorawatch canary run (main thread)")
     if args.spy:
         log("lorawatch canary run sampled by py-spy")
         recording = work / "command.trace.json"
         result = command(home, config, dataset, names, device, args, spy=(args.spy, recording))
-        print(json.dumps({**shape, "sampled": True, **result}), flush=True)
+        record({**shape, "sampled": "py-spy", **result})
         print_timeline(recording)
     if args.sample:
         log("lorawatch canary run sampled by stack_sampler.py")
         recording = work / "command.samples.json"
         result = command(home, config, dataset, names, device, args, sampled=recording)
-        print(json.dumps({**shape, "sampled": True, **result}), flush=True)
+        record({**shape, "sampled": "stack_sampler", **result})
         print_samples(recording)
     if not args.skip_runner:
         log("the runner alone, in this process")
         results.append({**shape, **runner(base_dir, adapters, names, dataset, device, args)})
-        print(json.dumps(results[-1]), flush=True)
+        record(results[-1])
         last = [r for r in results if r["way"] == "command"][-1]
         if last["steady_pairs_per_s"]:
             ratio = last["steady_pairs_per_s"] / results[-1]["pairs_per_s"]
             print(f"steady-state command / runner-only pairs/s: {ratio:.1%}", flush=True)
-    if args.out:
-        with args.out.open("a", encoding="utf-8") as out:
-            for r in results:
-                out.write(json.dumps(r) + "\n")
     for r in results:
         print(
             f"{r['way']:8} run {r.get('run', '-')}: {r['seconds']:7.2f} s  {r['pairs_per_s']:7.1f} pairs/s"
