@@ -12,10 +12,9 @@ The processes are started when the pool is made and build their detectors while 
 loads its models and runs its first batch; the first ``find_many`` waits for them.
 
 Given the ``[risk]`` settings of a toxicity backend that runs on the CPU alone
-(``POOLED_TOXICITY``: profanity-check, a linear model over character n-grams), each worker
-scores toxicity too (``score_many``): the caller then never imports scikit-learn, whose
-import would hold its interpreter's lock for seconds while the model loads, and toxicity is
-scored on every worker instead of one thread.
+(``POOLED_TOXICITY``: profanity-check, a linear model over words), each worker scores
+toxicity too (``score_many``): toxicity is then scored on every worker instead of one thread
+of the caller, beside the model.
 """
 
 from __future__ import annotations

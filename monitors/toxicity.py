@@ -1,7 +1,7 @@
 """Toxicity scorers: pluggable backends, chosen in config, named next to every figure.
 
 - ``profanity-check``: alt-profanity-check, a trained linear model (1 MB) that runs offline;
-  the embedded default.
+  the embedded default (computed with numpy from the package's files: ``profanity_model``).
 - ``detoxify``: Detoxify's transformer classifiers. Offline it needs a checkpoint file and the
   directory of its Hugging Face config and tokenizer. Its loader unpickles the checkpoint
   (which can run code), so the file's sha256 must match the pinned one before it is loaded.
@@ -11,6 +11,7 @@ Each scorer maps a batch of texts to scores in [0, 1] (probability of toxic).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -18,8 +19,11 @@ from typing import Protocol
 import numpy as np
 
 from lorawatch.errors import ConfigError, DependencyError, IntegrityError, NotFoundError
+from lorawatch.monitors.profanity_model import ProfanityModel, UnknownModel, package_data
 from lorawatch.registry.files import sha256_file
 from lorawatch.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class ToxicityScorer(Protocol):
@@ -60,19 +64,33 @@ def build_scorer(risk_settings, device: str = "cpu") -> ToxicityScorer:
 
 @backend("profanity-check")
 class ProfanityCheckScorer:
-    """alt-profanity-check: a linear SVM over character n-grams, calibrated to probabilities."""
+    """alt-profanity-check: a linear SVM over words (TF-IDF), calibrated to probabilities.
+
+    Its model is read from the package's files and computed with numpy
+    (``monitors/profanity_model.py``: the same scores, without importing scikit-learn, which
+    took 5 s); a model of a form that module does not know is run by the library itself
+    (``engine`` says which)."""
 
     name = "profanity-check"
 
     def __init__(self, _settings=None, _device: str = "cpu") -> None:
+        missing = DependencyError("alt-profanity-check is not installed", fix="pip install alt-profanity-check")
+        data = package_data()
+        if data is None:
+            raise missing
         try:
-            # Deferred: the toxicity scorers take seconds to import; only scoring needs them.
+            self._predict = ProfanityModel.read(data).predict_prob
+            self.engine = "numpy"
+            return
+        except UnknownModel as exc:
+            log.info("alt-profanity-check's model runs through scikit-learn: %s", exc)
+        try:
+            # Deferred: the library imports scikit-learn (seconds); only a model of another form needs it.
             from profanity_check import predict_prob
         except ImportError:
-            raise DependencyError(
-                "alt-profanity-check is not installed", fix="pip install alt-profanity-check"
-            ) from None
+            raise missing from None
         self._predict = predict_prob
+        self.engine = "scikit-learn"
 
     def score(self, texts: list[str]) -> np.ndarray:
         """Probability of profanity for each text, in one vectorised call."""
