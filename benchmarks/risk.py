@@ -4,7 +4,8 @@
     OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/risk.py   # the PII figures of one pinned core
 
 Prints, for the labelled set (benchmarks/data/risk-labelled-v1.jsonl): texts/s of the
-profanity-check toxicity scorer (batched, one call) and of Detoxify on a tiny checkpoint built
+profanity-check toxicity scorer (batched, one call; computed with numpy as a run does, then by
+the library itself, with the seconds each takes to start) and of Detoxify on a tiny checkpoint built
 here (batched). For PII detection it first checks that ``PiiDetector.find_many`` finds exactly
 what Presidio's plain BatchAnalyzerEngine does (the whole spaCy pipeline over every text, "naive
 batched": what find_many did before it chose components per text) for five entity
@@ -113,8 +114,16 @@ def main() -> None:
         seconds = time.perf_counter() - start
         print(f"{name:<48} {len(texts) / seconds:>10.0f} texts/s")
 
-    profanity = ProfanityCheckScorer()
-    rate("toxicity: profanity-check (batched)", profanity.score)
+    started = time.perf_counter()
+    profanity = ProfanityCheckScorer()  # first: scikit-learn is not imported yet
+    built = time.perf_counter() - started
+    started = time.perf_counter()
+    from profanity_check import predict_prob  # the library itself: scikit-learn, scipy
+
+    imported = time.perf_counter() - started
+    print(f"profanity-check start-up: {built:.2f} s ({profanity.engine}); the library's import: {imported:.2f} s")
+    rate(f"toxicity: profanity-check, {profanity.engine} (batched)", profanity.score)
+    rate("toxicity: profanity-check, the library (batched)", lambda batch: predict_prob([t or "" for t in batch]))
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint, config_dir = build_detoxify_checkpoint(Path(tmp))
         detox = build_scorer(
