@@ -25,6 +25,7 @@ n-grams, an analyzer or preprocessor of its own, another calibration, another cl
 from __future__ import annotations
 
 import importlib.util
+import pickle
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +90,7 @@ def package_data() -> Path | None:
 
 def _unpickle(path: Path) -> Any:
     # Deferred: joblib is needed only to read the files, once per scorer.
-    from joblib.numpy_pickle import NumpyUnpickler
+    from joblib.numpy_pickle import NumpyArrayWrapper, NumpyUnpickler
 
     class Reader(NumpyUnpickler):
         def find_class(self, module: str, name: str) -> Any:
@@ -99,6 +100,20 @@ def _unpickle(path: Path) -> Any:
             if (module, name) in _NUMPY:
                 return super().find_class(module, name)
             raise UnknownModel(f"{path.name} names {module}.{name}, which this reader does not accept")
+
+        def load_build(self) -> None:
+            # an array's data follows its wrapper's state; an array of Python objects would be a
+            # pickle of its own, which older joblib reads without this find_class
+            wrapper, state = self.stack[-2], self.stack[-1]
+            if isinstance(wrapper, NumpyArrayWrapper):
+                dtype = state.get("dtype") if isinstance(state, dict) else None
+                if not isinstance(dtype, np.dtype) or dtype.hasobject:
+                    raise UnknownModel(
+                        f"{path.name} holds an array of Python objects, which this reader does not accept"
+                    )
+            NumpyUnpickler.load_build(self)
+
+        dispatch = {**NumpyUnpickler.dispatch, pickle.BUILD[0]: load_build}
 
     with path.open("rb") as handle:
         if handle.read(1) != b"\x80":  # a compressed or pre-0.10 joblib file

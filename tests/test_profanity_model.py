@@ -152,6 +152,9 @@ def test_a_file_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
     joblib.dump({"vocabulary_": _Hostile(marker)}, data / "vectorizer.joblib")
     with pytest.raises(UnknownModel, match=r"names (posix|os)\.system"):
         ProfanityModel.read(data)
+    joblib.dump({"vocabulary_": np.array([_Hostile(marker)], dtype=object)}, data / "vectorizer.joblib")
+    with pytest.raises(UnknownModel, match="an array of Python objects"):
+        ProfanityModel.read(data)
     assert not marker.exists()
 
 
