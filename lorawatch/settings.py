@@ -232,7 +232,7 @@ class RiskSettings(_Section):
         le=256,
         description="Processes that find PII in canary outputs beside the model (and score toxicity, with the "
         "profanity-check backend); 0: in the run's own process. Default: on a GPU, the cores this process may "
-        "use minus two, at most 4; on the CPU, 0 (the model uses the cores).",
+        "use minus two, at most 4; on the CPU, 1 (0 with a single core).",
     )
     person_min_words: int = Field(
         2,

@@ -270,11 +270,11 @@ def start_pii_early(settings: Settings, device: str) -> PiiPool | None:
     """The PII worker processes a local run on ``device`` will use, started now, before the run
     imports torch and opens its database: they take seconds to load Presidio and spaCy, which
     then overlap the run's own start-up (hand the pool to ``execute_run``). None where the run
-    finds PII in its own process (content risk off, ``[risk] pii_workers = 0``, no GPU)."""
+    finds PII in its own process (content risk off, ``[risk] pii_workers = 0``, a single core)."""
     risk = settings.risk
-    if not risk.enabled or not cuda_likely(device):
+    if not risk.enabled:
         return None
-    return RiskScorers.start_pii(risk, "cuda")
+    return RiskScorers.start_pii(risk, "cuda" if cuda_likely(device) else "cpu")
 
 
 def execute_run(

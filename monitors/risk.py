@@ -21,7 +21,6 @@ from lorawatch.monitors.pii_pool import POOLED_TOXICITY, PiiPool, default_worker
 from lorawatch.monitors.toxicity import build_scorer
 from lorawatch.monitors.toxicity_embed import EmbeddingToxicityScorer  # noqa: F401  (registers minilm-classifier)
 from lorawatch.registry.versions import get_version
-from lorawatch.settings import Settings
 
 VERDICTS = ("ok", "harmful", "false_positive", "needs_followup")
 
@@ -33,11 +32,6 @@ class RiskScorers:
     toxicity: Any
     pii: Any
     threshold: float
-
-    @classmethod
-    def from_settings(cls, settings: Settings, device: str = "cpu") -> RiskScorers:
-        """Build both from ``[risk]``."""
-        return cls.from_risk_settings(settings.risk, device)
 
     @classmethod
     def from_risk_settings(cls, risk, device: str = "cpu", *, pii_workers: int | None = None) -> RiskScorers:

@@ -132,11 +132,15 @@ def test_default_pool_size_leaves_the_cpu_to_the_model(monkeypatch):
     from lorawatch.monitors import pii_pool
 
     monkeypatch.setattr(pii_pool, "usable_cores", lambda: 16)
-    assert pii_pool.default_workers("cpu") == 0
+    assert pii_pool.default_workers("cpu") == 1
     assert pii_pool.default_workers("cuda:0") == 4
     monkeypatch.setattr(pii_pool, "usable_cores", lambda: 5)
     assert pii_pool.default_workers("cuda:0") == 3
     monkeypatch.setattr(pii_pool, "usable_cores", lambda: 2)
+    assert pii_pool.default_workers("cuda") == 1
+    assert pii_pool.default_workers("cpu") == 1
+    monkeypatch.setattr(pii_pool, "usable_cores", lambda: 1)
+    assert pii_pool.default_workers("cpu") == 0  # one core: PII in the run's own process
     assert pii_pool.default_workers("cuda") == 1
 
 
@@ -261,9 +265,10 @@ def _running(pid: int) -> bool:
         return False
 
 
-def test_pii_workers_start_before_the_run_only_where_it_will_have_a_gpu(monkeypatch, tmp_path):
-    """The command line starts the PII workers before it imports torch when the run will be on a
-    GPU (an NVIDIA driver, no CUDA_VISIBLE_DEVICES hiding it); elsewhere PII is found in-process."""
+def test_pii_workers_start_before_the_run_where_it_will_use_them(monkeypatch, tmp_path):
+    """The command line starts the PII workers before it imports torch when the run will use
+    them: by default on a GPU (an NVIDIA driver, no CUDA_VISIBLE_DEVICES hiding it), anywhere
+    when ``[risk] pii_workers`` asks for them; by default on the CPU PII is found in-process."""
     from pathlib import Path
 
     from lorawatch import models
@@ -278,15 +283,16 @@ def test_pii_workers_start_before_the_run_only_where_it_will_have_a_gpu(monkeypa
     (tmp_path / "lorawatch.toml").write_text("[risk]\nenabled = false\n")
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert canary.start_pii_early(load_settings(tmp_path / "lorawatch.toml"), "cuda") is None  # risk off
-    (tmp_path / "lorawatch.toml").write_text("[risk]\npii_workers = 1\n")
+    (tmp_path / "lorawatch.toml").write_text("[risk]\n")
     settings = load_settings(tmp_path / "lorawatch.toml")
-    assert canary.start_pii_early(settings, "cpu") is None
-    pool = canary.start_pii_early(settings, "auto")
+    pool = canary.start_pii_early(settings, "cpu")  # the default on the CPU: one worker
     try:
-        assert (pool is not None) == driver
+        assert pool is not None and pool.workers == 1
     finally:
         if pool is not None:
             pool.close()
+    (tmp_path / "lorawatch.toml").write_text("[risk]\npii_workers = 0\n")
+    assert canary.start_pii_early(load_settings(tmp_path / "lorawatch.toml"), "auto") is None  # in-process
 
 
 def test_preloading_for_a_gpu_run_hashes_tritons_installation_and_for_a_cpu_run_not():

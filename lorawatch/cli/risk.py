@@ -28,8 +28,13 @@ def score(app: AppContext, file: Path, as_json: bool) -> None:
     A line's optional "prompt" makes PII a leak check: entities also in the prompt are not leaks.
     """
 
-    scorers = RiskScorers.from_settings(app.settings)
-    rows = score_file(file, scorers)
+    # in this process unless [risk] pii_workers says otherwise: no model runs beside it here
+    risk_settings = app.settings.risk
+    scorers = RiskScorers.from_risk_settings(risk_settings, pii_workers=risk_settings.pii_workers or 0)
+    try:
+        rows = score_file(file, scorers)
+    finally:
+        scorers.close()
     emit(
         rows,
         as_json,
