@@ -16,10 +16,13 @@ to the library's own ``predict_prob`` on the labelled sets and on texts made to 
 
 The files are read by joblib's unpickler (joblib comes with alt-profanity-check: its files are
 in joblib's format) with a ``find_class`` that builds no scikit-learn object: it accepts the
-six classes the files hold, as plain records of their pickled state, and a few numpy types,
-and refuses every other name, so the files cannot run code. A model of any other form (other
-n-grams, an analyzer or preprocessor of its own, another calibration, another class) raises
-``UnknownModel``; the scorer then uses the library itself (``monitors/toxicity.py``).
+six classes the files hold, as plain records of their pickled state, numpy's number types and
+dtypes (a dtype's state gives its byte order only) and joblib's wrapper of number arrays. Any
+other name, an array of Python objects, a dtype of another kind raise ``RefusedFile``: the
+files are then read by nobody, and the scorer fails saying so, since the library would
+unpickle them as they are. A model of any other form (other n-grams, an analyzer or
+preprocessor of its own, another calibration, another class) or a file that cannot be read
+raises ``UnknownModel``; the scorer then uses the library itself (``monitors/toxicity.py``).
 """
 
 from __future__ import annotations
@@ -54,13 +57,30 @@ _NUMPY = {
     ("numpy", "bool_"),
     ("numpy._core.multiarray", "scalar"),
     ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "_reconstruct"),
 }
+_NUMBER_KINDS = "biuf"  # the dtypes a file may make: booleans, integers, floats
+
+
+class RefusedFile(Exception):
+    """The files name or hold what no profanity-check model does (a function to call, an array
+    of Python objects, a dtype that is not a number's): they are read by neither this module
+    nor the library."""
 
 
 class UnknownModel(Exception):
-    """The files hold a model of a form this module does not compute (the message says what)."""
+    """The files hold a model of a form this module does not compute, or could not be read
+    (the message says what); the library itself may still run it."""
+
+
+def _number_dtype(spec: Any, align: Any = False, copy: Any = True) -> np.dtype:
+    """``numpy.dtype`` as a file calls it (``dtype("f8", False, True)``), for numbers only."""
+    try:
+        dtype = np.dtype(spec) if isinstance(spec, str) else None
+    except TypeError:
+        dtype = None
+    if dtype is None or dtype.kind not in _NUMBER_KINDS or dtype.fields is not None or dtype.subdtype is not None:
+        raise RefusedFile(f"a dtype {spec!r}, not a number's")
+    return dtype
 
 
 class _Record:
@@ -97,20 +117,38 @@ def _unpickle(path: Path) -> Any:
             record = _RECORD_CLASSES.get((module, name))
             if record is not None:
                 return record
+            if (module, name) == ("numpy", "dtype"):
+                return _number_dtype
             if (module, name) in _NUMPY:
                 return super().find_class(module, name)
-            raise UnknownModel(f"{path.name} names {module}.{name}, which this reader does not accept")
+            raise RefusedFile(f"{path.name} names {module}.{name}")
 
         def load_build(self) -> None:
-            # an array's data follows its wrapper's state; an array of Python objects would be a
-            # pickle of its own, which older joblib reads without this find_class
-            wrapper, state = self.stack[-2], self.stack[-1]
-            if isinstance(wrapper, NumpyArrayWrapper):
+            inst, state = self.stack[-2], self.stack[-1]
+            if isinstance(inst, np.dtype):
+                # a dtype's state sets its byte order and flags, and flags from a file could make
+                # a number's dtype hold pointers: only the byte order is taken, on a fresh dtype
+                if not (
+                    isinstance(state, tuple)
+                    and len(state) == 8
+                    and state[1] in ("<", ">", "|", "=")
+                    and state[2:5] == (None, None, None)
+                    and state[7] == 0
+                ):
+                    raise RefusedFile(f"{path.name} gives a dtype the state {state!r}")
+                safe = inst.newbyteorder(state[1]) if state[1] in ("<", ">") else inst
+                self.stack.pop()
+                self.stack[-1] = safe
+                for key, value in list(self.memo.items()):
+                    if value is inst:
+                        self.memo[key] = safe
+                return
+            if isinstance(inst, NumpyArrayWrapper):
+                # the array's data follows; an array of Python objects would be a pickle of its
+                # own, which older joblib reads without this find_class
                 dtype = state.get("dtype") if isinstance(state, dict) else None
-                if not isinstance(dtype, np.dtype) or dtype.hasobject:
-                    raise UnknownModel(
-                        f"{path.name} holds an array of Python objects, which this reader does not accept"
-                    )
+                if not isinstance(dtype, np.dtype) or dtype.kind not in _NUMBER_KINDS:
+                    raise RefusedFile(f"{path.name} holds an array of Python objects or of another kind")
             NumpyUnpickler.load_build(self)
 
         dispatch = {**NumpyUnpickler.dispatch, pickle.BUILD[0]: load_build}
@@ -119,7 +157,12 @@ def _unpickle(path: Path) -> Any:
         if handle.read(1) != b"\x80":  # a compressed or pre-0.10 joblib file
             raise UnknownModel(f"{path.name} is not a plain pickle (compressed, or an old joblib format)")
         handle.seek(0)
-        return Reader(str(path), handle, True).load()
+        try:
+            return Reader(str(path), handle, True).load()
+        except (RefusedFile, UnknownModel):
+            raise
+        except Exception as exc:  # a damaged or truncated file, a state of another shape
+            raise UnknownModel(f"{path.name} could not be read: {type(exc).__name__}: {exc}") from None
 
 
 def _expect(condition: bool, what: str) -> None:
@@ -154,7 +197,17 @@ class ProfanityModel:
     @classmethod
     def read(cls, data: Path) -> ProfanityModel:
         """From the package's ``vectorizer.joblib`` and ``model.joblib``; ``UnknownModel``
-        (saying what differs) where they hold anything but this form."""
+        (saying what differs) where they hold anything but this form, ``RefusedFile`` where
+        they name or hold what no such model does."""
+        try:
+            return cls._read(data)
+        except (RefusedFile, UnknownModel):
+            raise
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError, OSError) as exc:
+            raise UnknownModel(f"the model could not be read: {type(exc).__name__}: {exc}") from None
+
+    @classmethod
+    def _read(cls, data: Path) -> ProfanityModel:
         vectorizer = _kind(_unpickle(data / "vectorizer.joblib"), "TfidfVectorizer", "vectorizer.joblib")
         state = vectorizer.__dict__
         for key, expected in (
@@ -170,6 +223,13 @@ class ProfanityModel:
         ):
             _expect(state.get(key, "(missing)") == expected, f"the vectorizer's {key} is not {expected!r}")
         _expect(tuple(state.get("ngram_range", ())) == (1, 1), "the vectorizer counts n-grams, not single words")
+        # stop words are dropped before the vocabulary is looked up: harmless where the
+        # vocabulary was learned without them, which a fixed vocabulary need not have been
+        _expect(
+            state.get("stop_words") is None or state.get("fixed_vocabulary_") is False,
+            "the vectorizer drops stop words from a vocabulary it was given",
+        )
+        _expect(state.get("dtype") is np.float64, "the vectorizer does not count in float64")
         _expect(isinstance(state.get("lowercase"), bool), "the vectorizer's lowercase is not a bool")
         _expect(isinstance(state.get("token_pattern"), str), "the vectorizer has no token pattern")
         pattern = re.compile(state["token_pattern"])

@@ -19,7 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from lorawatch.errors import ConfigError, DependencyError, IntegrityError, NotFoundError
-from lorawatch.monitors.profanity_model import ProfanityModel, UnknownModel, package_data
+from lorawatch.monitors.profanity_model import ProfanityModel, RefusedFile, UnknownModel, package_data
 from lorawatch.registry.files import sha256_file
 from lorawatch.settings import Settings
 
@@ -82,6 +82,12 @@ class ProfanityCheckScorer:
             self._predict = ProfanityModel.read(data).predict_prob
             self.engine = "numpy"
             return
+        except RefusedFile as exc:  # the library would unpickle it as it is
+            raise IntegrityError(
+                f"alt-profanity-check's model files in {data} are not a model's: {exc}",
+                fix="reinstall alt-profanity-check (pip install --force-reinstall alt-profanity-check), "
+                "or use another [risk] toxicity_backend",
+            ) from None
         except UnknownModel as exc:
             log.info("alt-profanity-check's model runs through scikit-learn: %s", exc)
         try:
@@ -89,6 +95,11 @@ class ProfanityCheckScorer:
             from profanity_check import predict_prob
         except ImportError:
             raise missing from None
+        except Exception as exc:  # its model did not load
+            raise DependencyError(
+                f"alt-profanity-check could not load its model: {type(exc).__name__}: {exc}",
+                fix="reinstall alt-profanity-check (pip install --force-reinstall alt-profanity-check)",
+            ) from None
         self._predict = predict_prob
         self.engine = "scikit-learn"
 

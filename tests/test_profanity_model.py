@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lorawatch.monitors.profanity_model import ProfanityModel, UnknownModel, package_data
+from lorawatch.monitors.profanity_model import ProfanityModel, RefusedFile, UnknownModel, package_data
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -144,33 +144,73 @@ class _Hostile:
         return (os.system, (f"touch {self.marker}",))
 
 
+class _Dtype:
+    """Pickled as numpy pickles a dtype: ``dtype(spec, False, True)``, then its state."""
+
+    def __init__(self, spec: str, state: tuple) -> None:
+        self.spec, self.state = spec, state
+
+    def __reduce__(self):
+        return (np.dtype, (self.spec, False, True), self.state)
+
+
 def test_a_file_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
     import joblib
 
     marker = tmp_path / "ran"
     data = _copy_of_the_files(tmp_path)
     joblib.dump({"vocabulary_": _Hostile(marker)}, data / "vectorizer.joblib")
-    with pytest.raises(UnknownModel, match=r"names (posix|os)\.system"):
+    with pytest.raises(RefusedFile, match=r"names (posix|os)\.system"):
         ProfanityModel.read(data)
     joblib.dump({"vocabulary_": np.array([_Hostile(marker)], dtype=object)}, data / "vectorizer.joblib")
-    with pytest.raises(UnknownModel, match="an array of Python objects"):
+    with pytest.raises(RefusedFile, match="a dtype 'O8', not a number's"):  # the array's dtype
         ProfanityModel.read(data)
     assert not marker.exists()
 
 
-def test_a_model_of_another_form_is_run_by_the_library_itself(tmp_path):
-    """Where the files hold another form, the scorer falls back to the library: a package of
-    the same name whose model counts word pairs, found first on the path."""
+@pytest.mark.parametrize(
+    ("spec", "state", "refusal"),
+    [
+        ("O8", (3, "|", None, None, None, 8, 8, 0), "not a number's"),  # pointers
+        ("V8", (3, "|", None, None, None, 8, 8, 0), "not a number's"),
+        ("f8", (3, "<", None, None, None, 8, 8, 63), "the state"),  # a number's dtype flagged as holding objects
+        ("f8", (3, "<", None, ("x",), {"x": 1}, 8, 8, 0), "the state"),
+    ],
+)
+def test_dtypes_other_than_numbers_are_refused(tmp_path, spec, state, refusal):
+    """A dtype's state sets its flags: from a file they could make numbers read as pointers."""
     import joblib
-    import profanity_check.profanity_check as library
 
-    package = tmp_path / "site" / "profanity_check"
+    data = _copy_of_the_files(tmp_path)
+    joblib.dump({"dtype": _Dtype(spec, state)}, data / "vectorizer.joblib")
+    with pytest.raises(RefusedFile, match=refusal):
+        ProfanityModel.read(data)
+
+
+def test_a_dtypes_byte_order_is_kept(tmp_path):
+    import joblib
+
+    data = _copy_of_the_files(tmp_path)
+    joblib.dump({"dtype": _Dtype("f8", (3, ">", None, None, None, -1, -1, 0))}, data / "vectorizer.joblib")
+    with pytest.raises(UnknownModel, match="not a TfidfVectorizer"):  # read, then found to be no model
+        ProfanityModel.read(data)
+
+
+def test_a_damaged_file_is_an_unknown_model_not_a_crash(tmp_path):
+    data = _copy_of_the_files(tmp_path)
+    whole = (data / "model.joblib").read_bytes()
+    (data / "model.joblib").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(UnknownModel, match="could not be read"):
+        ProfanityModel.read(data)
+
+
+def _package(root: Path, vectorizer, model) -> Path:
+    """A package named ``profanity_check`` under ``root``, holding these two objects in joblib
+    files, and loading them at import as the library does."""
+    import joblib
+
+    package = root / "profanity_check"
     (package / "data").mkdir(parents=True)
-    texts = ["you stupid idiot", "shut up", "thank you kindly", "go away you moron"]
-    vectorizer = type(library.vectorizer)(ngram_range=(1, 2))
-    features = vectorizer.fit_transform(texts)
-    model = type(library.model)(estimator=type(library.model.estimator)(), cv=2)
-    model.fit(features, [1, 0, 0, 1])
     joblib.dump(vectorizer, package / "data" / "vectorizer.joblib")
     joblib.dump(model, package / "data" / "model.joblib")
     (package / "__init__.py").write_text(
@@ -181,6 +221,42 @@ def test_a_model_of_another_form_is_run_by_the_library_itself(tmp_path):
         "def predict_prob(texts):\n"
         "    return _model.predict_proba(_vectorizer.transform(texts))[:, 1]\n"
     )
+    return root
+
+
+def test_a_file_that_would_run_code_fails_the_scorer_and_the_library_never_reads_it(tmp_path):
+    import profanity_check.profanity_check as library
+
+    marker = tmp_path / "ran"
+    site = _package(tmp_path / "site", {"vocabulary_": _Hostile(marker)}, library.model)
+    code = textwrap.dedent(
+        """
+        import sys
+        from lorawatch.errors import IntegrityError
+        from lorawatch.monitors.toxicity import ProfanityCheckScorer
+        try:
+            ProfanityCheckScorer()
+        except IntegrityError as exc:
+            print("refused:", exc, "sklearn" in sys.modules)
+        """
+    )
+    env = {**__import__("os").environ, "PYTHONPATH": str(site)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert done.stdout.startswith("refused:") and "system" in done.stdout, done.stdout + done.stderr
+    assert done.stdout.split()[-1] == "False" and not marker.exists()
+
+
+def test_a_model_of_another_form_is_run_by_the_library_itself(tmp_path):
+    """Where the files hold another form, the scorer falls back to the library: a package of
+    the same name whose model counts word pairs, found first on the path."""
+    import profanity_check.profanity_check as library
+
+    texts = ["you stupid idiot", "shut up", "thank you kindly", "go away you moron"]
+    vectorizer = type(library.vectorizer)(ngram_range=(1, 2))
+    features = vectorizer.fit_transform(texts)
+    model = type(library.model)(estimator=type(library.model.estimator)(), cv=2)
+    model.fit(features, [1, 0, 0, 1])
+    package = _package(tmp_path / "site", vectorizer, model) / "profanity_check"
     code = textwrap.dedent(
         """
         import json, logging, sys
