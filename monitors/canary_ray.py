@@ -231,7 +231,7 @@ def start_workers(spec, layout: RayPlan, max_restarts: int, worker_factory=None)
     actors = []
     try:
         for s in layout.shard_of:
-            actors.append(actor.remote(_worker_spec(spec, layout.shards[s], layout.device)))
+            actors.append(actor.remote(_worker_spec(spec, layout.shards[s], layout)))
     except BaseException:
         for a in actors:
             ray.kill(a)
@@ -254,9 +254,15 @@ def wait_ready(actors, layout: RayPlan, timeout_s: float) -> list[dict]:
     return ray.get(refs)
 
 
-def _worker_spec(spec, shard: list[str], device: str):
+def _worker_spec(spec, shard: list[str], layout: RayPlan):
+    """One actor's spec. On the CPU, where ``[risk] pii_workers`` is unset, an actor finds PII
+    on one process of its own only where it holds two CPUs or more (Ray reserves
+    ``cpus_per_worker`` for it, but pins it to no cores, so the local default would not see it)."""
     part = spec.shard(shard)
-    part.device = device
+    part.device = layout.device
+    risk = part.risk
+    if risk is not None and risk.pii_workers is None and not str(layout.device).startswith("cuda"):
+        part.risk = risk.model_copy(update={"pii_workers": 1 if layout.cpus_per_worker >= 2 else 0})
     return part
 
 

@@ -386,3 +386,24 @@ def test_a_shard_whose_base_output_differs_is_compared_with_the_stored_one(
         assert base.output == "hello there" and s.get(CanaryRun, run_id).prompts_done == 1
     assert stored[keys["a0"]["version_id"]] == 0.0
     assert stored[keys["a1"]["version_id"]] == pytest.approx(1.0)  # orthogonal to the stored base's embedding
+
+
+def test_a_cpu_actor_finds_pii_on_a_process_of_its_own_only_with_two_cpus(lw_env):
+    """Ray reserves CPUs for an actor without pinning it to them: an actor's PII workers follow
+    ``cpus_per_worker``, not the host's cores, where ``[risk] pii_workers`` is unset."""
+    from lorawatch.monitors.canary_ray import _worker_spec, plan
+    from lorawatch.monitors.canary_worker import WorkerSpec
+    from lorawatch.settings import RiskSettings
+
+    keys = ["a0", "a1"]
+    spec = WorkerSpec("base", None, {k: (k, None, k) for k in keys}, None, risk=RiskSettings())
+    for cpus, workers in ((1.0, 0), (2.0, 1), (4.0, 1)):
+        layout = plan(keys, "cpu", {"CPU": 8.0}, None, 1.0, cpus)
+        assert _worker_spec(spec, keys, layout).risk.pii_workers == workers
+    assert spec.risk.pii_workers is None  # the run's own settings are left as they were
+    asked = WorkerSpec("base", None, {k: (k, None, k) for k in keys}, None, risk=RiskSettings(pii_workers=3))
+    assert _worker_spec(asked, keys, plan(keys, "cpu", {"CPU": 8.0}, None, 1.0, 1.0)).risk.pii_workers == 3
+    on_gpu = _worker_spec(spec, keys, plan(keys, "auto", {"GPU": 1.0, "CPU": 8.0}, None, 1.0, 1.0))
+    assert on_gpu.device == "cuda" and on_gpu.risk.pii_workers is None  # the GPU default, on the actor's host
+    off = WorkerSpec("base", None, {k: (k, None, k) for k in keys}, None, risk=None)
+    assert _worker_spec(off, keys, plan(keys, "cpu", {"CPU": 8.0}, None, 1.0, 2.0)).risk is None

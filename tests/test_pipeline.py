@@ -267,12 +267,13 @@ def _running(pid: int) -> bool:
 
 def test_pii_workers_start_before_the_run_where_it_will_use_them(monkeypatch, tmp_path):
     """The command line starts the PII workers before it imports torch when the run will use
-    them: by default on a GPU (an NVIDIA driver, no CUDA_VISIBLE_DEVICES hiding it), anywhere
-    when ``[risk] pii_workers`` asks for them; by default on the CPU PII is found in-process."""
+    them: by default on a GPU (an NVIDIA driver, no CUDA_VISIBLE_DEVICES hiding it) as many as
+    the cores allow, at most 4, on the CPU one where there are two cores or more; none with
+    ``[risk] pii_workers = 0`` or content risk off."""
     from pathlib import Path
 
     from lorawatch import models
-    from lorawatch.monitors import canary
+    from lorawatch.monitors import canary, pii_pool
     from lorawatch.settings import load_settings
 
     assert not models.cuda_likely("cpu")
@@ -285,9 +286,18 @@ def test_pii_workers_start_before_the_run_where_it_will_use_them(monkeypatch, tm
     assert canary.start_pii_early(load_settings(tmp_path / "lorawatch.toml"), "cuda") is None  # risk off
     (tmp_path / "lorawatch.toml").write_text("[risk]\n")
     settings = load_settings(tmp_path / "lorawatch.toml")
-    pool = canary.start_pii_early(settings, "cpu")  # the default on the CPU: one worker
+    monkeypatch.setattr(pii_pool, "usable_cores", lambda: 2)  # the machine's cores, whatever it has
+    for device, workers in (("cpu", 1), ("auto", 1)):  # "auto" is a GPU where there is a driver
+        pool = canary.start_pii_early(settings, device)
+        try:
+            assert pool is not None and pool.workers == workers
+        finally:
+            if pool is not None:
+                pool.close()
+    monkeypatch.setattr(pii_pool, "usable_cores", lambda: 1)
+    pool = canary.start_pii_early(settings, "auto")
     try:
-        assert pool is not None and pool.workers == 1
+        assert (pool is not None) == driver  # one core: PII in the run's process, unless on a GPU
     finally:
         if pool is not None:
             pool.close()
