@@ -131,8 +131,10 @@ def _unpickle(path: Path) -> Any:
                 if not (
                     isinstance(state, tuple)
                     and len(state) == 8
+                    and isinstance(state[1], str)
                     and state[1] in ("<", ">", "|", "=")
-                    and state[2:5] == (None, None, None)
+                    and all(part is None for part in state[2:5])
+                    and type(state[7]) is int
                     and state[7] == 0
                 ):
                     raise RefusedFile(f"{path.name} gives a dtype the state {state!r}")

@@ -175,6 +175,7 @@ def test_a_file_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
         ("V8", (3, "|", None, None, None, 8, 8, 0), "not a number's"),
         ("f8", (3, "<", None, None, None, 8, 8, 63), "the state"),  # a number's dtype flagged as holding objects
         ("f8", (3, "<", None, ("x",), {"x": 1}, 8, 8, 0), "the state"),
+        ("f8", (3, np.array([1, 2]), None, None, None, 8, 8, 0), "the state"),  # compared without an error
     ],
 )
 def test_dtypes_other_than_numbers_are_refused(tmp_path, spec, state, refusal):
