@@ -138,7 +138,7 @@ def _unpickle(path: Path) -> Any:
                     and state[7] == 0
                 ):
                     raise RefusedFile(f"{path.name} gives a dtype the state {state!r}")
-                safe = inst.newbyteorder(state[1]) if state[1] in ("<", ">") else inst
+                safe = {"<": inst.newbyteorder("<"), ">": inst.newbyteorder(">")}.get(state[1], inst)
                 self.stack.pop()
                 self.stack[-1] = safe
                 for key, value in list(self.memo.items()):
