@@ -35,6 +35,7 @@ from lorawatch.db.types import utcnow
 from lorawatch.errors import DependencyError, InputError, LoraWatchError
 from lorawatch.monitors.canary_store import plan_batches, progress_bar, record_workers, store_rows
 from lorawatch.monitors.canary_worker import CanaryWorker
+from lorawatch.monitors.pii_pool import default_workers
 from lorawatch.settings import Settings
 
 # What workers on any node need: nothing may be fetched from a model hub.
@@ -255,14 +256,14 @@ def wait_ready(actors, layout: RayPlan, timeout_s: float) -> list[dict]:
 
 
 def _worker_spec(spec, shard: list[str], layout: RayPlan):
-    """One actor's spec. On the CPU, where ``[risk] pii_workers`` is unset, an actor finds PII
-    on one process of its own only where it holds two CPUs or more (Ray reserves
-    ``cpus_per_worker`` for it, but pins it to no cores, so the local default would not see it)."""
+    """One actor's spec. On the CPU, where ``[risk] pii_workers`` is unset, an actor's default
+    is taken from the CPUs Ray reserves for it (``cpus_per_worker``): Ray pins it to no cores,
+    so the default from the cores its process sees would count the whole host's."""
     part = spec.shard(shard)
     part.device = layout.device
     risk = part.risk
     if risk is not None and risk.pii_workers is None and not str(layout.device).startswith("cuda"):
-        part.risk = risk.model_copy(update={"pii_workers": 1 if layout.cpus_per_worker >= 2 else 0})
+        part.risk = risk.model_copy(update={"pii_workers": default_workers(layout.device, layout.cpus_per_worker)})
     return part
 
 

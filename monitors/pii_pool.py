@@ -160,16 +160,17 @@ def usable_cores() -> int:
 MAX_DEFAULT_WORKERS = 4
 
 
-def default_workers(device: str) -> int:
-    """``[risk] pii_workers`` left unset: on a GPU, the usable cores minus two (one for the
-    run's own process, one for the system), at least 1 and at most ``MAX_DEFAULT_WORKERS``; on
-    the CPU one where there are two cores or more, else 0 (in the run's own process). On 2
-    CPU cores one worker, started beside the run's own imports, had the demo's first batch
-    start 3 to 4 s sooner and its model no slower (benchmarks/README.md, "Fifth round")."""
-    cores = usable_cores()
+def default_workers(device: str, cores: float | None = None) -> int:
+    """``[risk] pii_workers`` left unset, for a run on ``device`` with ``cores`` CPU cores (the
+    usable cores of this process when None): on a GPU, the cores minus two (one for the run's
+    own process, one for the system), at least 1 and at most ``MAX_DEFAULT_WORKERS``; on the
+    CPU one where there are two cores or more, else 0 (in the run's own process). On 2 CPU
+    cores one worker, started beside the run's own imports, had the demo's first batch start
+    3 to 4 s sooner and its model no slower (benchmarks/README.md, "Fifth round")."""
+    cores = usable_cores() if cores is None else cores
     if not str(device).startswith("cuda"):
         return 1 if cores >= 2 else 0
-    return max(1, min(MAX_DEFAULT_WORKERS, cores - 2))
+    return max(1, min(MAX_DEFAULT_WORKERS, int(cores) - 2))
 
 
 class PiiPool:

@@ -142,6 +142,10 @@ def test_default_pool_size_leaves_the_cpu_to_the_model(monkeypatch):
     monkeypatch.setattr(pii_pool, "usable_cores", lambda: 1)
     assert pii_pool.default_workers("cpu") == 0  # one core: PII in the run's own process
     assert pii_pool.default_workers("cuda") == 1
+    # cores given (a Ray actor's reservation): the process's own cores are not looked at
+    assert pii_pool.default_workers("cpu", cores=2) == 1
+    assert pii_pool.default_workers("cpu", cores=1.5) == 0
+    assert pii_pool.default_workers("cuda", cores=8.0) == 4
 
 
 def test_overlapped_batches_with_a_pii_pool_store_the_rows_of_one_batch_at_a_time(
