@@ -49,7 +49,6 @@ _RECORDS = {
 _NUMPY = {
     ("joblib.numpy_pickle", "NumpyArrayWrapper"),
     ("numpy", "ndarray"),
-    ("numpy", "dtype"),
     ("numpy", "float64"),
     ("numpy", "float32"),
     ("numpy", "int64"),
@@ -159,12 +158,7 @@ def _unpickle(path: Path) -> Any:
         if handle.read(1) != b"\x80":  # a compressed or pre-0.10 joblib file
             raise UnknownModel(f"{path.name} is not a plain pickle (compressed, or an old joblib format)")
         handle.seek(0)
-        try:
-            return Reader(str(path), handle, True).load()
-        except (RefusedFile, UnknownModel):
-            raise
-        except Exception as exc:  # a damaged or truncated file, a state of another shape
-            raise UnknownModel(f"{path.name} could not be read: {type(exc).__name__}: {exc}") from None
+        return Reader(str(path), handle, True).load()
 
 
 def _expect(condition: bool, what: str) -> None:
@@ -205,8 +199,8 @@ class ProfanityModel:
             return cls._read(data)
         except (RefusedFile, UnknownModel):
             raise
-        except (TypeError, ValueError, KeyError, AttributeError, IndexError, OSError) as exc:
-            raise UnknownModel(f"the model could not be read: {type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # a damaged or truncated file, a state of another shape
+            raise UnknownModel(f"the model in {data} could not be read: {type(exc).__name__}: {exc}") from None
 
     @classmethod
     def _read(cls, data: Path) -> ProfanityModel:

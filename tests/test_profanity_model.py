@@ -126,6 +126,13 @@ def test_a_model_of_another_form_is_refused_saying_what_differs(tmp_path):
     with pytest.raises(UnknownModel, match="not calibrated by a sigmoid"):
         ProfanityModel.read(data)
 
+    data = _copy_of_the_files(tmp_path / "pattern")
+    broken = pickle.loads(pickle.dumps(vectorizer))
+    broken.token_pattern = "(?u)\\b(\\w"  # does not compile
+    joblib.dump(broken, data / "vectorizer.joblib")
+    with pytest.raises(UnknownModel, match="could not be read: (error|PatternError)"):
+        ProfanityModel.read(data)
+
     data = _copy_of_the_files(tmp_path / "compressed")
     joblib.dump(model, data / "model.joblib", compress=3)
     with pytest.raises(UnknownModel, match="not a plain pickle"):
