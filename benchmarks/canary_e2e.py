@@ -129,7 +129,23 @@ def cli(home: Path, config: Path, *argv: str, check: bool = True, profile: Path 
     prefix = ["-m", "cProfile", "-o", str(profile)] if profile else []
     if sampled:  # our own sampler and the import report, where py-spy cannot attach
         prefix = ["-X", "importtime", str(ROOT / "benchmarks" / "stack_sampler.py"), str(sampled)]
-    sampler = ["record", "-r", "50", "--idle", "--threads", "-f", "chrometrace", "-o", str(spy[1]), "--"] if spy else []
+    sampler = []
+    if spy and len(spy) > 2 and spy[2]:  # the GIL's holder only, counted by stack
+        sampler = [
+            "record",
+            "-r",
+            "200",
+            "--gil",
+            "--threads",
+            "--full-filenames",
+            "-f",
+            "raw",
+            "-o",
+            str(spy[1]),
+            "--",
+        ]
+    elif spy:
+        sampler = ["record", "-r", "50", "--idle", "--threads", "-f", "chrometrace", "-o", str(spy[1]), "--"]
     # bytecode is kept for the next process even where site-packages are read-only (a GPU image)
     os.environ.setdefault("PYTHONPYCACHEPREFIX", str(Path(home).parent / "pycache"))
     env = {
@@ -305,6 +321,37 @@ def print_timeline(path: Path, step: float = 0.5) -> None:
     print_windows({names[tid]: per_window for tid, per_window in windows.items()}, step)
 
 
+def print_gil(path: Path, top: int = 12) -> None:
+    """Who held the interpreter's lock in a py-spy ``--gil`` recording (raw format): samples
+    per thread, then each thread's most frequent stacks, labelled as ``print_timeline`` does."""
+    per_thread: dict[str, dict[str, int]] = {}
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        thread, *frames = stack.split(";")
+        name = thread.split(": ", 1)[-1]
+        parsed = []
+        for frame in frames:
+            func, _, where = frame.rpartition(" (")
+            parsed.append((where.rsplit(":", 1)[0], func))
+        ours = [i for i, (where, _) in enumerate(parsed) if "lorawatch/" in where or "/monitors/" in where]
+        head = parsed[ours[-1]][1] if ours else (parsed[0][1] if parsed else "-")
+        tail = [
+            f
+            for f in parsed[ours[-1] + 1 if ours else 1 :]
+            if not f[0].startswith("<frozen") and "importlib" not in f[0]
+        ]
+        label = head + (f" > {tail[0][0].split('site-packages/')[-1]}:{tail[0][1]} .. {parsed[-1][1]}" if tail else "")
+        counts = per_thread.setdefault(name, {})
+        counts[label] = counts.get(label, 0) + int(count)
+    total = sum(sum(c.values()) for c in per_thread.values()) or 1
+    for name, counts in sorted(per_thread.items(), key=lambda kv: -sum(kv[1].values())):
+        print(f"---- GIL held by {name}: {sum(counts.values()) / total:.1%} of samples")
+        for label, n in sorted(counts.items(), key=lambda kv: -kv[1])[:top]:
+            print(f"  {n / total:6.1%}  {label}")
+
+
 def print_windows(windows: dict[str, dict[int, dict[str, float]]], step: float) -> None:
     """Per thread, per window of ``step`` seconds, the two labels that took most of it."""
     for thread, per_window in windows.items():
@@ -395,6 +442,12 @@ def main() -> None:
         help="the py-spy program (on the device: $PYSPY): sample one more run, print its timeline",
     )
     parser.add_argument(
+        "--spy-gil",
+        type=Path,
+        default=None,
+        help="the py-spy program: sample one more run with --gil, print who held the interpreter's lock",
+    )
+    parser.add_argument(
         "--sample",
         action="store_true",
         help="one more run under stack_sampler.py and -X importtime: its timeline and slowest imports",
@@ -468,6 +521,12 @@ def main() -> None:
         result = command(home, config, dataset, names, device, args, spy=(args.spy, recording))
         record({**shape, "sampled": "py-spy", **result})
         print_timeline(recording)
+    if args.spy_gil:
+        log("lorawatch canary run sampled by py-spy --gil")
+        recording = work / "command.gil.txt"
+        result = command(home, config, dataset, names, device, args, spy=(args.spy_gil, recording, True))
+        record({**shape, "sampled": "py-spy --gil", **result})
+        print_gil(recording)
     if args.sample:
         log("lorawatch canary run sampled by stack_sampler.py")
         recording = work / "command.samples.json"

@@ -56,3 +56,52 @@ def test_the_plain_transformers_path_gives_sentence_transformers_vectors(embedde
     ours = embedder.encode(texts, spell=False)
     assert ours.shape == reference.shape and ours.dtype == np.float32
     assert np.abs(ours - reference).max() < 1e-5, np.abs(ours - reference).max()
+
+
+def _answers(n: int) -> list[str]:
+    rng = np.random.default_rng(7)
+    words = [
+        "the",
+        "order",
+        "ships",
+        "tomorrow",
+        "refund",
+        "account",
+        "password",
+        "thanks",
+        "sorry",
+        "please",
+        "wait",
+        "here",
+    ]
+    return [" ".join(rng.choice(words, size=int(rng.integers(1, 60)))) for _ in range(n)]
+
+
+def test_vectors_come_back_in_the_texts_order_whatever_the_batches(embedder):
+    """Texts are encoded longest first, in batches; each vector lands on its own text's row."""
+    texts = _answers(150)
+    whole = embedder._encode_plain(texts, batch_size=256)
+    small = embedder._encode_plain(texts, batch_size=7)
+    alone = np.stack([embedder._encode_plain([t])[0] for t in texts[:12]])
+    assert np.abs(whole - small).max() < 1e-5
+    assert np.abs(whole[:12] - alone).max() < 1e-5
+
+
+@pytest.mark.gpu
+def test_the_gpu_gives_the_cpus_vectors():
+    """The outputs' embeddings on CUDA (where a canary run on a GPU makes them) are the CPU's,
+    over more texts than one batch."""
+    import os
+
+    import torch
+
+    from lorawatch.monitors.embeddings import Embedder
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    path = os.environ.get("LORAWATCH_TEST_EMBEDDING_MODEL")
+    texts = _answers(300)  # five batches
+    cpu = Embedder(path, device="cpu").encode(texts)
+    gpu = Embedder(path, device="cuda").encode(texts)
+    assert gpu.shape == cpu.shape and gpu.dtype == np.float32
+    assert np.abs(gpu - cpu).max() < 1e-3, np.abs(gpu - cpu).max()
