@@ -48,8 +48,34 @@ def _template(folder: Path, config: dict[str, Any]) -> str | None:
     return template if isinstance(template, str) else None
 
 
+# unsupported()'s verdicts by folder and the files' size, mtime and inode: a canary run asks
+# while planning and again while loading, and tokenizer.json (megabytes) is parsed once
+_VERDICTS: dict[tuple, str | None] = {}
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
 def unsupported(folder: Path) -> str | None:
     """Why the tokenizer in ``folder`` needs transformers, or None when ``FileTokenizer`` reads it."""
+    try:
+        key = (
+            str(folder.resolve()),
+            *(_stamp(folder / name) for name in ("tokenizer_config.json", "tokenizer.json", "chat_template.jinja")),
+        )
+    except OSError:  # a folder that cannot be looked at: said by the check below
+        return _unsupported(folder)
+    if key not in _VERDICTS:
+        _VERDICTS[key] = _unsupported(folder)
+    return _VERDICTS[key]
+
+
+def _unsupported(folder: Path) -> str | None:
     try:
         config = _read_json(folder / "tokenizer_config.json")
         spec = _read_json(folder / "tokenizer.json")

@@ -244,6 +244,29 @@ def test_what_the_direct_loader_does_not_model_is_named_and_left_to_transformers
     assert why in (direct_unsupported(str(folder)) or ""), direct_unsupported(str(folder))
 
 
+def test_the_tokenizer_files_are_checked_once_until_they_change(tiny_base, tmp_path, monkeypatch):
+    """A run checks its tokenizer while planning and again while loading: tokenizer.json
+    (megabytes) is parsed by the check once, and again only once a file has changed."""
+    import shutil
+
+    from lorawatch import tokenizer_file
+
+    folder = tmp_path / "base"
+    shutil.copytree(tiny_base, folder)
+    read = []
+    real = tokenizer_file._read_json
+    monkeypatch.setattr(tokenizer_file, "_read_json", lambda path: read.append(path.name) or real(path))
+    assert tokenizer_file.unsupported(folder) is None
+    tokenizer_file.FileTokenizer(folder)
+    assert tokenizer_file.unsupported(folder) is None
+    assert read.count("tokenizer.json") == 1
+    _edit_json("tokenizer_config.json", tokenizer_class="LlamaTokenizer")(folder)
+    assert "is built by" in (tokenizer_file.unsupported(folder) or "")
+    assert read.count("tokenizer.json") == 2
+    with pytest.raises(ValueError, match="is built by"):
+        tokenizer_file.FileTokenizer(folder)
+
+
 def test_a_hub_id_or_a_gguf_file_is_left_to_transformers(tmp_path):
     from lorawatch.models import direct_unsupported
 
