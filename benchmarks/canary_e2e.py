@@ -122,30 +122,19 @@ def build_minilm(config_dir: Path, target: Path) -> Path:
     return target
 
 
+# py-spy's options: a timeline of every thread, idle or not; or the interpreter lock's holder alone
+SPY_TIMELINE = ["-r", "50", "--idle", "--threads", "-f", "chrometrace"]
+SPY_GIL = ["-r", "200", "--gil", "--threads", "--full-filenames", "-f", "raw"]
+
+
 def cli(home: Path, config: Path, *argv: str, check: bool = True, profile: Path | None = None, spy=None, sampled=None):
     """``lorawatch ARGV`` in a fresh process (under cProfile, writing to ``profile``, if given;
-    sampled by py-spy, ``spy`` = (py-spy, output), if given; by ``stack_sampler.py`` into
-    ``sampled``, with ``-X importtime``, if given)."""
+    sampled by py-spy, ``spy`` = (py-spy, output, its options: ``SPY_TIMELINE`` or ``SPY_GIL``),
+    if given; by ``stack_sampler.py`` into ``sampled``, with ``-X importtime``, if given)."""
     prefix = ["-m", "cProfile", "-o", str(profile)] if profile else []
     if sampled:  # our own sampler and the import report, where py-spy cannot attach
         prefix = ["-X", "importtime", str(ROOT / "benchmarks" / "stack_sampler.py"), str(sampled)]
-    sampler = []
-    if spy and len(spy) > 2 and spy[2]:  # the GIL's holder only, counted by stack
-        sampler = [
-            "record",
-            "-r",
-            "200",
-            "--gil",
-            "--threads",
-            "--full-filenames",
-            "-f",
-            "raw",
-            "-o",
-            str(spy[1]),
-            "--",
-        ]
-    elif spy:
-        sampler = ["record", "-r", "50", "--idle", "--threads", "-f", "chrometrace", "-o", str(spy[1]), "--"]
+    sampler = ["record", *spy[2], "-o", str(spy[1]), "--"] if spy else []
     # bytecode is kept for the next process even where site-packages are read-only (a GPU image)
     os.environ.setdefault("PYTHONPYCACHEPREFIX", str(Path(home).parent / "pycache"))
     env = {
@@ -323,7 +312,7 @@ def print_timeline(path: Path, step: float = 0.5) -> None:
 
 def print_gil(path: Path, top: int = 12) -> None:
     """Who held the interpreter's lock in a py-spy ``--gil`` recording (raw format): samples
-    per thread, then each thread's most frequent stacks, labelled as ``print_timeline`` does."""
+    per thread, then each thread's most frequent stacks (``stack_label``)."""
     per_thread: dict[str, dict[str, int]] = {}
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -332,17 +321,10 @@ def print_gil(path: Path, top: int = 12) -> None:
         thread, *frames = stack.split(";")
         name = thread.split(": ", 1)[-1]
         parsed = []
-        for frame in frames:
+        for frame in frames:  # "function (file:line)"
             func, _, where = frame.rpartition(" (")
             parsed.append((where.rsplit(":", 1)[0], func))
-        ours = [i for i, (where, _) in enumerate(parsed) if "lorawatch/" in where or "/monitors/" in where]
-        head = parsed[ours[-1]][1] if ours else (parsed[0][1] if parsed else "-")
-        tail = [
-            f
-            for f in parsed[ours[-1] + 1 if ours else 1 :]
-            if not f[0].startswith("<frozen") and "importlib" not in f[0]
-        ]
-        label = head + (f" > {tail[0][0].split('site-packages/')[-1]}:{tail[0][1]} .. {parsed[-1][1]}" if tail else "")
+        label = stack_label(parsed)
         counts = per_thread.setdefault(name, {})
         counts[label] = counts.get(label, 0) + int(count)
     total = sum(sum(c.values()) for c in per_thread.values()) or 1
@@ -361,26 +343,29 @@ def print_windows(windows: dict[str, dict[int, dict[str, float]]], step: float) 
             print(f"{window * step:6.1f}s  " + "; ".join(f"{name} {share / step:.0%}" for name, share in top))
 
 
+def stack_label(stack) -> str:
+    """A stack of (file, function) frames, outermost first, as one label: the deepest frame of
+    ours, then the frame under it that says where the time went (a module imported, a library
+    call), then the innermost function."""
+    ours = [i for i, (where, _) in enumerate(stack) if "lorawatch/" in where]
+    head = stack[ours[-1]][1] if ours else "-"
+    for where, name in stack[ours[-1] + 1 if ours else 1 :]:
+        if where.startswith("<frozen") or "importlib" in where or not where:
+            continue
+        return f"{head} > {where.split('site-packages/')[-1]}:{name} .. {stack[-1][1]}"
+    return f"{head} .. {stack[-1][1]}" if stack else "-"
+
+
 def print_samples(path: Path, step: float = 0.5) -> None:
     """What each thread did, in windows of ``step`` seconds, from ``stack_sampler.py``'s samples:
     the deepest frame of ours on the stack, then the frame under it that says where the time
     went (a module imported, a library call), as ``print_timeline`` does for py-spy."""
     data = json.loads(path.read_text())
     every, names = data["every"], data["threads"]
-
-    def label(stack: list[list[str]]) -> str:
-        ours = [i for i, (where, _) in enumerate(stack) if "lorawatch/" in where]
-        head = stack[ours[-1]][1] if ours else "-"
-        for where, name in stack[ours[-1] + 1 if ours else 1 :]:
-            if where.startswith("<frozen") or "importlib" in where or not where:
-                continue
-            return f"{head} > {where.split('site-packages/')[-1]}:{name} .. {stack[-1][1]}"
-        return f"{head} .. {stack[-1][1]}" if stack else "-"
-
     windows: dict[str, dict[int, dict[str, float]]] = {}
     for t, tid, stack in data["samples"]:
         counts = windows.setdefault(names.get(str(tid), str(tid)), {}).setdefault(int(t // step), {})
-        name = label(stack)
+        name = stack_label(stack)
         counts[name] = counts.get(name, 0.0) + every
     print_windows(windows, step)
 
@@ -518,13 +503,13 @@ def main() -> None:
     if args.spy:
         log("lorawatch canary run sampled by py-spy")
         recording = work / "command.trace.json"
-        result = command(home, config, dataset, names, device, args, spy=(args.spy, recording))
+        result = command(home, config, dataset, names, device, args, spy=(args.spy, recording, SPY_TIMELINE))
         record({**shape, "sampled": "py-spy", **result})
         print_timeline(recording)
     if args.spy_gil:
         log("lorawatch canary run sampled by py-spy --gil")
         recording = work / "command.gil.txt"
-        result = command(home, config, dataset, names, device, args, spy=(args.spy_gil, recording, True))
+        result = command(home, config, dataset, names, device, args, spy=(args.spy_gil, recording, SPY_GIL))
         record({**shape, "sampled": "py-spy --gil", **result})
         print_gil(recording)
     if args.sample:
