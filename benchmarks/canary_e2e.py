@@ -123,8 +123,8 @@ def build_minilm(config_dir: Path, target: Path) -> Path:
 
 
 # py-spy's options: a timeline of every thread, idle or not; or the interpreter lock's holder alone
-SPY_TIMELINE = ["-r", "50", "--idle", "--threads", "-f", "chrometrace"]
-SPY_GIL = ["-r", "200", "--gil", "--threads", "--full-filenames", "-f", "raw"]
+SPY_TIMELINE = ["-r", "50", "--idle", "--threads", "--subprocesses", "-f", "chrometrace"]
+SPY_GIL = ["-r", "200", "--gil", "--threads", "--subprocesses", "--full-filenames", "-f", "raw"]
 
 
 def cli(home: Path, config: Path, *argv: str, check: bool = True, profile: Path | None = None, spy=None, sampled=None):

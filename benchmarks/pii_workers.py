@@ -33,7 +33,7 @@ if {refuse}:
 else:  # what Presidio imported before (the detector now refuses it wherever it is not loaded yet)
     import torch, transformers
 from lorawatch.monitors.pii import PiiDetector
-from lorawatch.monitors.risk import detector_arguments
+from lorawatch.monitors.risk_scorers import detector_arguments
 from lorawatch.monitors.toxicity import build_scorer
 from lorawatch.settings import load_settings
 risk = load_settings().risk
@@ -70,7 +70,7 @@ def main() -> None:
     assert results[True][0][2] == results[False][0][2], "the findings differ"
 
     from lorawatch.monitors.pii_pool import PiiPool
-    from lorawatch.monitors.risk import detector_arguments
+    from lorawatch.monitors.risk_scorers import detector_arguments
     from lorawatch.settings import load_settings
 
     risk = load_settings().risk

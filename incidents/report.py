@@ -36,7 +36,8 @@ from lorawatch.monitors import charts
 from lorawatch.monitors import series as queries
 from lorawatch.monitors.canary_read import prompt_texts, results_with_base
 from lorawatch.monitors.pii import PiiDetector
-from lorawatch.monitors.risk import detector_arguments, leak_types
+from lorawatch.monitors.risk import leak_types
+from lorawatch.monitors.risk_scorers import detector_arguments
 from lorawatch.settings import Settings
 
 SECTIONS = [

@@ -34,7 +34,7 @@ from lorawatch.models import (
 from lorawatch.monitors.dataset import CanaryPrompt
 from lorawatch.monitors.embeddings import Embedder, cosine_distance, needs_transformers, to_bytes
 from lorawatch.monitors.pii_pool import PiiPool
-from lorawatch.monitors.risk import RiskScorers, prompt_text
+from lorawatch.monitors.risk_scorers import RiskScorers, prompt_text
 from lorawatch.registry import files as registry_files
 
 log = logging.getLogger(__name__)

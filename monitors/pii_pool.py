@@ -67,7 +67,7 @@ def _start(arguments: dict[str, Any], toxicity: Any = None) -> None:
     # and scikit-learn took a second and a half of every run's finish (the run waits for its
     # workers to stop); it has nothing to write then, so its first exit handler ends it
     atexit.register(_end_now)
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="watch-parent", daemon=True).start()
+    threading.Thread(target=end_with_parent, args=(os.getppid(),), name="watch-parent", daemon=True).start()
     global _start_error
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -86,9 +86,10 @@ def _end_now() -> None:
     os._exit(0)
 
 
-def _exit_with_parent(parent: int) -> None:
-    """End this worker once its parent is gone (killed, say): it would otherwise wait for work
-    forever, since it holds both ends of the pipe its work comes through."""
+def end_with_parent(parent: int) -> None:
+    """End this process once its parent is gone (killed, say): a worker would otherwise wait
+    for work forever, since it holds both ends of the pipe its work comes through. Run it on a
+    daemon thread."""
     while os.getppid() == parent:
         time.sleep(1.0)
     os._exit(0)
@@ -120,7 +121,7 @@ def _score(texts: list[str]) -> tuple[np.ndarray, list[list[Finding]]]:
 
 
 @contextlib.contextmanager
-def _main_kept_out() -> Iterator[None]:
+def main_kept_out() -> Iterator[None]:
     """Start processes without the caller's main module: a spawned child runs the parent's
     ``__main__`` again unless it is guarded (a user's script, a Streamlit page, a test runner
     that ran one); the workers need only ``lorawatch.monitors.pii_pool``."""
@@ -195,7 +196,7 @@ class PiiPool:
             initializer=_start,
             initargs=(dict(arguments), toxicity),
         )
-        with _main_kept_out():
+        with main_kept_out():
             # one call per worker makes the executor start them all now, not on first use
             self._started: list[Future] | None = [self._executor.submit(_describe) for _ in range(workers)]
         self.name = detector_name(arguments.get("spacy_model"))

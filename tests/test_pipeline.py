@@ -53,7 +53,7 @@ def test_a_run_on_a_pool_scores_toxicity_there_too_and_the_same_as_one_process()
     """With PII workers, the CPU toxicity backend runs on them (the run's own process never
     imports scikit-learn): the same scores and findings as the scorers in one process."""
     from lorawatch.monitors.pii_pool import PiiPool
-    from lorawatch.monitors.risk import PooledToxicity, RiskScorers
+    from lorawatch.monitors.risk_scorers import PooledToxicity, RiskScorers
     from lorawatch.settings import load_settings
 
     risk = load_settings().risk
@@ -154,7 +154,7 @@ def test_overlapped_batches_with_a_pii_pool_store_the_rows_of_one_batch_at_a_tim
     """The same run, batch by batch in one thread with PII in this process, and overlapped with
     PII on two processes: every stored column is the same, risk included."""
     from lorawatch.monitors import canary
-    from lorawatch.monitors.risk import RiskScorers
+    from lorawatch.monitors.risk_scorers import RiskScorers
     from lorawatch.settings import load_settings
 
     def run(overlap: bool, workers: int, early: bool = False) -> int:
@@ -250,12 +250,17 @@ def test_pii_processes_end_with_their_parent(tmp_path):
     assert len(children) == 2
     parent.send_signal(signal.SIGKILL)
     parent.wait()
-    deadline = time.time() + 30
-    alive = children
+    assert still_running(children) == []
+
+
+def still_running(pids: list[int], seconds: float = 30.0) -> list[int]:
+    """Those of ``pids`` still running after up to ``seconds`` (none, once all have ended)."""
+    deadline = time.time() + seconds
+    alive = [pid for pid in pids if _running(pid)]
     while alive and time.time() < deadline:
-        alive = [pid for pid in children if _running(pid)]
         time.sleep(0.2)
-    assert alive == []
+        alive = [pid for pid in alive if _running(pid)]
+    return alive
 
 
 def _running(pid: int) -> bool:

@@ -30,7 +30,7 @@ def pii_detector():
 
 @pytest.fixture(scope="session")
 def scorers(pii_detector):
-    from lorawatch.monitors.risk import RiskScorers
+    from lorawatch.monitors.risk_scorers import RiskScorers
     from lorawatch.monitors.toxicity import ProfanityCheckScorer
 
     return RiskScorers(ProfanityCheckScorer(), pii_detector, 0.5)
@@ -658,7 +658,7 @@ import json, sys
 if sys.argv[1] == "with":
     import transformers  # noqa: F401  (what Presidio imported before)
 from lorawatch.monitors.pii import PiiDetector
-from lorawatch.monitors.risk import detector_arguments
+from lorawatch.monitors.risk_scorers import detector_arguments
 from lorawatch.settings import Settings
 texts = [json.loads(line).get("text") or json.loads(line)["output"] for line in open(sys.argv[2])]
 found = PiiDetector(**detector_arguments(Settings().risk)).find_many(texts)

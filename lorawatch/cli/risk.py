@@ -8,9 +8,10 @@ import click
 
 from lorawatch.cli.context import AppContext, pass_app
 from lorawatch.cli.output import emit, json_option, table
-from lorawatch.monitors.risk import RiskScorers, score_file
 from lorawatch.monitors.risk import annotate as add
 from lorawatch.monitors.risk import samples as get_samples
+from lorawatch.monitors.risk import score_file
+from lorawatch.monitors.risk_scorers import RiskScorers
 
 
 @click.group()
