@@ -27,12 +27,13 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lorawatch.models import cuda_likely, hash_triton_installation
-from lorawatch.monitors.canary_worker import CanaryWorker
-from lorawatch.monitors.pii_pool import end_with_parent, main_kept_out
-from lorawatch.monitors.risk_scorers import RiskScorers
+from lorawatch.monitors.spawned import end_with_parent, main_kept_out
+
+if TYPE_CHECKING:
+    from lorawatch.monitors.canary_worker import CanaryWorker
 
 
 def wanted(setting: str, device: str) -> bool:
@@ -49,11 +50,17 @@ class ModelProcessError(RuntimeError):
 class ModelProcess:
     """A ``CanaryWorker`` in a spawned process, with the calls a local run makes of one.
 
-    Made as early as the run knows it will need it: the process starts the PII workers of
+    Made as early as the run knows it will need it (the command line makes it before it
+    imports the rest of itself: ``lorawatch.cli.early``): the process starts the PII workers of
     ``risk`` (the ``[risk]`` section, None when content risk is off) and imports torch at
-    once, then waits for ``start(spec)``."""
+    once, then waits for ``start(spec)``. This module imports nothing heavy until then."""
+
+    # processes made in this process (the command line ends faster after one: ``cli.leave``)
+    made = 0
 
     def __init__(self, risk: Any, device: str) -> None:
+        ModelProcess.made += 1
+        self.made_for = (risk, device)
         context = multiprocessing.get_context("spawn")  # the model process holds CUDA: never fork
         self._conn, theirs = context.Pipe()
         self._process = context.Process(target=_serve, args=(theirs, risk, device), name="lorawatch-model")
@@ -170,6 +177,7 @@ class ModelProcess:
 def _serve(conn, risk: Any, device: str) -> None:
     """The model process: the PII workers started and torch imported first, then one request
     at a time from the run's process until it says close."""
+    entered = time.time()
     threading.Thread(target=end_with_parent, args=(os.getppid(),), name="watch-parent", daemon=True).start()
     # the run's stdout is its own output (one JSON document with --json): nothing printed here goes there
     os.dup2(2, 1)
@@ -180,6 +188,9 @@ def _serve(conn, risk: Any, device: str) -> None:
     try:
         kernels = cuda_likely(device)
         if risk is not None:
+            # Deferred: the PII workers first, then torch: the parent waits for neither.
+            from lorawatch.monitors.risk_scorers import RiskScorers
+
             pool = RiskScorers.start_pii(risk, "cuda" if kernels else "cpu")
         started = time.time()
         # Deferred: the point of this process: torch imported here while the run's process opens the run.
@@ -188,6 +199,9 @@ def _serve(conn, risk: Any, device: str) -> None:
         if kernels:
             hash_triton_installation()
         imported = time.time()
+        # Deferred: after torch, which imports what it shares with it (numpy).
+        from lorawatch.monitors.canary_worker import CanaryWorker
+
         while True:
             kind, *args = conn.recv()
             if kind == "close":
@@ -196,7 +210,7 @@ def _serve(conn, risk: Any, device: str) -> None:
             if kind == "start":
                 worker = CanaryWorker(args[0], pii_pool=pool)
                 pool = None  # the worker's now
-                worker.timings.update(torch_import_at=started, torch_imported_at=imported)
+                worker.timings.update(model_process_at=entered, torch_import_at=started, torch_imported_at=imported)
                 reply: Any = worker.describe()
             elif kind == "lengths":
                 assert worker is not None

@@ -20,13 +20,11 @@ of the caller, beside the model.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import importlib.metadata
 import multiprocessing
 import os
 import sys
 import threading
-import time
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -35,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from lorawatch.monitors.pii import UNUSED_BY_DETECTOR, Finding, PiiDetector, RefuseImports
+from lorawatch.monitors.spawned import end_with_parent, main_kept_out
 from lorawatch.monitors.toxicity import ToxicityScorer, build_scorer
 
 # Toxicity backends a worker may run: on the CPU, light, and the same scores in any process.
@@ -86,15 +85,6 @@ def _end_now() -> None:
     os._exit(0)
 
 
-def end_with_parent(parent: int) -> None:
-    """End this process once its parent is gone (killed, say): a worker would otherwise wait
-    for work forever, since it holds both ends of the pipe its work comes through. Run it on a
-    daemon thread."""
-    while os.getppid() == parent:
-        time.sleep(1.0)
-    os._exit(0)
-
-
 def _ready() -> PiiDetector:
     if _start_error is not None:
         raise _start_error
@@ -118,22 +108,6 @@ def _toxicity_of(texts: list[str]) -> np.ndarray:
 
 def _score(texts: list[str]) -> tuple[np.ndarray, list[list[Finding]]]:
     return _toxicity_of(texts), _ready().find_many(texts)
-
-
-@contextlib.contextmanager
-def main_kept_out() -> Iterator[None]:
-    """Start processes without the caller's main module: a spawned child runs the parent's
-    ``__main__`` again unless it is guarded (a user's script, a Streamlit page, a test runner
-    that ran one); the workers need only ``lorawatch.monitors.pii_pool``."""
-    main = sys.modules.get("__main__")
-    saved = {name: getattr(main, name) for name in ("__file__", "__spec__") if hasattr(main, name)}
-    try:
-        for name in saved:
-            setattr(main, name, None)
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(main, name, value)
 
 
 def detector_name(spacy_model: str | None) -> str:

@@ -142,3 +142,39 @@ def test_a_bad_input_does_not_wait_for_the_model_process(cli, lw_env, db, regist
     result = cli("canary", "run", "--dataset", bad, "--device", "cpu")
     assert result.code == 2 and f"{bad}:1" in result.err, result.err
     assert multiprocessing.active_children() == []
+
+
+def test_the_command_line_starts_the_model_process_before_it_imports_the_run(lw_env, tmp_path):
+    """``lorawatch.cli.early`` reads the arguments as the command line does, starts a model
+    process only where the run will want one, and hands it to the run made for the same
+    settings; one made for others is stopped."""
+    from lorawatch.cli import early
+    from lorawatch.settings import RiskSettings
+
+    config = tmp_path / "other.toml"
+    config.write_text('[canary]\nmodel_process = "separate"\n[risk]\nenabled = false\n')
+    (tmp_path / "lorawatch.toml").write_text('[canary]\nmodel_process = "auto"\n')
+    for args in (
+        ["canary", "run", "--dataset", "d.jsonl", "--device", "cpu"],  # auto: not on the CPU
+        ["--config", str(config), "canary", "run", "--backend", "ray"],
+        ["--config", str(config), "canary", "run", "--help"],
+        ["--config", str(config), "canary", "show", "1"],
+        ["--verbose", "--config", str(config), "canary", "run"],
+        ["--config", str(tmp_path / "missing.toml"), "canary", "run"],
+    ):
+        early.start(args)
+        assert early.take(None, "cpu") is None, args
+    for args in (
+        ["--config", str(config), "canary", "run", "--dataset", "d.jsonl", "--device=cpu"],
+        [f"--config={config}", "canary", "run", "--device", "cuda", "--device", "cpu"],
+    ):
+        early.start(args)
+        process = early.take(None, "cpu")
+        assert process is not None and process.made_for == (None, "cpu"), args
+        process.close()
+    early.start(["--config", str(config), "canary", "run", "--device", "cpu"])
+    assert early.take(RiskSettings(), "cpu") is None  # made for a run without content risk
+    early.start(["--config", str(config), "canary", "run", "--device", "cpu"])
+    early.close()
+    assert early.take(None, "cpu") is None
+    assert multiprocessing.active_children() == []

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from lorawatch.cli import early
 from lorawatch.cli.context import AppContext, pass_app
 from lorawatch.cli.output import emit, json_option, table
 from lorawatch.errors import InputError
@@ -159,8 +160,8 @@ def _execute(
         where = device or app.settings.canary.device
         if model_wanted(app.settings.canary.model_process, where):
             # it imports torch and starts the PII workers while this process opens the run
-            risk = app.settings.risk
-            model_process = ModelProcess(risk if risk.enabled else None, where)
+            risk = app.settings.risk if app.settings.risk.enabled else None
+            model_process = early.take(risk, where) or ModelProcess(risk, where)
         else:
             # PII workers load Presidio and spaCy while this process imports torch and opens the run
             pii_pool = service.start_pii_early(app.settings, where)
