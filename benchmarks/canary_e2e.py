@@ -123,8 +123,8 @@ def build_minilm(config_dir: Path, target: Path) -> Path:
 
 
 # py-spy's options: a timeline of every thread, idle or not; or the interpreter lock's holder alone
-SPY_TIMELINE = ["-r", "50", "--idle", "--threads", "--subprocesses", "-f", "chrometrace"]
-SPY_GIL = ["-r", "200", "--gil", "--threads", "--subprocesses", "--full-filenames", "-f", "raw"]
+SPY_TIMELINE = ["-r", "50", "--idle", "--threads", "-f", "chrometrace"]
+SPY_GIL = ["-r", "200", "--gil", "--threads", "--full-filenames", "-f", "raw"]
 
 
 def cli(home: Path, config: Path, *argv: str, check: bool = True, profile: Path | None = None, spy=None, sampled=None):
@@ -204,12 +204,6 @@ def command(
             round(timings["worker_at"] - spawned, 2),
             round(timings["ready_at"] - timings["worker_at"], 2),
             round(timings["first_batch_at"] - timings["ready_at"], 2),
-        ],
-        # with a model process of its own: when it began, began importing torch, had imported it
-        "torch_import_s": [
-            round(timings[k] - spawned, 2)
-            for k in ("model_process_at", "torch_import_at", "torch_imported_at")
-            if k in timings
         ],
         "first_batch_s": round(timings["first_batch_done_at"] - timings["first_batch_at"], 2),
         "steady_pairs_per_s": round((pairs - first_pairs) / steady_s, 1) if steady_s > 0 else None,
@@ -536,8 +530,7 @@ def main() -> None:
         print(
             f"{r['way']:8} run {r.get('run', '-')}: {r['seconds']:7.2f} s  {r['pairs_per_s']:7.1f} pairs/s"
             + (
-                f"  start-up {r['startup_s']:.2f} s {r['startup_parts_s']} torch {r['torch_import_s']}"
-                f"  first batch {r['first_batch_s']:.2f} s  after {r['after_batches_s']:.2f} s"
+                f"  start-up {r['startup_s']:.2f} s  first batch {r['first_batch_s']:.2f} s"
                 f"  steady {r['steady_pairs_per_s']} pairs/s  timings {r['timings']}"
                 if r["way"] == "command"
                 else ""

@@ -158,12 +158,6 @@ class CanarySettings(_Section):
         description="Embed and score a batch's outputs (toxicity, PII) while the model runs the next batch; "
         "false: one batch at a time (the same rows, slower).",
     )
-    model_process: Literal["auto", "separate", "same"] = Field(
-        "auto",
-        description="Where a local run's model runs. separate: a process of its own, which imports torch and feeds the "
-        "device while the run's process opens the database, checks the files and stores the rows (each with its own "
-        "interpreter lock); same: the run's own process; auto: separate on a GPU, same on the CPU.",
-    )
     rehash: Literal["changed", "always"] = Field(
         "changed",
         description="Which of a run's model files are read again to check them against the sha256 recorded at "

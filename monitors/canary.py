@@ -37,8 +37,6 @@ from lorawatch.db.types import utcnow
 from lorawatch.durations import format_duration
 from lorawatch.errors import ConflictError, InputError, NotFoundError
 from lorawatch.models import cuda_likely, pick_device
-from lorawatch.monitors import canary_child
-from lorawatch.monitors.canary_child import ModelProcess
 from lorawatch.monitors.canary_finalize import finalize_run
 from lorawatch.monitors.canary_ray import run_on_ray
 from lorawatch.monitors.canary_store import plan_batches, progress_bar, record_workers, store_rows
@@ -292,18 +290,12 @@ def execute_run(
     ray_options: dict[str, Any] | None = None,
     resume: bool = False,
     pii_pool: PiiPool | None = None,
-    model_process: ModelProcess | None = None,
 ) -> dict[str, Any]:
     """Score every (prompt, adapter) pair not yet stored, then finalise; returns the run's summary.
 
     ``pii_pool``: PII workers started early (``start_pii_early``) for the local backend, which
     then owns them; the caller closes them only if this raises before the run starts (closing
     twice is harmless).
-
-    ``model_process``: the process to run the model in (``canary_child.ModelProcess``, started
-    early by the caller), which this then owns; without one, a local run starts one where
-    ``[canary] model_process`` asks for it, unless ``models``, ``embedder``, ``risk`` or
-    ``pii_pool`` are given (they live in this process).
 
     ``resume``: the run was started earlier (``--resume``): refused while another process keeps
     its heartbeat fresh.
@@ -327,26 +319,8 @@ def execute_run(
         elif backend == "ray":
             seconds = run_on_ray(db, run_id, ex, progress=progress, options=ray_options or {}, settings=settings)
         else:
-            in_process = any(x is not None for x in (models, embedder, risk, pii_pool))
-            if (
-                model_process is None
-                and not in_process
-                and canary_child.wanted(settings.canary.model_process, spec.device)
-            ):
-                model_process = ModelProcess(spec.risk, spec.device)
             # hashes were re-checked above, in this very process
-            worker: CanaryWorker | ModelProcess
-            if model_process is not None:
-                if in_process:
-                    raise ValueError("models, embedder, risk and pii_pool live in this process, not a model process")
-                worker = model_process
-                try:
-                    model_process.start(spec.checked())
-                except BaseException:
-                    model_process.close()
-                    raise
-            else:
-                worker = CanaryWorker(spec.checked(), models=models, embedder=embedder, risk=risk, pii_pool=pii_pool)
+            worker = CanaryWorker(spec.checked(), models=models, embedder=embedder, risk=risk, pii_pool=pii_pool)
             try:
                 record_workers(db, run_id, "local", [worker.describe()])
                 batches = plan_batches(dataset.prompts, worker.lengths(dataset.prompts), ex.batch_size)

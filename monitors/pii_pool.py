@@ -20,11 +20,13 @@ of the caller, beside the model.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib.metadata
 import multiprocessing
 import os
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -33,7 +35,6 @@ from typing import Any
 import numpy as np
 
 from lorawatch.monitors.pii import UNUSED_BY_DETECTOR, Finding, PiiDetector, RefuseImports
-from lorawatch.monitors.spawned import end_with_parent, main_kept_out
 from lorawatch.monitors.toxicity import ToxicityScorer, build_scorer
 
 # Toxicity backends a worker may run: on the CPU, light, and the same scores in any process.
@@ -66,7 +67,7 @@ def _start(arguments: dict[str, Any], toxicity: Any = None) -> None:
     # and scikit-learn took a second and a half of every run's finish (the run waits for its
     # workers to stop); it has nothing to write then, so its first exit handler ends it
     atexit.register(_end_now)
-    threading.Thread(target=end_with_parent, args=(os.getppid(),), name="watch-parent", daemon=True).start()
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="watch-parent", daemon=True).start()
     global _start_error
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -82,6 +83,14 @@ def _start(arguments: dict[str, Any], toxicity: Any = None) -> None:
 def _end_now() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
+    os._exit(0)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker once its parent is gone (killed, say): it would otherwise wait for work
+    forever, since it holds both ends of the pipe its work comes through."""
+    while os.getppid() == parent:
+        time.sleep(1.0)
     os._exit(0)
 
 
@@ -108,6 +117,22 @@ def _toxicity_of(texts: list[str]) -> np.ndarray:
 
 def _score(texts: list[str]) -> tuple[np.ndarray, list[list[Finding]]]:
     return _toxicity_of(texts), _ready().find_many(texts)
+
+
+@contextlib.contextmanager
+def _main_kept_out() -> Iterator[None]:
+    """Start processes without the caller's main module: a spawned child runs the parent's
+    ``__main__`` again unless it is guarded (a user's script, a Streamlit page, a test runner
+    that ran one); the workers need only ``lorawatch.monitors.pii_pool``."""
+    main = sys.modules.get("__main__")
+    saved = {name: getattr(main, name) for name in ("__file__", "__spec__") if hasattr(main, name)}
+    try:
+        for name in saved:
+            setattr(main, name, None)
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(main, name, value)
 
 
 def detector_name(spacy_model: str | None) -> str:
@@ -170,7 +195,7 @@ class PiiPool:
             initializer=_start,
             initargs=(dict(arguments), toxicity),
         )
-        with main_kept_out():
+        with _main_kept_out():
             # one call per worker makes the executor start them all now, not on first use
             self._started: list[Future] | None = [self._executor.submit(_describe) for _ in range(workers)]
         self.name = detector_name(arguments.get("spacy_model"))

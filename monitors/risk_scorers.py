@@ -1,6 +1,7 @@
 """The scorers of content risk: toxicity and the PII an output leaks, as a canary worker
-builds them from the ``[risk]`` section (in the run's process, a model process of its own, or a
-Ray actor). No database here: a worker process imports this and never the store."""
+builds them from the ``[risk]`` section (in the run's process or a Ray actor). No database
+here: a worker imports this and never the store (``lorawatch.monitors.risk`` reads and writes
+the stored scores and reviewers' verdicts)."""
 
 from __future__ import annotations
 

@@ -19,7 +19,6 @@ from lorawatch.monitors import canary_read
 from lorawatch.registry import bases as registry_bases
 from lorawatch.registry import store as registry_store
 from lorawatch.registry import versions as registry_versions
-from tests.test_pipeline import still_running
 from tests.tiny_models import independent_kl, write_canary_dataset
 
 LORAWATCH = Path(sys.executable).parent / "lorawatch"
@@ -410,16 +409,10 @@ def test_a_malformed_canary_file_exits_2_naming_file_and_line_and_stores_nothing
         assert counts() == before
 
 
-@pytest.mark.parametrize("model_process", ["same", "separate"])
-def test_sigkill_mid_run_then_resume_gives_the_same_results(
-    lw_env, db, registered, embedder, settings, tmp_path, model_process
-):
+def test_sigkill_mid_run_then_resume_gives_the_same_results(lw_env, db, registered, embedder, settings, tmp_path):
     # long enough to outlive the resume attempt below while batches overlap (canary.overlap)
     canary_file = write_canary_dataset(tmp_path / "canary-72.jsonl", n=72)
     reference = run(db, settings, canary_file, ["trained", "other"], embedder, batch_size=1)
-    # the killed run and its resumption: the model in the run's process, or in one of its own
-    config = tmp_path / "lorawatch.toml"
-    config.write_text(config.read_text() + f'[canary]\nmodel_process = "{model_process}"\n')
     env = dict(os.environ)
     proc = subprocess.Popen(
         [
@@ -466,11 +459,6 @@ def test_sigkill_mid_run_then_resume_gives_the_same_results(
     with db.session() as s:
         killed = s.get(CanaryRun, run_id)
         assert killed.status == "running" and killed.finished_at is None
-        workers = [w["pid"] for w in killed.config["workers"]]
-    assert (workers == [proc.pid]) == (model_process == "same")
-    assert still_running(workers) == [], "the model process outlived its run"
-    with db.session() as s:
-        killed = s.get(CanaryRun, run_id)
         assert 3 <= killed.prompts_done < 72
         assert s.scalar(select(func.count()).select_from(MonitorResult).where(MonitorResult.run_id == run_id)) == 0
     resumed = subprocess.run(

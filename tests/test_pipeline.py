@@ -250,17 +250,12 @@ def test_pii_processes_end_with_their_parent(tmp_path):
     assert len(children) == 2
     parent.send_signal(signal.SIGKILL)
     parent.wait()
-    assert still_running(children) == []
-
-
-def still_running(pids: list[int], seconds: float = 30.0) -> list[int]:
-    """Those of ``pids`` still running after up to ``seconds`` (none, once all have ended)."""
-    deadline = time.time() + seconds
-    alive = [pid for pid in pids if _running(pid)]
+    deadline = time.time() + 30
+    alive = children
     while alive and time.time() < deadline:
+        alive = [pid for pid in children if _running(pid)]
         time.sleep(0.2)
-        alive = [pid for pid in alive if _running(pid)]
-    return alive
+    assert alive == []
 
 
 def _running(pid: int) -> bool:

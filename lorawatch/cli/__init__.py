@@ -171,11 +171,6 @@ def main(argv: list[str] | None = None) -> None:
     and so does every log line (``lorawatch.secrets``)."""
     install_log_scrubber()
     entry = argv is None  # the console script (or python -m lorawatch), not a caller in this process
-    if entry and {"canary", "run"} <= set(sys.argv[1:4]):
-        # Deferred: only a canary run's model process starts before the rest is imported.
-        from lorawatch.cli import early
-
-        early.start(sys.argv[1:])
     try:
         result = cli.main(args=argv, prog_name="lorawatch", standalone_mode=False)
     except click.exceptions.Abort:
@@ -210,17 +205,10 @@ def leave(entry: bool, code: int) -> NoReturn:
     that loaded the model libraries (torch, transformers, spaCy), tearing down the interpreter's
     modules one by one takes seconds (1.9 s on a 2-core machine) and writes nothing: the exit
     handlers run (they flush logs and stop process pools), the output is flushed, and the
-    process ends; the same after a run whose model had a process of its own (the run's
-    process holds SQLAlchemy and the PII detector's settings, a second of teardown on the H200's
-    host). Called in a process that goes on (tests), any other command, or one with a thread
-    still at work: ``SystemExit``, as usual."""
-    early = sys.modules.get("lorawatch.cli.early")
-    if early is not None:
-        early.close()  # a model process started for a run that never took it
+    process ends. Called in a process that goes on (tests), any other command, or one with a
+    thread still at work: ``SystemExit``, as usual."""
     working = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
-    child = sys.modules.get("lorawatch.monitors.canary_child")
-    ran_model = "torch" in sys.modules or (child is not None and child.ModelProcess.made > 0)
-    if not entry or not ran_model or working:
+    if not entry or "torch" not in sys.modules or working:
         sys.exit(code)
     try:
         atexit._run_exitfuncs()

@@ -8,15 +8,12 @@ from pathlib import Path
 
 import click
 
-from lorawatch.cli import early
 from lorawatch.cli.context import AppContext, pass_app
 from lorawatch.cli.output import emit, json_option, table
 from lorawatch.errors import InputError
 from lorawatch.models import cuda_likely, preload_libraries
 from lorawatch.monitors import canary as service
 from lorawatch.monitors import canary_finalize, canary_read
-from lorawatch.monitors.canary_child import ModelProcess
-from lorawatch.monitors.canary_child import wanted as model_wanted
 from lorawatch.monitors.canary_ray import connect, preflight
 from lorawatch.monitors.gate import run_gate
 
@@ -155,17 +152,12 @@ def _execute(
     as_json,
 ) -> dict:
     db = app.database
-    pii_pool = model_process = None
+    pii_pool = None
     if (backend or app.settings.canary.backend) == "local":
+        # PII workers load Presidio and spaCy while this process imports torch and opens the run
         where = device or app.settings.canary.device
-        if model_wanted(app.settings.canary.model_process, where):
-            # it imports torch and starts the PII workers while this process opens the run
-            risk = app.settings.risk if app.settings.risk.enabled else None
-            model_process = early.take(risk, where) or ModelProcess(risk, where)
-        else:
-            # PII workers load Presidio and spaCy while this process imports torch and opens the run
-            pii_pool = service.start_pii_early(app.settings, where)
-            preload_libraries(kernels=cuda_likely(where))  # while the run's files are checked
+        pii_pool = service.start_pii_early(app.settings, where)
+        preload_libraries(kernels=cuda_likely(where))  # while the run's files are checked
     try:
         if resume is not None:
             run_id = resume
@@ -194,13 +186,10 @@ def _execute(
             ray_options={"workers": workers},
             resume=resume is not None,
             pii_pool=pii_pool,
-            model_process=model_process,
         )
     finally:
         if pii_pool is not None:
             pii_pool.close()  # the run's worker closed it already, unless the run never started
-        if model_process is not None:
-            model_process.close()  # likewise
 
 
 def _summary_text(s: dict) -> str:
