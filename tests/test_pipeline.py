@@ -324,3 +324,22 @@ def test_preloading_for_a_gpu_run_hashes_tritons_installation_and_for_a_cpu_run_
     assert gpu.stdout.strip() == "1", gpu.stderr
     cpu = subprocess.run([sys.executable, "-c", code.format(False)], capture_output=True, text=True, check=True)
     assert cpu.stdout.strip() == "not imported", cpu.stderr
+
+
+def test_a_canary_worker_imports_no_database():
+    """A canary worker (in the run's process, or a Ray actor on another host) turns batches
+    into rows and never touches the store: importing it and its risk scorers brings neither
+    SQLAlchemy nor the database models."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import lorawatch.monitors.canary_worker, lorawatch.monitors.risk_scorers\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sqlalchemy' or m.startswith('lorawatch.db')))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=dict(os.environ)
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout
