@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -59,3 +60,11 @@ def parse_json(text: str | bytes, *, where: str, fix: str = "correct the JSON", 
 def finite_number(value: Any) -> bool:
     """A real, finite number (booleans are not numbers here)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def file_identity(path: Path) -> tuple:
+    """What tells a file's contents apart without reading them: its real path, device, inode,
+    size, modification and change times. Any write moves the change time (so does renaming
+    another file over it), which only the clock sets: the same identity, the same bytes."""
+    stat = os.stat(path)
+    return (os.path.realpath(path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)

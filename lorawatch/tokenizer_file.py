@@ -21,6 +21,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from lorawatch.inputs import file_identity
+
 # The classes whose tokenizer.json transformers 5 uses as it is (no rebuilt normalizer or
 # pre-tokenizer, no legacy prefix-space handling).
 PLAIN_CLASSES = {"TokenizersBackend", "PreTrainedTokenizerFast", "GPT2Tokenizer", "GPT2TokenizerFast", "Qwen2Tokenizer"}
@@ -48,17 +50,16 @@ def _template(folder: Path, config: dict[str, Any]) -> str | None:
     return template if isinstance(template, str) else None
 
 
-# unsupported()'s verdicts by folder and the files' size, mtime and inode: a canary run asks
-# while planning and again while loading, and tokenizer.json (megabytes) is parsed once
+# unsupported()'s verdicts by folder and the files' identities (inputs.file_identity): a canary
+# run asks while planning and again while loading, and tokenizer.json (megabytes) is parsed once
 _VERDICTS: dict[tuple, str | None] = {}
 
 
-def _stamp(path: Path) -> tuple[int, int, int] | None:
+def _stamp(path: Path) -> tuple | None:
     try:
-        st = path.stat()
+        return file_identity(path)
     except FileNotFoundError:
         return None
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def unsupported(folder: Path) -> str | None:

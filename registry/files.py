@@ -46,7 +46,7 @@ def sha256_file(path: Path, memory: DigestMemory | None = None) -> str:
     """The sha256 of a file's bytes, read in chunks: at most once per process while the file
     is unchanged (a command that checks a file twice reads it once) and, with ``memory``, not
     at all when an earlier command of this home read the file with the same identity."""
-    key = _identity(path)
+    key = inputs.file_identity(path)
     with _lock:
         known = _hashed.get(key)
     if known is not None:
@@ -63,7 +63,7 @@ def sha256_file(path: Path, memory: DigestMemory | None = None) -> str:
     value = digest.hexdigest()
     with _lock:
         _hashed[key] = value
-    if memory is not None and _identity(path) == key:  # not rewritten while it was read
+    if memory is not None and inputs.file_identity(path) == key:  # not rewritten while it was read
         memory.put(key, value, began)
     return value
 
@@ -72,11 +72,6 @@ def sha256_file(path: Path, memory: DigestMemory | None = None) -> str:
 # and change times): a file rewritten since has another identity and is read again.
 _hashed: dict[tuple, str] = {}
 _lock = threading.Lock()
-
-
-def _identity(path: Path) -> tuple:
-    stat = os.stat(path)
-    return (os.path.realpath(path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 class DigestMemory:
@@ -323,7 +318,7 @@ def stage_copy(
             os.chmod(destination, 0o400)  # owner-only, and immutable by accident
             result[name] = {"sha256": digest.hexdigest(), "size": size}
             with _lock:
-                _hashed[_identity(destination)] = digest.hexdigest()
+                _hashed[inputs.file_identity(destination)] = digest.hexdigest()
     except BaseException:
         remove_tree(staging)
         raise

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from lorawatch.errors import IntegrityError
+from lorawatch.inputs import file_identity
 from lorawatch.registry import files
 
 
@@ -28,7 +29,7 @@ def test_a_file_read_once_is_known_by_identity_and_a_rewrite_with_the_same_size_
     saved = tmp_path / "cache" / "verified-files.json"
     assert oct(saved.stat().st_mode & 0o777) == "0o600"
     again = files.DigestMemory(saved)
-    assert again.get(files._identity(weights)) == digest
+    assert again.get(file_identity(weights)) == digest
 
     stat = weights.stat()
     time.sleep(0.02)  # past the file system's timestamp granularity
@@ -36,7 +37,7 @@ def test_a_file_read_once_is_known_by_identity_and_a_rewrite_with_the_same_size_
         handle.write(b"b")
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the modification time put back
     assert weights.stat().st_size == stat.st_size and weights.stat().st_mtime_ns == stat.st_mtime_ns
-    assert again.get(files._identity(weights)) is None
+    assert again.get(file_identity(weights)) is None
     with pytest.raises(IntegrityError, match="changed after registration"):
         files.verify_files(tmp_path, {"w.safetensors": {"sha256": digest, "size": 4096}}, "adapter x@v1", again)
 
@@ -60,7 +61,7 @@ def test_a_malformed_memory_counts_as_empty_and_is_replaced_whole(tmp_path):
     for text in ["{not json", json.dumps([1, 2]), json.dumps(forged), "\x00"]:
         saved.write_text(text)
         memory = files.DigestMemory(saved, racy_s=0)
-        assert memory.get(files._identity(weights)) is None
+        assert memory.get(file_identity(weights)) is None
     files._hashed.clear()  # this process's own memory: the file must be read
     files.verify_files(tmp_path, {"w.bin": {"sha256": digest, "size": 7}}, "x", memory)
     stored = json.loads(saved.read_text())
