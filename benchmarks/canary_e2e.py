@@ -500,24 +500,20 @@ def main() -> None:
         result = command(home, profiled_config, dataset, names, device, args, profile=stats)
         record({**shape, "profiled": True, **result})
         print_profile(str(stats), "lorawatch canary run (main thread)")
-    if args.spy:
-        log("lorawatch canary run sampled by py-spy")
-        recording = work / "command.trace.json"
-        result = command(home, config, dataset, names, device, args, spy=(args.spy, recording, SPY_TIMELINE))
-        record({**shape, "sampled": "py-spy", **result})
-        print_timeline(recording)
-    if args.spy_gil:
-        log("lorawatch canary run sampled by py-spy --gil")
-        recording = work / "command.gil.txt"
-        result = command(home, config, dataset, names, device, args, spy=(args.spy_gil, recording, SPY_GIL))
-        record({**shape, "sampled": "py-spy --gil", **result})
-        print_gil(recording)
-    if args.sample:
-        log("lorawatch canary run sampled by stack_sampler.py")
-        recording = work / "command.samples.json"
-        result = command(home, config, dataset, names, device, args, sampled=recording)
-        record({**shape, "sampled": "stack_sampler", **result})
-        print_samples(recording)
+    # one more run per sampler asked for: (asked, its name, the recording, how to sample, the report)
+    samplers = [
+        (args.spy, "py-spy", "command.trace.json", lambda r: {"spy": (args.spy, r, SPY_TIMELINE)}, print_timeline),
+        (args.spy_gil, "py-spy --gil", "command.gil.txt", lambda r: {"spy": (args.spy_gil, r, SPY_GIL)}, print_gil),
+        (args.sample, "stack_sampler", "command.samples.json", lambda r: {"sampled": r}, print_samples),
+    ]
+    for asked, sampler, file_name, how, report in samplers:
+        if not asked:
+            continue
+        log(f"lorawatch canary run sampled by {sampler}")
+        recording = work / file_name
+        result = command(home, config, dataset, names, device, args, **how(recording))
+        record({**shape, "sampled": sampler, **result})
+        report(recording)
     if not args.skip_runner:
         log("the runner alone, in this process")
         results.append({**shape, **runner(base_dir, adapters, names, dataset, device, args)})
